@@ -1,0 +1,114 @@
+//! Times the phases of one segment proof and one verification (development aid).
+//! Usage: cargo run --release -p provnet-kernels --example phases -- MODEL_DIR INPUT.json
+use std::time::Instant;
+
+use ark_bn254::{Bn254, Fr, G1Projective};
+use ark_ec::VariableBaseMSM;
+use ark_groth16::Groth16;
+use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
+use provnet_kernels::{
+    binding, circuit, prover, r1cs::Mode, trace, CpuBackend, Model, ModelKeys, ProofContext,
+    ProverBackend,
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = std::path::Path::new(&args[1]);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&args[2]).unwrap()).unwrap();
+    let x: Vec<f64> = v["input_data"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let t = Instant::now();
+    let model = Model::load(dir).unwrap();
+    println!("model load {:?}", t.elapsed());
+    let t = Instant::now();
+    let id = model.id();
+    println!("model id {:?}", t.elapsed());
+    let keys = ModelKeys::open(dir, &model).unwrap();
+    let tr = trace::run(&model, &model.quantize(&x)).unwrap();
+    let ctx = ProofContext {
+        challenge: [1; 32],
+        nonce: [2; 32],
+        miner: [3; 32],
+    };
+    for seg in &model.segments {
+        let t = Instant::now();
+        let pk = keys.proving_key(seg.index).unwrap();
+        println!("seg {} pk load {:?}", seg.index, t.elapsed());
+        for _ in 0..3 {
+            let bind = binding(&id, seg.index, &ctx);
+            let t = Instant::now();
+            let cs = circuit::synthesize(
+                seg,
+                Mode::Prove,
+                bind,
+                Some(circuit::Assignment {
+                    input: &tr.tensors[seg.index],
+                    claimed_output: None,
+                }),
+            );
+            let synth = t.elapsed();
+            let z = cs.full_assignment();
+            let size = (cs.num_constraints() + 1 + cs.num_instance()).next_power_of_two();
+            let mut a = vec![Fr::from(0u64); size];
+            let mut b = a.clone();
+            let mut c = a.clone();
+            for (i, [x, y, w]) in cs.abc.iter().enumerate() {
+                a[i] = *x;
+                b[i] = *y;
+                c[i] = *w;
+            }
+            let t = Instant::now();
+            let h = CpuBackend.quotient(a, b, c).unwrap();
+            let q = t.elapsed();
+            let t = Instant::now();
+            let _ = CpuBackend.msm_g1(&pk.a_query, &z).unwrap();
+            let ma = t.elapsed();
+            let t = Instant::now();
+            let _ = CpuBackend.msm_g1(&pk.b_g1_query, &z).unwrap();
+            let mb1 = t.elapsed();
+            let t = Instant::now();
+            let _ = CpuBackend.msm_g2(&pk.b_g2_query, &z).unwrap();
+            let mb2 = t.elapsed();
+            let t = Instant::now();
+            let _ = CpuBackend
+                .msm_g1(&pk.l_query, &z[1 + cs.num_instance()..])
+                .unwrap();
+            let ml = t.elapsed();
+            let n = pk.h_query.len();
+            let t = Instant::now();
+            let _ = CpuBackend.msm_g1(&pk.h_query, &h[..n]).unwrap();
+            let mh = t.elapsed();
+            let t = Instant::now();
+            let proof =
+                prover::prove(&CpuBackend, &pk, &cs, &mut ark_std::rand::thread_rng()).unwrap();
+            let total = t.elapsed();
+            println!("  synth {synth:?} quotient {q:?} msm A {ma:?} B1 {mb1:?} B2 {mb2:?} L {ml:?} H {mh:?} | prove {total:?} (constraints {}, domain {size})", cs.num_constraints());
+            let (vk, _) = keys.verifying_key(seg.index).unwrap();
+            let pvk = ark_groth16::prepare_verifying_key(&vk);
+            let mut bytes = Vec::new();
+            proof.serialize_compressed(&mut bytes).unwrap();
+            let t = Instant::now();
+            let p2 = ark_groth16::Proof::<Bn254>::deserialize_compressed(bytes.as_slice()).unwrap();
+            let de = t.elapsed();
+            let t = Instant::now();
+            let pi = circuit::public_inputs(
+                seg,
+                &tr.tensors[seg.index],
+                &tr.tensors[seg.index + 1],
+                bind,
+            );
+            let pack = t.elapsed();
+            let t = Instant::now();
+            let prep = G1Projective::msm_unchecked(&vk.gamma_abc_g1[1..], &pi) + vk.gamma_abc_g1[0];
+            let msm = t.elapsed();
+            let t = Instant::now();
+            assert!(Groth16::<Bn254>::verify_proof_with_prepared_inputs(&pvk, &p2, &prep).unwrap());
+            let pair = t.elapsed();
+            println!("  verify: deserialize {de:?} pack {pack:?} input msm {msm:?} ({} inputs) pairing {pair:?}", pi.len());
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The R1CS circuit of one segment.
+//!
+//! Public inputs: the segment input packed into words, the output packed into words, and the
+//! binding value. Witness and constraints:
+//!
+//! * each input value x_j is a witness with a `b_in`-bit decomposition of x_j - lo (exact range
+//!   check; `b_in` constraints, the lowest bit being a linear combination, not a variable);
+//! * constant weights fold into linear combinations, so the matrix product costs nothing: the
+//!   offset accumulator z_i = sum_j w_ij x_j + b_i + 2^(s-1) + 2^(m+s) is decomposed into
+//!   k = s + m + 1 bits (k constraints). Its low s bits are the rounding remainder, its high
+//!   m + 1 bits are q_i + 2^m, and the top bit is the sign of q_i;
+//! * ReLU costs one constraint: y_i = top_bit * (q_i's low m bits);
+//! * one constraint per packed word ties the public words to the values;
+//! * binding * binding = binding_sq puts the binding into a constraint (an unconstrained
+//!   Groth16 public input would be malleable).
+//!
+//! Constraints per segment: n_in * b_in + n_out * k (+ n_out with ReLU) + words + 1.
+
+use ark_bn254::Fr;
+use ark_ff::{AdditiveGroup, Field, One, Zero};
+
+use crate::model::{Range, Segment};
+use crate::r1cs::{Label, Lc, Mode, R1cs, Var};
+
+/// Bits of payload per packed public word (below the 254-bit BN254 scalar field).
+pub const PACK_BITS: u32 = 252;
+
+/// Values that fit one public word for a range of `bits` bits.
+pub fn per_word(bits: u32) -> usize {
+    (PACK_BITS / bits.max(1)) as usize
+}
+
+/// Sizes of a segment's circuit, computed without building it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CircuitShape {
+    pub constraints: usize,
+    /// Public inputs, not counting the constant one.
+    pub public_inputs: usize,
+    pub witnesses: usize,
+}
+
+impl CircuitShape {
+    pub fn of(seg: &Segment) -> CircuitShape {
+        let (n_in, n_out) = (seg.n_in(), seg.n_out());
+        let b_in = seg.input.bits as usize;
+        let k = seg.acc_bits() as usize;
+        let words_in = n_in.div_ceil(per_word(seg.input.bits));
+        let words_out = n_out.div_ceil(per_word(seg.output.bits));
+        let relu = if seg.relu { n_out } else { 0 };
+        CircuitShape {
+            constraints: n_in * b_in + words_in + n_out * k + relu + words_out + 1,
+            public_inputs: words_in + words_out + 1,
+            witnesses: n_in * b_in + n_out * (k - 1) + relu + 1,
+        }
+    }
+}
+
+/// Field element of a signed integer.
+pub fn fr_i128(v: i128) -> Fr {
+    if v >= 0 {
+        Fr::from(v as u128)
+    } else {
+        -Fr::from(v.unsigned_abs())
+    }
+}
+
+fn pow2_table(n: usize) -> Vec<Fr> {
+    let mut t = Vec::with_capacity(n);
+    let mut p = Fr::one();
+    for _ in 0..n {
+        t.push(p);
+        p.double_in_place();
+    }
+    t
+}
+
+fn bit(v: u128, t: u32) -> Fr {
+    if (v >> t) & 1 == 1 {
+        Fr::one()
+    } else {
+        Fr::zero()
+    }
+}
+
+/// Packs in-range values into public words: word e = sum_t (v - lo) * 2^(bits * t).
+pub fn pack(values: &[i64], range: Range) -> Vec<Fr> {
+    let pow2 = pow2_table(PACK_BITS as usize + 1);
+    let lo = range.lo();
+    values
+        .chunks(per_word(range.bits))
+        .map(|chunk| {
+            chunk.iter().enumerate().fold(Fr::zero(), |acc, (t, v)| {
+                acc + fr_i128(*v as i128 - lo) * pow2[t * range.bits as usize]
+            })
+        })
+        .collect()
+}
+
+/// The public inputs of a segment proof, in circuit order.
+pub fn public_inputs(seg: &Segment, input: &[i64], output: &[i64], binding: Fr) -> Vec<Fr> {
+    let mut v = pack(input, seg.input);
+    v.extend(pack(output, seg.output));
+    v.push(binding);
+    v
+}
+
+/// What the prover knows: the segment input and, for tests that tamper with the statement,
+/// an output to claim instead of the true one.
+#[derive(Clone, Copy, Debug)]
+pub struct Assignment<'a> {
+    pub input: &'a [i64],
+    pub claimed_output: Option<&'a [i64]>,
+}
+
+/// Builds the segment circuit. `assignment` is required in `Prove` and `Check` modes (and must
+/// be in range: callers check with [`Segment::check_input`]).
+pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Assignment>) -> R1cs {
+    let mut cs = R1cs::new(mode);
+    let pow2 = pow2_table(PACK_BITS as usize + 1);
+    let values = cs.wants_values();
+    let x: &[i64] = assignment.map(|a| a.input).unwrap_or(&[]);
+    let accs: Vec<i128> = if values {
+        seg.rows
+            .iter()
+            .zip(&seg.bias)
+            .map(|(row, b)| seg.accumulate(row, *b, x))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let truth: Vec<i64> = accs.iter().map(|a| seg.finish(*a)).collect();
+    let claimed: &[i64] = assignment.and_then(|a| a.claimed_output).unwrap_or(&truth);
+
+    // Public inputs.
+    let words_in = if values {
+        pack(x, seg.input)
+    } else {
+        Vec::new()
+    };
+    let words_out = if values {
+        pack(claimed, seg.output)
+    } else {
+        Vec::new()
+    };
+    let n_words_in = seg.n_in().div_ceil(per_word(seg.input.bits));
+    let n_words_out = seg.n_out().div_ceil(per_word(seg.output.bits));
+    let pin: Vec<Var> = (0..n_words_in)
+        .map(|e| cs.instance(|| words_in[e]))
+        .collect();
+    let pout: Vec<Var> = (0..n_words_out)
+        .map(|e| cs.instance(|| words_out[e]))
+        .collect();
+    let bind = cs.instance(|| binding);
+
+    let xs = input_range_checks(&mut cs, seg, x, &pow2);
+    pack_words(
+        &mut cs,
+        &pin,
+        seg.n_in(),
+        seg.input,
+        &pow2,
+        "pack input",
+        |cs, j| {
+            let mut lc = cs.var(xs[j]);
+            cs.add(&mut lc, Var::One, -fr_i128(seg.input.lo()));
+            lc
+        },
+    );
+
+    // Outputs: accumulator decomposition, requantization, ReLU.
+    let outs: Vec<Lc> = (0..seg.n_out())
+        .map(|i| output_row(&mut cs, seg, i, &xs, accs.get(i).copied(), &pow2))
+        .collect();
+    pack_words(
+        &mut cs,
+        &pout,
+        seg.n_out(),
+        seg.output,
+        &pow2,
+        "pack output",
+        |_, i| outs[i].clone(),
+    );
+
+    let sq = cs.witness(|| binding.square());
+    let (a, b, c) = (cs.var(bind), cs.var(bind), cs.var(sq));
+    cs.enforce(
+        a,
+        b,
+        c,
+        Label {
+            what: "binding * binding = binding_sq",
+            i: 0,
+            j: 0,
+        },
+    );
+    cs
+}
+
+/// Allocates the input values with exact range checks; returns their variables.
+fn input_range_checks(cs: &mut R1cs, seg: &Segment, x: &[i64], pow2: &[Fr]) -> Vec<Var> {
+    let b = seg.input.bits;
+    let lo = seg.input.lo();
+    let values = cs.wants_values();
+    (0..seg.n_in())
+        .map(|j| {
+            let xv = if values { x[j] as i128 } else { 0 };
+            let u = (xv - lo) as u128;
+            let xj = cs.witness(|| fr_i128(xv));
+            let bits: Vec<Var> = (1..b).map(|t| cs.witness(|| bit(u, t))).collect();
+            let bit0 = cs.known(
+                || bit(u, 0),
+                |terms| {
+                    terms.push((xj, Fr::one()));
+                    terms.push((Var::One, -fr_i128(lo)));
+                    terms.extend(bits.iter().zip(1..).map(|(v, t)| (*v, -pow2[t])));
+                },
+            );
+            let label = |t: u32| Label {
+                what: "input bit",
+                i: j as u32,
+                j: t,
+            };
+            cs.boolean(bit0, label(0));
+            for (v, t) in bits.iter().zip(1..) {
+                let lc = cs.var(*v);
+                cs.boolean(lc, label(t));
+            }
+            xj
+        })
+        .collect()
+}
+
+/// One output: decomposes the offset accumulator, returns (output - range.lo) as an Lc.
+fn output_row(
+    cs: &mut R1cs,
+    seg: &Segment,
+    i: usize,
+    xs: &[Var],
+    acc: Option<i128>,
+    pow2: &[Fr],
+) -> Lc {
+    let (s, k, m) = (seg.shift, seg.acc_bits(), seg.q_bits);
+    let z = acc.map(|a| (a + seg.acc_offset()) as u128).unwrap_or(0);
+    let bits: Vec<Var> = (1..k).map(|t| cs.witness(|| bit(z, t))).collect();
+    let row = &seg.rows[i];
+    let constant = seg.bias[i] as i128 + seg.acc_offset();
+    let bit0 = cs.known(
+        || bit(z, 0),
+        |terms| {
+            terms.extend(
+                row.iter()
+                    .map(|(j, w)| (xs[*j as usize], fr_i128(*w as i128))),
+            );
+            terms.push((Var::One, fr_i128(constant)));
+            terms.extend(bits.iter().zip(1..).map(|(v, t)| (*v, -pow2[t])));
+        },
+    );
+    let label = |t: u32| Label {
+        what: "output bit",
+        i: i as u32,
+        j: t,
+    };
+    cs.boolean(bit0, label(0));
+    for (v, t) in bits.iter().zip(1..) {
+        let lc = cs.var(*v);
+        cs.boolean(lc, label(t));
+    }
+    // bits[t - 1] is bit t. High part: bits s..k-1 weighted 2^(t-s) = q + 2^m.
+    let high = |cs: &R1cs, top: u32| {
+        let mut lc = Lc::default();
+        for t in s..top {
+            cs.add(&mut lc, bits[(t - 1) as usize], pow2[(t - s) as usize]);
+        }
+        lc
+    };
+    if !seg.relu {
+        return high(cs, k);
+    }
+    let q_low = high(cs, k - 1); // q when the sign bit is set
+    let y = cs.witness(|| {
+        let q = (z >> s) as i128 - (1i128 << m);
+        fr_i128(q.max(0))
+    });
+    let sign = cs.var(bits[(k - 2) as usize]);
+    let yl = cs.var(y);
+    cs.enforce(
+        sign,
+        q_low,
+        yl,
+        Label {
+            what: "relu",
+            i: i as u32,
+            j: 0,
+        },
+    );
+    cs.var(y)
+}
+
+/// One constraint per public word: word = sum_t value_t * 2^(bits * t), over `count` values.
+fn pack_words(
+    cs: &mut R1cs,
+    words: &[Var],
+    count: usize,
+    range: Range,
+    pow2: &[Fr],
+    what: &'static str,
+    value: impl Fn(&R1cs, usize) -> Lc,
+) {
+    let per = per_word(range.bits);
+    for (e, word) in words.iter().enumerate() {
+        let mut packed = Lc::default();
+        let mut constant = Fr::zero();
+        for idx in e * per..((e + 1) * per).min(count) {
+            let lc = value(cs, idx);
+            let coeff = pow2[(idx - e * per) * range.bits as usize];
+            if cs.wants_terms() {
+                for (v, c) in &lc.terms {
+                    match v {
+                        Var::One => constant += *c * coeff,
+                        _ => packed.terms.push((*v, *c * coeff)),
+                    }
+                }
+            }
+            packed.value += lc.value * coeff;
+        }
+        if cs.wants_terms() && !constant.is_zero() {
+            packed.terms.push((Var::One, constant));
+        }
+        let w = cs.var(*word);
+        let one = cs.constant(Fr::one());
+        cs.enforce(
+            w,
+            one,
+            packed,
+            Label {
+                what,
+                i: e as u32,
+                j: 0,
+            },
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! The provnet model: a quantized integer graph split into provable segments.
+//!
+//! Fixed point with scale 2^s: a real value v is the integer round(v * 2^s). Weights use the
+//! same scale, biases scale 2^(2s) (the accumulator's). Each segment computes, exactly,
+//! `acc = W x + b`, `q = floor((acc + 2^(s-1)) / 2^s)` (round half up) and, if it has one,
+//! `y = max(q, 0)`.
+//!
+//! Every tensor at a segment boundary has a power-of-two [`Range`] that the circuit enforces;
+//! a segment's output range is the next segment's input range, and the accumulator width is
+//! derived from the input range and the weights by interval arithmetic, so no value can wrap
+//! the field.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{KernelError, Result};
+
+/// Current on-disk model format version.
+pub const MODEL_VERSION: u32 = 1;
+/// File names inside a model directory.
+pub const MODEL_FILE: &str = "model.cbor";
+pub const SUMMARY_FILE: &str = "model.json";
+/// Accumulators wider than this are refused at import (keeps i128 arithmetic and the field safe).
+pub const MAX_ACC_BITS: u32 = 120;
+
+/// A power-of-two integer range: signed is [-2^(bits-1), 2^(bits-1)), unsigned is [0, 2^bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub bits: u32,
+    pub signed: bool,
+}
+
+impl Range {
+    pub fn lo(&self) -> i128 {
+        if self.signed {
+            -(1i128 << (self.bits - 1))
+        } else {
+            0
+        }
+    }
+
+    /// Largest value in the range (inclusive).
+    pub fn hi(&self) -> i128 {
+        if self.signed {
+            (1i128 << (self.bits - 1)) - 1
+        } else {
+            (1i128 << self.bits) - 1
+        }
+    }
+
+    pub fn contains(&self, v: i128) -> bool {
+        v >= self.lo() && v <= self.hi()
+    }
+}
+
+/// One provable segment: affine map, requantization, optional ReLU.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub index: usize,
+    /// ONNX ops covered, in order.
+    pub ops: Vec<String>,
+    /// ONNX node names covered.
+    pub nodes: Vec<String>,
+    pub in_shape: Vec<usize>,
+    pub out_shape: Vec<usize>,
+    pub input: Range,
+    pub output: Range,
+    /// Per output: (input index, integer weight at scale 2^s).
+    pub rows: Vec<Vec<(u32, i64)>>,
+    /// Per output: integer bias at scale 2^(2s).
+    pub bias: Vec<i64>,
+    /// Requantization shift s.
+    pub shift: u32,
+    pub relu: bool,
+    /// Output magnitude bits m: the requantized value q lies in [-2^m, 2^m).
+    pub q_bits: u32,
+}
+
+impl Segment {
+    pub fn n_in(&self) -> usize {
+        self.in_shape.iter().product()
+    }
+
+    pub fn n_out(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Bits of the offset accumulator the circuit decomposes: s + m + 1.
+    pub fn acc_bits(&self) -> u32 {
+        self.shift + self.q_bits + 1
+    }
+
+    /// Offset added to the accumulator so that it is non-negative and its top bit is the sign
+    /// of the requantized value: 2^(s-1) (rounding) + 2^(m+s).
+    pub fn acc_offset(&self) -> i128 {
+        (1i128 << (self.shift - 1)) + (1i128 << (self.q_bits + self.shift))
+    }
+
+    /// Exact integer evaluation of this segment. `x` must already be in range.
+    pub fn eval(&self, x: &[i64]) -> Vec<i64> {
+        self.rows
+            .iter()
+            .zip(&self.bias)
+            .map(|(row, b)| self.finish(self.accumulate(row, *b, x)))
+            .collect()
+    }
+
+    /// Accumulator of one output row: b + sum w * x.
+    pub fn accumulate(&self, row: &[(u32, i64)], bias: i64, x: &[i64]) -> i128 {
+        row.iter().fold(bias as i128, |acc, (j, w)| {
+            acc + (*w as i128) * (x[*j as usize] as i128)
+        })
+    }
+
+    /// Requantize (and ReLU) one accumulator.
+    pub fn finish(&self, acc: i128) -> i64 {
+        let q = (acc + (1i128 << (self.shift - 1))) >> self.shift;
+        (if self.relu { q.max(0) } else { q }) as i64
+    }
+
+    /// Checks a tensor against this segment's input length and range.
+    pub fn check_input(&self, x: &[i64]) -> Result<()> {
+        if x.len() != self.n_in() {
+            return Err(KernelError::Input(format!(
+                "segment {} takes {} values (shape {:?}), got {}",
+                self.index,
+                self.n_in(),
+                self.in_shape,
+                x.len()
+            )));
+        }
+        if let Some((i, v)) = x
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !self.input.contains(**v as i128))
+        {
+            return Err(KernelError::Input(format!(
+                "segment {} input[{i}] = {v} is outside its range [{}, {}]",
+                self.index,
+                self.input.lo(),
+                self.input.hi()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A whole quantized model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Model {
+    pub version: u32,
+    pub name: String,
+    /// blake3 of the ONNX file it was imported from (hex).
+    pub source_hash: String,
+    pub scale_bits: u32,
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+    pub segments: Vec<Segment>,
+    /// blake3 of the serialized model, computed once.
+    #[serde(skip)]
+    pub(crate) id_cache: std::sync::OnceLock<[u8; 32]>,
+}
+
+impl Model {
+    pub fn scale(&self) -> f64 {
+        (1u64 << self.scale_bits) as f64
+    }
+
+    /// Quantizes real values to this model's fixed point.
+    pub fn quantize(&self, x: &[f64]) -> Vec<i64> {
+        let scale = self.scale();
+        x.iter().map(|v| (v * scale).round() as i64).collect()
+    }
+
+    pub fn dequantize(&self, x: &[i64]) -> Vec<f64> {
+        let scale = self.scale();
+        x.iter().map(|v| *v as f64 / scale).collect()
+    }
+
+    pub fn segment(&self, index: usize) -> Result<&Segment> {
+        self.segments.get(index).ok_or(KernelError::NoSuchSegment {
+            segment: index,
+            count: self.segments.len(),
+        })
+    }
+
+    /// Checks the structural invariants a model file must hold; `path` names it in errors.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |r: String| Err(KernelError::model(path, r));
+        if self.version != MODEL_VERSION {
+            return bad(format!(
+                "format version {} (expected {MODEL_VERSION})",
+                self.version
+            ));
+        }
+        if self.segments.is_empty() {
+            return bad("no segments".into());
+        }
+        for (i, s) in self.segments.iter().enumerate() {
+            if s.index != i || s.shift == 0 || s.shift != self.scale_bits {
+                return bad(format!("segment {i} header is inconsistent"));
+            }
+            if s.rows.len() != s.bias.len() || s.rows.len() != s.out_shape.iter().product::<usize>()
+            {
+                return bad(format!("segment {i}: rows, bias and output shape disagree"));
+            }
+            if s.acc_bits() > MAX_ACC_BITS || s.input.bits == 0 || s.input.bits > 64 {
+                return bad(format!("segment {i}: ranges out of bounds"));
+            }
+            let n_in = s.n_in() as u32;
+            if s.rows.iter().flatten().any(|(j, _)| *j >= n_in) {
+                return bad(format!("segment {i}: weight index past the input"));
+            }
+            if s.output != output_range(s.q_bits, s.relu) {
+                return bad(format!("segment {i}: output range disagrees with q_bits"));
+            }
+            if let Some(next) = self.segments.get(i + 1) {
+                if next.input != s.output || next.n_in() != s.n_out() {
+                    return bad(format!("segment {i} does not feed segment {}", i + 1));
+                }
+            }
+            // The accumulator must fit the range the circuit decomposes.
+            let (lo, hi) = acc_bounds(s);
+            let off = s.acc_offset();
+            if lo + off < 0 || hi + off >= (1i128 << s.acc_bits()) {
+                return bad(format!(
+                    "segment {i}: accumulator exceeds its declared width"
+                ));
+            }
+        }
+        if self.segments[0].in_shape != self.input_shape {
+            return bad("input shape disagrees with segment 0".into());
+        }
+        Ok(())
+    }
+
+    /// Model id: blake3 of the serialized model file.
+    pub fn id(&self) -> [u8; 32] {
+        *self
+            .id_cache
+            .get_or_init(|| *blake3::hash(&self.to_bytes()).as_bytes())
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_cbor::to_vec(self).expect("a model always serializes")
+    }
+
+    /// Loads and validates `DIR/model.cbor`.
+    pub fn load(dir: &Path) -> Result<Model> {
+        let path = dir.join(MODEL_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                KernelError::model(
+                    &path,
+                    "not found: is this a model directory made by `provnet model import`?",
+                )
+            } else {
+                KernelError::io(&path, e)
+            }
+        })?;
+        let model: Model = serde_cbor::from_slice(&bytes)
+            .map_err(|e| KernelError::model(&path, format!("corrupt model file: {e}")))?;
+        model.validate(&path)?;
+        Ok(model)
+    }
+}
+
+/// The range of a segment's output given its magnitude bits.
+pub fn output_range(q_bits: u32, relu: bool) -> Range {
+    if relu {
+        Range {
+            bits: q_bits.max(1),
+            signed: false,
+        }
+    } else {
+        Range {
+            bits: q_bits + 1,
+            signed: true,
+        }
+    }
+}
+
+/// Smallest and largest accumulator over all outputs and all in-range inputs.
+pub fn acc_bounds(s: &Segment) -> (i128, i128) {
+    let (lo_in, hi_in) = (s.input.lo(), s.input.hi());
+    let mut lo = i128::MAX;
+    let mut hi = i128::MIN;
+    for (row, b) in s.rows.iter().zip(&s.bias) {
+        let (mut l, mut h) = (*b as i128, *b as i128);
+        for (_, w) in row {
+            let w = *w as i128;
+            let (a, c) = (w * lo_in, w * hi_in);
+            l += a.min(c);
+            h += a.max(c);
+        }
+        lo = lo.min(l);
+        hi = hi.max(h);
+    }
+    (lo, hi)
+}
+
+/// Writes files into a fresh directory atomically: everything lands in a temporary sibling
+/// which is renamed into place only when complete, so a failure leaves nothing behind.
+pub fn write_dir_atomically(
+    dir: &Path,
+    files: &[(PathBuf, Vec<u8>)],
+    allow_existing_dir: bool,
+) -> Result<()> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = dir
+        .file_name()
+        .ok_or_else(|| KernelError::model(dir, "not a directory name"))?;
+    if dir.exists() && !allow_existing_dir {
+        return Err(KernelError::model(
+            dir,
+            "already exists: choose a new --out directory or remove it",
+        ));
+    }
+    std::fs::create_dir_all(parent).map_err(|e| KernelError::io(parent, e))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let _ = std::fs::remove_dir_all(&tmp);
+        for (rel, bytes) in files {
+            let path = tmp.join(rel);
+            if let Some(p) = path.parent() {
+                std::fs::create_dir_all(p).map_err(|e| KernelError::io(p, e))?;
+            }
+            std::fs::write(&path, bytes).map_err(|e| KernelError::io(&path, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| KernelError::io(dir, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}

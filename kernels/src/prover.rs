@@ -1,0 +1,149 @@
+//! Groth16 proving over a pluggable backend.
+//!
+//! [`ProverBackend`] is the seam where the heavy work happens: the multi-scalar
+//! multiplications (G1 and G2) and the FFTs that compute the quotient polynomial h. The CPU
+//! backend uses arkworks (rayon-parallel); a CUDA backend plugs in behind the same trait.
+//! The protocol around it (assembling A, B, C from the proving key) lives here once.
+
+use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
+use ark_ec::{AffineRepr, CurveGroup, VariableBaseMSM};
+use ark_ff::{FftField, Field, UniformRand, Zero};
+use ark_groth16::{Proof, ProvingKey};
+use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
+use ark_std::rand::{CryptoRng, RngCore};
+
+use crate::error::{KernelError, Result};
+use crate::r1cs::R1cs;
+
+/// The operations a proving backend accelerates.
+pub trait ProverBackend: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// sum_i scalars[i] * bases[i] in G1 (lengths equal).
+    fn msm_g1(&self, bases: &[G1Affine], scalars: &[Fr]) -> Result<G1Projective>;
+    /// sum_i scalars[i] * bases[i] in G2 (lengths equal).
+    fn msm_g2(&self, bases: &[G2Affine], scalars: &[Fr]) -> Result<G2Projective>;
+    /// Given the evaluations of A·z, B·z and C·z over a power-of-two domain, returns the
+    /// coefficients of h = (A·B - C) / Z_H (length = domain size; the last is zero).
+    fn quotient(&self, a: Vec<Fr>, b: Vec<Fr>, c: Vec<Fr>) -> Result<Vec<Fr>>;
+}
+
+/// arkworks on the CPU, parallel over rayon's pool.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+impl ProverBackend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn msm_g1(&self, bases: &[G1Affine], scalars: &[Fr]) -> Result<G1Projective> {
+        G1Projective::msm(bases, scalars).map_err(|n| self.length_error(bases.len(), n))
+    }
+
+    fn msm_g2(&self, bases: &[G2Affine], scalars: &[Fr]) -> Result<G2Projective> {
+        G2Projective::msm(bases, scalars).map_err(|n| self.length_error(bases.len(), n))
+    }
+
+    fn quotient(&self, mut a: Vec<Fr>, mut b: Vec<Fr>, mut c: Vec<Fr>) -> Result<Vec<Fr>> {
+        let n = a.len();
+        let domain = Radix2EvaluationDomain::<Fr>::new(n)
+            .filter(|d| d.size() == n && b.len() == n && c.len() == n)
+            .ok_or_else(|| KernelError::Backend {
+                backend: self.name().into(),
+                reason: format!("no FFT domain of size {n}"),
+            })?;
+        let coset = domain
+            .get_coset(Fr::GENERATOR)
+            .expect("the generator is outside the subgroup");
+        // Interpolate, then evaluate on the coset where Z_H is a non-zero constant.
+        let to_coset = |v: &mut Vec<Fr>| {
+            domain.ifft_in_place(v);
+            coset.fft_in_place(v);
+        };
+        rayon::join(
+            || to_coset(&mut a),
+            || rayon::join(|| to_coset(&mut b), || to_coset(&mut c)),
+        );
+        let z_inv = domain
+            .evaluate_vanishing_polynomial(Fr::GENERATOR)
+            .inverse()
+            .expect("Z_H is non-zero off the subgroup");
+        use rayon::prelude::*;
+        a.par_iter_mut()
+            .zip(b.par_iter())
+            .zip(c.par_iter())
+            .for_each(|((a, b), c)| *a = (*a * b - c) * z_inv);
+        coset.ifft_in_place(&mut a);
+        Ok(a)
+    }
+}
+
+impl CpuBackend {
+    fn length_error(&self, bases: usize, n: usize) -> KernelError {
+        KernelError::Backend {
+            backend: self.name().into(),
+            reason: format!("MSM over {bases} bases got mismatched scalars (shortest {n})"),
+        }
+    }
+}
+
+/// Proves a satisfied circuit (built in `Prove` or `Check` mode) with `pk`.
+pub fn prove<R: RngCore + CryptoRng>(
+    backend: &dyn ProverBackend,
+    pk: &ProvingKey<Bn254>,
+    cs: &R1cs,
+    rng: &mut R,
+) -> Result<Proof<Bn254>> {
+    if let Some(err) = cs.first_unsatisfied() {
+        return Err(err);
+    }
+    let z = cs.full_assignment();
+    let (n_c, n_i) = (cs.num_constraints(), 1 + cs.num_instance());
+    let size = (n_c + n_i).next_power_of_two();
+    let shape_ok = pk.a_query.len() == z.len()
+        && pk.b_g2_query.len() == z.len()
+        && pk.b_g1_query.len() == z.len()
+        && pk.l_query.len() == cs.num_witness()
+        && pk.h_query.len() + 1 >= size.min(pk.h_query.len() + 1);
+    if !shape_ok || pk.vk.gamma_abc_g1.len() != n_i {
+        return Err(KernelError::BadKeys {
+            segment: usize::MAX,
+            reason: "the proving key does not match this circuit: run `provnet model setup`".into(),
+        });
+    }
+    let mut a = vec![Fr::zero(); size];
+    let mut b = vec![Fr::zero(); size];
+    let mut c = vec![Fr::zero(); size];
+    for (i, [av, bv, cv]) in cs.abc.iter().enumerate() {
+        a[i] = *av;
+        b[i] = *bv;
+        c[i] = *cv;
+    }
+    // arkworks' reduction adds one row per public variable (A = z_i, B = C = 0).
+    a[n_c..n_c + n_i].copy_from_slice(&z[..n_i]);
+    let h = backend.quotient(a, b, c)?;
+
+    let r = Fr::rand(rng);
+    let s = Fr::rand(rng);
+    let vk = &pk.vk;
+    let witness = &z[n_i..];
+    let h_len = pk.h_query.len().min(h.len());
+
+    let g_a = backend.msm_g1(&pk.a_query, &z)? + vk.alpha_g1 + pk.delta_g1 * r;
+    let g1_b = backend.msm_g1(&pk.b_g1_query, &z)? + pk.beta_g1 + pk.delta_g1 * s;
+    let g2_b = backend.msm_g2(&pk.b_g2_query, &z)? + vk.beta_g2 + vk.delta_g2 * s;
+    let l = backend.msm_g1(&pk.l_query, witness)?;
+    let h_acc = backend.msm_g1(&pk.h_query[..h_len], &h[..h_len])?;
+    let g_c = l + h_acc + g_a * s + g1_b * r - pk.delta_g1 * (r * s);
+    Ok(Proof {
+        a: g_a.into_affine(),
+        b: g2_b.into_affine(),
+        c: g_c.into_affine(),
+    })
+}
+
+/// Keeps `AffineRepr` in scope for the `+ affine` impls above.
+#[allow(dead_code)]
+fn _uses(_: G1Affine) -> bool {
+    G1Affine::zero().is_zero()
+}

@@ -1,0 +1,129 @@
+//! Circuit structure: pinned constraint counts, one code path for setup and proving, and
+//! readable reports of the first failing constraint.
+
+mod common;
+
+use ark_bn254::Fr;
+use provnet_kernels::circuit::{self, Assignment, CircuitShape};
+use provnet_kernels::r1cs::Mode;
+use provnet_kernels::{trace, KernelError};
+
+/// Constraints per segment at the default scale (2^13). A change here changes proving cost:
+/// update it only on purpose.
+const PINNED: [(&str, &[usize]); 5] = [
+    ("dense_16", &[805]),
+    ("dense_64", &[3340]),
+    ("dense_256", &[13868]),
+    ("digits_mlp", &[2249, 1068]),
+    ("small_cnn", &[5857, 2955]),
+];
+
+#[test]
+fn constraint_counts_are_pinned_and_match_the_builder() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, pinned) in PINNED {
+        let (_, model, summary) = common::import_fixture(tmp.path(), name);
+        let counts: Vec<usize> = summary.segments.iter().map(|s| s.constraints).collect();
+        assert_eq!(counts, pinned, "{name}");
+        for seg in &model.segments {
+            let shape = CircuitShape::of(seg);
+            let cs = circuit::synthesize(seg, Mode::Setup, Fr::from(0u64), None);
+            assert_eq!(
+                cs.num_constraints(),
+                shape.constraints,
+                "{name} seg {}",
+                seg.index
+            );
+            assert_eq!(cs.num_instance(), shape.public_inputs);
+            assert_eq!(cs.num_witness(), shape.witnesses);
+            // The matmul is free: every multiplication constraint is a bit check, a ReLU,
+            // a packing word or the binding square.
+            let relu = if seg.relu { seg.n_out() } else { 0 };
+            let bits = seg.n_in() * seg.input.bits as usize + seg.n_out() * seg.acc_bits() as usize;
+            assert_eq!(shape.constraints - bits - relu, shape.public_inputs);
+        }
+    }
+}
+
+#[test]
+fn setup_and_prove_paths_agree_and_honest_witnesses_satisfy() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in common::MODELS {
+        let (_, model, _) = common::import_fixture(tmp.path(), name);
+        let x = model.quantize(&common::read_floats(
+            &format!("{name}_input.json"),
+            "input_data",
+        ));
+        let tr = trace::run(&model, &x).unwrap();
+        for seg in &model.segments {
+            let a = Assignment {
+                input: &tr.tensors[seg.index],
+                claimed_output: None,
+            };
+            let cs = circuit::synthesize(seg, Mode::Check, Fr::from(42u64), Some(a));
+            assert_eq!(cs.first_inconsistent(), None, "{name} seg {}", seg.index);
+            assert!(cs.first_unsatisfied().is_none(), "{name} seg {}", seg.index);
+            let setup = circuit::synthesize(seg, Mode::Setup, Fr::from(0u64), None);
+            assert_eq!(setup.constraints.len(), cs.constraints.len());
+            for (i, (p, q)) in setup.constraints.iter().zip(&cs.constraints).enumerate() {
+                for k in 0..3 {
+                    let vars = |t: &[(provnet_kernels::r1cs::Var, Fr)]| {
+                        t.iter().map(|(v, c)| (*v, *c)).collect::<Vec<_>>()
+                    };
+                    assert_eq!(vars(&p[k]), vars(&q[k]), "{name} constraint {i}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_false_claim_is_reported_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model, _) = common::import_fixture(tmp.path(), "digits_mlp");
+    let x = model.quantize(&common::read_floats("digits_mlp_input.json", "input_data"));
+    let tr = trace::run(&model, &x).unwrap();
+    let seg = &model.segments[1];
+    let mut lie = tr.tensors[2].clone();
+    lie[7] += 1;
+    let a = Assignment {
+        input: &tr.tensors[1],
+        claimed_output: Some(&lie),
+    };
+    let cs = circuit::synthesize(seg, Mode::Prove, Fr::from(1u64), Some(a));
+    match cs.first_unsatisfied() {
+        Some(KernelError::Unsatisfied { label, index, .. }) => {
+            assert_eq!(label, "public output word 0 packs outputs");
+            let words = seg.n_out().div_ceil(circuit::per_word(seg.output.bits));
+            assert_eq!(index, cs.num_constraints() - 1 - words);
+        }
+        other => panic!("expected an unsatisfied constraint, got {other:?}"),
+    }
+}
+
+#[test]
+fn packing_is_dense_and_public_inputs_match_the_circuit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model, _) = common::import_fixture(tmp.path(), "dense_64");
+    let seg = &model.segments[0];
+    let x = model.quantize(&common::read_floats("dense_64_input.json", "input_data"));
+    let y = seg.eval(&x);
+    let bind = Fr::from(5u64);
+    let a = Assignment {
+        input: &x,
+        claimed_output: None,
+    };
+    let cs = circuit::synthesize(seg, Mode::Prove, bind, Some(a));
+    assert_eq!(cs.instance, circuit::public_inputs(seg, &x, &y, bind));
+    // 64 inputs of 18 bits -> 14 per word -> 5 words; plus output words and the binding.
+    assert_eq!(
+        circuit::per_word(seg.input.bits),
+        (252 / seg.input.bits) as usize
+    );
+    assert_eq!(cs.instance.len(), CircuitShape::of(seg).public_inputs);
+    assert!(
+        cs.instance.len() <= 12,
+        "{} public inputs",
+        cs.instance.len()
+    );
+}

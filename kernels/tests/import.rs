@@ -1,0 +1,185 @@
+//! ONNX import: supported graphs lower correctly; bad files and unsupported ops are clear
+//! errors that leave nothing behind.
+
+mod common;
+
+use prost::Message;
+use provnet_kernels::onnx_proto::*;
+use provnet_kernels::{import, onnx, ImportOptions, KernelError, Model};
+
+fn tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: DT_FLOAT,
+        float_data: data.to_vec(),
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: DT_FLOAT,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            dim_value: Some(*d),
+                            dim_param: None,
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: name.into(),
+        op_type: op.into(),
+        ..Default::default()
+    }
+}
+
+/// x[1,2] -> MatMul(W[2,2]) -> Add(B) -> <op> -> y
+fn tiny(op: &str) -> Vec<u8> {
+    let mut nodes = vec![
+        node("MatMul", "mm", &["x", "W"], "m"),
+        node("Add", "bias", &["m", "B"], "h"),
+    ];
+    nodes.push(node(op, "act", &["h"], "y"));
+    ModelProto {
+        ir_version: 8,
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "tiny".into(),
+            initializer: vec![
+                tensor("W", &[2, 2], &[1.0, -2.0, 0.5, 0.25]),
+                tensor("B", &[2], &[0.1, -0.1]),
+            ],
+            input: vec![value("x", &[1, 2])],
+            output: vec![value("y", &[1, 2])],
+        }),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn a_hand_built_graph_lowers_and_evaluates_exactly() {
+    let fm = onnx::parse(&tiny("Relu"), "tiny").unwrap();
+    assert_eq!(fm.layers.len(), 1);
+    assert_eq!(fm.layers[0].ops, ["MatMul", "Add", "Relu"]);
+    // y = relu(x W + B) with x = [1, 2]: [1*1 + 2*0.5 + 0.1, 1*-2 + 2*0.25 - 0.1] = [2.1, 0]
+    let y = fm.eval(&[1.0, 2.0]);
+    assert!((y[0] - 2.1).abs() < 1e-6 && y[1] == 0.0, "{y:?}");
+}
+
+#[test]
+fn unsupported_op_names_the_node_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let onnx_path = tmp.path().join("sig.onnx");
+    std::fs::write(&onnx_path, tiny("Sigmoid")).unwrap();
+    let out = tmp.path().join("out");
+    let err = import(&onnx_path, &out, &ImportOptions::default()).unwrap_err();
+    match &err {
+        KernelError::Unsupported { node, op, .. } => {
+            assert_eq!((node.as_str(), op.as_str()), ("act", "Sigmoid"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(err.to_string().contains("Sigmoid"));
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "no temp files left"
+    );
+}
+
+#[test]
+fn corrupt_and_truncated_files_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read(common::fixture("dense_64.onnx")).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "garbage",
+            b"this is not an onnx file at all \xff\xfe".to_vec(),
+        ),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (name, bytes) in cases {
+        let path = tmp.path().join(format!("{name}.onnx"));
+        std::fs::write(&path, bytes).unwrap();
+        let out = tmp.path().join(format!("{name}-out"));
+        let err = import(&path, &out, &ImportOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, KernelError::OnnxDecode(_) | KernelError::Graph(_)),
+            "{name}: {err:?}"
+        );
+        assert!(!out.exists(), "{name}: output left behind");
+    }
+    let err = import(
+        &tmp.path().join("missing.onnx"),
+        &tmp.path().join("x"),
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, KernelError::Io { .. }));
+}
+
+#[test]
+fn existing_output_and_corrupt_model_files_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _, _) = common::import_fixture(tmp.path(), "dense_16");
+    let again = import(
+        &common::fixture("dense_16.onnx"),
+        &dir,
+        &ImportOptions::default(),
+    );
+    assert!(again.unwrap_err().to_string().contains("already exists"));
+    let path = dir.join("model.cbor");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.truncate(bytes.len() - 7);
+    std::fs::write(&path, bytes).unwrap();
+    let err = Model::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("corrupt model file"), "{err}");
+    let err = Model::load(tmp.path()).unwrap_err().to_string();
+    assert!(err.contains("provnet model import"), "{err}");
+}
+
+#[test]
+fn conv_lowers_to_sparse_rows_that_match_onnxruntime() {
+    let fm = onnx::load(&common::fixture("small_cnn.onnx")).unwrap();
+    assert_eq!(fm.layers.len(), 2);
+    assert_eq!(fm.layers[0].ops, ["Conv", "Relu"]);
+    assert_eq!(fm.layers[1].ops, ["Flatten", "Gemm"]);
+    assert_eq!(fm.layers[0].out_shape, [4, 6, 6]);
+    assert!(fm.layers[0].rows.iter().all(|r| r.len() == 9));
+}
+
+#[test]
+fn bad_scale_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ImportOptions {
+        scale_bits: 0,
+        ..Default::default()
+    };
+    let err = import(
+        &common::fixture("dense_16.onnx"),
+        &tmp.path().join("o"),
+        &opts,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--scale-bits"));
+}

@@ -1,0 +1,250 @@
+//! `provnet bench prove`: per-segment proving and verification figures, and the ezkl
+//! baseline on the same ONNX and input, in the same run.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use provnet_kernels::{
+    circuit::CircuitShape, prove_segment, trace, CpuBackend, Model, ModelKeys, ProofContext,
+    SegmentVerifier,
+};
+use serde_json::{json, Value};
+
+use crate::inputs;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Model input, ezkl JSON format.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// In-process proofs per segment (median reported).
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Verifications per segment (median reported).
+    #[arg(long, default_value_t = 200)]
+    pub verify_runs: usize,
+    /// Whole `provnet prove` processes per segment (median reported); 0 to skip.
+    #[arg(long, default_value_t = 5)]
+    pub process_runs: usize,
+    /// Run the ezkl baseline on this ONNX file with the same input.
+    #[arg(long)]
+    pub ezkl_onnx: Option<PathBuf>,
+    /// Path of ezkl_baseline.py (needs `pip install ezkl==23.0.5 onnx numpy`).
+    #[arg(long, default_value = "../shared/bench/ezkl_baseline.py")]
+    pub ezkl_script: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub ezkl_runs: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let model = Model::load(&args.model)?;
+    let keys = ModelKeys::open(&args.model, &model)?;
+    let x = model.quantize(&inputs::read_float_input(&args.input)?);
+    let tr = trace::run(&model, &x)?;
+    let ctx = ProofContext {
+        challenge: [7; 32],
+        nonce: [9; 32],
+        miner: [5; 32],
+    };
+    let tmp = tempdir()?;
+    let key_file = tmp.join("bench.key");
+    crate::identity::generate(&key_file, false)?;
+    let mut rows = Vec::new();
+    println!(
+        "{:<8} {:>11} {:>7} {:>10} {:>10} {:>10} {:>11} {:>7}",
+        "segment",
+        "constraints",
+        "domain",
+        "pk_load_ms",
+        "prove_ms",
+        "verify_ms",
+        "process_ms",
+        "bytes"
+    );
+    for seg in &model.segments {
+        let shape = CircuitShape::of(seg);
+        let t = Instant::now();
+        let pk = keys.proving_key(seg.index)?;
+        let pk_load_ms = ms(t);
+        let (vk, vk_id) = keys.verifying_key(seg.index)?;
+        let input = &tr.tensors[seg.index];
+        let mut rng = rand::rngs::OsRng;
+        let mut prove_ms = Vec::new();
+        let mut last = None;
+        for _ in 0..args.runs.max(1) {
+            let t = Instant::now();
+            let p = prove_segment(&CpuBackend, &model, seg, &pk, input, &ctx, &mut rng)?;
+            prove_ms.push(ms(t));
+            last = Some(p);
+        }
+        let proof = last.context("at least one run")?;
+        let file = proof.to_file(&model, seg, &vk_id, input, &ctx);
+        let verifier = SegmentVerifier::new(seg.index, vk, vk_id);
+        let mut verify_ms = Vec::new();
+        for _ in 0..args.verify_runs.max(1) {
+            let t = Instant::now();
+            verifier.verify(&model, &file, &ctx)?;
+            verify_ms.push(ms(t));
+        }
+        let process_ms = process_prove(&args, seg.index, &key_file, &tmp, &tr.tensors[0], &model)?;
+        let row = json!({
+            "segment": seg.index,
+            "ops": seg.ops,
+            "constraints": shape.constraints,
+            "domain": (shape.constraints + shape.public_inputs + 1).next_power_of_two(),
+            "pk_load_ms": pk_load_ms,
+            "prove_ms_median": median(prove_ms),
+            "verify_ms_median": median(verify_ms),
+            "process_prove_ms_median": process_ms,
+            "proof_bytes": file.proof.len(),
+        });
+        println!(
+            "{:<8} {:>11} {:>7} {:>10.2} {:>10.2} {:>10.3} {:>11.1} {:>7}",
+            seg.index,
+            shape.constraints,
+            row["domain"],
+            pk_load_ms,
+            row["prove_ms_median"].as_f64().unwrap_or(f64::NAN),
+            row["verify_ms_median"].as_f64().unwrap_or(f64::NAN),
+            process_ms.unwrap_or(f64::NAN),
+            file.proof.len()
+        );
+        rows.push(row);
+    }
+    let sum = |k: &str| rows.iter().filter_map(|r| r[k].as_f64()).sum::<f64>();
+    let (prove_total, process_total) = (sum("prove_ms_median"), sum("process_prove_ms_median"));
+    let verify_max = rows
+        .iter()
+        .filter_map(|r| r["verify_ms_median"].as_f64())
+        .fold(0.0, f64::max);
+    println!("total: prove {prove_total:.2} ms in-process, {process_total:.1} ms as processes");
+    let mut report = json!({
+        "model": model.name,
+        "threads": rayon_threads(),
+        "segments": rows,
+        "prove_ms_total": prove_total,
+        "process_prove_ms_total": process_total,
+        "verify_ms_max": verify_max,
+    });
+    if let Some(onnx) = &args.ezkl_onnx {
+        let ezkl = ezkl_baseline(&args, onnx)?;
+        let ezkl_prove_ms = ezkl["prove_s_median"].as_f64().unwrap_or(f64::NAN) * 1e3;
+        let ezkl_verify_ms = ezkl["verify_s_median"].as_f64().unwrap_or(f64::NAN) * 1e3;
+        println!(
+            "ezkl: prove {ezkl_prove_ms:.1} ms, verify {ezkl_verify_ms:.1} ms, proof {} bytes",
+            ezkl["proof_bytes"]
+        );
+        println!(
+            "speedup vs ezkl: {:.1}x in-process, {:.1}x as processes; verify {:.1}x",
+            ezkl_prove_ms / prove_total,
+            ezkl_prove_ms / process_total,
+            ezkl_verify_ms / verify_max
+        );
+        report["ezkl"] = ezkl;
+        report["speedup_in_process"] = json!(ezkl_prove_ms / prove_total);
+        report["speedup_process"] = json!(ezkl_prove_ms / process_total);
+    }
+    println!("{report}");
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("provnet-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Median wall time of whole `provnet prove` processes for one segment, chaining inputs
+/// through proof files exactly as an operator would.
+fn process_prove(
+    args: &BenchArgs,
+    segment: usize,
+    key: &std::path::Path,
+    tmp: &std::path::Path,
+    _model_input: &[i64],
+    _model: &Model,
+) -> Result<Option<f64>> {
+    if args.process_runs == 0 {
+        return Ok(None);
+    }
+    let exe = std::env::current_exe().context("locating the provnet binary")?;
+    let input = if segment == 0 {
+        args.input.clone()
+    } else {
+        tmp.join(format!("seg{}.proof", segment - 1))
+    };
+    let out = tmp.join(format!("seg{segment}.proof"));
+    let mut times = Vec::new();
+    for _ in 0..args.process_runs {
+        let t = Instant::now();
+        let status = Command::new(&exe)
+            .args(["prove", "--segment", &segment.to_string(), "--challenge"])
+            .arg("07".repeat(32))
+            .arg("--model")
+            .arg(&args.model)
+            .arg("--input")
+            .arg(&input)
+            .arg("--key")
+            .arg(key)
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running provnet prove")?;
+        times.push(ms(t));
+        if !status.success() {
+            bail!("provnet prove failed for segment {segment}");
+        }
+    }
+    Ok(Some(median(times)))
+}
+
+fn ezkl_baseline(args: &BenchArgs, onnx: &std::path::Path) -> Result<Value> {
+    let out = Command::new("python3")
+        .arg(&args.ezkl_script)
+        .arg(onnx)
+        .arg(&args.input)
+        .args(["--runs", &args.ezkl_runs.to_string()])
+        .output()
+        .context("running python3 for the ezkl baseline")?;
+    if !out.status.success() {
+        bail!(
+            "ezkl baseline failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("ezkl baseline printed no JSON")?;
+    serde_json::from_str(line).context("ezkl baseline JSON")
+}

@@ -1,0 +1,145 @@
+//! Command-line definitions and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use provnet_kernels::{import, keys, trace, ImportOptions, Model, ModelSummary};
+use serde_json::json;
+
+use crate::{bench, demo, identity, inputs, prove};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "provnet",
+    version,
+    about = "provnet: a Groth16 prover subnet node"
+)]
+pub struct Cli {
+    /// Log as JSON lines on stderr (filter with RUST_LOG).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create an ed25519 key file (mode 0600) and print its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing key file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Import, set up and run provnet models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Prove one segment for a challenge, bound to a miner key.
+    Prove(prove::ProveArgs),
+    /// Verify a proof for exactly one segment, challenge and miner (exit 0 valid, 1 invalid).
+    Verify(prove::VerifyArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Run the whole prover pipeline end to end on a bundled model.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Quantize an ONNX model into segments and write a model directory.
+    Import {
+        onnx: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Fixed-point scale 2^N for activations and weights.
+        #[arg(long, default_value_t = provnet_kernels::import::DEFAULT_SCALE_BITS)]
+        scale_bits: u32,
+        /// Real-valued inputs must satisfy |x| < BOUND (rounded up to a power of two).
+        #[arg(long, default_value_t = provnet_kernels::import::DEFAULT_INPUT_BOUND)]
+        input_bound: f64,
+    },
+    /// Groth16 setup per segment (single-party: development only).
+    Setup { dir: PathBuf },
+    /// Run the model natively and print outputs and the trace commitment.
+    Run {
+        dir: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+    },
+    /// Print a model directory's summary.
+    Show { dir: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Per-segment prove/verify times, proof size and constraints (optionally vs ezkl).
+    Prove(bench::BenchArgs),
+}
+
+impl Cli {
+    pub fn run(self) -> Result<ExitCode> {
+        match self.command {
+            Command::Keygen { out, force } => {
+                let key = identity::generate(&out, force)?;
+                println!("{}", hex::encode(key.verifying_key().to_bytes()));
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Model(cmd) => model(cmd),
+            Command::Prove(args) => prove::prove(args),
+            Command::Verify(args) => prove::verify(args),
+            Command::Bench(BenchCommand::Prove(args)) => bench::run(args),
+            Command::Demo(args) => demo::run(args),
+        }
+    }
+}
+
+fn model(cmd: ModelCommand) -> Result<ExitCode> {
+    match cmd {
+        ModelCommand::Import {
+            onnx,
+            out,
+            scale_bits,
+            input_bound,
+        } => {
+            let opts = ImportOptions {
+                scale_bits,
+                input_bound,
+            };
+            let summary = import(&onnx, &out, &opts)
+                .with_context(|| format!("importing {}", onnx.display()))?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        ModelCommand::Setup { dir } => {
+            let model = Model::load(&dir)?;
+            eprintln!("WARNING: {}", keys::DEV_SETUP_WARNING);
+            let index = keys::setup(&dir, &model, &mut rand::rngs::OsRng)?;
+            println!("{}", serde_json::to_string_pretty(&index)?);
+        }
+        ModelCommand::Run { dir, input } => {
+            let model = Model::load(&dir)?;
+            let x = model.quantize(&inputs::read_float_input(&input)?);
+            let tr = trace::run(&model, &x)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "output": model.dequantize(tr.output()),
+                    "output_quantized": tr.output(),
+                    "trace_root": hex::encode(tr.root),
+                    "trace_leaves": tr.leaves.iter().map(hex::encode).collect::<Vec<_>>(),
+                }))?
+            );
+        }
+        ModelCommand::Show { dir } => {
+            let model = Model::load(&dir)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&ModelSummary::of(&model))?
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,178 @@
+//! `provnet prove` and `provnet verify`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use provnet_kernels::{
+    circuit::CircuitShape, prove_segment, CpuBackend, Model, ModelKeys, ProofContext, ProofFile,
+    SegmentVerifier,
+};
+use serde_json::json;
+
+use crate::{identity, inputs};
+
+#[derive(Args, Debug)]
+pub struct ProveArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub segment: usize,
+    /// ezkl-style {"input_data": [[...]]}, or the previous segment's proof file.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Challenge id, 64 hex characters.
+    #[arg(long)]
+    pub challenge: String,
+    /// Challenge nonce, 64 hex characters.
+    #[arg(long, default_value = ZERO32)]
+    pub nonce: String,
+    /// The miner's key file (from `provnet keygen`).
+    #[arg(long)]
+    pub key: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub proof: PathBuf,
+    #[arg(long)]
+    pub challenge: String,
+    #[arg(long, default_value = ZERO32)]
+    pub nonce: String,
+    /// The miner's public key, 64 hex characters.
+    #[arg(long)]
+    pub miner: String,
+    /// Also require the proven input to equal this one (ezkl JSON or previous proof).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
+
+const ZERO32: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+pub fn prove(args: ProveArgs) -> Result<ExitCode> {
+    let start = Instant::now();
+    let key = identity::load(&args.key)?;
+    let ctx = ProofContext {
+        challenge: identity::hex32("--challenge", &args.challenge)?,
+        nonce: identity::hex32("--nonce", &args.nonce)?,
+        miner: key.verifying_key().to_bytes(),
+    };
+    let model = Model::load(&args.model)?;
+    let seg = model.segment(args.segment)?;
+    let input = inputs::segment_input(&model, args.segment, &args.input)?;
+    seg.check_input(&input)?;
+    let keys = ModelKeys::open(&args.model, &model)?;
+    let pk = keys.proving_key(seg.index)?;
+    let (_, vk_id) = keys.verifying_key(seg.index)?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+
+    let t = Instant::now();
+    let proof = prove_segment(
+        &CpuBackend,
+        &model,
+        seg,
+        &pk,
+        &input,
+        &ctx,
+        &mut rand::rngs::OsRng,
+    )?;
+    let prove_ms = t.elapsed().as_secs_f64() * 1e3;
+    let file = proof.to_file(&model, seg, &vk_id, &input, &ctx);
+    let bytes = file.to_bytes();
+    write_atomically(&args.out, &bytes)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "model": model.name,
+            "segment": seg.index,
+            "ops": seg.ops,
+            "constraints": CircuitShape::of(seg).constraints,
+            "challenge": hex::encode(ctx.challenge),
+            "miner": hex::encode(ctx.miner),
+            "load_ms": round3(load_ms),
+            "prove_ms": round3(prove_ms),
+            "total_ms": round3(start.elapsed().as_secs_f64() * 1e3),
+            "proof_bytes": file.proof.len(),
+            "proof_file_bytes": bytes.len(),
+            "output": model.dequantize(&proof.output),
+            "output_quantized": proof.output,
+            "out": args.out,
+        }))?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    let start = Instant::now();
+    let expected = ProofContext {
+        challenge: identity::hex32("--challenge", &args.challenge)?,
+        nonce: identity::hex32("--nonce", &args.nonce)?,
+        miner: identity::hex32("--miner", &args.miner)?,
+    };
+    let model = Model::load(&args.model)?;
+    let pf = ProofFile::read(&args.proof)?;
+    let segment = pf.segment as usize;
+    model.segment(segment)?;
+    let keys = ModelKeys::open(&args.model, &model)?;
+    let (vk, vk_id) = keys.verifying_key(segment)?;
+    let verifier = SegmentVerifier::new(segment, vk, vk_id);
+    let mut result = verifier.verify(&model, &pf, &expected);
+    if let (Ok(()), Some(path)) = (&result, &args.input) {
+        let want = inputs::segment_input(&model, segment, path)?;
+        if want != pf.input {
+            result = Err(provnet_kernels::KernelError::Rejected(
+                "the proof is for a different input".into(),
+            ));
+        }
+    }
+    let ms = round3(start.elapsed().as_secs_f64() * 1e3);
+    match result {
+        Ok(()) => {
+            println!(
+                "{}",
+                json!({"valid": true, "segment": segment, "verify_ms": ms,
+                       "output": model.dequantize(&pf.output)})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!(
+                "{}",
+                json!({"valid": false, "segment": segment, "reason": e.to_string()})
+            );
+            eprintln!("invalid proof: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1e3).round() / 1e3
+}
+
+/// Writes a file via a temporary sibling and a rename, so a failure leaves nothing behind.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let res = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.with_context(|| format!("writing {}", path.display()))
+}
