@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use ark_bn254::{Bn254, Fr, G1Projective};
 use ark_ec::VariableBaseMSM;
+use ark_ff::Field;
 use ark_groth16::Groth16;
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use provnet_kernels::{
@@ -36,8 +37,30 @@ fn main() {
     };
     for seg in &model.segments {
         let t = Instant::now();
-        let pk = keys.proving_key(seg.index).unwrap();
+        let key = keys.proving_key(seg.index).unwrap();
+        let pk = &key.pk;
         println!("seg {} pk load {:?}", seg.index, t.elapsed());
+        for c in [8u32, 10, 11, 12, 13, 14, 15] {
+            let table = provnet_kernels::msm::FixedBaseTable::new(&pk.h_query, c);
+            let sc: Vec<Fr> = (0..pk.h_query.len())
+                .map(|i| Fr::from(i as u64 + 1) * Fr::from(0x1234_5678_9abc_def1u64).pow([7]))
+                .collect();
+            let t = Instant::now();
+            let a = table.msm(&sc).unwrap();
+            let fixed = t.elapsed();
+            let t = Instant::now();
+            let b = G1Projective::msm_unchecked(&pk.h_query, &sc);
+            println!(
+                "  h msm c={c}: fixed-base {fixed:?}, arkworks {:?}, equal {}",
+                t.elapsed(),
+                a == b
+            );
+        }
+        println!(
+            "  best window for {}: {}",
+            pk.h_query.len(),
+            provnet_kernels::msm::FixedBaseTable::best_window(pk.h_query.len(), 2)
+        );
         for _ in 0..3 {
             let bind = binding(&id, seg.index, &ctx);
             let t = Instant::now();
@@ -80,11 +103,11 @@ fn main() {
             let ml = t.elapsed();
             let n = pk.h_query.len();
             let t = Instant::now();
-            let _ = CpuBackend.msm_g1(&pk.h_query, &h[..n]).unwrap();
+            let _ = CpuBackend.msm_g1_fixed(&key.h_table, &h[..n]).unwrap();
             let mh = t.elapsed();
             let t = Instant::now();
             let proof =
-                prover::prove(&CpuBackend, &pk, &cs, &mut ark_std::rand::thread_rng()).unwrap();
+                prover::prove(&CpuBackend, &key, &cs, &mut ark_std::rand::thread_rng()).unwrap();
             let total = t.elapsed();
             println!("  synth {synth:?} quotient {q:?} msm A {ma:?} B1 {mb1:?} B2 {mb2:?} L {ml:?} H {mh:?} | prove {total:?} (constraints {}, domain {size})", cs.num_constraints());
             let (vk, _) = keys.verifying_key(seg.index).unwrap();

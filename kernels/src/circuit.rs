@@ -14,7 +14,7 @@
 //! * binding * binding = binding_sq puts the binding into a constraint (an unconstrained
 //!   Groth16 public input would be malleable).
 //!
-//! Constraints per segment: n_in * b_in + n_out * k (+ n_out with ReLU) + words + 1.
+//! Constraints per segment: n_in * b_in + sum_i k_i (+ n_out with ReLU) + words + 1.
 
 use ark_bn254::Fr;
 use ark_ff::{AdditiveGroup, Field, One, Zero};
@@ -43,14 +43,24 @@ impl CircuitShape {
     pub fn of(seg: &Segment) -> CircuitShape {
         let (n_in, n_out) = (seg.n_in(), seg.n_out());
         let b_in = seg.input.bits as usize;
-        let k = seg.acc_bits() as usize;
+        let k: usize = seg
+            .row_q_bits()
+            .iter()
+            .map(|m| seg.row_acc_bits(*m) as usize)
+            .sum();
         let words_in = n_in.div_ceil(per_word(seg.input.bits));
         let words_out = n_out.div_ceil(per_word(seg.output.bits));
-        let relu = if seg.relu { n_out } else { 0 };
+        // ReLU: one constraint and one witness per output, less the word starts, which are
+        // defined from the public words. Otherwise: one packing constraint per output word.
+        let (relu_c, relu_w, pack_c) = if seg.relu {
+            (n_out, n_out - words_out, 0)
+        } else {
+            (0, 0, words_out)
+        };
         CircuitShape {
-            constraints: n_in * b_in + words_in + n_out * k + relu + words_out + 1,
+            constraints: n_in * b_in + k + relu_c + pack_c + 1,
             public_inputs: words_in + words_out + 1,
-            witnesses: n_in * b_in + n_out * (k - 1) + relu + 1,
+            witnesses: (n_in - words_in) + n_in * (b_in - 1) + (k - n_out) + relu_w + 1,
         }
     }
 }
@@ -152,34 +162,44 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
         .collect();
     let bind = cs.instance(|| binding);
 
-    let xs = input_range_checks(&mut cs, seg, x, &pow2);
-    pack_words(
-        &mut cs,
-        &pin,
-        seg.n_in(),
-        seg.input,
-        &pow2,
-        "pack input",
-        |cs, j| {
-            let mut lc = cs.var(xs[j]);
-            cs.add(&mut lc, Var::One, -fr_i128(seg.input.lo()));
-            lc
-        },
-    );
+    let xs = input_values(&mut cs, seg, x, &pin, &pow2);
+    input_range_checks(&mut cs, seg, x, &xs, &pow2);
 
-    // Outputs: accumulator decomposition, requantization, ReLU.
-    let outs: Vec<Lc> = (0..seg.n_out())
-        .map(|i| output_row(&mut cs, seg, i, &xs, accs.get(i).copied(), &pow2))
+    // Outputs: accumulator decomposition, requantization, ReLU. A ReLU segment's outputs are
+    // defined through the public words (see `word_values`), so they need no packing
+    // constraint; otherwise each output word gets one.
+    let ys = if seg.relu {
+        Some(word_values(
+            &mut cs,
+            &pout,
+            seg.n_out(),
+            seg.output,
+            &pow2,
+            |i| fr_i128(truth[i] as i128),
+        ))
+    } else {
+        None
+    };
+    let outs: Vec<Lc> = seg
+        .row_q_bits()
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let y = ys.as_ref().map(|ys| &ys[i]);
+            output_row(&mut cs, seg, (i, m), &xs, y, accs.get(i).copied(), &pow2)
+        })
         .collect();
-    pack_words(
-        &mut cs,
-        &pout,
-        seg.n_out(),
-        seg.output,
-        &pow2,
-        "pack output",
-        |_, i| outs[i].clone(),
-    );
+    if !seg.relu {
+        pack_words(
+            &mut cs,
+            &pout,
+            seg.n_out(),
+            seg.output,
+            &pow2,
+            "pack output",
+            |_, i| outs[i].clone(),
+        );
+    }
 
     let sq = cs.witness(|| binding.square());
     let (a, b, c) = (cs.var(bind), cs.var(bind), cs.var(sq));
@@ -196,61 +216,106 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
     cs
 }
 
-/// Allocates the input values with exact range checks; returns their variables.
-fn input_range_checks(cs: &mut R1cs, seg: &Segment, x: &[i64], pow2: &[Fr]) -> Vec<Var> {
-    let b = seg.input.bits;
-    let lo = seg.input.lo();
-    let values = cs.wants_values();
-    (0..seg.n_in())
-        .map(|j| {
-            let xv = if values { x[j] as i128 } else { 0 };
-            let u = (xv - lo) as u128;
-            let xj = cs.witness(|| fr_i128(xv));
-            let bits: Vec<Var> = (1..b).map(|t| cs.witness(|| bit(u, t))).collect();
-            let bit0 = cs.known(
-                || bit(u, 0),
-                |terms| {
-                    terms.push((xj, Fr::one()));
-                    terms.push((Var::One, -fr_i128(lo)));
-                    terms.extend(bits.iter().zip(1..).map(|(v, t)| (*v, -pow2[t])));
-                },
-            );
-            let label = |t: u32| Label {
-                what: "input bit",
-                i: j as u32,
-                j: t,
-            };
-            cs.boolean(bit0, label(0));
-            for (v, t) in bits.iter().zip(1..) {
-                let lc = cs.var(*v);
-                cs.boolean(lc, label(t));
+/// The values packed into public words, as linear combinations. Every value is a witness
+/// except the first of each word, which is defined from the word itself:
+/// v_0 = word + lo - sum_{t>=1} (v_t - lo) 2^(bits t). That makes the packing hold by
+/// construction (no constraint per word); the range checks on every value, v_0 included,
+/// keep the decomposition unique.
+fn word_values(
+    cs: &mut R1cs,
+    words: &[Var],
+    count: usize,
+    range: Range,
+    pow2: &[Fr],
+    value: impl Fn(usize) -> Fr,
+) -> Vec<Lc> {
+    let per = per_word(range.bits);
+    let lo = fr_i128(range.lo());
+    let vars: Vec<Option<Var>> = (0..count)
+        .map(|j| (j % per != 0).then(|| cs.witness(|| value(j))))
+        .collect();
+    (0..count)
+        .map(|j| match vars[j] {
+            Some(v) => cs.var(v),
+            None => {
+                let mut lc = cs.var(words[j / per]);
+                let mut constant = lo;
+                for (t, v) in vars[j + 1..(j + per).min(count)].iter().enumerate() {
+                    let coeff = pow2[(t + 1) * range.bits as usize];
+                    cs.add(&mut lc, v.expect("only word starts are None"), -coeff);
+                    constant += lo * coeff;
+                }
+                cs.add(&mut lc, Var::One, constant);
+                lc
             }
-            xj
         })
         .collect()
 }
 
-/// One output: decomposes the offset accumulator, returns (output - range.lo) as an Lc.
+/// The segment inputs as linear combinations over the public input words.
+fn input_values(cs: &mut R1cs, seg: &Segment, x: &[i64], pin: &[Var], pow2: &[Fr]) -> Vec<Lc> {
+    word_values(cs, pin, seg.n_in(), seg.input, pow2, |j| {
+        fr_i128(x[j] as i128)
+    })
+}
+
+/// Exact range check of every input: b_in boolean constraints on the bits of x_j - lo.
+fn input_range_checks(cs: &mut R1cs, seg: &Segment, x: &[i64], xs: &[Lc], pow2: &[Fr]) {
+    let b = seg.input.bits;
+    let lo = seg.input.lo();
+    let values = cs.wants_values();
+    for (j, xj) in xs.iter().enumerate() {
+        let u = if values {
+            (x[j] as i128 - lo) as u128
+        } else {
+            0
+        };
+        let bits: Vec<Var> = (1..b).map(|t| cs.witness(|| bit(u, t))).collect();
+        let bit0 = cs.known(
+            || bit(u, 0),
+            |terms| {
+                terms.extend(xj.terms.iter().copied());
+                terms.push((Var::One, -fr_i128(lo)));
+                terms.extend(bits.iter().zip(1..).map(|(v, t)| (*v, -pow2[t])));
+            },
+        );
+        let label = |t: u32| Label {
+            what: "input bit",
+            i: j as u32,
+            j: t,
+        };
+        cs.boolean(bit0, label(0));
+        for (v, t) in bits.iter().zip(1..) {
+            let lc = cs.var(*v);
+            cs.boolean(lc, label(t));
+        }
+    }
+}
+
+/// One output row `i` whose requantized value needs `m` magnitude bits: decomposes the
+/// offset accumulator and returns (output - output range lo) as an Lc.
 fn output_row(
     cs: &mut R1cs,
     seg: &Segment,
-    i: usize,
-    xs: &[Var],
+    (i, m): (usize, u32),
+    xs: &[Lc],
+    relu_out: Option<&Lc>,
     acc: Option<i128>,
     pow2: &[Fr],
 ) -> Lc {
-    let (s, k, m) = (seg.shift, seg.acc_bits(), seg.q_bits);
-    let z = acc.map(|a| (a + seg.acc_offset()) as u128).unwrap_or(0);
+    let (s, k) = (seg.shift, seg.row_acc_bits(m));
+    let offset = seg.row_acc_offset(m);
+    let z = acc.map(|a| (a + offset) as u128).unwrap_or(0);
     let bits: Vec<Var> = (1..k).map(|t| cs.witness(|| bit(z, t))).collect();
     let row = &seg.rows[i];
-    let constant = seg.bias[i] as i128 + seg.acc_offset();
+    let constant = seg.bias[i] as i128 + offset;
     let bit0 = cs.known(
         || bit(z, 0),
         |terms| {
-            terms.extend(
-                row.iter()
-                    .map(|(j, w)| (xs[*j as usize], fr_i128(*w as i128))),
-            );
+            for (j, w) in row {
+                let w = fr_i128(*w as i128);
+                terms.extend(xs[*j as usize].terms.iter().map(|(v, c)| (*v, *c * w)));
+            }
             terms.push((Var::One, fr_i128(constant)));
             terms.extend(bits.iter().zip(1..).map(|(v, t)| (*v, -pow2[t])));
         },
@@ -274,26 +339,30 @@ fn output_row(
         lc
     };
     if !seg.relu {
-        return high(cs, k);
+        // q + 2^m_row, shifted to the segment-wide range: q - lo = q + 2^q_bits.
+        let mut lc = high(cs, k);
+        let shift = (1i128 << seg.q_bits) - (1i128 << m);
+        if shift != 0 {
+            cs.add(&mut lc, Var::One, fr_i128(shift));
+        }
+        return lc;
     }
     let q_low = high(cs, k - 1); // q when the sign bit is set
-    let y = cs.witness(|| {
-        let q = (z >> s) as i128 - (1i128 << m);
-        fr_i128(q.max(0))
-    });
+    let y = relu_out
+        .expect("ReLU segments pass their output values")
+        .clone();
     let sign = cs.var(bits[(k - 2) as usize]);
-    let yl = cs.var(y);
     cs.enforce(
         sign,
         q_low,
-        yl,
+        y.clone(),
         Label {
             what: "relu",
             i: i as u32,
             j: 0,
         },
     );
-    cs.var(y)
+    y
 }
 
 /// One constraint per public word: word = sum_t value_t * 2^(bits * t), over `count` values.

@@ -7,30 +7,35 @@ use serde::Serialize;
 use crate::circuit::CircuitShape;
 use crate::error::{KernelError, Result};
 use crate::model::{
-    acc_bounds, output_range, write_dir_atomically, Model, Range, Segment, MAX_ACC_BITS,
-    MODEL_FILE, MODEL_VERSION, SUMMARY_FILE,
+    output_range, write_dir_atomically, Model, Range, Segment, MAX_ACC_BITS, MODEL_FILE,
+    MODEL_VERSION, SUMMARY_FILE,
 };
 use crate::onnx::{self, FloatModel};
 
 /// Default fixed-point scale bits. Chosen so dequantized outputs are at least as close to
 /// onnxruntime's as ezkl's (max abs error ~7e-4 on dense_64): see the README's fidelity table.
 pub const DEFAULT_SCALE_BITS: u32 = 13;
-/// Default bound on the magnitude of real-valued model inputs (|x| < 8).
-pub const DEFAULT_INPUT_BOUND: f64 = 8.0;
+/// Default range of real-valued model inputs: [-4, 4] (the enforced power-of-two range is
+/// [-8, 8) at the default scale).
+pub const DEFAULT_INPUT_MIN: f64 = -4.0;
+pub const DEFAULT_INPUT_MAX: f64 = 4.0;
 
 /// Import options.
 #[derive(Clone, Debug)]
 pub struct ImportOptions {
     pub scale_bits: u32,
-    /// Real inputs must satisfy |x| < input_bound (rounded up to a power of two).
-    pub input_bound: f64,
+    /// Real inputs lie in [input_min, input_max]; the circuit checks the smallest
+    /// power-of-two integer range around it (unsigned when input_min >= 0).
+    pub input_min: f64,
+    pub input_max: f64,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
             scale_bits: DEFAULT_SCALE_BITS,
-            input_bound: DEFAULT_INPUT_BOUND,
+            input_min: DEFAULT_INPUT_MIN,
+            input_max: DEFAULT_INPUT_MAX,
         }
     }
 }
@@ -43,14 +48,7 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
             "--scale-bits {s} is out of range (1..=24)"
         )));
     }
-    if !(opts.input_bound.is_finite() && opts.input_bound > 0.0) {
-        return Err(KernelError::Input("--input-bound must be positive".into()));
-    }
-    let bound_bits = opts.input_bound.log2().ceil().max(0.0) as u32;
-    let mut input = Range {
-        bits: s + bound_bits + 1,
-        signed: true,
-    };
+    let mut input = input_range(opts)?;
     let scale = (1u64 << s) as f64;
     let mut segments = Vec::with_capacity(float.layers.len());
     for (index, layer) in float.layers.iter().enumerate() {
@@ -83,13 +81,7 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
             relu: layer.relu,
             q_bits: 0,
         };
-        let (lo, hi) = acc_bounds(&seg);
-        let half = 1i128 << (s - 1);
-        let (q_lo, q_hi) = ((lo + half) >> s, (hi + half) >> s);
-        let mut m = 0u32;
-        while -(1i128 << m) > q_lo || q_hi >= (1i128 << m) {
-            m += 1;
-        }
+        let m = seg.row_q_bits().into_iter().max().unwrap_or(0);
         seg.q_bits = m;
         if seg.acc_bits() > MAX_ACC_BITS {
             return Err(KernelError::Unsupported {
@@ -117,6 +109,28 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     };
     model.validate(Path::new("<import>"))?;
     Ok(model)
+}
+
+/// The integer range the circuit enforces on model inputs.
+pub fn input_range(opts: &ImportOptions) -> Result<Range> {
+    let (min, max) = (opts.input_min, opts.input_max);
+    if !(min.is_finite() && max.is_finite() && min < max) {
+        return Err(KernelError::Input(format!(
+            "--input-min {min} must be below --input-max {max}"
+        )));
+    }
+    let scale = (1u64 << opts.scale_bits) as f64;
+    let (lo, hi) = ((min * scale).floor(), (max * scale).ceil());
+    if lo.abs() > 2f64.powi(62) || hi.abs() > 2f64.powi(62) {
+        return Err(KernelError::Input("the input range is too wide".into()));
+    }
+    let (lo, hi) = (lo as i128, hi as i128);
+    let (mut bits, signed) = (1u32, lo < 0);
+    let range = |bits| Range { bits, signed };
+    while !(range(bits).contains(lo) && range(bits).contains(hi)) {
+        bits += 1;
+    }
+    Ok(range(bits))
 }
 
 /// What `provnet model import` prints and writes as `model.json`.

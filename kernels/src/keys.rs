@@ -17,6 +17,10 @@ use crate::circuit::{self, CircuitShape};
 use crate::error::{KernelError, Result};
 use crate::import::hex;
 use crate::model::Model;
+use crate::msm::{self, FixedBaseTable};
+
+/// Threads the h-table window is tuned for (the 2-core machines we target).
+const PROVER_THREADS: usize = 2;
 use crate::r1cs::{Mode, Replay};
 
 pub const KEYS_DIR: &str = "keys";
@@ -47,7 +51,16 @@ pub struct KeyEntry {
     pub pk_blake3: String,
     pub vk_file: String,
     pub vk_id: String,
+    /// Precomputed window table for the h-query MSM (see `msm`).
+    pub h_table_file: String,
+    pub h_table_blake3: String,
     pub setup_ms: u64,
+}
+
+/// A segment's proving key with its precomputed h-query table.
+pub struct SegmentKey {
+    pub pk: ProvingKey<Bn254>,
+    pub h_table: FixedBaseTable,
 }
 
 /// Runs setup for every segment and writes `DIR/keys/` atomically (replacing old keys).
@@ -62,6 +75,8 @@ pub fn setup<R: RngCore + CryptoRng>(dir: &Path, model: &Model, rng: &mut R) -> 
                 segment: seg.index,
                 reason: format!("setup failed: {e}"),
             })?;
+        let c = FixedBaseTable::best_window(pk.h_query.len(), PROVER_THREADS);
+        let table_bytes = msm::table_to_bytes(&FixedBaseTable::new(&pk.h_query, c));
         let setup_ms = start.elapsed().as_millis() as u64;
         let mut pk_bytes = Vec::new();
         pk.serialize_uncompressed(&mut pk_bytes)
@@ -71,9 +86,10 @@ pub fn setup<R: RngCore + CryptoRng>(dir: &Path, model: &Model, rng: &mut R) -> 
             .serialize_compressed(&mut vk_bytes)
             .expect("serializing to memory cannot fail");
         let shape = CircuitShape::of(seg);
-        let (pk_file, vk_file) = (
+        let (pk_file, vk_file, h_file) = (
             format!("segment-{}.pk", seg.index),
             format!("segment-{}.vk", seg.index),
+            format!("segment-{}.htable", seg.index),
         );
         entries.push(KeyEntry {
             index: seg.index,
@@ -84,8 +100,11 @@ pub fn setup<R: RngCore + CryptoRng>(dir: &Path, model: &Model, rng: &mut R) -> 
             pk_blake3: hex(blake3::hash(&pk_bytes).as_bytes()),
             vk_file: vk_file.clone(),
             vk_id: hex(blake3::hash(&vk_bytes).as_bytes()),
+            h_table_file: h_file.clone(),
+            h_table_blake3: hex(blake3::hash(&table_bytes).as_bytes()),
             setup_ms,
         });
+        files.push((PathBuf::from(h_file), table_bytes));
         files.push((PathBuf::from(pk_file), pk_bytes));
         files.push((PathBuf::from(vk_file), vk_bytes));
     }
@@ -138,8 +157,12 @@ impl ModelKeys {
             std::io::ErrorKind::NotFound => missing(),
             _ => KernelError::io(&path, e),
         })?;
-        let index: KeyIndex = serde_json::from_slice(&bytes)
-            .map_err(|e| KernelError::model(&path, format!("corrupt key index: {e}")))?;
+        let index: KeyIndex = serde_json::from_slice(&bytes).map_err(|e| {
+            KernelError::model(
+                &path,
+                format!("unreadable key index ({e}): run `provnet model setup` again"),
+            )
+        })?;
         if index.model_id != hex(&model.id()) {
             return Err(KernelError::model(
                 &path,
@@ -178,20 +201,48 @@ impl ModelKeys {
         })
     }
 
-    /// Loads a proving key: hash-pinned, deserialized without curve checks.
-    pub fn proving_key(&self, segment: usize) -> Result<ProvingKey<Bn254>> {
-        let entry = self.entry(segment)?;
-        let bytes = self.read(segment, &entry.pk_file)?;
-        let bad = |reason: String| KernelError::BadKeys { segment, reason };
-        if hex(blake3::hash(&bytes).as_bytes()) != entry.pk_blake3 {
-            return Err(bad(format!(
-                "{} does not match its pinned hash: the file is corrupt or was replaced; \
-                 run `provnet model setup` again",
-                entry.pk_file
-            )));
+    /// Reads a key file and checks it against its pinned hash.
+    fn read_pinned(&self, segment: usize, file: &str, hash: &str) -> Result<Vec<u8>> {
+        let bytes = self.read(segment, file)?;
+        if hex(blake3::Hasher::new()
+            .update_rayon(&bytes)
+            .finalize()
+            .as_bytes())
+            != hash
+        {
+            return Err(KernelError::BadKeys {
+                segment,
+                reason: format!(
+                    "{file} does not match its pinned hash: the file is corrupt or was replaced; \
+                     run `provnet model setup` again"
+                ),
+            });
         }
-        ProvingKey::deserialize_uncompressed_unchecked(bytes.as_slice())
-            .map_err(|e| bad(format!("{}: {e}", entry.pk_file)))
+        Ok(bytes)
+    }
+
+    /// Loads a proving key and its h table: hash-pinned, deserialized without curve checks.
+    pub fn proving_key(&self, segment: usize) -> Result<SegmentKey> {
+        let entry = self.entry(segment)?;
+        let bad = |reason: String| KernelError::BadKeys { segment, reason };
+        let (pk, table) = rayon::join(
+            || -> Result<ProvingKey<Bn254>> {
+                let bytes = self.read_pinned(segment, &entry.pk_file, &entry.pk_blake3)?;
+                ProvingKey::deserialize_uncompressed_unchecked(bytes.as_slice())
+                    .map_err(|e| bad(format!("{}: {e}", entry.pk_file)))
+            },
+            || -> Result<FixedBaseTable> {
+                let bytes =
+                    self.read_pinned(segment, &entry.h_table_file, &entry.h_table_blake3)?;
+                msm::table_from_bytes(&bytes)
+                    .ok_or_else(|| bad(format!("{}: malformed table", entry.h_table_file)))
+            },
+        );
+        let (pk, h_table) = (pk?, table?);
+        if h_table.bases != pk.h_query.len() {
+            return Err(bad("the h table does not match the proving key".into()));
+        }
+        Ok(SegmentKey { pk, h_table })
     }
 
     /// Loads and fully checks a verifying key; returns it with its id.

@@ -11,6 +11,7 @@ pub mod error;
 pub mod import;
 pub mod keys;
 pub mod model;
+pub mod msm;
 pub mod onnx;
 pub mod onnx_proto;
 pub mod proof;

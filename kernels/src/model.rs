@@ -86,15 +86,47 @@ impl Segment {
         self.rows.len()
     }
 
-    /// Bits of the offset accumulator the circuit decomposes: s + m + 1.
+    /// Widest accumulator the circuit decomposes: s + m + 1.
     pub fn acc_bits(&self) -> u32 {
-        self.shift + self.q_bits + 1
+        self.row_acc_bits(self.q_bits)
     }
 
-    /// Offset added to the accumulator so that it is non-negative and its top bit is the sign
-    /// of the requantized value: 2^(s-1) (rounding) + 2^(m+s).
-    pub fn acc_offset(&self) -> i128 {
-        (1i128 << (self.shift - 1)) + (1i128 << (self.q_bits + self.shift))
+    /// Bits of an accumulator whose requantized value needs `m` magnitude bits: s + m + 1.
+    pub fn row_acc_bits(&self, m: u32) -> u32 {
+        self.shift + m + 1
+    }
+
+    /// Offset added to such an accumulator so that it is non-negative and its top bit is the
+    /// sign of the requantized value: 2^(s-1) (rounding) + 2^(m+s).
+    pub fn row_acc_offset(&self, m: u32) -> i128 {
+        (1i128 << (self.shift - 1)) + (1i128 << (m + self.shift))
+    }
+
+    /// Per output row, the magnitude bits m_i of its requantized value over all in-range
+    /// inputs (exact interval arithmetic on that row's weights). Each row's accumulator is
+    /// decomposed into only s + m_i + 1 bits; `q_bits` is their maximum.
+    pub fn row_q_bits(&self) -> Vec<u32> {
+        let (lo_in, hi_in) = (self.input.lo(), self.input.hi());
+        let half = 1i128 << (self.shift - 1);
+        self.rows
+            .iter()
+            .zip(&self.bias)
+            .map(|(row, b)| {
+                let (mut lo, mut hi) = (*b as i128, *b as i128);
+                for (_, w) in row {
+                    let w = *w as i128;
+                    let (a, c) = (w * lo_in, w * hi_in);
+                    lo += a.min(c);
+                    hi += a.max(c);
+                }
+                let (q_lo, q_hi) = ((lo + half) >> self.shift, (hi + half) >> self.shift);
+                let mut m = 0u32;
+                while -(1i128 << m) > q_lo || q_hi >= (1i128 << m) {
+                    m += 1;
+                }
+                m
+            })
+            .collect()
     }
 
     /// Exact integer evaluation of this segment. `x` must already be in range.
@@ -220,13 +252,9 @@ impl Model {
                     return bad(format!("segment {i} does not feed segment {}", i + 1));
                 }
             }
-            // The accumulator must fit the range the circuit decomposes.
-            let (lo, hi) = acc_bounds(s);
-            let off = s.acc_offset();
-            if lo + off < 0 || hi + off >= (1i128 << s.acc_bits()) {
-                return bad(format!(
-                    "segment {i}: accumulator exceeds its declared width"
-                ));
+            // The widest accumulator fixes the output range the next segment checks.
+            if s.row_q_bits().into_iter().max() != Some(s.q_bits) {
+                return bad(format!("segment {i}: q_bits disagrees with the weights"));
             }
         }
         if self.segments[0].in_shape != self.input_shape {
@@ -279,25 +307,6 @@ pub fn output_range(q_bits: u32, relu: bool) -> Range {
             signed: true,
         }
     }
-}
-
-/// Smallest and largest accumulator over all outputs and all in-range inputs.
-pub fn acc_bounds(s: &Segment) -> (i128, i128) {
-    let (lo_in, hi_in) = (s.input.lo(), s.input.hi());
-    let mut lo = i128::MAX;
-    let mut hi = i128::MIN;
-    for (row, b) in s.rows.iter().zip(&s.bias) {
-        let (mut l, mut h) = (*b as i128, *b as i128);
-        for (_, w) in row {
-            let w = *w as i128;
-            let (a, c) = (w * lo_in, w * hi_in);
-            l += a.min(c);
-            h += a.max(c);
-        }
-        lo = lo.min(l);
-        hi = hi.max(h);
-    }
-    (lo, hi)
 }
 
 /// Writes files into a fresh directory atomically: everything lands in a temporary sibling

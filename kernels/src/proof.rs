@@ -2,10 +2,9 @@
 
 use std::path::Path;
 
-use ark_bn254::{Bn254, Fr, G1Projective};
-use ark_ec::VariableBaseMSM;
+use ark_bn254::{Bn254, Fr};
 use ark_ff::{BigInteger, PrimeField};
-use ark_groth16::{Groth16, PreparedVerifyingKey, Proof, ProvingKey};
+use ark_groth16::{Groth16, PreparedVerifyingKey, Proof};
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use ark_std::rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -14,7 +13,9 @@ use crate::binding::{binding, ProofContext};
 use crate::circuit::{self, Assignment};
 use crate::error::{KernelError, Result};
 use crate::import::hex;
+use crate::keys::SegmentKey;
 use crate::model::{Model, Segment};
+use crate::msm::FixedBaseTable;
 use crate::prover::{self, ProverBackend};
 use crate::r1cs::Mode;
 
@@ -106,7 +107,7 @@ pub fn prove_segment<R: RngCore + CryptoRng>(
     backend: &dyn ProverBackend,
     model: &Model,
     seg: &Segment,
-    pk: &ProvingKey<Bn254>,
+    pk: &SegmentKey,
     input: &[i64],
     ctx: &ProofContext,
     rng: &mut R,
@@ -176,19 +177,24 @@ impl SegmentProof {
     }
 }
 
-/// A verifying key ready for repeated use.
+/// A verifying key ready for repeated use: pairing-prepared, with a window table for its
+/// public-input bases.
 pub struct SegmentVerifier {
     pub segment: usize,
     pub vk_id: [u8; 32],
     pub pvk: PreparedVerifyingKey<Bn254>,
+    inputs_table: FixedBaseTable,
 }
 
 impl SegmentVerifier {
     pub fn new(segment: usize, vk: ark_groth16::VerifyingKey<Bn254>, vk_id: [u8; 32]) -> Self {
+        let bases = &vk.gamma_abc_g1[1.min(vk.gamma_abc_g1.len())..];
+        let inputs_table = FixedBaseTable::new(bases, FixedBaseTable::best_window(bases.len(), 1));
         SegmentVerifier {
             segment,
             vk_id,
             pvk: ark_groth16::prepare_verifying_key(&vk),
+            inputs_table,
         }
     }
 
@@ -261,7 +267,7 @@ impl SegmentVerifier {
                 gamma_abc.len() - 1
             )));
         }
-        let prepared = G1Projective::msm_unchecked(&gamma_abc[1..], inputs) + gamma_abc[0];
+        let prepared = self.inputs_table.msm(inputs)? + gamma_abc[0];
         match Groth16::<Bn254>::verify_proof_with_prepared_inputs(&self.pvk, proof, &prepared) {
             Ok(true) => Ok(()),
             Ok(false) => Err(KernelError::Rejected("the pairing check failed".into())),

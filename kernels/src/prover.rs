@@ -13,6 +13,8 @@ use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
 use ark_std::rand::{CryptoRng, RngCore};
 
 use crate::error::{KernelError, Result};
+use crate::keys::SegmentKey;
+use crate::msm::FixedBaseTable;
 use crate::r1cs::R1cs;
 
 /// The operations a proving backend accelerates.
@@ -22,6 +24,10 @@ pub trait ProverBackend: Send + Sync {
     fn msm_g1(&self, bases: &[G1Affine], scalars: &[Fr]) -> Result<G1Projective>;
     /// sum_i scalars[i] * bases[i] in G2 (lengths equal).
     fn msm_g2(&self, bases: &[G2Affine], scalars: &[Fr]) -> Result<G2Projective>;
+    /// sum_i scalars[i] * bases[i] over bases precomputed into a window table.
+    fn msm_g1_fixed(&self, table: &FixedBaseTable, scalars: &[Fr]) -> Result<G1Projective> {
+        table.msm(scalars)
+    }
     /// Given the evaluations of A·z, B·z and C·z over a power-of-two domain, returns the
     /// coefficients of h = (A·B - C) / Z_H (length = domain size; the last is zero).
     fn quotient(&self, a: Vec<Fr>, b: Vec<Fr>, c: Vec<Fr>) -> Result<Vec<Fr>>;
@@ -90,10 +96,11 @@ impl CpuBackend {
 /// Proves a satisfied circuit (built in `Prove` or `Check` mode) with `pk`.
 pub fn prove<R: RngCore + CryptoRng>(
     backend: &dyn ProverBackend,
-    pk: &ProvingKey<Bn254>,
+    key: &SegmentKey,
     cs: &R1cs,
     rng: &mut R,
 ) -> Result<Proof<Bn254>> {
+    let pk: &ProvingKey<Bn254> = &key.pk;
     if let Some(err) = cs.first_unsatisfied() {
         return Err(err);
     }
@@ -121,19 +128,30 @@ pub fn prove<R: RngCore + CryptoRng>(
     }
     // arkworks' reduction adds one row per public variable (A = z_i, B = C = 0).
     a[n_c..n_c + n_i].copy_from_slice(&z[..n_i]);
-    let h = backend.quotient(a, b, c)?;
 
     let r = Fr::rand(rng);
     let s = Fr::rand(rng);
     let vk = &pk.vk;
     let witness = &z[n_i..];
+    // The witness MSMs do not depend on h: run them beside the FFTs so both cores stay busy.
+    let (h, msms) = rayon::join(
+        || backend.quotient(a, b, c),
+        || -> Result<_> {
+            Ok((
+                backend.msm_g1(&pk.a_query, &z)?,
+                backend.msm_g1(&pk.b_g1_query, &z)?,
+                backend.msm_g2(&pk.b_g2_query, &z)?,
+                backend.msm_g1(&pk.l_query, witness)?,
+            ))
+        },
+    );
+    let (h, (a_acc, b1_acc, b2_acc, l)) = (h?, msms?);
     let h_len = pk.h_query.len().min(h.len());
+    let h_acc = backend.msm_g1_fixed(&key.h_table, &h[..h_len])?;
 
-    let g_a = backend.msm_g1(&pk.a_query, &z)? + vk.alpha_g1 + pk.delta_g1 * r;
-    let g1_b = backend.msm_g1(&pk.b_g1_query, &z)? + pk.beta_g1 + pk.delta_g1 * s;
-    let g2_b = backend.msm_g2(&pk.b_g2_query, &z)? + vk.beta_g2 + vk.delta_g2 * s;
-    let l = backend.msm_g1(&pk.l_query, witness)?;
-    let h_acc = backend.msm_g1(&pk.h_query[..h_len], &h[..h_len])?;
+    let g_a = a_acc + vk.alpha_g1 + pk.delta_g1 * r;
+    let g1_b = b1_acc + pk.beta_g1 + pk.delta_g1 * s;
+    let g2_b = b2_acc + vk.beta_g2 + vk.delta_g2 * s;
     let g_c = l + h_acc + g_a * s + g1_b * r - pk.delta_g1 * (r * s);
     Ok(Proof {
         a: g_a.into_affine(),

@@ -16,7 +16,7 @@ use ark_relations::gr1cs::{
 use crate::error::KernelError;
 
 /// A variable: the constant one, a public input, or a private witness.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Var {
     One,
     Instance(u32),
@@ -189,7 +189,8 @@ impl R1cs {
             self.abc.push([a.value, b.value, c.value]);
         }
         if self.mode.terms() {
-            self.constraints.push([a.terms, b.terms, c.terms]);
+            self.constraints
+                .push([compact(a.terms), compact(b.terms), compact(c.terms)]);
         }
         self.labels.push(label);
     }
@@ -240,6 +241,20 @@ impl R1cs {
         z.extend_from_slice(&self.witness);
         z
     }
+}
+
+/// Merges repeated variables and drops zero coefficients, so each variable appears once.
+fn compact(mut terms: Vec<(Var, Fr)>) -> Vec<(Var, Fr)> {
+    terms.sort_by_key(|(v, _)| *v);
+    let mut out: Vec<(Var, Fr)> = Vec::with_capacity(terms.len());
+    for (v, c) in terms {
+        match out.last_mut() {
+            Some((last, acc)) if *last == v => *acc += c,
+            _ => out.push((v, c)),
+        }
+    }
+    out.retain(|(_, c)| !c.is_zero());
+    out
 }
 
 /// Replays recorded constraints into an arkworks constraint system (for key generation).

@@ -11,11 +11,11 @@ use provnet_kernels::{trace, KernelError};
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
 const PINNED: [(&str, &[usize]); 5] = [
-    ("dense_16", &[805]),
-    ("dense_64", &[3340]),
-    ("dense_256", &[13868]),
-    ("digits_mlp", &[2249, 1068]),
-    ("small_cnn", &[5857, 2955]),
+    ("dense_16", &[800]),
+    ("dense_64", &[3327]),
+    ("dense_256", &[13825]),
+    ("digits_mlp", &[2232, 1063]),
+    ("small_cnn", &[5805, 2944]),
 ];
 
 #[test]
@@ -36,13 +36,46 @@ fn constraint_counts_are_pinned_and_match_the_builder() {
             );
             assert_eq!(cs.num_instance(), shape.public_inputs);
             assert_eq!(cs.num_witness(), shape.witnesses);
-            // The matmul is free: every multiplication constraint is a bit check, a ReLU,
-            // a packing word or the binding square.
+            // The matmul is free: every constraint is a bit check, a ReLU, a packing word
+            // (outputs without ReLU only) or the binding square.
             let relu = if seg.relu { seg.n_out() } else { 0 };
-            let bits = seg.n_in() * seg.input.bits as usize + seg.n_out() * seg.acc_bits() as usize;
-            assert_eq!(shape.constraints - bits - relu, shape.public_inputs);
+            let words = seg.n_out().div_ceil(circuit::per_word(seg.output.bits));
+            let acc: usize = seg
+                .row_q_bits()
+                .iter()
+                .map(|m| seg.row_acc_bits(*m) as usize)
+                .sum();
+            assert!(acc <= seg.n_out() * seg.acc_bits() as usize);
+            let bits = seg.n_in() * seg.input.bits as usize + acc;
+            let packing = if seg.relu { 0 } else { words };
+            assert_eq!(shape.constraints - bits - relu, packing + 1);
         }
     }
+}
+
+#[test]
+fn a_data_fitted_input_range_shrinks_the_circuit() {
+    // digits_mlp's inputs are pixel intensities in [0, 1]: an unsigned 14-bit range instead
+    // of the default signed 17 bits, which brings segment 0 under a 2^11 FFT domain.
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = provnet_kernels::ImportOptions {
+        input_min: 0.0,
+        input_max: 1.0,
+        ..Default::default()
+    };
+    let dir = tmp.path().join("digits");
+    let summary =
+        provnet_kernels::import(&common::fixture("digits_mlp.onnx"), &dir, &opts).unwrap();
+    let counts: Vec<(usize, usize)> = summary
+        .segments
+        .iter()
+        .map(|s| (s.constraints, s.public_inputs))
+        .collect();
+    assert_eq!(counts, [(1948, 8), (936, 5)]);
+    assert_eq!(summary.input_range, [0, 16383]);
+    // Rows of the QAP: constraints, plus one per public input and one for the constant.
+    let (c, p) = counts[0];
+    assert_eq!((c + p + 1).next_power_of_two(), 2048);
 }
 
 #[test]

@@ -184,7 +184,10 @@ fn missing_and_corrupt_keys_are_clear_errors() {
     bytes[mid] ^= 0xff;
     std::fs::write(&pk_path, &bytes).unwrap();
     let keys = ModelKeys::open(&dir, &model).unwrap();
-    let err = keys.proving_key(0).unwrap_err().to_string();
+    let Err(err) = keys.proving_key(0) else {
+        panic!("a corrupt proving key loaded");
+    };
+    let err = err.to_string();
     assert!(err.contains("pinned hash"), "{err}");
     std::fs::remove_file(dir.join("keys/segment-0.vk")).unwrap();
     assert!(matches!(

@@ -66,6 +66,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let tmp = tempdir()?;
     let key_file = tmp.join("bench.key");
     crate::identity::generate(&key_file, false)?;
+    // Whole processes first: once this process has run rayon work, its idle workers spin for
+    // a while and would steal the child's cores.
+    let mut process = Vec::new();
+    for seg in &model.segments {
+        process.push(process_prove(&args, seg.index, &key_file, &tmp)?);
+    }
     let mut rows = Vec::new();
     println!(
         "{:<8} {:>11} {:>7} {:>10} {:>10} {:>10} {:>11} {:>7}",
@@ -103,7 +109,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             verifier.verify(&model, &file, &ctx)?;
             verify_ms.push(ms(t));
         }
-        let process_ms = process_prove(&args, seg.index, &key_file, &tmp, &tr.tensors[0], &model)?;
+        let process_ms = process[seg.index];
         let row = json!({
             "segment": seg.index,
             "ops": seg.ops,
@@ -185,8 +191,6 @@ fn process_prove(
     segment: usize,
     key: &std::path::Path,
     tmp: &std::path::Path,
-    _model_input: &[i64],
-    _model: &Model,
 ) -> Result<Option<f64>> {
     if args.process_runs == 0 {
         return Ok(None);

@@ -58,9 +58,12 @@ pub enum ModelCommand {
         /// Fixed-point scale 2^N for activations and weights.
         #[arg(long, default_value_t = provnet_kernels::import::DEFAULT_SCALE_BITS)]
         scale_bits: u32,
-        /// Real-valued inputs must satisfy |x| < BOUND (rounded up to a power of two).
-        #[arg(long, default_value_t = provnet_kernels::import::DEFAULT_INPUT_BOUND)]
-        input_bound: f64,
+        /// Smallest real input value the model must accept.
+        #[arg(long, default_value_t = provnet_kernels::import::DEFAULT_INPUT_MIN, allow_hyphen_values = true)]
+        input_min: f64,
+        /// Largest real input value the model must accept.
+        #[arg(long, default_value_t = provnet_kernels::import::DEFAULT_INPUT_MAX, allow_hyphen_values = true)]
+        input_max: f64,
     },
     /// Groth16 setup per segment (single-party: development only).
     Setup { dir: PathBuf },
@@ -103,11 +106,13 @@ fn model(cmd: ModelCommand) -> Result<ExitCode> {
             onnx,
             out,
             scale_bits,
-            input_bound,
+            input_min,
+            input_max,
         } => {
             let opts = ImportOptions {
                 scale_bits,
-                input_bound,
+                input_min,
+                input_max,
             };
             let summary = import(&onnx, &out, &opts)
                 .with_context(|| format!("importing {}", onnx.display()))?;

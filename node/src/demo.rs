@@ -72,7 +72,17 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         bail!("{} exists: pass a fresh --dir", model_dir.display());
     }
 
-    let summary = import(&onnx, &model_dir, &ImportOptions::default())?;
+    // The bundled models' inputs are pixel intensities in [0, 1], except dense_64's, which
+    // are standard normal: the import range fits the data, as an operator's would.
+    let opts = match args.model {
+        DemoModel::Dense64 => ImportOptions::default(),
+        _ => ImportOptions {
+            input_min: 0.0,
+            input_max: 1.0,
+            ..Default::default()
+        },
+    };
+    let summary = import(&onnx, &model_dir, &opts)?;
     println!(
         "imported {name}: {} segment(s), {} constraints in all -> {}",
         summary.segments.len(),
