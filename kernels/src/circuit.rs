@@ -270,26 +270,44 @@ fn input_range_checks(cs: &mut R1cs, seg: &Segment, x: &[i64], xs: &[Lc], pow2: 
         } else {
             0
         };
-        let bits: Vec<Var> = (1..b).map(|t| cs.witness(|| bit(u, t))).collect();
-        let bit0 = cs.known(
-            || bit(u, 0),
-            |terms| {
-                terms.extend(xj.terms.iter().copied());
-                terms.push((Var::One, -fr_i128(lo)));
-                terms.extend(bits.iter().zip(1..).map(|(v, t)| (*v, -pow2[t])));
-            },
-        );
-        let label = |t: u32| Label {
-            what: "input bit",
-            i: j as u32,
-            j: t,
-        };
-        cs.boolean(bit0, label(0));
-        for (v, t) in bits.iter().zip(1..) {
-            let lc = cs.var(*v);
-            cs.boolean(lc, label(t));
-        }
+        decompose(cs, u, b, pow2, ("input bit", j), |terms| {
+            terms.extend(xj.terms.iter().copied());
+            terms.push((Var::One, -fr_i128(lo)));
+        });
     }
+}
+
+/// Decomposes a value into `n` bits with `n` boolean constraints: bits 1..n are witnesses,
+/// bit 0 is the linear combination `value - sum_t 2^t bit_t` (saving the usual "sum of bits"
+/// constraint). `v` is the value, known natively; `terms` writes its linear combination.
+/// Returns bits 1..n (`bits[t - 1]` is bit t).
+fn decompose(
+    cs: &mut R1cs,
+    v: u128,
+    n: u32,
+    pow2: &[Fr],
+    (what, i): (&'static str, usize),
+    terms: impl FnOnce(&mut Vec<(Var, Fr)>),
+) -> Vec<Var> {
+    let bits: Vec<Var> = (1..n).map(|t| cs.witness(|| bit(v, t))).collect();
+    let bit0 = cs.known(
+        || bit(v, 0),
+        |out| {
+            terms(out);
+            out.extend(bits.iter().zip(1..).map(|(b, t)| (*b, -pow2[t])));
+        },
+    );
+    let label = |t: u32| Label {
+        what,
+        i: i as u32,
+        j: t,
+    };
+    cs.boolean(bit0, label(0));
+    for (b, t) in bits.iter().zip(1..) {
+        let lc = cs.var(*b);
+        cs.boolean(lc, label(t));
+    }
+    bits
 }
 
 /// One output row `i` whose requantized value needs `m` magnitude bits: decomposes the
@@ -306,30 +324,15 @@ fn output_row(
     let (s, k) = (seg.shift, seg.row_acc_bits(m));
     let offset = seg.row_acc_offset(m);
     let z = acc.map(|a| (a + offset) as u128).unwrap_or(0);
-    let bits: Vec<Var> = (1..k).map(|t| cs.witness(|| bit(z, t))).collect();
     let row = &seg.rows[i];
     let constant = seg.bias[i] as i128 + offset;
-    let bit0 = cs.known(
-        || bit(z, 0),
-        |terms| {
-            for (j, w) in row {
-                let w = fr_i128(*w as i128);
-                terms.extend(xs[*j as usize].terms.iter().map(|(v, c)| (*v, *c * w)));
-            }
-            terms.push((Var::One, fr_i128(constant)));
-            terms.extend(bits.iter().zip(1..).map(|(v, t)| (*v, -pow2[t])));
-        },
-    );
-    let label = |t: u32| Label {
-        what: "output bit",
-        i: i as u32,
-        j: t,
-    };
-    cs.boolean(bit0, label(0));
-    for (v, t) in bits.iter().zip(1..) {
-        let lc = cs.var(*v);
-        cs.boolean(lc, label(t));
-    }
+    let bits = decompose(cs, z, k, pow2, ("output bit", i), |terms| {
+        for (j, w) in row {
+            let w = fr_i128(*w as i128);
+            terms.extend(xs[*j as usize].terms.iter().map(|(v, c)| (*v, *c * w)));
+        }
+        terms.push((Var::One, fr_i128(constant)));
+    });
     // bits[t - 1] is bit t. High part: bits s..k-1 weighted 2^(t-s) = q + 2^m.
     let high = |cs: &R1cs, top: u32| {
         let mut lc = Lc::default();
