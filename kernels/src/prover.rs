@@ -6,7 +6,7 @@
 //! The protocol around it (assembling A, B, C from the proving key) lives here once.
 
 use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
-use ark_ec::{AffineRepr, CurveGroup, VariableBaseMSM};
+use ark_ec::{CurveGroup, VariableBaseMSM};
 use ark_ff::{FftField, Field, UniformRand, Zero};
 use ark_groth16::{Proof, ProvingKey};
 use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
@@ -111,7 +111,8 @@ pub fn prove<R: RngCore + CryptoRng>(
         && pk.b_g2_query.len() == z.len()
         && pk.b_g1_query.len() == z.len()
         && pk.l_query.len() == cs.num_witness()
-        && pk.h_query.len() + 1 >= size.min(pk.h_query.len() + 1);
+        && pk.h_query.len() + 1 == size
+        && key.h_table.bases == pk.h_query.len();
     if !shape_ok || pk.vk.gamma_abc_g1.len() != n_i {
         return Err(KernelError::BadKeys {
             segment: usize::MAX,
@@ -146,8 +147,16 @@ pub fn prove<R: RngCore + CryptoRng>(
         },
     );
     let (h, (a_acc, b1_acc, b2_acc, l)) = (h?, msms?);
-    let h_len = pk.h_query.len().min(h.len());
-    let h_acc = backend.msm_g1_fixed(&key.h_table, &h[..h_len])?;
+    let h = h
+        .get(..pk.h_query.len())
+        .ok_or_else(|| KernelError::Backend {
+            backend: backend.name().into(),
+            reason: format!(
+                "quotient returned {} coefficients for domain {size}",
+                h.len()
+            ),
+        })?;
+    let h_acc = backend.msm_g1_fixed(&key.h_table, h)?;
 
     let g_a = a_acc + vk.alpha_g1 + pk.delta_g1 * r;
     let g1_b = b1_acc + pk.beta_g1 + pk.delta_g1 * s;
@@ -158,10 +167,4 @@ pub fn prove<R: RngCore + CryptoRng>(
         b: g2_b.into_affine(),
         c: g_c.into_affine(),
     })
-}
-
-/// Keeps `AffineRepr` in scope for the `+ affine` impls above.
-#[allow(dead_code)]
-fn _uses(_: G1Affine) -> bool {
-    G1Affine::zero().is_zero()
 }
