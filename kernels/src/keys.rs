@@ -245,6 +245,30 @@ impl ModelKeys {
         Ok(SegmentKey { pk, h_table })
     }
 
+    /// The vk id the index pins for a segment (what a prover stamps into its proofs; the
+    /// verifier checks it against the key it loads).
+    pub fn vk_id(&self, segment: usize) -> Result<[u8; 32]> {
+        let entry = self.entry(segment)?;
+        let mut id = [0u8; 32];
+        let ok = entry.vk_id.len() == 64
+            && (0..32).all(
+                |i| match u8::from_str_radix(&entry.vk_id[2 * i..2 * i + 2], 16) {
+                    Ok(b) => {
+                        id[i] = b;
+                        true
+                    }
+                    Err(_) => false,
+                },
+            );
+        if !ok {
+            return Err(KernelError::BadKeys {
+                segment,
+                reason: "the key index holds a malformed vk id".into(),
+            });
+        }
+        Ok(id)
+    }
+
     /// Loads and fully checks a verifying key; returns it with its id.
     pub fn verifying_key(&self, segment: usize) -> Result<(VerifyingKey<Bn254>, [u8; 32])> {
         let entry = self.entry(segment)?;

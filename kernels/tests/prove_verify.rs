@@ -35,6 +35,7 @@ fn prove_all(tmp: &std::path::Path, name: &str, rng: &mut ChaCha20Rng) -> Proven
     for seg in &model.segments {
         let pk = keys.proving_key(seg.index).unwrap();
         let (_, vk_id) = keys.verifying_key(seg.index).unwrap();
+        assert_eq!(keys.vk_id(seg.index).unwrap(), vk_id);
         let input = &tr.tensors[seg.index];
         let p = prove_segment(&CpuBackend, &model, seg, &pk, input, &CTX, rng).unwrap();
         assert_eq!(

@@ -70,7 +70,7 @@ pub fn prove(args: ProveArgs) -> Result<ExitCode> {
     seg.check_input(&input)?;
     let keys = ModelKeys::open(&args.model, &model)?;
     let pk = keys.proving_key(seg.index)?;
-    let (_, vk_id) = keys.verifying_key(seg.index)?;
+    let vk_id = keys.vk_id(seg.index)?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
 
     let t = Instant::now();
