@@ -203,6 +203,18 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Parses 64 hex characters (as written by [`hex`]) into 32 bytes.
+pub(crate) fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Reads an ONNX file, quantizes it and writes a model directory (atomically).
 pub fn import(onnx_path: &Path, out: &Path, opts: &ImportOptions) -> Result<ModelSummary> {
     let bytes = std::fs::read(onnx_path).map_err(|e| KernelError::io(onnx_path, e))?;

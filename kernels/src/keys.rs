@@ -18,10 +18,10 @@ use crate::error::{KernelError, Result};
 use crate::import::hex;
 use crate::model::Model;
 use crate::msm::{self, FixedBaseTable};
+use crate::r1cs::{Mode, Replay};
 
 /// Threads the h-table window is tuned for (the 2-core machines we target).
 const PROVER_THREADS: usize = 2;
-use crate::r1cs::{Mode, Replay};
 
 pub const KEYS_DIR: &str = "keys";
 pub const INDEX_FILE: &str = "index.json";
@@ -249,24 +249,10 @@ impl ModelKeys {
     /// verifier checks it against the key it loads).
     pub fn vk_id(&self, segment: usize) -> Result<[u8; 32]> {
         let entry = self.entry(segment)?;
-        let mut id = [0u8; 32];
-        let ok = entry.vk_id.len() == 64
-            && (0..32).all(
-                |i| match u8::from_str_radix(&entry.vk_id[2 * i..2 * i + 2], 16) {
-                    Ok(b) => {
-                        id[i] = b;
-                        true
-                    }
-                    Err(_) => false,
-                },
-            );
-        if !ok {
-            return Err(KernelError::BadKeys {
-                segment,
-                reason: "the key index holds a malformed vk id".into(),
-            });
-        }
-        Ok(id)
+        crate::import::unhex32(&entry.vk_id).ok_or_else(|| KernelError::BadKeys {
+            segment,
+            reason: "the key index holds a malformed vk id".into(),
+        })
     }
 
     /// Loads and fully checks a verifying key; returns it with its id.

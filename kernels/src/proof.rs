@@ -188,7 +188,7 @@ pub struct SegmentVerifier {
 
 impl SegmentVerifier {
     pub fn new(segment: usize, vk: ark_groth16::VerifyingKey<Bn254>, vk_id: [u8; 32]) -> Self {
-        let bases = &vk.gamma_abc_g1[1.min(vk.gamma_abc_g1.len())..];
+        let bases = vk.gamma_abc_g1.get(1..).unwrap_or(&[]);
         let inputs_table = FixedBaseTable::new(bases, FixedBaseTable::best_window(bases.len(), 1));
         SegmentVerifier {
             segment,
@@ -240,11 +240,7 @@ impl SegmentVerifier {
         {
             return reject("the claimed output has the wrong length or is out of range".into());
         }
-        let bind = binding(
-            &pf.model_id.as_slice().try_into().unwrap_or([0; 32]),
-            seg.index,
-            expected,
-        );
+        let bind = binding(&model.id(), seg.index, expected);
         let inputs = circuit::public_inputs(seg, &pf.input, &pf.output, bind);
         let stored: Vec<Vec<u8>> = pf.public_inputs.iter().map(|b| b.to_vec()).collect();
         if stored != inputs.iter().map(fr_bytes).collect::<Vec<_>>() {
