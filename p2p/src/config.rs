@@ -1,0 +1,118 @@
+//! Network settings. Defaults suit an operator's node; tests bind 127.0.0.1 port 0.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use provnet_wire::{GateConfig, Role};
+use serde::{Deserialize, Serialize};
+
+/// The port operators' nodes listen on unless told otherwise (TCP and QUIC/UDP).
+pub const DEFAULT_PORT: u16 = 30_777;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Separates networks: topics and the DHT protocol carry it.
+    pub netuid: u16,
+    #[serde(with = "addrs")]
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through; `/p2p/<peer id>` suffixes are optional.
+    #[serde(with = "addrs")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Local-network discovery (off unless asked for).
+    pub mdns: bool,
+    /// Kademlia discovery. Only test harness peers turn it off, to stay out of the DHT.
+    pub kademlia: bool,
+    pub max_connections: u32,
+    pub max_pending_incoming: u32,
+    #[serde(with = "millis")]
+    pub heartbeat: Duration,
+    #[serde(with = "millis")]
+    pub idle_timeout: Duration,
+    /// How often to re-dial bootstrap peers while no peer is connected.
+    #[serde(with = "millis")]
+    pub redial: Duration,
+    /// How often to re-publish our Announce.
+    #[serde(with = "millis")]
+    pub announce_every: Duration,
+    /// The roles named in our Announce.
+    pub roles: Vec<Role>,
+    /// Where to write `ready.json` (peer id and bound addresses) once listening.
+    pub ready_file: Option<PathBuf>,
+    /// Capacity of the event channel each subscriber gets.
+    pub event_buffer: usize,
+    pub gate: GateConfig,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            netuid: 1,
+            listen: vec![
+                format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}")
+                    .parse()
+                    .expect("valid"),
+                format!("/ip4/0.0.0.0/udp/{DEFAULT_PORT}/quic-v1")
+                    .parse()
+                    .expect("valid"),
+            ],
+            bootstrap: Vec::new(),
+            mdns: false,
+            kademlia: true,
+            max_connections: 128,
+            max_pending_incoming: 32,
+            heartbeat: Duration::from_millis(700),
+            idle_timeout: Duration::from_secs(120),
+            redial: Duration::from_secs(5),
+            announce_every: Duration::from_secs(60),
+            roles: Vec::new(),
+            ready_file: None,
+            event_buffer: 1024,
+            gate: GateConfig::default(),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// A node on loopback with an ephemeral TCP port: what tests and `devnet` use.
+    pub fn loopback(netuid: u16) -> Self {
+        NetworkConfig {
+            netuid,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid")],
+            heartbeat: Duration::from_millis(200),
+            redial: Duration::from_millis(500),
+            ..NetworkConfig::default()
+        }
+    }
+}
+
+mod addrs {
+    use libp2p::Multiaddr;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Multiaddr], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|a| a.to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Multiaddr>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

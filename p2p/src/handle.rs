@@ -1,0 +1,133 @@
+//! The cloneable handle the rest of the node uses to talk to the swarm task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use provnet_wire::{GossipStatus, Message, PeerStatus, PublicKey, Topic, Verified};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::P2pError;
+
+/// A message that passed validation, as delivered to subscribers.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub topic: Topic,
+    /// The signer (the envelope's sender) as a PeerId.
+    pub from: PeerId,
+    /// The peer that forwarded it to us.
+    pub via: PeerId,
+    pub verified: Verified,
+}
+
+#[derive(Clone, Debug)]
+pub enum NetEvent {
+    Message(Arc<Received>),
+    PeerConnected(PeerId),
+    PeerDisconnected(PeerId),
+}
+
+/// What a node writes to its ready file once listening: how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    pub peer_id: String,
+    /// The node's ed25519 public key (hotkey), hex.
+    pub public_key: String,
+    pub netuid: u16,
+    /// Bound addresses, each ending in `/p2p/<peer id>`, ready to pass to `--bootstrap`.
+    pub listen_addrs: Vec<String>,
+}
+
+pub(crate) enum Command {
+    Publish(Message, oneshot::Sender<Result<(), P2pError>>),
+    PublishRaw(Topic, Vec<u8>, oneshot::Sender<Result<(), P2pError>>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), P2pError>>),
+    Peers(oneshot::Sender<Vec<PeerStatus>>),
+    Status(oneshot::Sender<GossipStatus>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Talks to the swarm task. Cheap to clone; every channel behind it is bounded.
+#[derive(Clone)]
+pub struct NetworkHandle {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) events: broadcast::Sender<NetEvent>,
+    pub(crate) ready: watch::Receiver<Option<Ready>>,
+    pub(crate) peer_id: PeerId,
+    pub(crate) public_key: PublicKey,
+}
+
+impl NetworkHandle {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// Events from now on. A subscriber that falls more than the configured buffer behind
+    /// misses the oldest events (and is told so by `RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<NetEvent> {
+        self.events.subscribe()
+    }
+
+    /// Signs, numbers and publishes `msg` on its topic.
+    pub async fn publish(&self, msg: Message) -> Result<(), P2pError> {
+        self.request(|tx| Command::Publish(msg, tx)).await?
+    }
+
+    /// Publishes bytes exactly as given, skipping every local check: for adversarial test
+    /// peers and tools that probe other nodes' validation. Honest code calls [`publish`].
+    ///
+    /// [`publish`]: NetworkHandle::publish
+    #[doc(hidden)]
+    pub async fn publish_raw(&self, topic: Topic, bytes: Vec<u8>) -> Result<(), P2pError> {
+        self.request(|tx| Command::PublishRaw(topic, bytes, tx))
+            .await?
+    }
+
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), P2pError> {
+        self.request(|tx| Command::Dial(addr, tx)).await?
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerStatus>, P2pError> {
+        self.request(Command::Peers).await
+    }
+
+    pub async fn status(&self) -> Result<GossipStatus, P2pError> {
+        self.request(Command::Status).await
+    }
+
+    /// Waits until every listen address is bound.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<Ready, P2pError> {
+        let mut rx = self.ready.clone();
+        let waited = tokio::time::timeout(timeout, async {
+            rx.wait_for(|r| r.is_some()).await.map(|r| r.clone())
+        })
+        .await;
+        match waited {
+            Ok(Ok(Some(r))) => Ok(r),
+            Ok(_) => Err(P2pError::Stopped),
+            Err(_) => Err(P2pError::ListenTimeout(timeout)),
+        }
+    }
+
+    /// Stops the swarm task and waits until it has let go of its connections.
+    pub async fn shutdown(&self) {
+        let _ = self.request(Command::Shutdown).await;
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, P2pError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| P2pError::Stopped)?;
+        rx.await.map_err(|_| P2pError::Stopped)
+    }
+}

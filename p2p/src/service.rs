@@ -1,0 +1,547 @@
+//! The task that owns the swarm: commands in, swarm events, a housekeeping tick.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ed25519_dalek::SigningKey;
+use libp2p::core::transport::ListenerId;
+use libp2p::futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, PublishError};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, kad, mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use provnet_wire::{
+    unix_ms, Announce, Gate, GossipStatus, Message, PeerStatus, RejectionRecord, Signer, Topic,
+    Verdict,
+};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::behaviour::{kad_protocol, Behaviour, BehaviourEvent};
+use crate::handle::{Command, NetEvent, NetworkHandle, Ready, Received};
+use crate::{identity, NetworkConfig, P2pError};
+
+const COMMAND_BUFFER: usize = 256;
+const RECENT_REJECTIONS: usize = 64;
+const TICK: Duration = Duration::from_millis(250);
+/// Least time between two Announces prompted by peers subscribing.
+const ANNOUNCE_SPACING: Duration = Duration::from_secs(1);
+
+/// Starts the network: builds the swarm, binds every listen address, joins the topics,
+/// dials the bootstrap peers, and spawns the task that owns it all. Call inside a tokio
+/// runtime. The task ends on [`NetworkHandle::shutdown`] or when every handle is dropped.
+pub async fn spawn(
+    key: SigningKey,
+    cfg: NetworkConfig,
+) -> Result<(NetworkHandle, JoinHandle<()>), P2pError> {
+    let keypair = identity::keypair(&key);
+    let behaviour = Behaviour::new(&keypair, &cfg)?;
+    let idle = cfg.idle_timeout;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| P2pError::Build(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| P2pError::Build(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+
+    let mut listeners = HashMap::new();
+    for addr in &cfg.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| P2pError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        listeners.insert(id, Vec::new());
+    }
+    if listeners.is_empty() {
+        return Err(P2pError::Config("no listen address".into()));
+    }
+    for topic in Topic::ALL {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&IdentTopic::new(topic.name(cfg.netuid)))
+            .map_err(|e| P2pError::Build(format!("subscribing to {}: {e}", topic.as_str())))?;
+    }
+
+    let (commands, cmd_rx) = mpsc::channel(COMMAND_BUFFER);
+    let (events, _) = broadcast::channel(cfg.event_buffer.max(1));
+    let (ready_tx, ready) = watch::channel(None);
+    let peer_id = *swarm.local_peer_id();
+    let public_key = key.verifying_key().to_bytes();
+    let handle = NetworkHandle {
+        commands,
+        events: events.clone(),
+        ready,
+        peer_id,
+        public_key,
+    };
+    let now = unix_ms(SystemTime::now());
+    let mut service = Service {
+        gate: Gate::new(cfg.netuid, public_key, cfg.gate.clone()),
+        signer: Signer::new(key, cfg.netuid, now),
+        swarm,
+        listeners,
+        cmd_rx,
+        events,
+        ready_tx,
+        peers: HashMap::new(),
+        published: 0,
+        publish_failures: 0,
+        recent_rejections: VecDeque::new(),
+        announce_due: true,
+        last_announce: None,
+        last_redial: Instant::now(),
+        cfg,
+    };
+    for addr in service.cfg.bootstrap.clone() {
+        service.dial_bootstrap(addr);
+    }
+    let task = tokio::spawn(async move { service.run().await });
+    Ok((handle, task))
+}
+
+struct PeerEntry {
+    address: Multiaddr,
+    since_ms: u64,
+    agent: Option<String>,
+    roles: Vec<String>,
+}
+
+struct Service {
+    cfg: NetworkConfig,
+    swarm: Swarm<Behaviour>,
+    gate: Gate,
+    signer: Signer,
+    listeners: HashMap<ListenerId, Vec<Multiaddr>>,
+    cmd_rx: mpsc::Receiver<Command>,
+    events: broadcast::Sender<NetEvent>,
+    ready_tx: watch::Sender<Option<Ready>>,
+    peers: HashMap<PeerId, PeerEntry>,
+    published: u64,
+    publish_failures: u64,
+    recent_rejections: VecDeque<RejectionRecord>,
+    announce_due: bool,
+    last_announce: Option<Instant>,
+    last_redial: Instant,
+}
+
+impl Service {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(Command::Shutdown(reply)) => {
+                        self.stop();
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = tick.tick() => self.housekeeping(),
+            }
+        }
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        info!(target: "p2p::swarm", peer_id = %self.swarm.local_peer_id(), "network stopped");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish(msg, reply) => {
+                let topic = Topic::of(msg.kind());
+                let now = unix_ms(SystemTime::now());
+                let result = self
+                    .signer
+                    .seal(&msg, now)
+                    .map_err(P2pError::from)
+                    .and_then(|bytes| self.publish_bytes(topic, bytes));
+                let _ = reply.send(result);
+            }
+            Command::PublishRaw(topic, bytes, reply) => {
+                let _ = reply.send(self.publish_bytes(topic, bytes));
+            }
+            Command::Dial(addr, reply) => {
+                let result = self.swarm.dial(addr.clone()).map_err(|e| P2pError::Dial {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                });
+                let _ = reply.send(result);
+            }
+            Command::Peers(reply) => {
+                let _ = reply.send(self.peer_statuses());
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn publish_bytes(&mut self, topic: Topic, bytes: Vec<u8>) -> Result<(), P2pError> {
+        let name = topic.name(self.cfg.netuid);
+        let result = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(IdentTopic::new(name.clone()), bytes);
+        match result {
+            Ok(_) => {
+                self.published += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.publish_failures += 1;
+                Err(match e {
+                    PublishError::NoPeersSubscribedToTopic => P2pError::NoPeers { topic: name },
+                    e => P2pError::Publish {
+                        topic: name,
+                        reason: e.to_string(),
+                    },
+                })
+            }
+        }
+    }
+
+    fn dial_bootstrap(&mut self, addr: Multiaddr) {
+        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                kad.add_address(&peer, addr.clone());
+            }
+        }
+        if let Err(e) = self.swarm.dial(addr.clone()) {
+            warn!(target: "p2p::swarm", %addr, error = %e, "cannot dial bootstrap peer");
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        if self.peers.is_empty()
+            && !self.cfg.bootstrap.is_empty()
+            && self.last_redial.elapsed() >= self.cfg.redial
+        {
+            self.last_redial = Instant::now();
+            debug!(target: "p2p::swarm", "no peers: dialling the bootstrap peers again");
+            for addr in self.cfg.bootstrap.clone() {
+                self.dial_bootstrap(addr);
+            }
+        }
+        let since = self.last_announce.map(|t| t.elapsed());
+        let periodic = since.is_none_or(|s| s >= self.cfg.announce_every);
+        let spaced = since.is_none_or(|s| s >= ANNOUNCE_SPACING);
+        if (self.announce_due && spaced) || periodic {
+            self.announce();
+        }
+    }
+
+    fn announce(&mut self) {
+        let Some(ready) = self.ready_tx.borrow().clone() else {
+            return;
+        };
+        let msg = Message::Announce(Announce {
+            roles: self.cfg.roles.clone(),
+            listen_addrs: ready.listen_addrs,
+            software_version: env!("CARGO_PKG_VERSION").into(),
+        });
+        let now = unix_ms(SystemTime::now());
+        let sent = self
+            .signer
+            .seal(&msg, now)
+            .map_err(P2pError::from)
+            .and_then(|bytes| self.publish_bytes(Topic::Announce, bytes));
+        self.last_announce = Some(Instant::now());
+        match sent {
+            Ok(()) => {
+                self.announce_due = false;
+                debug!(target: "p2p::gossip", "announced");
+            }
+            Err(P2pError::NoPeers { .. }) => {}
+            Err(e) => warn!(target: "p2p::gossip", error = %e, "announce failed"),
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                let full = address
+                    .clone()
+                    .with_p2p(*self.swarm.local_peer_id())
+                    .unwrap_or(address);
+                info!(target: "p2p::swarm", address = %full, "listening");
+                self.listeners.entry(listener_id).or_default().push(full);
+                self.update_ready();
+            }
+            SwarmEvent::ExpiredListenAddr {
+                listener_id,
+                address,
+            } => {
+                if let Some(addrs) = self.listeners.get_mut(&listener_id) {
+                    addrs.retain(|a| !a.to_string().starts_with(&address.to_string()));
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                warn!(target: "p2p::swarm", %error, "listener error");
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } if num_established.get() == 1 => {
+                self.on_connected(peer_id, endpoint.get_remote_address().clone())
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
+                self.peers.remove(&peer_id);
+                info!(target: "p2p::swarm", peer = %peer_id, cause = ?cause, "peer disconnected");
+                let _ = self.events.send(NetEvent::PeerDisconnected(peer_id));
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(target: "p2p::swarm", peer = ?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                debug!(target: "p2p::swarm", %error, "incoming connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, peer_id: PeerId, address: Multiaddr) {
+        info!(target: "p2p::swarm", peer = %peer_id, %address, "peer connected");
+        let first = self.peers.is_empty();
+        let since_ms = unix_ms(SystemTime::now());
+        let entry = PeerEntry {
+            address,
+            since_ms,
+            agent: None,
+            roles: Vec::new(),
+        };
+        self.peers.insert(peer_id, entry);
+        let _ = self.events.send(NetEvent::PeerConnected(peer_id));
+        if first {
+            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                let _ = kad.bootstrap();
+            }
+        }
+    }
+
+    fn update_ready(&mut self) {
+        if self.listeners.values().any(|a| a.is_empty()) {
+            return;
+        }
+        let listen_addrs: Vec<String> = self
+            .listeners
+            .values()
+            .flatten()
+            .map(|a| a.to_string())
+            .collect();
+        let ready = Ready {
+            peer_id: self.swarm.local_peer_id().to_string(),
+            public_key: hex::encode(self.signer.public_key()),
+            netuid: self.cfg.netuid,
+            listen_addrs,
+        };
+        if let Some(path) = &self.cfg.ready_file {
+            if let Err(e) = write_ready_file(path, &ready) {
+                warn!(target: "p2p::swarm", error = %e, "cannot write the ready file");
+            }
+        }
+        self.ready_tx.send_replace(Some(ready));
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, message_id, message),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic }) => {
+                debug!(target: "p2p::gossip", peer = %peer_id, %topic, "peer subscribed");
+                if topic == IdentTopic::new(Topic::Announce.name(self.cfg.netuid)).hash() {
+                    self.announce_due = true;
+                }
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.agent = Some(info.agent_version.clone());
+                }
+                let ours = kad_protocol(self.cfg.netuid);
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    if info.protocols.contains(&ours) {
+                        for addr in info.listen_addrs.into_iter().filter(dialable) {
+                            kad.add_address(&peer_id, addr);
+                        }
+                    }
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    debug!(target: "p2p::swarm", %peer, %addr, "found by mdns");
+                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                        kad.add_address(&peer, addr.clone());
+                    }
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
+                debug!(target: "p2p::swarm", %peer, "routing table updated");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: MessageId, message: gossipsub::Message) {
+        let now = unix_ms(SystemTime::now());
+        let topic = match Topic::parse(message.topic.as_str()) {
+            Some((netuid, topic)) if netuid == self.cfg.netuid => topic,
+            _ => {
+                debug!(target: "p2p::gossip", peer = %source, topic = %message.topic, "message on a topic we do not serve");
+                self.report(&id, &source, MessageAcceptance::Ignore);
+                return;
+            }
+        };
+        match self.gate.check(topic, &message.data, now) {
+            Verdict::Accept(verified) => {
+                self.report(&id, &source, MessageAcceptance::Accept);
+                let Some(from) = identity::peer_id(&verified.sender) else {
+                    return; // the signature verified, so the key is valid
+                };
+                if let provnet_wire::Message::Announce(a) = &verified.message {
+                    if let Some(p) = self.peers.get_mut(&from) {
+                        p.roles = a.roles.iter().map(|r| r.as_str().to_string()).collect();
+                    }
+                }
+                debug!(target: "p2p::gossip", %from, via = %source, kind = verified.message.kind().as_str(), "accepted");
+                let received = Received {
+                    topic,
+                    from,
+                    via: source,
+                    verified: *verified,
+                };
+                let _ = self.events.send(NetEvent::Message(Arc::new(received)));
+            }
+            Verdict::Ignore(reason) => {
+                debug!(target: "p2p::gossip", peer = %source, reason = reason.as_str(), "ignored");
+                self.report(&id, &source, MessageAcceptance::Ignore);
+            }
+            Verdict::Reject(reason, detail) => {
+                debug!(target: "p2p::gossip", peer = %source, topic = topic.as_str(), reason = reason.as_str(), %detail, "rejected");
+                self.report(&id, &source, MessageAcceptance::Reject);
+                if self.recent_rejections.len() == RECENT_REJECTIONS {
+                    self.recent_rejections.pop_front();
+                }
+                self.recent_rejections.push_back(RejectionRecord {
+                    at_ms: now,
+                    peer: source.to_string(),
+                    topic: topic.as_str().into(),
+                    reason: reason.as_str().into(),
+                    detail,
+                });
+            }
+        }
+    }
+
+    fn report(&mut self, id: &MessageId, source: &PeerId, acceptance: MessageAcceptance) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, source, acceptance);
+    }
+
+    fn peer_statuses(&self) -> Vec<PeerStatus> {
+        let gs = &self.swarm.behaviour().gossipsub;
+        let topics: HashMap<&PeerId, Vec<String>> = gs
+            .all_peers()
+            .map(|(p, ts)| {
+                let names = ts
+                    .iter()
+                    .filter_map(|t| Topic::parse(t.as_str()).map(|(_, t)| t.as_str().to_string()))
+                    .collect();
+                (p, names)
+            })
+            .collect();
+        let mut out: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|(peer, e)| PeerStatus {
+                peer_id: peer.to_string(),
+                address: e.address.to_string(),
+                connected_since_ms: e.since_ms,
+                agent: e.agent.clone(),
+                roles: e.roles.clone(),
+                gossip_score: gs.peer_score(peer),
+                topics: topics.get(peer).cloned().unwrap_or_default(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        out
+    }
+
+    fn status(&self) -> GossipStatus {
+        GossipStatus {
+            peer_id: self.swarm.local_peer_id().to_string(),
+            netuid: self.cfg.netuid,
+            listen_addrs: self
+                .ready_tx
+                .borrow()
+                .as_ref()
+                .map(|r| r.listen_addrs.clone())
+                .unwrap_or_default(),
+            connected_peers: self.peers.len(),
+            received: self.gate.counters().clone(),
+            published: self.published,
+            publish_failures: self.publish_failures,
+            recent_rejections: self.recent_rejections.iter().cloned().collect(),
+        }
+    }
+}
+
+/// Addresses worth putting in the DHT: not the unspecified address.
+fn dialable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+fn write_ready_file(path: &std::path::Path, ready: &Ready) -> Result<(), P2pError> {
+    let err = |e: std::io::Error| P2pError::ReadyFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let json = serde_json::to_vec_pretty(ready).map_err(|e| err(e.into()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}

@@ -1,0 +1,379 @@
+//! Real swarms on 127.0.0.1 with ephemeral ports: discovery from one bootstrap address,
+//! delivery to every subscriber, and bad messages stopped at the first hop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ed25519_dalek::SigningKey;
+use provnet_p2p::{spawn, Multiaddr, NetEvent, NetworkConfig, NetworkHandle, Received};
+use provnet_wire::{unix_ms, Announce, Challenge, Envelope, Kind, Message, RejectReason, Topic};
+use tokio::sync::broadcast;
+
+const NETUID: u16 = 42;
+const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+const WAIT: Duration = Duration::from_secs(30);
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Polls `pred` until it holds, failing the test with `what` after [`WAIT`].
+async fn wait_for<F, Fut>(what: &str, mut pred: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !pred().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+struct Node {
+    key: SigningKey,
+    net: NetworkHandle,
+    inbox: broadcast::Receiver<NetEvent>,
+    got: Vec<Arc<Received>>,
+    addr: Multiaddr,
+}
+
+impl Node {
+    async fn start(cfg: NetworkConfig) -> Node {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let (net, _task) = spawn(key.clone(), cfg).await.expect("network starts");
+        let inbox = net.subscribe();
+        let ready = net.wait_ready(WAIT).await.expect("listening");
+        let addr = ready.listen_addrs[0].parse().expect("multiaddr");
+        Node {
+            key,
+            net,
+            inbox,
+            got: Vec::new(),
+            addr,
+        }
+    }
+
+    async fn honest(bootstrap: Option<&Multiaddr>) -> Node {
+        let mut cfg = NetworkConfig::loopback(NETUID);
+        cfg.bootstrap = bootstrap.into_iter().cloned().collect();
+        Node::start(cfg).await
+    }
+
+    /// A peer outside the DHT that talks only to `target`.
+    async fn attacker(target: &Multiaddr) -> Node {
+        let mut cfg = NetworkConfig::loopback(NETUID);
+        cfg.bootstrap = vec![target.clone()];
+        cfg.kademlia = false;
+        Node::start(cfg).await
+    }
+
+    fn drain(&mut self) {
+        while let Ok(ev) = self.inbox.try_recv() {
+            if let NetEvent::Message(m) = ev {
+                self.got.push(m);
+            }
+        }
+    }
+
+    fn challenges_from(&mut self, sender: &SigningKey) -> Vec<Challenge> {
+        self.drain();
+        let sender = sender.verifying_key().to_bytes();
+        self.got
+            .iter()
+            .filter(|m| m.verified.sender == sender)
+            .filter_map(|m| match &m.verified.message {
+                Message::Challenge(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn connected(&self) -> usize {
+        self.net.peers().await.map(|p| p.len()).unwrap_or(0)
+    }
+
+    async fn rejected(&self, reason: RejectReason) -> u64 {
+        self.net
+            .status()
+            .await
+            .expect("status")
+            .received
+            .rejected(reason)
+    }
+
+    async fn total_rejected(&self) -> u64 {
+        self.net
+            .status()
+            .await
+            .expect("status")
+            .received
+            .total_rejected()
+    }
+
+    async fn score_of(&self, other: &Node) -> Option<f64> {
+        let id = other.net.peer_id().to_string();
+        let peers = self.net.peers().await.ok()?;
+        peers.into_iter().find(|p| p.peer_id == id)?.gossip_score
+    }
+
+    /// Publishes, retrying while no peer has joined the topic yet.
+    async fn publish(&self, msg: Message) {
+        wait_for("a peer on the topic to publish to", || {
+            let (net, msg) = (self.net.clone(), msg.clone());
+            async move { net.publish(msg).await.is_ok() }
+        })
+        .await;
+    }
+
+    async fn publish_raw(&self, topic: Topic, bytes: Vec<u8>) {
+        wait_for("a peer on the topic to publish raw bytes to", || {
+            let net = self.net.clone();
+            let b = bytes.clone();
+            async move { net.publish_raw(topic, b).await.is_ok() }
+        })
+        .await;
+    }
+}
+
+fn now() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+fn challenge(tag: u8) -> Challenge {
+    Challenge {
+        model_id: [7; 32],
+        segment: 0,
+        input: vec![i64::from(tag), -3, 5],
+        nonce: [tag; 32],
+        deadline_ms: now() + 60_000,
+    }
+}
+
+async fn within<T>(fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_TIMEOUT, fut)
+        .await
+        .expect("test ran past its time limit")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_from_one_bootstrap_deliver_every_message() {
+    init_logs();
+    within(async {
+        let boot = Node::honest(None).await;
+        let mut nodes = vec![boot];
+        let addr = nodes[0].addr.clone();
+        for _ in 0..4 {
+            nodes.push(Node::honest(Some(&addr)).await);
+        }
+        // Discovery: from one bootstrap address, kademlia introduces everyone.
+        for (i, n) in nodes.iter().enumerate() {
+            wait_for(&format!("node {i} to connect to all 4 others"), || async {
+                n.connected().await == 4
+            })
+            .await;
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            n.publish(Message::Challenge(challenge(i as u8))).await;
+        }
+        let keys: Vec<SigningKey> = nodes.iter().map(|n| n.key.clone()).collect();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            for (j, k) in keys.iter().enumerate().filter(|(j, _)| *j != i) {
+                wait_for(&format!("node {i} to receive node {j}'s challenge"), || {
+                    let got = n.challenges_from(k);
+                    async move { got.len() == 1 && got[0].nonce == [j as u8; 32] }
+                })
+                .await;
+            }
+            let from_peers: Vec<_> = n
+                .got
+                .iter()
+                .filter(|m| m.topic == Topic::Challenge)
+                .collect();
+            assert_eq!(
+                from_peers.len(),
+                4,
+                "node {i} got each challenge exactly once"
+            );
+            for m in &from_peers {
+                let pk = provnet_p2p::identity::public_key(&m.from).expect("ed25519 peer id");
+                assert_eq!(pk, m.verified.sender, "the PeerId names the signer");
+            }
+            assert_eq!(n.total_rejected().await, 0);
+        }
+        for n in &nodes {
+            n.net.shutdown().await;
+        }
+    })
+    .await;
+}
+
+/// One bad message per case, each from a fresh attacker that is connected to node A only.
+enum Bad {
+    ForgedSignature,
+    ForeignNetuid,
+    Stale,
+    Replay,
+    Oversize,
+    Garbage,
+}
+
+fn craft(bad: &Bad, key: &SigningKey) -> (RejectReason, Topic, Vec<Vec<u8>>) {
+    let payload = Message::Challenge(challenge(200))
+        .encode()
+        .expect("encodes");
+    let seal = |netuid, ts, seq, payload: Vec<u8>| {
+        Envelope::seal(key, netuid, Kind::Challenge, ts, seq, payload)
+    };
+    let t = Topic::Challenge;
+    match bad {
+        Bad::ForgedSignature => {
+            let mut env = seal(NETUID, now(), 1, payload);
+            env.signature[0] ^= 0x40;
+            (RejectReason::BadSignature, t, vec![env.encode().unwrap()])
+        }
+        Bad::ForeignNetuid => {
+            let env = seal(NETUID + 1, now(), 1, payload);
+            (RejectReason::ForeignNetuid, t, vec![env.encode().unwrap()])
+        }
+        Bad::Stale => {
+            let env = seal(NETUID, now() - 10 * 60_000, 1, payload);
+            (RejectReason::Stale, t, vec![env.encode().unwrap()])
+        }
+        Bad::Replay => {
+            // The first is honest (and forwarded); the second reuses its sequence number.
+            let first = seal(NETUID, now(), 1, payload);
+            let other = Message::Challenge(challenge(201)).encode().unwrap();
+            let second = seal(NETUID, now(), 1, other);
+            let bytes = vec![first.encode().unwrap(), second.encode().unwrap()];
+            (RejectReason::Replay, t, bytes)
+        }
+        Bad::Oversize => {
+            let env = seal(
+                NETUID,
+                now(),
+                1,
+                vec![0x55; Kind::Challenge.max_payload() + 1],
+            );
+            (RejectReason::Oversize, t, vec![env.encode().unwrap()])
+        }
+        Bad::Garbage => {
+            let junk: Vec<u8> = (0..300u32).map(|i| (i * 131 % 251) as u8).collect();
+            (RejectReason::Malformed, t, vec![junk])
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_stop_at_the_first_hop_and_cost_the_sender_score() {
+    init_logs();
+    within(async {
+        let a = Node::honest(None).await;
+        let mut b = Node::honest(Some(&a.addr)).await;
+        let mut c = Node::honest(Some(&a.addr)).await;
+        for n in [&a, &b, &c] {
+            wait_for("the honest nodes to connect", || async {
+                n.connected().await >= 2
+            })
+            .await;
+        }
+        let cases = [
+            Bad::ForgedSignature,
+            Bad::ForeignNetuid,
+            Bad::Stale,
+            Bad::Replay,
+            Bad::Oversize,
+            Bad::Garbage,
+        ];
+        let mut rejected_at_a = 0;
+        for case in &cases {
+            let evil = Node::attacker(&a.addr).await;
+            wait_for("the attacker to connect to A", || async {
+                evil.connected().await == 1
+            })
+            .await;
+            let (reason, topic, messages) = craft(case, &evil.key);
+            let honest_first = matches!(case, Bad::Replay);
+            for bytes in messages {
+                evil.publish_raw(topic, bytes).await;
+            }
+            wait_for(
+                &format!("A to reject the {} message", reason.as_str()),
+                || async { a.rejected(reason).await == 1 },
+            )
+            .await;
+            rejected_at_a += 1;
+            wait_for("the attacker's score at A to drop below zero", || async {
+                a.score_of(&evil).await.is_some_and(|s| s < 0.0)
+            })
+            .await;
+
+            // The path through A works: a good message from the attacker reaches B and C.
+            // So the bad one's absence there is A's doing.
+            evil.publish(Message::Challenge(challenge(150))).await;
+            let expected = if honest_first { 2 } else { 1 };
+            for (name, n) in [("B", &mut b), ("C", &mut c)] {
+                wait_for(
+                    &format!("{name} to get the attacker's good message"),
+                    || {
+                        let got = n.challenges_from(&evil.key);
+                        async move { got.len() == expected }
+                    },
+                )
+                .await;
+                let got = n.challenges_from(&evil.key);
+                assert!(
+                    got.iter().all(|ch| ch.nonce != [201; 32]),
+                    "{name} received the replayed message"
+                );
+            }
+            evil.net.shutdown().await;
+        }
+        assert_eq!(a.total_rejected().await, rejected_at_a);
+        assert_eq!(b.total_rejected().await, 0, "nothing bad got past A to B");
+        assert_eq!(c.total_rejected().await, 0, "nothing bad got past A to C");
+        for n in [&a, &b, &c] {
+            n.net.shutdown().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_talk_over_quic() {
+    init_logs();
+    within(async {
+        let mut cfg = NetworkConfig::loopback(NETUID);
+        cfg.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
+        let a = Node::start(cfg.clone()).await;
+        assert!(a.addr.to_string().contains("/quic-v1/"), "{}", a.addr);
+        cfg.bootstrap = vec![a.addr.clone()];
+        let mut b = Node::start(cfg).await;
+        let announce = Message::Announce(Announce {
+            roles: vec![provnet_wire::Role::Miner],
+            listen_addrs: vec![],
+            software_version: "test".into(),
+        });
+        a.publish(announce).await;
+        let a_key = a.key.verifying_key().to_bytes();
+        wait_for("B to receive A's announce over QUIC", || {
+            b.drain();
+            let got = b.got.iter().any(|m| {
+                m.verified.sender == a_key
+                    && matches!(&m.verified.message, Message::Announce(x) if x.software_version == "test")
+            });
+            async move { got }
+        })
+        .await;
+        a.net.shutdown().await;
+        b.net.shutdown().await;
+    })
+    .await;
+}

@@ -1,0 +1,377 @@
+//! The checks a node runs on every gossip message before it is forwarded or delivered.
+//!
+//! Cheap checks come first (size, decoding, version, netuid, topic, timestamp window), then
+//! the signature, then the checks that need the verified sender: replay (a window of recent
+//! sequence numbers per sender) and rate (a token bucket per sender). Only then is the
+//! payload decoded and checked. Every outcome is counted by reason.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION};
+use crate::lru::Lru;
+use crate::message::Message;
+use crate::{PublicKey, Topic, WireError};
+
+/// Limits the gate enforces. Defaults suit a public network; tests tighten them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GateConfig {
+    /// Oldest accepted timestamp, relative to our clock.
+    pub max_age_ms: u64,
+    /// How far ahead of our clock a timestamp may be (clock skew).
+    pub max_future_ms: u64,
+    /// Senders whose replay windows and rate buckets are remembered.
+    pub tracked_senders: usize,
+    /// Sustained messages per second per sender.
+    pub rate_per_sec: f64,
+    /// Burst allowance per sender.
+    pub rate_burst: f64,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            max_age_ms: 60_000,
+            max_future_ms: 10_000,
+            tracked_senders: 16_384,
+            rate_per_sec: 50.0,
+            rate_burst: 200.0,
+        }
+    }
+}
+
+/// Why a message was refused and its forwarder penalised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    Oversize,
+    Malformed,
+    WrongVersion,
+    ForeignNetuid,
+    WrongTopic,
+    Stale,
+    FromFuture,
+    BadSignature,
+    Replay,
+    RateLimited,
+    InvalidPayload,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Oversize => "oversize",
+            RejectReason::Malformed => "malformed",
+            RejectReason::WrongVersion => "wrong_version",
+            RejectReason::ForeignNetuid => "foreign_netuid",
+            RejectReason::WrongTopic => "wrong_topic",
+            RejectReason::Stale => "stale",
+            RejectReason::FromFuture => "from_future",
+            RejectReason::BadSignature => "bad_signature",
+            RejectReason::Replay => "replay",
+            RejectReason::RateLimited => "rate_limited",
+            RejectReason::InvalidPayload => "invalid_payload",
+        }
+    }
+}
+
+/// Why a message was dropped without penalty (it may be honest, just not useful).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IgnoreReason {
+    /// Our own message came back to us.
+    OwnMessage,
+    /// A challenge whose deadline has passed.
+    Expired,
+}
+
+impl IgnoreReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IgnoreReason::OwnMessage => "own_message",
+            IgnoreReason::Expired => "expired",
+        }
+    }
+}
+
+/// A message that passed every check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub sender: PublicKey,
+    pub timestamp_ms: u64,
+    pub sequence: u64,
+    pub message: Message,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Accept(Box<Verified>),
+    Ignore(IgnoreReason),
+    /// Refused; the string says why, for the debug log.
+    Reject(RejectReason, String),
+}
+
+/// Outcome counts, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub accepted: u64,
+    pub ignored: BTreeMap<String, u64>,
+    pub rejected: BTreeMap<String, u64>,
+}
+
+impl Counters {
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejected.get(reason.as_str()).copied().unwrap_or(0)
+    }
+
+    pub fn ignored(&self, reason: IgnoreReason) -> u64 {
+        self.ignored.get(reason.as_str()).copied().unwrap_or(0)
+    }
+
+    pub fn total_rejected(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    fn count(&mut self, verdict: &Verdict) {
+        match verdict {
+            Verdict::Accept(_) => self.accepted += 1,
+            Verdict::Ignore(r) => *self.ignored.entry(r.as_str().into()).or_default() += 1,
+            Verdict::Reject(r, _) => *self.rejected.entry(r.as_str().into()).or_default() += 1,
+        }
+    }
+}
+
+const WINDOW_WORDS: usize = 16;
+/// How far behind a sender's newest sequence a late message may still arrive.
+pub const REPLAY_WINDOW: u64 = (WINDOW_WORDS * 64) as u64;
+
+/// Which of a sender's last [`REPLAY_WINDOW`] sequence numbers have been seen.
+/// Bit `i` stands for `highest - i`.
+#[derive(Clone, Debug, Default)]
+struct ReplayWindow {
+    highest: Option<u64>,
+    bits: [u64; WINDOW_WORDS],
+}
+
+impl ReplayWindow {
+    /// Marks `seq` seen; false when it was seen already or is too old to tell.
+    fn check_and_mark(&mut self, seq: u64) -> bool {
+        let Some(high) = self.highest else {
+            self.highest = Some(seq);
+            self.bits = [0; WINDOW_WORDS];
+            self.bits[0] = 1;
+            return true;
+        };
+        if seq > high {
+            self.shift(seq - high);
+            self.highest = Some(seq);
+            self.bits[0] |= 1;
+            return true;
+        }
+        let i = high - seq;
+        if i >= REPLAY_WINDOW {
+            return false;
+        }
+        let (w, b) = ((i / 64) as usize, i % 64);
+        if self.bits[w] >> b & 1 == 1 {
+            return false;
+        }
+        self.bits[w] |= 1 << b;
+        true
+    }
+
+    fn shift(&mut self, d: u64) {
+        if d >= REPLAY_WINDOW {
+            self.bits = [0; WINDOW_WORDS];
+            return;
+        }
+        let (w, b) = ((d / 64) as usize, (d % 64) as u32);
+        for k in (0..WINDOW_WORDS).rev() {
+            let hi = if k >= w { self.bits[k - w] << b } else { 0 };
+            let lo = if b > 0 && k > w {
+                self.bits[k - w - 1] >> (64 - b)
+            } else {
+                0
+            };
+            self.bits[k] = hi | lo;
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct TokenBucket {
+    tokens: f64,
+    last_ms: u64,
+}
+
+impl TokenBucket {
+    fn take(&mut self, now_ms: u64, rate: f64, burst: f64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64;
+        self.tokens = (self.tokens + elapsed * rate / 1000.0).min(burst);
+        self.last_ms = self.last_ms.max(now_ms);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct SenderState {
+    replay: ReplayWindow,
+    bucket: TokenBucket,
+}
+
+/// The validation state of one node on one network.
+pub struct Gate {
+    netuid: u16,
+    own: PublicKey,
+    cfg: GateConfig,
+    senders: Lru<PublicKey, SenderState>,
+    counters: Counters,
+}
+
+impl Gate {
+    pub fn new(netuid: u16, own: PublicKey, cfg: GateConfig) -> Gate {
+        Gate {
+            netuid,
+            own,
+            senders: Lru::new(cfg.tracked_senders),
+            cfg,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Senders whose replay windows and rate buckets are held now.
+    pub fn senders_tracked(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Senders forgotten to stay within `tracked_senders` (their replay windows with them).
+    pub fn senders_evicted(&self) -> u64 {
+        self.senders.evicted()
+    }
+
+    /// Checks `bytes` received on `topic` at `now_ms`, and counts the outcome.
+    pub fn check(&mut self, topic: Topic, bytes: &[u8], now_ms: u64) -> Verdict {
+        let verdict = self.judge(topic, bytes, now_ms);
+        self.counters.count(&verdict);
+        verdict
+    }
+
+    fn judge(&mut self, topic: Topic, bytes: &[u8], now_ms: u64) -> Verdict {
+        use RejectReason as R;
+        let reject = |r: RejectReason, why: String| Verdict::Reject(r, why);
+        if bytes.len() > Kind::max_envelope() {
+            return reject(R::Oversize, format!("{} bytes", bytes.len()));
+        }
+        let env = match Envelope::decode(bytes) {
+            Ok(env) => env,
+            Err(e) => return reject(R::Malformed, e.to_string()),
+        };
+        if env.version != PROTOCOL_VERSION {
+            return reject(R::WrongVersion, format!("version {}", env.version));
+        }
+        if env.netuid != self.netuid {
+            return reject(R::ForeignNetuid, format!("netuid {}", env.netuid));
+        }
+        if Topic::of(env.kind) != topic {
+            let kind = env.kind.as_str();
+            return reject(
+                R::WrongTopic,
+                format!("{kind} on the {} topic", topic.as_str()),
+            );
+        }
+        if env.payload.len() > env.kind.max_payload() {
+            let (len, max) = (env.payload.len(), env.kind.max_payload());
+            return reject(R::Oversize, format!("{len}-byte payload, limit {max}"));
+        }
+        if now_ms.saturating_sub(env.timestamp_ms) > self.cfg.max_age_ms {
+            let age = now_ms - env.timestamp_ms;
+            return reject(R::Stale, format!("sent {age} ms ago"));
+        }
+        if env.timestamp_ms.saturating_sub(now_ms) > self.cfg.max_future_ms {
+            let ahead = env.timestamp_ms - now_ms;
+            return reject(R::FromFuture, format!("timestamp {ahead} ms ahead"));
+        }
+        if let Err(e) = env.verify() {
+            return reject(R::BadSignature, e.to_string());
+        }
+        if env.sender == self.own {
+            return Verdict::Ignore(IgnoreReason::OwnMessage);
+        }
+        let (rate, burst) = (self.cfg.rate_per_sec, self.cfg.rate_burst);
+        let state = self
+            .senders
+            .get_or_insert_with(&env.sender, || SenderState {
+                replay: ReplayWindow::default(),
+                bucket: TokenBucket {
+                    tokens: burst,
+                    last_ms: now_ms,
+                },
+            });
+        if !state.replay.check_and_mark(env.sequence) {
+            return reject(
+                R::Replay,
+                format!("sequence {} seen or too old", env.sequence),
+            );
+        }
+        if !state.bucket.take(now_ms, rate, burst) {
+            return reject(R::RateLimited, format!("over {rate} messages/s"));
+        }
+        let message = match env.message() {
+            Ok(m) => m,
+            Err(e @ WireError::Oversize { .. }) => return reject(R::Oversize, e.to_string()),
+            Err(e) => return reject(R::InvalidPayload, e.to_string()),
+        };
+        if let Message::Challenge(c) = &message {
+            if c.deadline_ms <= now_ms {
+                return Verdict::Ignore(IgnoreReason::Expired);
+            }
+        }
+        Verdict::Accept(Box::new(Verified {
+            sender: env.sender,
+            timestamp_ms: env.timestamp_ms,
+            sequence: env.sequence,
+            message,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn replay_window_matches_a_set_of_seen_sequences() {
+        // A seeded walk of sequences that jumps ahead, back and repeats.
+        let mut w = ReplayWindow::default();
+        let mut seen = HashSet::new();
+        let mut high = 0u64;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let seq = match x % 4 {
+                0 => high + 1 + x % 70,
+                1 => high.saturating_sub(x % 1100),
+                2 => high + 1 + x % 2000,
+                _ => high.saturating_sub(x % 64),
+            };
+            let expect = !seen.contains(&seq) && (seq > high || high - seq < REPLAY_WINDOW);
+            assert_eq!(w.check_and_mark(seq), expect, "seq {seq} high {high}");
+            if expect {
+                seen.insert(seq);
+                high = high.max(seq);
+            }
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The messages roles exchange. Each has stateless rules ([`Message::check`]) that any node
+//! can apply before forwarding; rules that need state (is this model known, is this
+//! challenge open) belong to the roles.
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::Kind;
+use crate::{codec, PublicKey, WireError};
+
+/// Most values in one input or output tensor.
+pub const MAX_TENSOR: usize = 16 * 1024;
+/// Longest a challenge may stay open after it is published.
+pub const MAX_CHALLENGE_TTL_MS: u64 = 24 * 3600 * 1000;
+/// Most miners in one weights reveal.
+pub const MAX_WEIGHTS: usize = 4096;
+/// Groth16 over BN254, compressed: A (32) + B (64) + C (32).
+pub const GROTH16_BN254_PROOF_LEN: usize = 128;
+
+/// A proof request for one segment of one model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    #[serde(with = "serde_bytes")]
+    pub model_id: [u8; 32],
+    pub segment: u32,
+    /// The segment's quantized input tensor.
+    pub input: Vec<i64>,
+    /// Fresh randomness so no earlier proof can answer this challenge.
+    #[serde(with = "serde_bytes")]
+    pub nonce: [u8; 32],
+    /// Unix ms after which proofs no longer count.
+    pub deadline_ms: u64,
+}
+
+impl Challenge {
+    /// The challenge id proofs refer to: a hash of the challenger's key and every field.
+    pub fn id(&self, challenger: &PublicKey) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"provnet/challenge/v1");
+        h.update(challenger);
+        h.update(&self.model_id);
+        h.update(&self.segment.to_le_bytes());
+        h.update(&self.nonce);
+        h.update(&self.deadline_ms.to_le_bytes());
+        h.update(&(self.input.len() as u64).to_le_bytes());
+        for v in &self.input {
+            h.update(&v.to_le_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
+/// Which proof system a submission uses (a seam for Halo2 later).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum ProofSystem {
+    Groth16Bn254 = 1,
+}
+
+impl From<ProofSystem> for u8 {
+    fn from(p: ProofSystem) -> u8 {
+        p as u8
+    }
+}
+
+impl TryFrom<u8> for ProofSystem {
+    type Error = String;
+    fn try_from(b: u8) -> Result<ProofSystem, String> {
+        match b {
+            1 => Ok(ProofSystem::Groth16Bn254),
+            _ => Err(format!("unknown proof system {b}")),
+        }
+    }
+}
+
+/// A miner's answer to a challenge; the miner is the envelope's sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofSubmission {
+    #[serde(with = "serde_bytes")]
+    pub challenge_id: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub model_id: [u8; 32],
+    pub segment: u32,
+    #[serde(with = "serde_bytes")]
+    pub vk_id: [u8; 32],
+    pub system: ProofSystem,
+    /// The segment's quantized output tensor the proof claims.
+    pub output: Vec<i64>,
+    #[serde(with = "serde_bytes")]
+    pub proof: Vec<u8>,
+}
+
+/// A validator's commitment to its weights for an epoch, revealed in the next one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightsCommit {
+    pub epoch: u64,
+    #[serde(with = "serde_bytes")]
+    pub commitment: [u8; 32],
+}
+
+/// One miner's weight, out of `u16::MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinerWeight {
+    #[serde(with = "serde_bytes")]
+    pub miner: PublicKey,
+    pub weight: u16,
+}
+
+/// The weights behind an earlier commit, with the salt that opens it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightsReveal {
+    pub epoch: u64,
+    #[serde(with = "serde_bytes")]
+    pub salt: [u8; 32],
+    /// Sorted by miner key, no duplicates.
+    pub weights: Vec<MinerWeight>,
+}
+
+impl WeightsReveal {
+    /// The commitment this reveal opens.
+    pub fn commitment(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"provnet/weights/v1");
+        h.update(&self.epoch.to_le_bytes());
+        h.update(&self.salt);
+        h.update(&(self.weights.len() as u64).to_le_bytes());
+        for w in &self.weights {
+            h.update(&w.miner);
+            h.update(&w.weight.to_le_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
+/// A node's role on the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum Role {
+    Challenger = 1,
+    Miner = 2,
+    Validator = 3,
+}
+
+impl From<Role> for u8 {
+    fn from(r: Role) -> u8 {
+        r as u8
+    }
+}
+
+impl TryFrom<u8> for Role {
+    type Error = String;
+    fn try_from(b: u8) -> Result<Role, String> {
+        match b {
+            1 => Ok(Role::Challenger),
+            2 => Ok(Role::Miner),
+            3 => Ok(Role::Validator),
+            _ => Err(format!("unknown role {b}")),
+        }
+    }
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Challenger => "challenger",
+            Role::Miner => "miner",
+            Role::Validator => "validator",
+        }
+    }
+}
+
+/// Who a node is and where to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    /// Sorted, no duplicates; empty for a plain relay.
+    pub roles: Vec<Role>,
+    pub listen_addrs: Vec<String>,
+    pub software_version: String,
+}
+
+/// Any message, tagged by its [`Kind`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    Challenge(Challenge),
+    ProofSubmission(ProofSubmission),
+    WeightsCommit(WeightsCommit),
+    WeightsReveal(WeightsReveal),
+    Announce(Announce),
+}
+
+impl Message {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Challenge(_) => Kind::Challenge,
+            Message::ProofSubmission(_) => Kind::ProofSubmission,
+            Message::WeightsCommit(_) => Kind::WeightsCommit,
+            Message::WeightsReveal(_) => Kind::WeightsReveal,
+            Message::Announce(_) => Kind::Announce,
+        }
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        match self {
+            Message::Challenge(m) => codec::encode(m),
+            Message::ProofSubmission(m) => codec::encode(m),
+            Message::WeightsCommit(m) => codec::encode(m),
+            Message::WeightsReveal(m) => codec::encode(m),
+            Message::Announce(m) => codec::encode(m),
+        }
+    }
+
+    pub fn decode(kind: Kind, payload: &[u8]) -> Result<Message, WireError> {
+        Ok(match kind {
+            Kind::Challenge => Message::Challenge(codec::decode(payload)?),
+            Kind::ProofSubmission => Message::ProofSubmission(codec::decode(payload)?),
+            Kind::WeightsCommit => Message::WeightsCommit(codec::decode(payload)?),
+            Kind::WeightsReveal => Message::WeightsReveal(codec::decode(payload)?),
+            Kind::Announce => Message::Announce(codec::decode(payload)?),
+        })
+    }
+
+    /// Stateless rules; `sent_ms` is the envelope's timestamp.
+    pub fn check(&self, sent_ms: u64) -> Result<(), WireError> {
+        let kind = self.kind().as_str();
+        let invalid = |reason: String| Err(WireError::Invalid { kind, reason });
+        match self {
+            Message::Challenge(c) => {
+                if c.input.is_empty() || c.input.len() > MAX_TENSOR {
+                    return invalid(format!(
+                        "input has {} values (1 to {MAX_TENSOR})",
+                        c.input.len()
+                    ));
+                }
+                if c.deadline_ms <= sent_ms || c.deadline_ms - sent_ms > MAX_CHALLENGE_TTL_MS {
+                    return invalid(format!(
+                        "deadline {} is not within 24 h after the send time {sent_ms}",
+                        c.deadline_ms
+                    ));
+                }
+            }
+            Message::ProofSubmission(p) => {
+                if p.output.is_empty() || p.output.len() > MAX_TENSOR {
+                    return invalid(format!(
+                        "output has {} values (1 to {MAX_TENSOR})",
+                        p.output.len()
+                    ));
+                }
+                let want = match p.system {
+                    ProofSystem::Groth16Bn254 => GROTH16_BN254_PROOF_LEN,
+                };
+                if p.proof.len() != want {
+                    return invalid(format!(
+                        "proof is {} bytes, {:?} proofs are {want}",
+                        p.proof.len(),
+                        p.system
+                    ));
+                }
+            }
+            Message::WeightsCommit(_) => {}
+            Message::WeightsReveal(r) => {
+                if r.weights.len() > MAX_WEIGHTS {
+                    return invalid(format!(
+                        "{} weights (at most {MAX_WEIGHTS})",
+                        r.weights.len()
+                    ));
+                }
+                if r.weights.windows(2).any(|w| w[0].miner >= w[1].miner) {
+                    return invalid("weights are not sorted by miner without duplicates".into());
+                }
+            }
+            Message::Announce(a) => {
+                if a.roles.windows(2).any(|w| w[0] >= w[1]) {
+                    return invalid("roles are not sorted without duplicates".into());
+                }
+                if a.listen_addrs.len() > 16 || a.listen_addrs.iter().any(|s| s.len() > 256) {
+                    return invalid("more than 16 listen addresses or one over 256 bytes".into());
+                }
+                if a.software_version.len() > 64 {
+                    return invalid("software version over 64 bytes".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}

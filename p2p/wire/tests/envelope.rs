@@ -1,0 +1,375 @@
+//! Envelope and gate properties: round trips, tamper evidence, and every reject reason.
+
+use ed25519_dalek::SigningKey;
+use proptest::prelude::*;
+use provnet_wire::message::GROTH16_BN254_PROOF_LEN;
+use provnet_wire::*;
+
+const NETUID: u16 = 7;
+const NOW: u64 = 1_800_000_000_000;
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn challenge(n: usize) -> Message {
+    Message::Challenge(Challenge {
+        model_id: [1; 32],
+        segment: 0,
+        input: (0..n as i64).map(|v| v * 977 - 4000).collect(),
+        nonce: [2; 32],
+        deadline_ms: NOW + 30_000,
+    })
+}
+
+fn arb_key32() -> impl Strategy<Value = [u8; 32]> {
+    prop::array::uniform32(any::<u8>())
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    let tensor = prop::collection::vec(any::<i64>(), 1..64);
+    prop_oneof![
+        (
+            arb_key32(),
+            any::<u32>(),
+            tensor.clone(),
+            arb_key32(),
+            1..MAX_TTL
+        )
+            .prop_map(|(model_id, segment, input, nonce, ttl)| Message::Challenge(
+                Challenge {
+                    model_id,
+                    segment,
+                    input,
+                    nonce,
+                    deadline_ms: NOW + ttl,
+                }
+            )),
+        (
+            arb_key32(),
+            arb_key32(),
+            any::<u32>(),
+            tensor,
+            prop::collection::vec(any::<u8>(), GROTH16_BN254_PROOF_LEN)
+        )
+            .prop_map(|(challenge_id, model_id, segment, output, proof)| {
+                Message::ProofSubmission(ProofSubmission {
+                    challenge_id,
+                    model_id,
+                    segment,
+                    vk_id: [9; 32],
+                    system: ProofSystem::Groth16Bn254,
+                    output,
+                    proof,
+                })
+            }),
+        (any::<u64>(), arb_key32()).prop_map(|(epoch, commitment)| Message::WeightsCommit(
+            WeightsCommit { epoch, commitment }
+        )),
+        (
+            any::<u64>(),
+            arb_key32(),
+            prop::collection::btree_map(arb_key32(), any::<u16>(), 0..20)
+        )
+            .prop_map(|(epoch, salt, w)| Message::WeightsReveal(WeightsReveal {
+                epoch,
+                salt,
+                weights: w
+                    .into_iter()
+                    .map(|(miner, weight)| MinerWeight { miner, weight })
+                    .collect(),
+            })),
+        (
+            prop::collection::btree_set(
+                prop_oneof![
+                    Just(Role::Challenger),
+                    Just(Role::Miner),
+                    Just(Role::Validator)
+                ],
+                0..3
+            ),
+            prop::collection::vec("[a-z0-9/.]{1,40}", 0..4),
+            "[0-9.]{1,12}"
+        )
+            .prop_map(|(roles, listen_addrs, software_version)| Message::Announce(
+                Announce {
+                    roles: roles.into_iter().collect(),
+                    listen_addrs,
+                    software_version,
+                }
+            )),
+    ]
+}
+
+const MAX_TTL: u64 = message::MAX_CHALLENGE_TTL_MS;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn envelopes_round_trip(msg in arb_message(), seed in any::<u8>(), seq in any::<u64>()) {
+        let payload = msg.encode().unwrap();
+        let env = Envelope::seal(&key(seed), NETUID, msg.kind(), NOW, seq, payload);
+        let bytes = env.encode().unwrap();
+        let back = Envelope::decode(&bytes).unwrap();
+        prop_assert_eq!(&back, &env);
+        prop_assert!(back.verify().is_ok());
+        prop_assert_eq!(back.message().unwrap(), msg);
+    }
+
+    #[test]
+    fn flipping_any_byte_fails_verification(
+        msg in arb_message(),
+        pick in any::<prop::sample::Index>(),
+        mask in 1u8..=255,
+    ) {
+        let env = Envelope::seal(&key(3), NETUID, msg.kind(), NOW, 5, msg.encode().unwrap());
+        let mut bytes = env.encode().unwrap();
+        let i = pick.index(bytes.len());
+        bytes[i] ^= mask;
+        let verdict = Envelope::decode(&bytes).and_then(|e| e.verify());
+        prop_assert!(verdict.is_err(), "byte {} ^ {:#x} still verifies", i, mask);
+    }
+
+    #[test]
+    fn the_gate_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut gate = Gate::new(NETUID, [0; 32], GateConfig::default());
+        let verdict = gate.check(Topic::Challenge, &bytes, NOW);
+        prop_assert!(!matches!(verdict, Verdict::Accept(_)));
+    }
+}
+
+fn sealed(key: &SigningKey, msg: &Message, ts: u64, seq: u64) -> Envelope {
+    Envelope::seal(key, NETUID, msg.kind(), ts, seq, msg.encode().unwrap())
+}
+
+fn gate() -> Gate {
+    Gate::new(
+        NETUID,
+        key(99).verifying_key().to_bytes(),
+        GateConfig::default(),
+    )
+}
+
+fn reason(v: Verdict) -> Option<RejectReason> {
+    match v {
+        Verdict::Reject(r, _) => Some(r),
+        _ => None,
+    }
+}
+
+#[test]
+fn honest_messages_are_accepted_with_their_sender() {
+    let mut g = gate();
+    let msg = challenge(10);
+    let bytes = sealed(&key(1), &msg, NOW, 1).encode().unwrap();
+    match g.check(Topic::Challenge, &bytes, NOW + 5) {
+        Verdict::Accept(v) => {
+            assert_eq!(v.sender, key(1).verifying_key().to_bytes());
+            assert_eq!(v.message, msg);
+        }
+        other => panic!("expected accept, got {other:?}"),
+    }
+    assert_eq!(g.counters().accepted, 1);
+}
+
+#[test]
+fn each_bad_message_is_rejected_for_its_own_reason() {
+    use RejectReason as R;
+    let k = key(1);
+    let msg = challenge(10);
+    let good = sealed(&k, &msg, NOW, 1);
+    let mut cases: Vec<(R, Topic, Vec<u8>)> = Vec::new();
+
+    cases.push((
+        R::Oversize,
+        Topic::Challenge,
+        vec![0u8; Kind::max_envelope() + 1],
+    ));
+    cases.push((R::Malformed, Topic::Challenge, b"\xff\x00garbage".to_vec()));
+    let mut trailing = good.encode().unwrap();
+    trailing.push(0);
+    cases.push((R::Malformed, Topic::Challenge, trailing));
+    let mut v2 = good.clone();
+    v2.version = 2;
+    v2.sign(&k);
+    cases.push((R::WrongVersion, Topic::Challenge, v2.encode().unwrap()));
+    let mut foreign = good.clone();
+    foreign.netuid = NETUID + 1;
+    foreign.sign(&k);
+    cases.push((
+        R::ForeignNetuid,
+        Topic::Challenge,
+        foreign.encode().unwrap(),
+    ));
+    cases.push((R::WrongTopic, Topic::Proof, good.encode().unwrap()));
+    let big = Message::Announce(Announce {
+        roles: vec![],
+        listen_addrs: vec!["x".repeat(200); 40],
+        software_version: "1".into(),
+    });
+    cases.push((
+        R::Oversize,
+        Topic::Announce,
+        sealed(&k, &big, NOW, 2).encode().unwrap(),
+    ));
+    cases.push((
+        R::Stale,
+        Topic::Challenge,
+        sealed(&k, &msg, NOW - 61_000, 3).encode().unwrap(),
+    ));
+    cases.push((
+        R::FromFuture,
+        Topic::Challenge,
+        sealed(&k, &msg, NOW + 11_000, 4).encode().unwrap(),
+    ));
+    let mut forged = good.clone();
+    forged.signature[10] ^= 1;
+    cases.push((R::BadSignature, Topic::Challenge, forged.encode().unwrap()));
+    let mut impostor = sealed(&key(2), &msg, NOW, 5);
+    impostor.sender = k.verifying_key().to_bytes();
+    cases.push((
+        R::BadSignature,
+        Topic::Challenge,
+        impostor.encode().unwrap(),
+    ));
+    let short_proof = Message::ProofSubmission(ProofSubmission {
+        challenge_id: [0; 32],
+        model_id: [0; 32],
+        segment: 0,
+        vk_id: [0; 32],
+        system: ProofSystem::Groth16Bn254,
+        output: vec![1],
+        proof: vec![0; 127],
+    });
+    cases.push((
+        R::InvalidPayload,
+        Topic::Proof,
+        sealed(&k, &short_proof, NOW, 6).encode().unwrap(),
+    ));
+    let mut wrong_payload = sealed(&k, &short_proof, NOW, 7);
+    wrong_payload.kind = Kind::Challenge;
+    wrong_payload.sign(&k);
+    cases.push((
+        R::InvalidPayload,
+        Topic::Challenge,
+        wrong_payload.encode().unwrap(),
+    ));
+
+    let mut g = gate();
+    for (want, topic, bytes) in cases {
+        assert_eq!(
+            reason(g.check(topic, &bytes, NOW)),
+            Some(want),
+            "case {want:?}"
+        );
+    }
+    assert_eq!(g.counters().accepted, 0);
+    assert_eq!(g.counters().rejected(R::Oversize), 2);
+    assert_eq!(g.counters().rejected(R::BadSignature), 2);
+}
+
+#[test]
+fn replays_are_rejected_but_late_arrivals_in_the_window_are_not() {
+    let k = key(1);
+    let mut g = gate();
+    let check = |g: &mut Gate, seq: u64| {
+        reason(g.check(
+            Topic::Challenge,
+            &sealed(&k, &challenge(3), NOW, seq).encode().unwrap(),
+            NOW,
+        ))
+    };
+    assert_eq!(check(&mut g, 100), None);
+    assert_eq!(
+        check(&mut g, 100),
+        Some(RejectReason::Replay),
+        "same sequence again"
+    );
+    assert_eq!(check(&mut g, 90), None, "reordered, still in the window");
+    assert_eq!(check(&mut g, 90), Some(RejectReason::Replay));
+    assert_eq!(check(&mut g, 5000), None);
+    assert_eq!(
+        check(&mut g, 101),
+        Some(RejectReason::Replay),
+        "too far behind to tell"
+    );
+    assert_eq!(g.counters().rejected(RejectReason::Replay), 3);
+}
+
+#[test]
+fn a_sender_over_its_rate_is_rejected_until_tokens_refill() {
+    let k = key(1);
+    let cfg = GateConfig {
+        rate_per_sec: 10.0,
+        rate_burst: 5.0,
+        ..GateConfig::default()
+    };
+    let mut g = Gate::new(NETUID, [0; 32], cfg);
+    let mut seq = 0;
+    let mut send = |g: &mut Gate, at: u64| {
+        seq += 1;
+        reason(g.check(
+            Topic::Challenge,
+            &sealed(&k, &challenge(3), NOW, seq).encode().unwrap(),
+            at,
+        ))
+    };
+    for _ in 0..5 {
+        assert_eq!(send(&mut g, NOW), None);
+    }
+    assert_eq!(send(&mut g, NOW), Some(RejectReason::RateLimited));
+    assert_eq!(
+        send(&mut g, NOW + 100),
+        None,
+        "one token back after 100 ms at 10/s"
+    );
+    assert_eq!(send(&mut g, NOW + 100), Some(RejectReason::RateLimited));
+}
+
+#[test]
+fn own_messages_and_expired_challenges_are_ignored_without_penalty() {
+    let mut g = gate();
+    let own = sealed(&key(99), &challenge(3), NOW, 1).encode().unwrap();
+    assert_eq!(
+        g.check(Topic::Challenge, &own, NOW),
+        Verdict::Ignore(IgnoreReason::OwnMessage)
+    );
+    let late = sealed(&key(1), &challenge(3), NOW, 1).encode().unwrap();
+    assert_eq!(
+        g.check(Topic::Challenge, &late, NOW + 31_000),
+        Verdict::Ignore(IgnoreReason::Expired)
+    );
+    assert_eq!(g.counters().total_rejected(), 0);
+}
+
+#[test]
+fn signer_numbers_messages_upward_from_the_clock() {
+    let mut s = Signer::new(key(1), NETUID, NOW);
+    let a = Envelope::decode(&s.seal(&challenge(2), NOW).unwrap()).unwrap();
+    let b = Envelope::decode(&s.seal(&challenge(2), NOW).unwrap()).unwrap();
+    assert_eq!(a.sequence, NOW * 1000);
+    assert_eq!(b.sequence, a.sequence + 1);
+    // A restart a millisecond later starts above everything sent before.
+    let mut again = Signer::new(key(1), NETUID, NOW + 1);
+    let c = Envelope::decode(&again.seal(&challenge(2), NOW + 1).unwrap()).unwrap();
+    assert!(c.sequence > b.sequence);
+}
+
+#[test]
+fn weights_reveal_opens_only_its_own_commitment() {
+    let reveal = WeightsReveal {
+        epoch: 4,
+        salt: [5; 32],
+        weights: vec![MinerWeight {
+            miner: [1; 32],
+            weight: 100,
+        }],
+    };
+    let mut other = reveal.clone();
+    other.weights[0].weight = 101;
+    assert_ne!(reveal.commitment(), other.commitment());
+    let mut resalted = reveal.clone();
+    resalted.salt[0] = 6;
+    assert_ne!(reveal.commitment(), resalted.commitment());
+}
