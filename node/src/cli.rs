@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use provnet_kernels::{import, keys, trace, ImportOptions, Model, ModelSummary};
 use serde_json::json;
 
-use crate::{bench, demo, identity, inputs, prove};
+use crate::{bench, demo, identity, inputs, prove, run};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,6 +46,8 @@ pub enum Command {
     Bench(BenchCommand),
     /// Run the whole prover pipeline end to end on a bundled model.
     Demo(demo::DemoArgs),
+    /// Run a node on the gossip network until SIGTERM or Ctrl-C.
+    Run(run::RunArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,6 +86,14 @@ pub enum BenchCommand {
 }
 
 impl Cli {
+    /// The log level when RUST_LOG is unset: long-running commands say what they do.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Run(_) => "info",
+            _ => "warn",
+        }
+    }
+
     pub fn run(self) -> Result<ExitCode> {
         match self.command {
             Command::Keygen { out, force } => {
@@ -96,6 +106,7 @@ impl Cli {
             Command::Verify(args) => prove::verify(args),
             Command::Bench(BenchCommand::Prove(args)) => bench::run(args),
             Command::Demo(args) => demo::run(args),
+            Command::Run(args) => run::run(args),
         }
     }
 }

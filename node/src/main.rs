@@ -6,6 +6,7 @@ mod demo;
 mod identity;
 mod inputs;
 mod prove;
+mod run;
 
 use std::process::ExitCode;
 
@@ -13,7 +14,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(cli.log_json);
+    init_tracing(cli.log_json, cli.default_log_level());
     match cli.run() {
         Ok(code) => code,
         Err(err) => {
@@ -23,9 +24,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -48,6 +48,9 @@ impl Behaviour {
         let kad = cfg.kademlia.then(|| {
             let mut kc = kad::Config::new(kad_protocol(cfg.netuid));
             kc.set_query_timeout(Duration::from_secs(30));
+            // We bootstrap ourselves once connected (and every few minutes after), rather
+            // than on a timer that fires before any peer is known.
+            kc.set_periodic_bootstrap_interval(None);
             let mut k =
                 kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kc);
             // Loopback and private nodes never learn a confirmed external address, so kad's

@@ -28,6 +28,8 @@ const RECENT_REJECTIONS: usize = 64;
 const TICK: Duration = Duration::from_millis(250);
 /// Least time between two Announces prompted by peers subscribing.
 const ANNOUNCE_SPACING: Duration = Duration::from_secs(1);
+/// How often to refresh the DHT routing table while connected.
+const KAD_REFRESH: Duration = Duration::from_secs(300);
 
 /// Starts the network: builds the swarm, binds every listen address, joins the topics,
 /// dials the bootstrap peers, and spawns the task that owns it all. Call inside a tokio
@@ -55,6 +57,7 @@ pub async fn spawn(
 
     let mut listeners = HashMap::new();
     for addr in &cfg.listen {
+        refuse_taken_port(addr)?;
         let id = swarm
             .listen_on(addr.clone())
             .map_err(|e| P2pError::Listen {
@@ -102,6 +105,7 @@ pub async fn spawn(
         announce_due: true,
         last_announce: None,
         last_redial: Instant::now(),
+        last_kad_bootstrap: Instant::now(),
         cfg,
     };
     for addr in service.cfg.bootstrap.clone() {
@@ -134,6 +138,7 @@ struct Service {
     announce_due: bool,
     last_announce: Option<Instant>,
     last_redial: Instant,
+    last_kad_bootstrap: Instant,
 }
 
 impl Service {
@@ -245,6 +250,9 @@ impl Service {
                 self.dial_bootstrap(addr);
             }
         }
+        if !self.peers.is_empty() && self.last_kad_bootstrap.elapsed() >= KAD_REFRESH {
+            self.kad_bootstrap();
+        }
         let since = self.last_announce.map(|t| t.elapsed());
         let periodic = since.is_none_or(|s| s >= self.cfg.announce_every);
         let spaced = since.is_none_or(|s| s >= ANNOUNCE_SPACING);
@@ -346,8 +354,15 @@ impl Service {
         self.peers.insert(peer_id, entry);
         let _ = self.events.send(NetEvent::PeerConnected(peer_id));
         if first {
-            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
-                let _ = kad.bootstrap();
+            self.kad_bootstrap();
+        }
+    }
+
+    fn kad_bootstrap(&mut self) {
+        self.last_kad_bootstrap = Instant::now();
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            if let Err(e) = kad.bootstrap() {
+                debug!(target: "p2p::swarm", error = %e, "DHT bootstrap not started");
             }
         }
     }
@@ -524,6 +539,38 @@ impl Service {
             recent_rejections: self.recent_rejections.iter().cloned().collect(),
         }
     }
+}
+
+/// libp2p binds its listeners with SO_REUSEPORT, so a second node on a taken port would
+/// quietly share it (and half the first node's connections). Binding once without that
+/// option first turns the mistake into an error.
+fn refuse_taken_port(addr: &Multiaddr) -> Result<(), P2pError> {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(v) => ip = Some(std::net::IpAddr::V4(v)),
+            Protocol::Ip6(v) => ip = Some(std::net::IpAddr::V6(v)),
+            Protocol::Tcp(n) => port = Some((n, true)),
+            Protocol::Udp(n) => port = Some((n, false)),
+            _ => {}
+        }
+    }
+    let (Some(ip), Some((port, tcp))) = (ip, port) else {
+        return Ok(());
+    };
+    if port == 0 {
+        return Ok(());
+    }
+    let sock = std::net::SocketAddr::new(ip, port);
+    let bound = match tcp {
+        true => std::net::TcpListener::bind(sock).map(drop),
+        false => std::net::UdpSocket::bind(sock).map(drop),
+    };
+    bound.map_err(|e| P2pError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Addresses worth putting in the DHT: not the unspecified address.

@@ -1,0 +1,189 @@
+//! `provnet run`: start a node on the gossip network and keep it up until told to stop.
+//!
+//! Roles (challenger, miner, validator) plug in here in a later issue; today a node joins
+//! the network, validates and relays every message, announces itself, and logs what it sees.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use provnet_p2p::{Multiaddr, NetEvent, NetworkConfig, NetworkHandle};
+use provnet_wire::Message;
+use tracing::{info, warn};
+
+use crate::identity;
+
+/// Network flags shared by every command that joins the network.
+#[derive(Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Network id: nodes only talk to nodes with the same netuid.
+    #[arg(long, default_value_t = 1)]
+    pub netuid: u16,
+    /// Address to listen on (repeatable). Default: TCP and QUIC on port 30777, all interfaces.
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+    /// Peer to join through, e.g. /ip4/127.0.0.1/tcp/30777/p2p/12D3... (repeatable).
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the local network with mDNS.
+    #[arg(long)]
+    pub mdns: bool,
+}
+
+impl NetArgs {
+    pub fn config(&self, data_dir: &Path) -> NetworkConfig {
+        let mut cfg = NetworkConfig {
+            netuid: self.netuid,
+            bootstrap: self.bootstrap.clone(),
+            mdns: self.mdns,
+            ready_file: Some(data_dir.join("ready.json")),
+            ..NetworkConfig::default()
+        };
+        if !self.listen.is_empty() {
+            cfg.listen = self.listen.clone();
+        }
+        cfg
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The node's directory: keys/node.key (made on first start), ready.json once listening.
+    #[arg(long, default_value = "provnet-data")]
+    pub data_dir: PathBuf,
+    /// Use this key file instead of <data-dir>/keys/node.key.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// Seconds between status lines in the log (0: none).
+    #[arg(long, default_value_t = 30)]
+    pub status_every: u64,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the node key, or makes one (mode 0600) on first start.
+pub fn node_key(data_dir: &Path, key: Option<&Path>) -> Result<ed25519_dalek::SigningKey> {
+    if let Some(path) = key {
+        return identity::load(path);
+    }
+    let path = data_dir.join("keys").join("node.key");
+    if path.exists() {
+        return identity::load(&path);
+    }
+    let key = identity::generate(&path, false)?;
+    info!(target: "node", path = %path.display(), "created a new node key");
+    Ok(key)
+}
+
+async fn serve(args: RunArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let key = node_key(&args.data_dir, args.key.as_deref())?;
+    let cfg = args.net.config(&args.data_dir);
+    let _ = std::fs::remove_file(cfg.ready_file.as_ref().expect("set by config"));
+    let (net, task) = provnet_p2p::spawn(key, cfg).await?;
+    let ready = net.wait_ready(Duration::from_secs(30)).await?;
+    info!(
+        target: "node",
+        peer_id = %ready.peer_id,
+        public_key = %ready.public_key,
+        netuid = ready.netuid,
+        addrs = ?ready.listen_addrs,
+        "node ready"
+    );
+    let mut events = net.subscribe();
+    let mut status = tokio::time::interval(Duration::from_secs(args.status_every.max(1)));
+    status.tick().await;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            ev = events.recv() => match ev {
+                Ok(ev) => log_event(&ev),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(target: "node", missed = n, "event log fell behind");
+                }
+                Err(_) => break,
+            },
+            _ = status.tick(), if args.status_every > 0 => log_status(&net).await,
+        }
+    }
+    info!(target: "node", "shutting down");
+    net.shutdown().await;
+    let _ = task.await;
+    Ok(())
+}
+
+fn log_event(ev: &NetEvent) {
+    match ev {
+        NetEvent::Message(m) => {
+            let detail = match &m.verified.message {
+                Message::Announce(a) => format!(
+                    "roles {:?}, version {}",
+                    a.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                    a.software_version
+                ),
+                Message::Challenge(c) => format!("model segment {}", c.segment),
+                Message::ProofSubmission(p) => format!("segment {}", p.segment),
+                Message::WeightsCommit(w) => format!("epoch {}", w.epoch),
+                Message::WeightsReveal(w) => format!("epoch {}", w.epoch),
+            };
+            info!(
+                target: "node::gossip",
+                from = %m.from,
+                via = %m.via,
+                kind = m.verified.message.kind().as_str(),
+                %detail,
+                "received"
+            );
+        }
+        NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => {}
+    }
+}
+
+async fn log_status(net: &NetworkHandle) {
+    if let Ok(s) = net.status().await {
+        info!(
+            target: "node",
+            peers = s.connected_peers,
+            accepted = s.received.accepted,
+            rejected = s.received.total_rejected(),
+            published = s.published,
+            "status"
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,69 @@
+//! Writes one sealed envelope of each kind into a directory, as seeds for the fuzzer:
+//! `cargo run -p provnet-wire --example fuzz_seeds -- p2p/wire/fuzz/seeds/gate`.
+
+use ed25519_dalek::SigningKey;
+use provnet_wire::*;
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::args().nth(1).ok_or("usage: fuzz_seeds DIR")?;
+    std::fs::create_dir_all(&dir)?;
+    let key = SigningKey::from_bytes(&[3; 32]);
+    let messages = [
+        Message::Challenge(Challenge {
+            model_id: [1; 32],
+            segment: 2,
+            input: vec![-5, 0, 9000, i64::MAX],
+            nonce: [4; 32],
+            deadline_ms: NOW + 30_000,
+        }),
+        Message::ProofSubmission(ProofSubmission {
+            challenge_id: [5; 32],
+            model_id: [1; 32],
+            segment: 2,
+            vk_id: [6; 32],
+            system: ProofSystem::Groth16Bn254,
+            output: vec![1, -2, 3],
+            proof: vec![7; message::GROTH16_BN254_PROOF_LEN],
+        }),
+        Message::WeightsCommit(WeightsCommit {
+            epoch: 3,
+            commitment: [8; 32],
+        }),
+        Message::WeightsReveal(WeightsReveal {
+            epoch: 3,
+            salt: [9; 32],
+            weights: vec![MinerWeight {
+                miner: [10; 32],
+                weight: 65535,
+            }],
+        }),
+        Message::Announce(Announce {
+            roles: vec![Role::Miner, Role::Validator],
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/30777".into()],
+            software_version: "0.1.0".into(),
+        }),
+    ];
+    for (i, msg) in messages.iter().enumerate() {
+        let env = Envelope::seal(&key, 7, msg.kind(), NOW, 100 + i as u64, msg.encode()?);
+        // First byte picks the topic in the fuzz target: topic index << 4 | kind index.
+        let topic = Topic::ALL
+            .iter()
+            .position(|t| *t == Topic::of(msg.kind()))
+            .unwrap_or(0);
+        let mut seed = vec![(topic as u8) << 4 | i as u8];
+        seed.extend(env.encode()?);
+        std::fs::write(format!("{dir}/seed-{}", msg.kind().as_str()), &seed)?;
+        std::fs::write(
+            format!("{dir}/envelope-{}", msg.kind().as_str()),
+            env.encode()?,
+        )?;
+        std::fs::write(format!("{dir}/payload-{}", msg.kind().as_str()), {
+            let mut p = vec![i as u8];
+            p.extend(msg.encode()?);
+            p
+        })?;
+    }
+    Ok(())
+}

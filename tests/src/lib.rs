@@ -1,0 +1,171 @@
+//! Harness for multi-process tests: builds or finds the `provnet` binary once, starts nodes
+//! in their own temporary data dirs on 127.0.0.1, reads their JSON logs, and kills them on
+//! drop. Depends on nothing of provnet's but the binary: what is tested is what ships.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `provnet` binary of this workspace, built (once per test run) if needed.
+pub fn provnet_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--quiet", "-p", "provnet-node", "--bin", "provnet"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building provnet failed");
+        let bin = target.join("debug").join("provnet");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+}
+
+/// Polls `pred` every 25 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if pred() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// One running `provnet` process with its data dir and its log, killed on drop.
+pub struct Node {
+    pub name: String,
+    pub data_dir: PathBuf,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Starts `provnet --log-json ARGS...` in a fresh temporary data dir (`--data-dir` is
+    /// appended for commands that take one).
+    pub fn start(name: &str, args: &[&str]) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_path_buf();
+        let mut node = Node::spawn(name, args, &data_dir);
+        node._dir = Some(dir);
+        node
+    }
+
+    fn spawn(name: &str, args: &[&str], data_dir: &Path) -> Node {
+        let mut child = Command::new(provnet_bin())
+            .arg("--log-json")
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("provnet starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        Node {
+            name: name.into(),
+            data_dir: data_dir.to_path_buf(),
+            child,
+            log,
+            _dir: None,
+        }
+    }
+
+    /// The ready file once the node listens (panics after `timeout`).
+    pub fn ready(&mut self, timeout: Duration) -> Value {
+        let path = self.data_dir.join("ready.json");
+        let mut ready = None;
+        let ok = wait_until(timeout, || {
+            ready = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            ready.is_some() || self.exited()
+        });
+        assert!(
+            ok && ready.is_some(),
+            "{} never became ready:\n{}",
+            self.name,
+            self.log_text()
+        );
+        ready.expect("checked")
+    }
+
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// JSON log lines so far.
+    pub fn log_json(&self) -> Vec<Value> {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// Whether some log line has message `msg` and every `(field, value)` given.
+    pub fn logged(&self, msg: &str, fields: &[(&str, &str)]) -> bool {
+        self.log_json().iter().any(|l| {
+            let f = &l["fields"];
+            f["message"] == msg && fields.iter().all(|(k, v)| f[*k] == *v)
+        })
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status.unwrap_or_else(|| panic!("{} ignored SIGTERM:\n{}", self.name, self.log_text()))
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
