@@ -336,6 +336,28 @@ async fn bad_messages_stop_at_the_first_hop_and_cost_the_sender_score() {
             }
             evil.net.shutdown().await;
         }
+        // A spammer: its third rejected message takes it below the graylist threshold, after
+        // which A drops everything it sends without even validating it.
+        let spam = Node::attacker(&a.addr).await;
+        wait_for("the spammer to connect to A", || async {
+            spam.connected().await == 1
+        })
+        .await;
+        let before = a.rejected(RejectReason::Malformed).await;
+        for i in 0..3u8 {
+            spam.publish_raw(Topic::Challenge, vec![0xf0 | i; 40]).await;
+        }
+        wait_for("A to reject all three spam messages", || async {
+            a.rejected(RejectReason::Malformed).await == before + 3
+        })
+        .await;
+        rejected_at_a += 3;
+        wait_for("A to graylist the spammer (score below -80)", || async {
+            a.score_of(&spam).await.is_some_and(|s| s < -80.0)
+        })
+        .await;
+        spam.net.shutdown().await;
+
         assert_eq!(a.total_rejected().await, rejected_at_a);
         assert_eq!(b.total_rejected().await, 0, "nothing bad got past A to B");
         assert_eq!(c.total_rejected().await, 0, "nothing bad got past A to C");
