@@ -18,36 +18,18 @@ const DOMAIN: &[u8] = b"provnet/v1";
 /// Room for the envelope's own fields around the largest payload.
 pub const ENVELOPE_OVERHEAD: usize = 192;
 
-/// What a payload is. The discriminant is the byte on the wire and in the signature.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "u8", try_from = "u8")]
-pub enum Kind {
-    Challenge = 1,
-    ProofSubmission = 2,
-    WeightsCommit = 3,
-    WeightsReveal = 4,
-    Announce = 5,
+crate::tag::byte_tag! {
+    /// What a payload is. The discriminant is the byte on the wire and in the signature.
+    pub enum Kind("message kind") {
+        Challenge = 1 => "challenge",
+        ProofSubmission = 2 => "proof_submission",
+        WeightsCommit = 3 => "weights_commit",
+        WeightsReveal = 4 => "weights_reveal",
+        Announce = 5 => "announce",
+    }
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
-        Kind::Challenge,
-        Kind::ProofSubmission,
-        Kind::WeightsCommit,
-        Kind::WeightsReveal,
-        Kind::Announce,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Challenge => "challenge",
-            Kind::ProofSubmission => "proof_submission",
-            Kind::WeightsCommit => "weights_commit",
-            Kind::WeightsReveal => "weights_reveal",
-            Kind::Announce => "announce",
-        }
-    }
-
     /// Largest payload accepted for this kind, in bytes.
     pub fn max_payload(self) -> usize {
         match self {
@@ -65,22 +47,6 @@ impl Kind {
     /// Largest encoded envelope of any kind.
     pub fn max_envelope() -> usize {
         Kind::ALL.iter().map(|k| k.max_payload()).max().unwrap_or(0) + ENVELOPE_OVERHEAD
-    }
-}
-
-impl From<Kind> for u8 {
-    fn from(k: Kind) -> u8 {
-        k as u8
-    }
-}
-
-impl TryFrom<u8> for Kind {
-    type Error = WireError;
-    fn try_from(b: u8) -> Result<Kind, WireError> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| *k as u8 == b)
-            .ok_or(WireError::UnknownKind(b))
     }
 }
 

@@ -16,8 +16,8 @@ pub enum WireError {
         len: usize,
         max: usize,
     },
-    #[error("unknown message kind {0}")]
-    UnknownKind(u8),
+    #[error("unknown {what} {tag}")]
+    UnknownTag { what: &'static str, tag: u8 },
     #[error("invalid {kind} message: {reason}")]
     Invalid { kind: &'static str, reason: String },
     #[error("bad signature")]

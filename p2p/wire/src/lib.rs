@@ -14,6 +14,7 @@ pub mod gate;
 mod lru;
 pub mod message;
 pub mod status;
+mod tag;
 pub mod topic;
 
 pub use envelope::{Envelope, Kind, Signer, PROTOCOL_VERSION};

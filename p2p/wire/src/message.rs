@@ -49,26 +49,10 @@ impl Challenge {
     }
 }
 
-/// Which proof system a submission uses (a seam for Halo2 later).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "u8", try_from = "u8")]
-pub enum ProofSystem {
-    Groth16Bn254 = 1,
-}
-
-impl From<ProofSystem> for u8 {
-    fn from(p: ProofSystem) -> u8 {
-        p as u8
-    }
-}
-
-impl TryFrom<u8> for ProofSystem {
-    type Error = String;
-    fn try_from(b: u8) -> Result<ProofSystem, String> {
-        match b {
-            1 => Ok(ProofSystem::Groth16Bn254),
-            _ => Err(format!("unknown proof system {b}")),
-        }
+crate::tag::byte_tag! {
+    /// Which proof system a submission uses (a seam for Halo2 later).
+    pub enum ProofSystem("proof system") {
+        Groth16Bn254 = 1 => "groth16_bn254",
     }
 }
 
@@ -131,40 +115,12 @@ impl WeightsReveal {
     }
 }
 
-/// A node's role on the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(into = "u8", try_from = "u8")]
-pub enum Role {
-    Challenger = 1,
-    Miner = 2,
-    Validator = 3,
-}
-
-impl From<Role> for u8 {
-    fn from(r: Role) -> u8 {
-        r as u8
-    }
-}
-
-impl TryFrom<u8> for Role {
-    type Error = String;
-    fn try_from(b: u8) -> Result<Role, String> {
-        match b {
-            1 => Ok(Role::Challenger),
-            2 => Ok(Role::Miner),
-            3 => Ok(Role::Validator),
-            _ => Err(format!("unknown role {b}")),
-        }
-    }
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Challenger => "challenger",
-            Role::Miner => "miner",
-            Role::Validator => "validator",
-        }
+crate::tag::byte_tag! {
+    /// A node's role on the network.
+    pub enum Role("role") {
+        Challenger = 1 => "challenger",
+        Miner = 2 => "miner",
+        Validator = 3 => "validator",
     }
 }
 
