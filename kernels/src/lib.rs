@@ -5,6 +5,7 @@
 //! Synchronous and free of networking: it depends on arkworks, blake3 and serde only. The
 //! node, miner and validator crates call into it from worker threads.
 
+pub mod batch;
 pub mod binding;
 pub mod circuit;
 pub mod error;

@@ -183,7 +183,7 @@ pub struct SegmentVerifier {
     pub segment: usize,
     pub vk_id: [u8; 32],
     pub pvk: PreparedVerifyingKey<Bn254>,
-    inputs_table: FixedBaseTable,
+    pub(crate) inputs_table: FixedBaseTable,
 }
 
 impl SegmentVerifier {
@@ -201,6 +201,19 @@ impl SegmentVerifier {
     /// Verifies a proof of this segment for exactly `expected` (challenge, nonce, miner).
     /// The public inputs are recomputed from the claimed input and output, never trusted.
     pub fn verify(&self, model: &Model, pf: &ProofFile, expected: &ProofContext) -> Result<()> {
+        let (proof, inputs) = self.check_claims(model, pf, expected)?;
+        self.verify_raw(&proof, &inputs)
+    }
+
+    /// Everything but the pairing check: the file's claims against what is expected. Returns
+    /// the decoded proof and the recomputed public inputs, ready for [`Self::verify_raw`] or
+    /// a batch.
+    pub fn check_claims(
+        &self,
+        model: &Model,
+        pf: &ProofFile,
+        expected: &ProofContext,
+    ) -> Result<(Proof<Bn254>, Vec<Fr>)> {
         let reject = |m: String| Err(KernelError::Rejected(m));
         if pf.model_id != model.id() {
             return reject("the proof is for a different model".into());
@@ -250,7 +263,7 @@ impl SegmentVerifier {
         }
         let proof = Proof::<Bn254>::deserialize_compressed(pf.proof.as_slice())
             .map_err(|e| KernelError::Rejected(format!("malformed proof bytes: {e}")))?;
-        self.verify_raw(&proof, &inputs)
+        Ok((proof, inputs))
     }
 
     /// The pairing check alone.

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use provnet_kernels::{import, keys, trace, ImportOptions, Model, ModelSummary};
 use serde_json::json;
 
-use crate::{bench, demo, identity, inputs, prove, run};
+use crate::{bench, bench_verify, demo, identity, inputs, prove, run};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,6 +83,8 @@ pub enum ModelCommand {
 pub enum BenchCommand {
     /// Per-segment prove/verify times, proof size and constraints (optionally vs ezkl).
     Prove(bench::BenchArgs),
+    /// Verification throughput: one proof at a time vs batch verification.
+    Verify(bench_verify::VerifyBenchArgs),
 }
 
 impl Cli {
@@ -105,6 +107,7 @@ impl Cli {
             Command::Prove(args) => prove::prove(args),
             Command::Verify(args) => prove::verify(args),
             Command::Bench(BenchCommand::Prove(args)) => bench::run(args),
+            Command::Bench(BenchCommand::Verify(args)) => bench_verify::run(args),
             Command::Demo(args) => demo::run(args),
             Command::Run(args) => run::run(args),
         }

@@ -1,6 +1,7 @@
 //! The `provnet` binary: command-line interface and wiring for the provnet prover subnet.
 
 mod bench;
+mod bench_verify;
 mod cli;
 mod demo;
 mod identity;
