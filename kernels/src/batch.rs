@@ -96,11 +96,17 @@ impl SegmentVerifier {
         items: &[(&ProofFile, ProofContext)],
         rng: &mut R,
     ) -> Vec<Result<()>> {
+        // Claims (binding, public inputs, proof decompression and subgroup checks) are
+        // independent per file: check them on every core.
+        let checked: Vec<Result<(Proof<Bn254>, Vec<Fr>)>> = items
+            .par_iter()
+            .map(|(pf, ctx)| self.check_claims(model, pf, ctx))
+            .collect();
         let mut verdicts = Vec::with_capacity(items.len());
         let mut ready = Vec::new();
         let mut index = Vec::new();
-        for (k, (pf, ctx)) in items.iter().enumerate() {
-            match self.check_claims(model, pf, ctx) {
+        for (k, c) in checked.into_iter().enumerate() {
+            match c {
                 Ok(pair) => {
                     ready.push(pair);
                     index.push(k);
