@@ -1,0 +1,143 @@
+//! Scoring miners: each challenge gives every answering miner a sample in [0, 1]; samples
+//! feed an exponential moving average per miner; at epoch end the averages become weights.
+//!
+//! A valid proof's sample is `latency_weight * fastest / latency + size_weight *
+//! min(1, reference_bytes / proof_bytes)`. Latency is measured on the validator's clock
+//! from its receipt of the challenge to its receipt of the proof, and `fastest` is the
+//! fastest valid proof for that challenge, so the fastest miner scores
+//! `latency_weight + size_weight` (1 by default). Twice as slow scores half the latency
+//! term, and so on smoothly. An invalid, copied or replayed proof, or a late one, samples 0
+//! and pulls the average down. A miner caught with an invalid, copied or replayed proof gets
+//! weight 0 for the whole epoch, whatever its average.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use provnet_wire::{MinerWeight, PublicKey};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScoreParams {
+    /// Weight of each new sample in the moving average.
+    pub ema_alpha: f64,
+    pub latency_weight: f64,
+    pub size_weight: f64,
+    /// A proof this size or smaller gets the whole size term.
+    pub reference_proof_bytes: usize,
+}
+
+impl Default for ScoreParams {
+    fn default() -> Self {
+        ScoreParams {
+            ema_alpha: 0.1,
+            latency_weight: 0.9,
+            size_weight: 0.1,
+            reference_proof_bytes: 128,
+        }
+    }
+}
+
+/// What a validator made of one miner's answer to one challenge.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Outcome {
+    Valid {
+        latency_ms: f64,
+        proof_bytes: usize,
+    },
+    /// The proof did not verify for this challenge and miner.
+    Invalid,
+    /// Another miner's proof, re-published under this miner's key.
+    Copied,
+    /// A proof made for an earlier challenge.
+    Replayed,
+    /// Arrived after the deadline.
+    Late,
+}
+
+impl Outcome {
+    /// Outcomes that forfeit the epoch's weight.
+    pub fn is_misconduct(self) -> bool {
+        matches!(self, Outcome::Invalid | Outcome::Copied | Outcome::Replayed)
+    }
+}
+
+/// The sample each miner earns from one challenge's outcomes.
+pub fn challenge_samples(
+    params: &ScoreParams,
+    outcomes: &BTreeMap<PublicKey, Outcome>,
+) -> BTreeMap<PublicKey, f64> {
+    let fastest = outcomes
+        .values()
+        .filter_map(|o| match o {
+            Outcome::Valid { latency_ms, .. } => Some(latency_ms.max(1e-3)),
+            _ => None,
+        })
+        .fold(f64::INFINITY, f64::min);
+    outcomes
+        .iter()
+        .map(|(miner, o)| {
+            let sample = match *o {
+                Outcome::Valid {
+                    latency_ms,
+                    proof_bytes,
+                } => {
+                    let speed = fastest / latency_ms.max(1e-3);
+                    let size =
+                        (params.reference_proof_bytes as f64 / proof_bytes.max(1) as f64).min(1.0);
+                    params.latency_weight * speed + params.size_weight * size
+                }
+                _ => 0.0,
+            };
+            (*miner, sample)
+        })
+        .collect()
+}
+
+/// Per-miner moving averages and this epoch's misconduct.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    pub ema: BTreeMap<PublicKey, f64>,
+    pub misconduct: BTreeSet<PublicKey>,
+}
+
+impl Scores {
+    /// Folds one challenge's outcomes in.
+    pub fn record(&mut self, params: &ScoreParams, outcomes: &BTreeMap<PublicKey, Outcome>) {
+        for (miner, sample) in challenge_samples(params, outcomes) {
+            let s = self.ema.entry(miner).or_insert(0.0);
+            *s = params.ema_alpha * sample + (1.0 - params.ema_alpha) * *s;
+        }
+        for (miner, o) in outcomes {
+            if o.is_misconduct() {
+                self.misconduct.insert(*miner);
+            }
+        }
+    }
+
+    /// The epoch's weights (best miner = `u16::MAX`, zero weights left out, sorted by
+    /// miner), then a fresh epoch: misconduct is forgotten, averages carry on.
+    pub fn close_epoch(&mut self) -> Vec<MinerWeight> {
+        let eligible = |m: &PublicKey| !self.misconduct.contains(m);
+        let best = self
+            .ema
+            .iter()
+            .filter(|(m, _)| eligible(m))
+            .map(|(_, s)| *s)
+            .fold(0.0, f64::max);
+        let weights = if best > 0.0 {
+            self.ema
+                .iter()
+                .filter(|(m, _)| eligible(m))
+                .map(|(m, s)| MinerWeight {
+                    miner: *m,
+                    weight: (s / best * f64::from(u16::MAX)).round() as u16,
+                })
+                .filter(|w| w.weight > 0)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.misconduct.clear();
+        weights
+    }
+}
