@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use provnet_kernels::{import, keys, trace, ImportOptions, Model, ModelSummary};
 use serde_json::json;
 
-use crate::{bench, bench_verify, demo, identity, inputs, prove, run};
+use crate::{bench, bench_verify, demo, genesis, identity, inputs, prove, run};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -48,6 +48,15 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run a node on the gossip network until SIGTERM or Ctrl-C.
     Run(run::RunArgs),
+    /// Network genesis files.
+    #[command(subcommand)]
+    Genesis(GenesisCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenesisCommand {
+    /// Check a genesis file (models, keys, validators, parameters) and print its hash.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,6 +119,22 @@ impl Cli {
             Command::Bench(BenchCommand::Verify(args)) => bench_verify::run(args),
             Command::Demo(args) => demo::run(args),
             Command::Run(args) => run::run(args),
+            Command::Genesis(GenesisCommand::Check { file }) => {
+                let g = genesis::Genesis::load(&file)?;
+                let hash = g.hash();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "hash": hex::encode(hash),
+                        "genesis_id": hex::encode(&hash[..8]),
+                        "netuid": g.netuid,
+                        "models": g.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
+                        "validators": g.validators.len(),
+                        "epoch_secs": g.epoch_secs,
+                    }))?
+                );
+                Ok(ExitCode::SUCCESS)
+            }
         }
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_verify;
 mod cli;
 mod demo;
+mod genesis;
 mod identity;
 mod inputs;
 mod prove;

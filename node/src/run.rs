@@ -7,20 +7,26 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use provnet_p2p::{Multiaddr, NetEvent, NetworkConfig, NetworkHandle};
-use provnet_wire::Message;
+use provnet_wire::{Message, Network};
 use tracing::{info, warn};
 
+use crate::genesis::Genesis;
 use crate::identity;
 
 /// Network flags shared by every command that joins the network.
 #[derive(Args, Debug, Clone)]
 pub struct NetArgs {
-    /// Network id: nodes only talk to nodes with the same netuid.
-    #[arg(long, default_value_t = 1)]
-    pub netuid: u16,
+    /// Network id: nodes only talk to nodes with the same netuid. Default: the genesis
+    /// file's, or 1 without one.
+    #[arg(long)]
+    pub netuid: Option<u16>,
+    /// The network's genesis file (TOML). Nodes only accept messages sealed for the same
+    /// genesis; without one, a node is on a development network (genesis id all zeros).
+    #[arg(long)]
+    pub genesis: Option<PathBuf>,
     /// Address to listen on (repeatable). Default: TCP and QUIC on port 30777, all interfaces.
     #[arg(long = "listen", value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
@@ -33,9 +39,24 @@ pub struct NetArgs {
 }
 
 impl NetArgs {
-    pub fn config(&self, data_dir: &Path) -> NetworkConfig {
+    pub fn config(&self, data_dir: &Path) -> Result<NetworkConfig> {
+        let mut netuid = self.netuid.unwrap_or(1);
+        let mut genesis_id = [0u8; 8];
+        if let Some(path) = &self.genesis {
+            let g = Genesis::load(path)?;
+            if let Some(n) = self.netuid.filter(|n| *n != g.netuid) {
+                bail!(
+                    "--netuid {n} disagrees with the genesis file's netuid {}",
+                    g.netuid
+                );
+            }
+            netuid = g.netuid;
+            genesis_id = Network::with_genesis(netuid, &g.hash()).genesis;
+            info!(target: "node", genesis = %hex::encode(g.hash()), netuid, "genesis loaded");
+        }
         let mut cfg = NetworkConfig {
-            netuid: self.netuid,
+            netuid,
+            genesis: genesis_id,
             bootstrap: self.bootstrap.clone(),
             mdns: self.mdns,
             ready_file: Some(data_dir.join("ready.json")),
@@ -44,7 +65,7 @@ impl NetArgs {
         if !self.listen.is_empty() {
             cfg.listen = self.listen.clone();
         }
-        cfg
+        Ok(cfg)
     }
 }
 
@@ -90,7 +111,7 @@ async fn serve(args: RunArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let key = node_key(&args.data_dir, args.key.as_deref())?;
-    let cfg = args.net.config(&args.data_dir);
+    let cfg = args.net.config(&args.data_dir)?;
     let _ = std::fs::remove_file(cfg.ready_file.as_ref().expect("set by config"));
     let (net, task) = provnet_p2p::spawn(key, cfg).await?;
     let ready = net.wait_ready(Duration::from_secs(30)).await?;

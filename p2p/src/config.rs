@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
-use provnet_wire::{GateConfig, Role};
+use provnet_wire::{GateConfig, Network, Role};
 use serde::{Deserialize, Serialize};
 
 /// The port operators' nodes listen on unless told otherwise (TCP and QUIC/UDP).
@@ -15,6 +15,10 @@ pub const DEFAULT_PORT: u16 = 30_777;
 pub struct NetworkConfig {
     /// Separates networks: topics and the DHT protocol carry it.
     pub netuid: u16,
+    /// The first 8 bytes of the genesis hash (all zeros without a genesis file). Every
+    /// envelope carries it; messages with another are rejected.
+    #[serde(with = "hex8")]
+    pub genesis: [u8; 8],
     #[serde(with = "addrs")]
     pub listen: Vec<Multiaddr>,
     /// Peers to join through; `/p2p/<peer id>` suffixes are optional.
@@ -49,6 +53,7 @@ impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
             netuid: 1,
+            genesis: [0; 8],
             listen: vec![
                 format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}")
                     .parse()
@@ -75,6 +80,14 @@ impl Default for NetworkConfig {
 }
 
 impl NetworkConfig {
+    /// The network identity every envelope is sealed for and checked against.
+    pub fn network(&self) -> Network {
+        Network {
+            netuid: self.netuid,
+            genesis: self.genesis,
+        }
+    }
+
     /// A node on loopback with an ephemeral TCP port: what tests and `devnet` use.
     pub fn loopback(netuid: u16) -> Self {
         NetworkConfig {
@@ -100,6 +113,22 @@ mod addrs {
             .iter()
             .map(|s| s.parse().map_err(serde::de::Error::custom))
             .collect()
+    }
+}
+
+mod hex8 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 8], D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(&text)
+            .ok()
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .ok_or_else(|| serde::de::Error::custom("genesis id: 16 hex characters"))
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Ready {
     /// The node's ed25519 public key (hotkey), hex.
     pub public_key: String,
     pub netuid: u16,
+    /// The genesis id (hex) this node seals and accepts.
+    pub genesis: String,
     /// Bound addresses, each ending in `/p2p/<peer id>`, ready to pass to `--bootstrap`.
     pub listen_addrs: Vec<String>,
 }

@@ -91,8 +91,8 @@ pub async fn spawn(
     };
     let now = unix_ms(SystemTime::now());
     let mut service = Service {
-        gate: Gate::new(cfg.netuid, public_key, cfg.gate.clone()),
-        signer: Signer::new(key, cfg.netuid, now),
+        gate: Gate::new(cfg.network(), public_key, cfg.gate.clone()),
+        signer: Signer::new(key, cfg.network(), now),
         swarm,
         listeners,
         cmd_rx,
@@ -381,6 +381,7 @@ impl Service {
             peer_id: self.swarm.local_peer_id().to_string(),
             public_key: hex::encode(self.signer.public_key()),
             netuid: self.cfg.netuid,
+            genesis: hex::encode(self.cfg.genesis),
             listen_addrs,
         };
         if let Some(path) = &self.cfg.ready_file {

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::SigningKey;
 use provnet_p2p::{spawn, Multiaddr, NetEvent, NetworkConfig, NetworkHandle, Received};
-use provnet_wire::{unix_ms, Announce, Challenge, Envelope, Kind, Message, RejectReason, Topic};
+use provnet_wire::{
+    unix_ms, Announce, Challenge, Envelope, Kind, Message, Network, RejectReason, Topic,
+};
 use tokio::sync::broadcast;
 
 const NETUID: u16 = 42;
@@ -219,6 +221,7 @@ async fn five_nodes_from_one_bootstrap_deliver_every_message() {
 enum Bad {
     ForgedSignature,
     ForeignNetuid,
+    ForeignGenesis,
     Stale,
     Replay,
     Oversize,
@@ -230,7 +233,7 @@ fn craft(bad: &Bad, key: &SigningKey) -> (RejectReason, Topic, Vec<Vec<u8>>) {
         .encode()
         .expect("encodes");
     let seal = |netuid, ts, seq, payload: Vec<u8>| {
-        Envelope::seal(key, netuid, Kind::Challenge, ts, seq, payload)
+        Envelope::seal(key, Network::dev(netuid), Kind::Challenge, ts, seq, payload)
     };
     let t = Topic::Challenge;
     match bad {
@@ -242,6 +245,12 @@ fn craft(bad: &Bad, key: &SigningKey) -> (RejectReason, Topic, Vec<Vec<u8>>) {
         Bad::ForeignNetuid => {
             let env = seal(NETUID + 1, now(), 1, payload);
             (RejectReason::ForeignNetuid, t, vec![env.encode().unwrap()])
+        }
+        Bad::ForeignGenesis => {
+            let mut env = seal(NETUID, now(), 1, payload);
+            env.genesis = *b"othernet";
+            env.sign(key);
+            (RejectReason::ForeignGenesis, t, vec![env.encode().unwrap()])
         }
         Bad::Stale => {
             let env = seal(NETUID, now() - 10 * 60_000, 1, payload);
@@ -287,6 +296,7 @@ async fn bad_messages_stop_at_the_first_hop_and_cost_the_sender_score() {
         let cases = [
             Bad::ForgedSignature,
             Bad::ForeignNetuid,
+            Bad::ForeignGenesis,
             Bad::Stale,
             Bad::Replay,
             Bad::Oversize,

@@ -31,6 +31,19 @@ pub fn provnet_bin() -> &'static Path {
     })
 }
 
+/// Runs `provnet ARGS...` to completion: (success, stdout, stderr).
+pub fn provnet(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(provnet_bin())
+        .args(args)
+        .output()
+        .expect("provnet runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Polls `pred` every 25 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
@@ -58,20 +71,25 @@ impl Node {
     /// Starts `provnet --log-json ARGS...` in a fresh temporary data dir (`--data-dir` is
     /// appended for commands that take one).
     pub fn start(name: &str, args: &[&str]) -> Node {
+        Node::start_logging(name, args, "info")
+    }
+
+    /// [`Node::start`] with a `RUST_LOG` filter of its own.
+    pub fn start_logging(name: &str, args: &[&str], filter: &str) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().to_path_buf();
-        let mut node = Node::spawn(name, args, &data_dir);
+        let mut node = Node::spawn(name, args, &data_dir, filter);
         node._dir = Some(dir);
         node
     }
 
-    fn spawn(name: &str, args: &[&str], data_dir: &Path) -> Node {
+    fn spawn(name: &str, args: &[&str], data_dir: &Path, filter: &str) -> Node {
         let mut child = Command::new(provnet_bin())
             .arg("--log-json")
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

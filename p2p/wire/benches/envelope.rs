@@ -83,7 +83,7 @@ fn bench(c: &mut Criterion) {
     for (name, msg) in samples() {
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(1));
-        let mut signer = Signer::new(key.clone(), NETUID, NOW);
+        let mut signer = Signer::new(key.clone(), Network::dev(NETUID), NOW);
         let bytes = signer.seal(&msg, NOW).expect("seals");
         eprintln!("{name}: {} bytes on the wire", bytes.len());
 
@@ -98,7 +98,7 @@ fn bench(c: &mut Criterion) {
             })
         });
         let topic = Topic::of(msg.kind());
-        let mut gate = Gate::new(NETUID, [0; 32], fast.clone());
+        let mut gate = Gate::new(Network::dev(NETUID), [0; 32], fast.clone());
         group.bench_function("seal_and_gate", |b| {
             b.iter_batched(
                 || (),

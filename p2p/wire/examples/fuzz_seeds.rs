@@ -46,7 +46,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }),
     ];
     for (i, msg) in messages.iter().enumerate() {
-        let env = Envelope::seal(&key, 7, msg.kind(), NOW, 100 + i as u64, msg.encode()?);
+        let env = Envelope::seal(
+            &key,
+            Network::dev(7),
+            msg.kind(),
+            NOW,
+            100 + i as u64,
+            msg.encode()?,
+        );
         // First byte picks the topic in the fuzz target: topic index << 4 | kind index.
         let topic = Topic::ALL
             .iter()

@@ -1,7 +1,7 @@
 //! The signed envelope every gossip message travels in.
 //!
 //! The signature covers domain-separated bytes, not the CBOR: `"provnet/v1"`, then the
-//! version, netuid, kind, sender, timestamp and sequence at fixed widths, then the payload
+//! version, netuid, genesis id, kind, sender, timestamp and sequence at fixed widths, then the payload
 //! with its length. A message signed for one network or kind never verifies as another.
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
@@ -50,11 +50,40 @@ impl Kind {
     }
 }
 
+/// Which network a message belongs to: the netuid, and the first bytes of the hash of the
+/// network's genesis (its models, validator set and parameters). Nodes that disagree on
+/// either refuse each other's messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Network {
+    pub netuid: u16,
+    #[serde(with = "serde_bytes")]
+    pub genesis: [u8; 8],
+}
+
+impl Network {
+    /// A network without a genesis file (development): genesis id all zeros.
+    pub fn dev(netuid: u16) -> Network {
+        Network {
+            netuid,
+            genesis: [0; 8],
+        }
+    }
+
+    /// The network whose genesis hashes to `genesis_hash`.
+    pub fn with_genesis(netuid: u16, genesis_hash: &[u8; 32]) -> Network {
+        let mut genesis = [0; 8];
+        genesis.copy_from_slice(&genesis_hash[..8]);
+        Network { netuid, genesis }
+    }
+}
+
 /// A signed message. `payload` is the CBOR of the [`Message`] named by `kind`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub version: u8,
     pub netuid: u16,
+    #[serde(with = "serde_bytes")]
+    pub genesis: [u8; 8],
     pub kind: Kind,
     #[serde(with = "serde_bytes")]
     pub sender: PublicKey,
@@ -70,7 +99,7 @@ impl Envelope {
     /// Builds and signs an envelope around an already encoded payload.
     pub fn seal(
         key: &SigningKey,
-        netuid: u16,
+        net: Network,
         kind: Kind,
         timestamp_ms: u64,
         sequence: u64,
@@ -78,7 +107,8 @@ impl Envelope {
     ) -> Envelope {
         let mut env = Envelope {
             version: PROTOCOL_VERSION,
-            netuid,
+            netuid: net.netuid,
+            genesis: net.genesis,
             kind,
             sender: key.verifying_key().to_bytes(),
             timestamp_ms,
@@ -101,6 +131,7 @@ impl Envelope {
         b.extend_from_slice(DOMAIN);
         b.push(self.version);
         b.extend_from_slice(&self.netuid.to_be_bytes());
+        b.extend_from_slice(&self.genesis);
         b.push(self.kind as u8);
         b.extend_from_slice(&self.sender);
         b.extend_from_slice(&self.timestamp_ms.to_be_bytes());
@@ -151,15 +182,15 @@ impl Envelope {
 /// across restarts and peers' replay windows never mistake a restarted node for a replay.
 pub struct Signer {
     key: SigningKey,
-    netuid: u16,
+    net: Network,
     next_sequence: u64,
 }
 
 impl Signer {
-    pub fn new(key: SigningKey, netuid: u16, now_ms: u64) -> Signer {
+    pub fn new(key: SigningKey, net: Network, now_ms: u64) -> Signer {
         Signer {
             key,
-            netuid,
+            net,
             next_sequence: now_ms.saturating_mul(1000),
         }
     }
@@ -168,8 +199,8 @@ impl Signer {
         self.key.verifying_key().to_bytes()
     }
 
-    pub fn netuid(&self) -> u16 {
-        self.netuid
+    pub fn network(&self) -> Network {
+        self.net
     }
 
     /// Encodes, signs and numbers `msg`; returns the envelope's bytes.
@@ -185,6 +216,6 @@ impl Signer {
         }
         let seq = self.next_sequence;
         self.next_sequence += 1;
-        Envelope::seal(&self.key, self.netuid, kind, now_ms, seq, payload).encode()
+        Envelope::seal(&self.key, self.net, kind, now_ms, seq, payload).encode()
     }
 }

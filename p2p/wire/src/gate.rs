@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{Envelope, Kind, PROTOCOL_VERSION};
+use crate::envelope::{Envelope, Kind, Network, PROTOCOL_VERSION};
 use crate::lru::Lru;
 use crate::message::Message;
 use crate::{PublicKey, Topic, WireError};
@@ -49,6 +49,7 @@ pub enum RejectReason {
     Malformed,
     WrongVersion,
     ForeignNetuid,
+    ForeignGenesis,
     WrongTopic,
     Stale,
     FromFuture,
@@ -65,6 +66,7 @@ impl RejectReason {
             RejectReason::Malformed => "malformed",
             RejectReason::WrongVersion => "wrong_version",
             RejectReason::ForeignNetuid => "foreign_netuid",
+            RejectReason::ForeignGenesis => "foreign_genesis",
             RejectReason::WrongTopic => "wrong_topic",
             RejectReason::Stale => "stale",
             RejectReason::FromFuture => "from_future",
@@ -225,7 +227,7 @@ struct SenderState {
 
 /// The validation state of one node on one network.
 pub struct Gate {
-    netuid: u16,
+    net: Network,
     own: PublicKey,
     cfg: GateConfig,
     senders: Lru<PublicKey, SenderState>,
@@ -233,9 +235,9 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(netuid: u16, own: PublicKey, cfg: GateConfig) -> Gate {
+    pub fn new(net: Network, own: PublicKey, cfg: GateConfig) -> Gate {
         Gate {
-            netuid,
+            net,
             own,
             senders: Lru::new(cfg.tracked_senders),
             cfg,
@@ -277,8 +279,12 @@ impl Gate {
         if env.version != PROTOCOL_VERSION {
             return reject(R::WrongVersion, format!("version {}", env.version));
         }
-        if env.netuid != self.netuid {
+        if env.netuid != self.net.netuid {
             return reject(R::ForeignNetuid, format!("netuid {}", env.netuid));
+        }
+        if env.genesis != self.net.genesis {
+            let theirs = hex::encode(env.genesis);
+            return reject(R::ForeignGenesis, format!("genesis {theirs}"));
         }
         if Topic::of(env.kind) != topic {
             let kind = env.kind.as_str();

@@ -17,7 +17,7 @@ pub mod status;
 mod tag;
 pub mod topic;
 
-pub use envelope::{Envelope, Kind, Signer, PROTOCOL_VERSION};
+pub use envelope::{Envelope, Kind, Network, Signer, PROTOCOL_VERSION};
 pub use error::WireError;
 pub use gate::{Counters, Gate, GateConfig, IgnoreReason, RejectReason, Verdict, Verified};
 pub use message::{

@@ -6,6 +6,10 @@ use provnet_wire::message::GROTH16_BN254_PROOF_LEN;
 use provnet_wire::*;
 
 const NETUID: u16 = 7;
+const NET: Network = Network {
+    netuid: NETUID,
+    genesis: [0x5a; 8],
+};
 const NOW: u64 = 1_800_000_000_000;
 
 fn key(seed: u8) -> SigningKey {
@@ -109,7 +113,7 @@ proptest! {
     #[test]
     fn envelopes_round_trip(msg in arb_message(), seed in any::<u8>(), seq in any::<u64>()) {
         let payload = msg.encode().unwrap();
-        let env = Envelope::seal(&key(seed), NETUID, msg.kind(), NOW, seq, payload);
+        let env = Envelope::seal(&key(seed), NET, msg.kind(), NOW, seq, payload);
         let bytes = env.encode().unwrap();
         let back = Envelope::decode(&bytes).unwrap();
         prop_assert_eq!(&back, &env);
@@ -123,7 +127,7 @@ proptest! {
         pick in any::<prop::sample::Index>(),
         mask in 1u8..=255,
     ) {
-        let env = Envelope::seal(&key(3), NETUID, msg.kind(), NOW, 5, msg.encode().unwrap());
+        let env = Envelope::seal(&key(3), NET, msg.kind(), NOW, 5, msg.encode().unwrap());
         let mut bytes = env.encode().unwrap();
         let i = pick.index(bytes.len());
         bytes[i] ^= mask;
@@ -133,19 +137,19 @@ proptest! {
 
     #[test]
     fn the_gate_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let mut gate = Gate::new(NETUID, [0; 32], GateConfig::default());
+        let mut gate = Gate::new(NET, [0; 32], GateConfig::default());
         let verdict = gate.check(Topic::Challenge, &bytes, NOW);
         prop_assert!(!matches!(verdict, Verdict::Accept(_)));
     }
 }
 
 fn sealed(key: &SigningKey, msg: &Message, ts: u64, seq: u64) -> Envelope {
-    Envelope::seal(key, NETUID, msg.kind(), ts, seq, msg.encode().unwrap())
+    Envelope::seal(key, NET, msg.kind(), ts, seq, msg.encode().unwrap())
 }
 
 fn gate() -> Gate {
     Gate::new(
-        NETUID,
+        NET,
         key(99).verifying_key().to_bytes(),
         GateConfig::default(),
     )
@@ -201,6 +205,14 @@ fn each_bad_message_is_rejected_for_its_own_reason() {
         R::ForeignNetuid,
         Topic::Challenge,
         foreign.encode().unwrap(),
+    ));
+    let mut other_genesis = good.clone();
+    other_genesis.genesis[7] ^= 1;
+    other_genesis.sign(&k);
+    cases.push((
+        R::ForeignGenesis,
+        Topic::Challenge,
+        other_genesis.encode().unwrap(),
     ));
     cases.push((R::WrongTopic, Topic::Proof, good.encode().unwrap()));
     let big = Message::Announce(Announce {
@@ -305,7 +317,7 @@ fn a_sender_over_its_rate_is_rejected_until_tokens_refill() {
         rate_burst: 5.0,
         ..GateConfig::default()
     };
-    let mut g = Gate::new(NETUID, [0; 32], cfg);
+    let mut g = Gate::new(NET, [0; 32], cfg);
     let mut seq = 0;
     let mut send = |g: &mut Gate, at: u64| {
         seq += 1;
@@ -345,13 +357,13 @@ fn own_messages_and_expired_challenges_are_ignored_without_penalty() {
 
 #[test]
 fn signer_numbers_messages_upward_from_the_clock() {
-    let mut s = Signer::new(key(1), NETUID, NOW);
+    let mut s = Signer::new(key(1), NET, NOW);
     let a = Envelope::decode(&s.seal(&challenge(2), NOW).unwrap()).unwrap();
     let b = Envelope::decode(&s.seal(&challenge(2), NOW).unwrap()).unwrap();
     assert_eq!(a.sequence, NOW * 1000);
     assert_eq!(b.sequence, a.sequence + 1);
     // A restart a millisecond later starts above everything sent before.
-    let mut again = Signer::new(key(1), NETUID, NOW + 1);
+    let mut again = Signer::new(key(1), NET, NOW + 1);
     let c = Envelope::decode(&again.seal(&challenge(2), NOW + 1).unwrap()).unwrap();
     assert!(c.sequence > b.sequence);
 }

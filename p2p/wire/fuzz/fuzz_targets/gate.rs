@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use provnet_wire::{Gate, GateConfig, Kind, Message, Topic, Verdict};
+use provnet_wire::{Gate, GateConfig, Kind, Message, Network, Topic, Verdict};
 
 /// The seeds in corpus/gate are sealed at this time (see examples/fuzz_seeds.rs).
 const NOW: u64 = 1_800_000_000_000;
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again, rest, "decoding accepted a non-canonical payload");
     }
     // The whole gate, on each topic.
-    let mut gate = Gate::new(7, [0; 32], GateConfig::default());
+    let mut gate = Gate::new(Network::dev(7), [0; 32], GateConfig::default());
     let topic = Topic::ALL[usize::from(first >> 4) % Topic::ALL.len()];
     if let Verdict::Accept(v) = gate.check(topic, data, NOW) {
         // Only sealed seeds get here; their signature verified, so they re-verify.

@@ -1,0 +1,154 @@
+//! The network's genesis: a TOML file naming the netuid, the models in play (where they are
+//! on this node, their content hash and verifying-key ids), the epoch length, the validator
+//! set with stake, emission per epoch, and the scoring and consensus parameters.
+//!
+//! Its hash covers everything but the local model paths, so every node of one network gets
+//! the same hash wherever it keeps its files. Envelopes carry the hash's first 8 bytes, and
+//! nodes reject messages sealed for another genesis.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use provnet_kernels::{Model, ModelKeys};
+use provnet_validator::{ConsensusParams, ScoreParams};
+use serde::{Deserialize, Serialize};
+
+use crate::identity::hex32;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    pub netuid: u16,
+    pub epoch_secs: u64,
+    pub emission_per_epoch: u64,
+    pub models: Vec<GenesisModel>,
+    pub validators: Vec<GenesisValidator>,
+    #[serde(default)]
+    pub scoring: ScoreParams,
+    #[serde(default)]
+    pub consensus: ConsensusParams,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisModel {
+    pub name: String,
+    /// The model directory on this node, relative to the genesis file. Not hashed.
+    pub path: PathBuf,
+    /// Hex of the model's content hash (`provnet model show`).
+    pub model_id: String,
+    /// Hex of each segment's verifying-key id, in segment order.
+    pub vk_ids: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisValidator {
+    /// Hex of the validator's ed25519 public key.
+    pub hotkey: String,
+    pub stake: u64,
+}
+
+impl Genesis {
+    /// Reads and checks a genesis file, model directories included.
+    pub fn load(path: &Path) -> Result<Genesis> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading genesis {}", path.display()))?;
+        let mut g: Genesis =
+            toml::from_str(&text).with_context(|| format!("parsing genesis {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for m in &mut g.models {
+            if m.path.is_relative() {
+                m.path = base.join(&m.path);
+            }
+        }
+        g.check()
+            .with_context(|| format!("genesis {}", path.display()))?;
+        Ok(g)
+    }
+
+    /// The hash every node of this network agrees on.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut core = self.clone();
+        for m in &mut core.models {
+            m.path = PathBuf::new();
+        }
+        let bytes = provnet_wire::codec::encode(&core).expect("plain data encodes");
+        let mut h = blake3::Hasher::new();
+        h.update(b"provnet/genesis/v1");
+        h.update(&bytes);
+        *h.finalize().as_bytes()
+    }
+
+    fn check(&self) -> Result<()> {
+        ensure!(self.epoch_secs > 0, "epoch_secs must be positive");
+        ensure!(!self.validators.is_empty(), "no validators");
+        let mut keys = BTreeSet::new();
+        for v in &self.validators {
+            let key = hex32("validator hotkey", &v.hotkey)?;
+            ensure!(keys.insert(key), "validator {} is listed twice", v.hotkey);
+        }
+        ensure!(
+            self.validators.iter().any(|v| v.stake > 0),
+            "no validator has stake"
+        );
+        let c = &self.consensus;
+        ensure!(
+            c.owner_percent + c.miners_percent + c.validators_percent == 100,
+            "consensus percentages must add up to 100"
+        );
+        ensure!(c.kappa > 0.0 && c.kappa <= 1.0, "kappa must be in (0, 1]");
+        ensure!(
+            c.bond_alpha > 0.0 && c.bond_alpha <= 1.0,
+            "bond_alpha must be in (0, 1]"
+        );
+        let s = &self.scoring;
+        ensure!(
+            s.ema_alpha > 0.0 && s.ema_alpha <= 1.0,
+            "ema_alpha must be in (0, 1]"
+        );
+        ensure!(!self.models.is_empty(), "no models");
+        let mut ids = BTreeSet::new();
+        for m in &self.models {
+            ensure!(
+                ids.insert(m.model_id.clone()),
+                "model {} is listed twice",
+                m.model_id
+            );
+            check_model(m).with_context(|| format!("model {}", m.name))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_model(m: &GenesisModel) -> Result<()> {
+    let want = hex32("model_id", &m.model_id)?;
+    let model = Model::load(&m.path)?;
+    if model.id() != want {
+        bail!(
+            "{} holds model {}, not {}",
+            m.path.display(),
+            hex::encode(model.id()),
+            m.model_id
+        );
+    }
+    ensure!(
+        m.vk_ids.len() == model.segments.len(),
+        "{} verifying-key ids for {} segments",
+        m.vk_ids.len(),
+        model.segments.len()
+    );
+    let keys = ModelKeys::open(&m.path, &model)?;
+    for (i, vk) in m.vk_ids.iter().enumerate() {
+        let have = keys.vk_id(i)?;
+        if have != hex32("vk id", vk)? {
+            bail!(
+                "segment {i}: the keys in {} have vk id {}, the genesis says {vk}",
+                m.path.display(),
+                hex::encode(have)
+            );
+        }
+    }
+    Ok(())
+}
