@@ -6,7 +6,7 @@
 //!   prod_i e(r_i A_i, B_i) * e(sum_i r_i L_i, -gamma) * e(sum_i r_i C_i, -delta)
 //!     == e(alpha, beta)^(sum_i r_i).
 //!
-//! That is n + 2 Miller loops and one final exponentiation instead of 3n + n final
+//! That is n + 2 Miller loops and one final exponentiation instead of 3n Miller loops and n final
 //! exponentiations, and sum_i r_i L_i is one MSM over the key's input bases with combined
 //! scalars. A failing batch is split in halves until each bad proof is found.
 

@@ -306,8 +306,10 @@ impl Service {
                 listener_id,
                 address,
             } => {
+                let local = *self.swarm.local_peer_id();
+                let full = address.clone().with_p2p(local).unwrap_or(address);
                 if let Some(addrs) = self.listeners.get_mut(&listener_id) {
-                    addrs.retain(|a| !a.to_string().starts_with(&address.to_string()));
+                    addrs.retain(|a| *a != full);
                 }
             }
             SwarmEvent::ListenerError { error, .. } => {

@@ -162,12 +162,8 @@ impl Node {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let mut status = None;
-        wait_until(timeout, || {
-            status = self.child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        status.unwrap_or_else(|| panic!("{} ignored SIGTERM:\n{}", self.name, self.log_text()))
+        self.wait_exit(timeout)
+            .unwrap_or_else(|| panic!("{} ignored SIGTERM:\n{}", self.name, self.log_text()))
     }
 
     /// Waits for the process to exit by itself.
