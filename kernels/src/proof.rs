@@ -75,6 +75,46 @@ impl ProofFile {
         Ok(pf)
     }
 
+    /// A proof file for a claim that arrived without its public inputs (a network
+    /// submission names the challenge; the challenge holds the input): the public inputs are
+    /// computed from the claim here, and verification recomputes them again anyway. Fails if
+    /// the segment does not exist or the input or output has the wrong length or range.
+    pub fn from_claim(
+        model: &Model,
+        segment: usize,
+        vk_id: &[u8; 32],
+        ctx: &ProofContext,
+        input: &[i64],
+        output: &[i64],
+        proof: &[u8],
+    ) -> Result<ProofFile> {
+        let seg = model.segment(segment)?;
+        seg.check_input(input)?;
+        if output.len() != seg.n_out() || output.iter().any(|v| !seg.output.contains(*v as i128)) {
+            return Err(KernelError::Rejected(
+                "the claimed output has the wrong length or is out of range".into(),
+            ));
+        }
+        let bind = binding(&model.id(), segment, ctx);
+        let inputs = circuit::public_inputs(seg, input, output, bind);
+        Ok(ProofFile {
+            version: PROOF_VERSION,
+            model_id: model.id().to_vec(),
+            segment: segment as u32,
+            vk_id: vk_id.to_vec(),
+            challenge: ctx.challenge.to_vec(),
+            nonce: ctx.nonce.to_vec(),
+            miner: ctx.miner.to_vec(),
+            input: input.to_vec(),
+            output: output.to_vec(),
+            public_inputs: inputs
+                .iter()
+                .map(|f| serde_bytes::ByteBuf::from(fr_bytes(f)))
+                .collect(),
+            proof: proof.to_vec(),
+        })
+    }
+
     pub fn read(path: &Path) -> Result<ProofFile> {
         let bytes = std::fs::read(path).map_err(|e| KernelError::io(path, e))?;
         Self::from_bytes(&bytes)

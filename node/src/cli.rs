@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use provnet_kernels::{import, keys, trace, ImportOptions, Model, ModelSummary};
 use serde_json::json;
 
-use crate::{bench, bench_verify, demo, genesis, identity, inputs, prove, run};
+use crate::{bench, bench_verify, challenge, demo, devnet, genesis, identity, inputs, prove, run};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -48,6 +48,11 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run a node on the gossip network until SIGTERM or Ctrl-C.
     Run(run::RunArgs),
+    /// Run a whole subnet on this machine (challenger, validators, miners as separate
+    /// processes on 127.0.0.1) and print the final rankings.
+    Devnet(devnet::DevnetArgs),
+    /// Publish one challenge to a network and report the proofs that answer it.
+    Challenge(challenge::ChallengeArgs),
     /// Network genesis files.
     #[command(subcommand)]
     Genesis(GenesisCommand),
@@ -100,7 +105,7 @@ impl Cli {
     /// The log level when RUST_LOG is unset: long-running commands say what they do.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
-            Command::Run(_) => "info",
+            Command::Run(_) | Command::Challenge(_) => "info",
             _ => "warn",
         }
     }
@@ -119,6 +124,8 @@ impl Cli {
             Command::Bench(BenchCommand::Verify(args)) => bench_verify::run(args),
             Command::Demo(args) => demo::run(args),
             Command::Run(args) => run::run(args),
+            Command::Devnet(args) => devnet::run(args),
+            Command::Challenge(args) => challenge::run(args),
             Command::Genesis(GenesisCommand::Check { file }) => {
                 let g = genesis::Genesis::load(&file)?;
                 let hash = g.hash();

@@ -2,12 +2,15 @@
 
 mod bench;
 mod bench_verify;
+mod challenge;
 mod cli;
 mod demo;
+mod devnet;
 mod genesis;
 mod identity;
 mod inputs;
 mod prove;
+mod roles;
 mod run;
 
 use std::process::ExitCode;

@@ -1,7 +1,8 @@
 //! `provnet run`: start a node on the gossip network and keep it up until told to stop.
 //!
-//! Roles (challenger, miner, validator) plug in here in a later issue; today a node joins
-//! the network, validates and relays every message, announces itself, and logs what it sees.
+//! Without `--role` a node joins the network, validates and relays every message, announces
+//! itself, and logs what it sees. With roles (which need `--genesis`) it also challenges,
+//! mines or validates; see [`crate::roles`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,6 +83,28 @@ pub struct RunArgs {
     /// Seconds between status lines in the log (0: none).
     #[arg(long, default_value_t = 30)]
     pub status_every: u64,
+    /// Roles to run: challenger, miner, validator (repeatable or comma-separated). Needs
+    /// --genesis.
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<String>,
+    /// Challenger: challenges published per second.
+    #[arg(long, default_value_t = 0.5)]
+    pub rate: f64,
+    /// Challenger: milliseconds from publishing a challenge to its deadline.
+    #[arg(long, default_value_t = 5_000)]
+    pub deadline_ms: u64,
+    /// Miner: threads for proving.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Miner: proofs made at the same time.
+    #[arg(long, default_value_t = 1)]
+    pub max_concurrent: usize,
+    /// Miner: challenges waiting to be proved, at most.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// Test only: make the miner misbehave.
+    #[arg(long, value_enum, hide = true)]
+    pub adversary: Option<crate::roles::Adversary>,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -111,7 +134,22 @@ async fn serve(args: RunArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let key = node_key(&args.data_dir, args.key.as_deref())?;
-    let cfg = args.net.config(&args.data_dir)?;
+    let mut cfg = args.net.config(&args.data_dir)?;
+    let roles = crate::roles::parse_roles(&args.roles)?;
+    let genesis = match (&args.net.genesis, roles.is_empty()) {
+        (Some(path), false) => Some(Genesis::load(path)?),
+        (None, false) => {
+            bail!("--role needs --genesis: roles need the network's models, validators and epochs")
+        }
+        _ => None,
+    };
+    if args.threads == 0 || args.max_concurrent == 0 || args.queue == 0 {
+        bail!("--threads, --max-concurrent and --queue must be at least 1");
+    }
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        bail!("--rate must be a non-negative number");
+    }
+    cfg.roles = roles.clone();
     let _ = std::fs::remove_file(cfg.ready_file.as_ref().expect("set by config"));
     let (net, task) = provnet_p2p::spawn(key, cfg).await?;
     let ready = net.wait_ready(Duration::from_secs(30)).await?;
@@ -123,6 +161,32 @@ async fn serve(args: RunArgs) -> Result<()> {
         addrs = ?ready.listen_addrs,
         "node ready"
     );
+    if let Some(genesis) = genesis {
+        let role_cfg = crate::roles::RoleConfig {
+            roles,
+            genesis,
+            data_dir: args.data_dir.clone(),
+            rate: args.rate,
+            deadline_ms: args.deadline_ms,
+            miner: provnet_miner::MinerConfig {
+                threads: args.threads,
+                max_concurrent: args.max_concurrent,
+                queue_capacity: args.queue,
+                ..Default::default()
+            },
+            adversary: args.adversary,
+            status_file: args.data_dir.join("status.json"),
+        };
+        let started = crate::roles::Roles::start(role_cfg, net.clone());
+        let result = match started {
+            Ok(r) => r.run(shutdown_signal()).await,
+            Err(e) => Err(e),
+        };
+        info!(target: "node", "shutting down");
+        net.shutdown().await;
+        let _ = task.await;
+        return result;
+    }
     let mut events = net.subscribe();
     let mut status = tokio::time::interval(Duration::from_secs(args.status_every.max(1)));
     status.tick().await;

@@ -1,6 +1,8 @@
 //! Harness for multi-process tests: builds or finds the `provnet` binary once, starts nodes
 //! in their own temporary data dirs on 127.0.0.1, reads their JSON logs, and kills them on
-//! drop. Depends on nothing of provnet's but the binary: what is tested is what ships.
+//! drop. The harness depends on nothing of provnet's but the binary: what is tested is what
+//! ships. (Tests that play an in-process attacker or read a store after a run use the
+//! library crates as dev-dependencies.)
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -81,6 +83,23 @@ impl Node {
         let mut node = Node::spawn(name, args, &data_dir, filter);
         node._dir = Some(dir);
         node
+    }
+
+    /// [`Node::start`] in a data dir that outlives the process (for restarts).
+    pub fn start_in(name: &str, args: &[&str], data_dir: &Path) -> Node {
+        Node::spawn(name, args, data_dir, "info")
+    }
+
+    /// Sends SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The node's `status.json`, once it has written one.
+    pub fn status(&self) -> Option<Value> {
+        let bytes = std::fs::read(self.data_dir.join("status.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     fn spawn(name: &str, args: &[&str], data_dir: &Path, filter: &str) -> Node {
@@ -182,4 +201,91 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A network prepared by `provnet devnet --setup-only`: a model with keys, a genesis, and a
+/// data dir with a key per node (challenger, validator-N, miner-N).
+pub struct Subnet {
+    pub dir: tempfile::TempDir,
+    pub genesis: PathBuf,
+    /// name -> (data dir, public key hex)
+    pub nodes: Vec<(String, PathBuf, String)>,
+}
+
+impl Subnet {
+    pub fn setup(miners: usize, validators: usize, epoch_secs: u64) -> Subnet {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (ok, out, err) = provnet(&[
+            "devnet",
+            "--setup-only",
+            "--dir",
+            dir.path().to_str().expect("utf-8 temp dir"),
+            "--miners",
+            &miners.to_string(),
+            "--validators",
+            &validators.to_string(),
+            "--epoch-secs",
+            &epoch_secs.to_string(),
+        ]);
+        assert!(ok, "devnet --setup-only failed:\n{out}\n{err}");
+        let manifest: Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("devnet.json")).expect("devnet.json"),
+        )
+        .expect("devnet.json parses");
+        let nodes = manifest["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                (
+                    n["name"].as_str().expect("name").to_string(),
+                    PathBuf::from(n["data_dir"].as_str().expect("data_dir")),
+                    n["public_key"].as_str().expect("key").to_string(),
+                )
+            })
+            .collect();
+        Subnet {
+            genesis: PathBuf::from(manifest["genesis"].as_str().expect("genesis")),
+            dir,
+            nodes,
+        }
+    }
+
+    pub fn node(&self, name: &str) -> (PathBuf, String) {
+        let (_, d, k) = self
+            .nodes
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no node {name}"));
+        (d.clone(), k.clone())
+    }
+
+    /// Starts `name` with `provnet run --role ROLE` on loopback, plus `extra` flags.
+    pub fn start(&self, name: &str, role: &str, bootstrap: Option<&str>, extra: &[&str]) -> Node {
+        let (data_dir, _) = self.node(name);
+        let mut args = vec![
+            "run",
+            "--genesis",
+            self.genesis.to_str().expect("utf-8"),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--role",
+            role,
+            "--status-every",
+            "0",
+        ];
+        if let Some(b) = bootstrap {
+            args.extend(["--bootstrap", b]);
+        }
+        args.extend_from_slice(extra);
+        Node::start_in(name, &args, &data_dir)
+    }
+}
+
+/// The first listen address in a ready file.
+pub fn first_addr(ready: &Value) -> String {
+    ready["listen_addrs"][0]
+        .as_str()
+        .expect("a listen address")
+        .to_string()
 }

@@ -68,7 +68,7 @@ impl Rewards {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochOutcome {
     /// C_m per miner.
     pub consensus: BTreeMap<PublicKey, f64>,

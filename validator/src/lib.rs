@@ -1,13 +1,23 @@
-//! provnet's validator. Today: scoring (per-challenge samples, moving averages, epoch
-//! weights) and the Yuma-style consensus every node runs at the end of an epoch to turn the
-//! validators' revealed weights and their stake into miner incentives, validator dividends
-//! and the epoch's rewards.
+//! provnet's validator: verification of every proof, scoring (per-challenge samples, moving
+//! averages, epoch weights), commit-reveal of weights, and the Yuma-style consensus every
+//! node runs at the end of an epoch to turn the validators' revealed weights and their stake
+//! into miner incentives, validator dividends and the epoch's rewards. State lives in sled.
 //!
-//! Depends on `provnet-wire` (keys, weights) only: no networking, no storage, no proving,
-//! so every rule here is a pure function that tests can drive directly.
+//! No networking: the node feeds the [`Validator`] engine and the [`Ledger`] from gossip and
+//! publishes what they return, passing the time in, so every rule can be tested directly.
 
 pub mod consensus;
+pub mod engine;
+pub mod epoch;
+pub mod ledger;
 pub mod score;
+pub mod store;
 
 pub use consensus::{yuma, Bonds, ConsensusParams, EpochOutcome, Rewards};
+pub use engine::{
+    EngineConfig, Refusal, Validator, Verdict, VerifyJob, VerifyPool, VerifyingModel,
+};
+pub use epoch::Epochs;
+pub use ledger::{Ledger, LedgerConfig, LedgerRefusal};
 pub use score::{challenge_samples, Outcome, ScoreParams, Scores};
+pub use store::{Store, StoreError};

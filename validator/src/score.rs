@@ -38,7 +38,7 @@ impl Default for ScoreParams {
 }
 
 /// What a validator made of one miner's answer to one challenge.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     Valid {
         latency_ms: f64,

@@ -24,7 +24,10 @@ pub use message::{
     Announce, Challenge, Message, MinerWeight, ProofSubmission, ProofSystem, Role, WeightsCommit,
     WeightsReveal,
 };
-pub use status::{GossipStatus, PeerStatus, RejectionRecord};
+pub use status::{
+    ChallengeStatus, ChallengerStatus, EpochRewards, GossipStatus, LedgerStatus, MinerRanking,
+    MinerStatus, NodeStatus, PeerStatus, RejectionRecord, ValidatorStatus,
+};
 pub use topic::Topic;
 
 /// A node's ed25519 public key (its hotkey); the libp2p PeerId is derived from the same key.

@@ -45,3 +45,146 @@ pub struct GossipStatus {
     /// Newest last.
     pub recent_rejections: Vec<RejectionRecord>,
 }
+
+/// A miner's queue and prover.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MinerStatus {
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+    pub in_flight: usize,
+    pub threads: usize,
+    pub max_concurrent: usize,
+    pub proved: u64,
+    pub failed: u64,
+    pub dropped_expired: u64,
+    /// Challenges not queued, by reason.
+    pub refused: std::collections::BTreeMap<String, u64>,
+    pub prove_ms_p50: Option<f64>,
+    pub prove_ms_p95: Option<f64>,
+    /// Proofs published to the network.
+    pub published: u64,
+}
+
+/// One challenge as a validator or challenger saw it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChallengeStatus {
+    pub id: String,
+    pub model: String,
+    pub segment: u32,
+    pub received_ms: u64,
+    pub deadline_ms: u64,
+    pub proofs: u32,
+    pub valid: u32,
+    /// Fastest valid proof, ms after the challenge arrived.
+    pub fastest_ms: Option<f64>,
+    /// "open" or "closed".
+    pub status: String,
+}
+
+/// One miner as this node ranks it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MinerRanking {
+    /// Hex of the miner's public key.
+    pub miner: String,
+    /// Moving average of its samples (validators only).
+    pub score: f64,
+    /// This validator's weight for it in the last closed epoch, out of 65535.
+    pub weight: u16,
+    /// Consensus weight (C_m) and incentive (I_m) of the last epoch with consensus.
+    pub consensus: f64,
+    pub incentive: f64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub copied: u64,
+    pub replayed: u64,
+    pub late: u64,
+    /// Challenge receipt to proof receipt, on this validator's clock.
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p95: Option<f64>,
+    /// Challenge receipt to the proof's verdict (verification included).
+    pub verified_ms_p50: Option<f64>,
+    pub verified_ms_p95: Option<f64>,
+    pub proof_bytes: Option<u64>,
+    pub reward_last_epoch: u64,
+    pub reward_total: u64,
+}
+
+/// One epoch's rewards.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochRewards {
+    pub epoch: u64,
+    pub owner: u64,
+    pub miners: u64,
+    pub validators: u64,
+    pub unallocated: u64,
+    /// Validators that revealed weights for the epoch (hex).
+    pub revealed_by: Vec<String>,
+    /// Per validator (hex): its dividends' share of the emission.
+    pub dividends: std::collections::BTreeMap<String, u64>,
+}
+
+/// Consensus and the reward ledger, which every node with a genesis keeps.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LedgerStatus {
+    pub last_consensus_epoch: Option<u64>,
+    /// Newest last.
+    pub recent: Vec<EpochRewards>,
+    pub owner_total: u64,
+    /// Per miner and per validator (hex), everything earned so far.
+    pub miner_totals: std::collections::BTreeMap<String, u64>,
+    pub validator_totals: std::collections::BTreeMap<String, u64>,
+    /// Reveals and commits refused, by reason.
+    pub refused: std::collections::BTreeMap<String, u64>,
+}
+
+/// The validator role.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValidatorStatus {
+    pub open_challenges: usize,
+    pub verified: u64,
+    pub verify_batches: u64,
+    pub verify_queue: usize,
+    /// Last epoch whose weights this validator committed.
+    pub last_committed_epoch: Option<u64>,
+    pub last_revealed_epoch: Option<u64>,
+    /// Best first.
+    pub rankings: Vec<MinerRanking>,
+    /// Newest last.
+    pub recent_challenges: Vec<ChallengeStatus>,
+    /// Challenges and proofs refused before verification, by reason.
+    pub refused: std::collections::BTreeMap<String, u64>,
+}
+
+/// The challenger role.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChallengerStatus {
+    pub published: u64,
+    pub publish_failures: u64,
+    /// Challenges per second (0: one-shot only).
+    pub rate: f64,
+    /// Newest last.
+    pub recent: Vec<ChallengeStatus>,
+}
+
+/// Everything a node shows operators: written to `<data-dir>/status.json` and served to
+/// the TUI. Read-only; a snapshot, not a live view.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub at_ms: u64,
+    pub software_version: String,
+    pub public_key: String,
+    pub peer_id: String,
+    pub roles: Vec<String>,
+    pub netuid: u16,
+    /// Hex of the genesis hash (empty on a development network).
+    pub genesis: String,
+    pub epoch: u64,
+    pub epoch_secs: u64,
+    pub epoch_ends_ms: u64,
+    pub gossip: GossipStatus,
+    pub peers: Vec<PeerStatus>,
+    pub miner: Option<MinerStatus>,
+    pub validator: Option<ValidatorStatus>,
+    pub challenger: Option<ChallengerStatus>,
+    pub ledger: Option<LedgerStatus>,
+}

@@ -1,0 +1,636 @@
+//! `provnet devnet`: a whole subnet on this machine. Imports a bundled model, runs a
+//! (development) setup, makes a key per node, writes a genesis, then starts a challenger,
+//! the validators and the miners as separate `provnet run` processes on 127.0.0.1, each
+//! with its own data dir. After `--duration` seconds (or Ctrl-C) it stops them with
+//! SIGTERM and prints the final rankings, read from the validators' status and stores.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use provnet_kernels::{
+    import, keys, prove_segment, CpuBackend, ImportOptions, Model, ModelKeys, ProofContext,
+};
+use provnet_validator::{Outcome, Store};
+use provnet_wire::NodeStatus;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::genesis::{Genesis, GenesisModel, GenesisValidator};
+
+#[derive(Args, Debug)]
+pub struct DevnetArgs {
+    #[arg(long, default_value_t = 4)]
+    pub miners: usize,
+    #[arg(long, default_value_t = 2)]
+    pub validators: usize,
+    /// Seconds to run once every node is up.
+    #[arg(long, default_value_t = 60)]
+    pub duration: u64,
+    /// Epoch length in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub epoch_secs: u64,
+    /// Challenges per second.
+    #[arg(long, default_value_t = 2.0)]
+    pub rate: f64,
+    /// Milliseconds from a challenge to its deadline.
+    #[arg(long, default_value_t = 3_000)]
+    pub deadline_ms: u64,
+    /// Proving threads per miner, cycled over the miners (so rankings are earned).
+    #[arg(long, value_delimiter = ',', default_value = "2,1")]
+    pub miner_threads: Vec<usize>,
+    /// Where the network lives (default: a fresh temporary directory, kept afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Write the model, keys and genesis (and devnet.json, naming every node) and exit
+    /// without starting anything: for starting nodes by hand.
+    #[arg(long)]
+    pub setup_only: bool,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One node of the devnet, as written to `devnet.json`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct DevnetNode {
+    pub name: String,
+    pub role: String,
+    pub data_dir: PathBuf,
+    pub public_key: String,
+    pub threads: usize,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub genesis: PathBuf,
+    pub model_dir: PathBuf,
+    pub nodes: Vec<DevnetNode>,
+}
+
+const MODEL: &str = "digits_mlp";
+
+/// Writes the model, the keys and the genesis under `dir`.
+pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
+    if args.miners == 0 || args.validators == 0 {
+        bail!("a devnet needs at least one miner and one validator");
+    }
+    if args.miner_threads.is_empty() || args.miner_threads.contains(&0) {
+        bail!("--miner-threads must list positive thread counts");
+    }
+    if args.epoch_secs < 2 {
+        bail!("--epoch-secs must be at least 2");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let onnx = dir.join(format!("{MODEL}.onnx"));
+    std::fs::write(
+        &onnx,
+        include_bytes!("../../kernels/fixtures/digits_mlp.onnx"),
+    )?;
+    let model_dir = dir.join("models").join(MODEL);
+    if model_dir.exists() {
+        bail!("{} exists: pass a fresh --dir", model_dir.display());
+    }
+    let opts = ImportOptions {
+        input_min: 0.0,
+        input_max: 1.0,
+        ..Default::default()
+    };
+    import(&onnx, &model_dir, &opts)?;
+    let model = Model::load(&model_dir)?;
+    keys::setup(&model_dir, &model, &mut rand::rngs::OsRng)?;
+    let mk = ModelKeys::open(&model_dir, &model)?;
+    let vk_ids = (0..model.segments.len())
+        .map(|i| Ok(hex::encode(mk.vk_id(i)?)))
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut nodes = Vec::new();
+    let mut add = |name: String, role: &str, threads: usize| -> Result<()> {
+        let data_dir = dir.join("nodes").join(&name);
+        let key = crate::identity::generate(&data_dir.join("keys").join("node.key"), false)?;
+        nodes.push(DevnetNode {
+            name,
+            role: role.into(),
+            data_dir,
+            public_key: hex::encode(key.verifying_key().to_bytes()),
+            threads,
+        });
+        Ok(())
+    };
+    add("challenger".into(), "challenger", 0)?;
+    for i in 1..=args.validators {
+        add(format!("validator-{i}"), "validator", 0)?;
+    }
+    for i in 1..=args.miners {
+        let threads = args.miner_threads[(i - 1) % args.miner_threads.len()];
+        add(format!("miner-{i}"), "miner", threads)?;
+    }
+    let genesis = Genesis {
+        netuid: 1,
+        epoch_secs: args.epoch_secs,
+        emission_per_epoch: 1_000_000_000,
+        models: vec![GenesisModel {
+            name: MODEL.into(),
+            path: PathBuf::from("models").join(MODEL),
+            model_id: hex::encode(model.id()),
+            vk_ids,
+        }],
+        // Stake falls with the index so stake weighting shows in dividends.
+        validators: nodes
+            .iter()
+            .filter(|n| n.role == "validator")
+            .enumerate()
+            .map(|(i, n)| GenesisValidator {
+                hotkey: n.public_key.clone(),
+                stake: 1_000 * (args.validators - i) as u64,
+            })
+            .collect(),
+        scoring: Default::default(),
+        consensus: Default::default(),
+    };
+    let genesis_path = dir.join("genesis.toml");
+    std::fs::write(
+        &genesis_path,
+        format!(
+            "# provnet devnet genesis (development keys: never use on a real network)\n{}",
+            toml_string(&genesis)?
+        ),
+    )?;
+    Genesis::load(&genesis_path).context("checking the genesis just written")?;
+    let manifest = Manifest {
+        genesis: genesis_path,
+        model_dir,
+        nodes,
+    };
+    std::fs::write(
+        dir.join("devnet.json"),
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    Ok(manifest)
+}
+
+fn toml_string(g: &Genesis) -> Result<String> {
+    // The toml crate is built to parse only; genesis files are simple enough to write here.
+    let mut s = format!(
+        "netuid = {}\nepoch_secs = {}\nemission_per_epoch = {}\n",
+        g.netuid, g.epoch_secs, g.emission_per_epoch
+    );
+    for m in &g.models {
+        s += &format!(
+            "\n[[models]]\nname = {:?}\npath = {:?}\nmodel_id = {:?}\nvk_ids = {:?}\n",
+            m.name,
+            m.path.to_str().context("model path is not UTF-8")?,
+            m.model_id,
+            m.vk_ids
+        );
+    }
+    for v in &g.validators {
+        s += &format!(
+            "\n[[validators]]\nhotkey = {:?}\nstake = {}\n",
+            v.hotkey, v.stake
+        );
+    }
+    Ok(s)
+}
+
+/// Median prove time per segment on this machine with `threads` threads, nothing else
+/// running: the baseline the network latency is compared against.
+fn raw_prove_ms(model_dir: &Path, threads: usize, runs: usize) -> Result<Vec<f64>> {
+    let model = Model::load(model_dir)?;
+    let mk = ModelKeys::open(model_dir, &model)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let mut out = Vec::new();
+    for seg in &model.segments {
+        let pk = mk.proving_key(seg.index)?;
+        let input: Vec<i64> = vec![seg.input.lo() as i64; seg.n_in()];
+        let ctx = ProofContext {
+            challenge: [1; 32],
+            nonce: [2; 32],
+            miner: [3; 32],
+        };
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            pool.install(|| {
+                prove_segment(
+                    &CpuBackend,
+                    &model,
+                    seg,
+                    &pk,
+                    &input,
+                    &ctx,
+                    &mut rand::rngs::OsRng,
+                )
+            })?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        out.push(times[times.len() / 2]);
+    }
+    Ok(out)
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+fn spawn(
+    node: &DevnetNode,
+    genesis: &Path,
+    args: &DevnetArgs,
+    bootstrap: &[String],
+) -> Result<Proc> {
+    let exe = std::env::current_exe().context("locating the provnet binary")?;
+    let log = File::create(node.data_dir.join("node.log"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--log-json")
+        .arg("run")
+        .arg("--data-dir")
+        .arg(&node.data_dir)
+        .arg("--genesis")
+        .arg(genesis)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--role", &node.role])
+        .args(["--status-every", "0"]);
+    for b in bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    match node.role.as_str() {
+        "challenger" => {
+            cmd.args(["--rate", &args.rate.to_string()]);
+            cmd.args(["--deadline-ms", &args.deadline_ms.to_string()]);
+        }
+        "miner" => {
+            cmd.args(["--threads", &node.threads.to_string()]);
+        }
+        _ => {}
+    }
+    let child = cmd
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", node.name))?;
+    Ok(Proc {
+        name: node.name.clone(),
+        child,
+    })
+}
+
+fn wait_ready(p: &mut Proc, dir: &Path, timeout: Duration) -> Result<serde_json::Value> {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = std::fs::read(dir.join("ready.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            return Ok(v);
+        }
+        if let Some(status) = p.child.try_wait()? {
+            bail!(
+                "{} exited ({status}) before it was ready: see {}",
+                p.name,
+                dir.join("node.log").display()
+            );
+        }
+        if t.elapsed() > timeout {
+            bail!("{} was not ready after {timeout:?}", p.name);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn terminate_all(procs: &mut [Proc]) {
+    for p in procs.iter() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &p.child.id().to_string()])
+            .status();
+    }
+    let t = Instant::now();
+    for p in procs.iter_mut() {
+        loop {
+            match p.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if t.elapsed() > Duration::from_secs(30) => {
+                    eprintln!("{} ignored SIGTERM for 30 s: killing it", p.name);
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+pub fn run(args: DevnetArgs) -> Result<ExitCode> {
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("provnet-devnet-{}", std::process::id())),
+    };
+    let say = |s: String| {
+        if !args.json {
+            println!("{s}");
+        }
+    };
+    let manifest = setup(&dir, &args)?;
+    say(format!(
+        "devnet in {}: 1 challenger, {} validator(s), {} miner(s), epochs of {} s",
+        dir.display(),
+        args.validators,
+        args.miners,
+        args.epoch_secs
+    ));
+    say("  (development keys from a single-party setup: never use them on a real network)".into());
+    if args.setup_only {
+        say(format!("wrote {}", dir.join("devnet.json").display()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let max_threads = *args.miner_threads.iter().max().expect("checked non-empty");
+    let raw = raw_prove_ms(&manifest.model_dir, max_threads, 15)?;
+    say(format!(
+        "raw prove time per segment ({max_threads} thread(s), nothing else running): {}",
+        raw.iter()
+            .enumerate()
+            .map(|(i, ms)| format!("segment {i} {ms:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    let mut procs: Vec<Proc> = Vec::new();
+    let started = (|| -> Result<()> {
+        let first = &manifest.nodes[0];
+        procs.push(spawn(first, &manifest.genesis, &args, &[])?);
+        let ready = wait_ready(&mut procs[0], &first.data_dir, Duration::from_secs(30))?;
+        let bootstrap: Vec<String> = ready["listen_addrs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for n in &manifest.nodes[1..] {
+            procs.push(spawn(n, &manifest.genesis, &args, &bootstrap)?);
+        }
+        for (p, n) in procs.iter_mut().zip(&manifest.nodes).skip(1) {
+            wait_ready(p, &n.data_dir, Duration::from_secs(60))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = started {
+        terminate_all(&mut procs);
+        return Err(e);
+    }
+    say(format!(
+        "{} processes up on 127.0.0.1; running for {} s (Ctrl-C stops early) ...",
+        procs.len(),
+        args.duration
+    ));
+
+    let interrupted = wait_or_interrupt(Duration::from_secs(args.duration), |elapsed| {
+        if let Some(s) = read_status(&manifest.nodes[1].data_dir) {
+            let v = s.validator.unwrap_or_default();
+            let consensus = s
+                .ledger
+                .and_then(|l| l.last_consensus_epoch)
+                .map_or("none yet".into(), |e| e.to_string());
+            say(format!(
+                "  {elapsed:>3} s  epoch {}  {} peers  {} proofs verified  last consensus epoch {consensus}",
+                s.epoch, s.gossip.connected_peers, v.verified
+            ));
+        }
+    })?;
+    if interrupted {
+        say("interrupted: stopping the devnet".into());
+    }
+    terminate_all(&mut procs);
+
+    let report = report(&manifest, &raw)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+        println!(
+            "logs, stores and status files: {}",
+            dir.join("nodes").display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sleeps until `total` has passed or Ctrl-C, calling `progress` every 10 s.
+fn wait_or_interrupt(total: Duration, mut progress: impl FnMut(u64)) -> Result<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let start = tokio::time::Instant::now();
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        every.tick().await;
+        let end = tokio::time::sleep(total);
+        tokio::pin!(end);
+        loop {
+            tokio::select! {
+                _ = &mut end => return Ok(false),
+                _ = tokio::signal::ctrl_c() => return Ok(true),
+                _ = every.tick() => progress(start.elapsed().as_secs()),
+            }
+        }
+    })
+}
+
+fn read_status(dir: &Path) -> Option<NodeStatus> {
+    let bytes = std::fs::read(dir.join("status.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn percentile(v: &mut [f64], q: f64) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    provnet_validator::engine::percentile(v, q)
+}
+
+/// The final report: rankings from the first validator, agreement between validators,
+/// and the challenge-to-verified-score latency against the raw prove time.
+fn report(manifest: &Manifest, raw_prove_ms: &[f64]) -> Result<serde_json::Value> {
+    let validators: Vec<&DevnetNode> = manifest
+        .nodes
+        .iter()
+        .filter(|n| n.role == "validator")
+        .collect();
+    let statuses: Vec<NodeStatus> = validators
+        .iter()
+        .map(|n| {
+            read_status(&n.data_dir).with_context(|| format!("{} left no status.json", n.name))
+        })
+        .collect::<Result<_>>()?;
+    let names: BTreeMap<String, (String, usize)> = manifest
+        .nodes
+        .iter()
+        .map(|n| (n.public_key.clone(), (n.name.clone(), n.threads)))
+        .collect();
+    let v0 = statuses[0].validator.clone().unwrap_or_default();
+    let ledger0 = statuses[0].ledger.clone().unwrap_or_default();
+    let miners: Vec<serde_json::Value> = v0
+        .rankings
+        .iter()
+        .map(|r| {
+            let (name, threads) = names.get(&r.miner).cloned().unwrap_or_default();
+            json!({
+                "miner": name,
+                "key": &r.miner[..16],
+                "threads": threads,
+                "weight": r.weight,
+                "consensus": r.consensus,
+                "valid": r.valid,
+                "invalid": r.invalid + r.copied + r.replayed,
+                "late": r.late,
+                "latency_ms_p50": r.latency_ms_p50,
+                "verified_ms_p50": r.verified_ms_p50,
+                "reward_total": r.reward_total,
+            })
+        })
+        .collect();
+    // Validators agree when every epoch both ran consensus for paid the same rewards.
+    let mut agreement = Vec::new();
+    for s in &statuses[1..] {
+        let other = s.ledger.clone().unwrap_or_default();
+        let common: Vec<(u64, bool)> = ledger0
+            .recent
+            .iter()
+            .filter_map(|a| {
+                other
+                    .recent
+                    .iter()
+                    .find(|b| b.epoch == a.epoch)
+                    .map(|b| (a.epoch, a == b))
+            })
+            .collect();
+        agreement.push(common);
+    }
+    let agreed = agreement.iter().all(|c| c.iter().all(|(_, same)| *same));
+    let common_epochs: Vec<u64> = agreement
+        .first()
+        .map(|c| c.iter().map(|(e, _)| *e).collect())
+        .unwrap_or_default();
+
+    // Challenge-to-verified-score latency, from the first validator's challenge log.
+    let store = Store::open(&validators[0].data_dir.join("db"))?;
+    let mut first_verified = Vec::new();
+    let mut all_verified = Vec::new();
+    let log = store.challenges()?;
+    for c in &log {
+        let valid: Vec<f64> = c
+            .answers
+            .iter()
+            .filter(|a| matches!(a.outcome, Outcome::Valid { .. }))
+            .map(|a| a.verified_ms)
+            .collect();
+        all_verified.extend(&valid);
+        if let Some(f) = valid.iter().copied().min_by(f64::total_cmp) {
+            first_verified.push(f);
+        }
+    }
+    let raw_mean = raw_prove_ms.iter().sum::<f64>() / raw_prove_ms.len().max(1) as f64;
+    let p50 = percentile(&mut first_verified, 0.5);
+    Ok(json!({
+        "challenges_published": read_status(&manifest.nodes[0].data_dir)
+            .and_then(|s| s.challenger)
+            .map(|c| c.published),
+        "challenges_logged": log.len(),
+        "miners": miners,
+        "epochs_with_consensus": common_epochs,
+        "validators_agree": agreed,
+        "rewards": ledger0.recent,
+        "latency": {
+            "raw_prove_ms_per_segment": raw_prove_ms,
+            "raw_prove_ms_mean": raw_mean,
+            "first_verified_ms_p50": p50,
+            "first_verified_ms_p95": percentile(&mut first_verified, 0.95),
+            "all_verified_ms_p50": percentile(&mut all_verified, 0.5),
+            "all_verified_ms_p95": percentile(&mut all_verified, 0.95),
+            "target_met": p50.map(|p| p <= raw_mean + 50.0),
+        },
+    }))
+}
+
+fn print_report(r: &serde_json::Value) {
+    println!();
+    println!("final rankings (validator-1's view; consensus over all validators):");
+    println!(
+        "  {:<9} {:<16} {:>3} {:>6} {:>9} {:>6} {:>8} {:>5} {:>8} {:>10} {:>12}",
+        "miner",
+        "key",
+        "thr",
+        "weight",
+        "consensus",
+        "valid",
+        "invalid",
+        "late",
+        "p50 ms",
+        "verified",
+        "rewards"
+    );
+    for m in r["miners"].as_array().into_iter().flatten() {
+        let text = |k: &str| match &m[k] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "-".into(),
+            v => v.to_string(),
+        };
+        println!(
+            "  {:<9} {:<16} {:>3} {:>6} {:>9.4} {:>6} {:>8} {:>5} {:>8} {:>10} {:>12}",
+            text("miner"),
+            text("key"),
+            text("threads"),
+            text("weight"),
+            m["consensus"].as_f64().unwrap_or(0.0),
+            text("valid"),
+            text("invalid"),
+            text("late"),
+            fmt_ms(&m["latency_ms_p50"]),
+            fmt_ms(&m["verified_ms_p50"]),
+            text("reward_total"),
+        );
+    }
+    let epochs: Vec<String> = r["epochs_with_consensus"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e.to_string())
+        .collect();
+    println!(
+        "validators agree on consensus: {} (epochs {})",
+        if r["validators_agree"] == true {
+            "yes"
+        } else {
+            "NO"
+        },
+        epochs.join(", ")
+    );
+    let l = &r["latency"];
+    println!(
+        "challenge -> verified score: p50 {} ms, p95 {} ms (first valid proof per challenge); raw prove {} ms; target p50 <= prove + 50 ms: {}",
+        fmt_ms(&l["first_verified_ms_p50"]),
+        fmt_ms(&l["first_verified_ms_p95"]),
+        fmt_ms(&l["raw_prove_ms_mean"]),
+        match l["target_met"].as_bool() {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "no data",
+        }
+    );
+}
+
+fn fmt_ms(v: &serde_json::Value) -> String {
+    v.as_f64().map_or("-".into(), |x| format!("{x:.1}"))
+}

@@ -1,0 +1,220 @@
+//! The ledger every node keeps: validators' weight commitments and reveals, the consensus
+//! run for each epoch once its reveals are in, and the rewards it pays, all in sled.
+//!
+//! Commit-reveal: a reveal counts only if it opens a commitment the same validator made in
+//! the commit window, which closes before any reveal is due. A lazy validator that waits to
+//! copy others' weights has nothing to copy until it is too late to commit.
+
+use std::collections::BTreeMap;
+
+use provnet_wire::{EpochRewards, LedgerStatus, PublicKey, WeightsCommit, WeightsReveal};
+use tracing::{info, warn};
+
+use crate::consensus::{yuma, ConsensusParams, EpochOutcome};
+use crate::epoch::Epochs;
+use crate::store::{Result, Store};
+
+/// Why a commit or reveal was not recorded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerRefusal {
+    #[error("the sender is not in the validator set")]
+    NotAValidator,
+    #[error("epoch {epoch}'s commit window is not open now")]
+    OutsideCommitWindow { epoch: u64 },
+    #[error("epoch {epoch}'s reveal window is not open now")]
+    OutsideRevealWindow { epoch: u64 },
+    #[error("a different commitment for epoch {epoch} was already recorded")]
+    Equivocation { epoch: u64 },
+    #[error("no commitment for epoch {epoch} to open")]
+    NoCommit { epoch: u64 },
+    #[error("the reveal does not open the commitment for epoch {epoch}")]
+    Mismatch { epoch: u64 },
+}
+
+impl LedgerRefusal {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LedgerRefusal::NotAValidator => "not_a_validator",
+            LedgerRefusal::OutsideCommitWindow { .. } => "outside_commit_window",
+            LedgerRefusal::OutsideRevealWindow { .. } => "outside_reveal_window",
+            LedgerRefusal::Equivocation { .. } => "equivocation",
+            LedgerRefusal::NoCommit { .. } => "no_commit",
+            LedgerRefusal::Mismatch { .. } => "mismatch",
+        }
+    }
+}
+
+/// Network parameters the ledger needs (from the genesis).
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    pub stake: BTreeMap<PublicKey, u64>,
+    pub params: ConsensusParams,
+    pub emission_per_epoch: u64,
+    pub epochs: Epochs,
+}
+
+pub struct Ledger {
+    store: Store,
+    cfg: LedgerConfig,
+    refused: BTreeMap<String, u64>,
+}
+
+impl Ledger {
+    /// Opens the ledger; a node that starts for the first time keeps consensus from the
+    /// current epoch on.
+    pub fn open(store: Store, cfg: LedgerConfig, now_ms: u64) -> Result<Ledger> {
+        if store.ledger_from_epoch()?.is_none() {
+            store.set_ledger_from_epoch(cfg.epochs.of(now_ms))?;
+            store.flush()?;
+        }
+        Ok(Ledger {
+            store,
+            cfg,
+            refused: BTreeMap::new(),
+        })
+    }
+
+    pub fn epochs(&self) -> Epochs {
+        self.cfg.epochs
+    }
+
+    fn refuse(&mut self, r: LedgerRefusal) -> std::result::Result<(), LedgerRefusal> {
+        *self.refused.entry(r.as_str().into()).or_default() += 1;
+        Err(r)
+    }
+
+    /// Records `validator`'s commitment (its own included).
+    pub fn on_commit(
+        &mut self,
+        validator: &PublicKey,
+        c: &WeightsCommit,
+        now_ms: u64,
+    ) -> Result<std::result::Result<(), LedgerRefusal>> {
+        if !self.cfg.stake.contains_key(validator) {
+            return Ok(self.refuse(LedgerRefusal::NotAValidator));
+        }
+        let e = self.cfg.epochs;
+        if now_ms < e.start(c.epoch + 1) || now_ms >= e.commit_deadline(c.epoch) {
+            return Ok(self.refuse(LedgerRefusal::OutsideCommitWindow { epoch: c.epoch }));
+        }
+        match self.store.commit(c.epoch, validator)? {
+            Some(have) if have == c.commitment => Ok(Ok(())),
+            Some(_) => Ok(self.refuse(LedgerRefusal::Equivocation { epoch: c.epoch })),
+            None => {
+                self.store.put_commit(c.epoch, validator, &c.commitment)?;
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    /// Records `validator`'s reveal if it opens its commitment.
+    pub fn on_reveal(
+        &mut self,
+        validator: &PublicKey,
+        r: &WeightsReveal,
+        now_ms: u64,
+    ) -> Result<std::result::Result<(), LedgerRefusal>> {
+        if !self.cfg.stake.contains_key(validator) {
+            return Ok(self.refuse(LedgerRefusal::NotAValidator));
+        }
+        let e = self.cfg.epochs;
+        if now_ms < e.reveal_from(r.epoch) || now_ms >= e.consensus_at(r.epoch) {
+            return Ok(self.refuse(LedgerRefusal::OutsideRevealWindow { epoch: r.epoch }));
+        }
+        match self.store.commit(r.epoch, validator)? {
+            None => Ok(self.refuse(LedgerRefusal::NoCommit { epoch: r.epoch })),
+            Some(c) if c != r.commitment() => {
+                Ok(self.refuse(LedgerRefusal::Mismatch { epoch: r.epoch }))
+            }
+            Some(_) => {
+                self.store.put_reveal(r.epoch, validator, &r.weights)?;
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    /// Runs consensus for every epoch whose reveal window has closed. Returns the epochs
+    /// it ran.
+    pub fn tick(&mut self, now_ms: u64) -> Result<Vec<u64>> {
+        let from = self.store.ledger_from_epoch()?.unwrap_or(0);
+        let mut next = match self.store.last_consensus_epoch()? {
+            Some(e) => e + 1,
+            None => from,
+        };
+        let mut ran = Vec::new();
+        while self.cfg.epochs.consensus_at(next) <= now_ms {
+            let outcome = self.run_consensus(next)?;
+            self.store.put_epoch_outcome(next, &outcome)?;
+            self.store.flush()?;
+            ran.push(next);
+            next += 1;
+        }
+        Ok(ran)
+    }
+
+    fn run_consensus(&self, epoch: u64) -> Result<EpochOutcome> {
+        let reveals = self.store.reveals(epoch)?;
+        let bonds = self.store.bonds()?;
+        let outcome = yuma(
+            &self.cfg.params,
+            &self.cfg.stake,
+            &reveals,
+            &bonds,
+            self.cfg.emission_per_epoch,
+        );
+        if reveals.is_empty() {
+            warn!(target: "ledger", epoch, "no validator revealed weights: the epoch's emission is unallocated");
+        }
+        info!(
+            target: "ledger",
+            epoch,
+            reveals = reveals.len(),
+            miners_paid = outcome.rewards.miners.len(),
+            owner = outcome.rewards.owner,
+            unallocated = outcome.rewards.unallocated,
+            "consensus"
+        );
+        Ok(outcome)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The last `recent` epochs with consensus, totals and refusals.
+    pub fn status(&self, recent: usize) -> Result<LedgerStatus> {
+        let epochs = self.store.consensus_epochs()?;
+        let mut out = Vec::new();
+        for &e in epochs.iter().rev().take(recent).rev() {
+            let Some(r) = self.store.rewards(e)? else {
+                continue;
+            };
+            out.push(EpochRewards {
+                epoch: e,
+                owner: r.owner,
+                miners: r.miners.values().sum(),
+                validators: r.validators.values().sum(),
+                unallocated: r.unallocated,
+                revealed_by: self.store.reveals(e)?.keys().map(hex::encode).collect(),
+                dividends: r
+                    .validators
+                    .iter()
+                    .map(|(v, x)| (hex::encode(v), *x))
+                    .collect(),
+            });
+        }
+        let t = self.store.totals()?;
+        Ok(LedgerStatus {
+            last_consensus_epoch: self.store.last_consensus_epoch()?,
+            recent: out,
+            owner_total: t.owner,
+            miner_totals: t.miners.iter().map(|(k, v)| (hex::encode(k), *v)).collect(),
+            validator_totals: t
+                .validators
+                .iter()
+                .map(|(k, v)| (hex::encode(k), *v))
+                .collect(),
+            refused: self.refused.clone(),
+        })
+    }
+}
