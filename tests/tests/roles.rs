@@ -432,6 +432,39 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
     );
     let rankings = v1.status().expect("status")["validator"]["rankings"].clone();
     assert_eq!(rankings[0]["valid"], 1, "{rankings}");
+
+    // The one-shot challenge command: publishes, and sees the miner's proof come back.
+    let input =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/fixtures/digits_mlp_input.json");
+    let (ok, out, err) = provnet_tests::provnet(&[
+        "challenge",
+        "--genesis",
+        net.genesis.to_str().expect("utf-8"),
+        "--bootstrap",
+        &boot,
+        "--model",
+        "digits_mlp",
+        "--segment",
+        "0",
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--deadline-ms",
+        "4000",
+        "--json",
+    ]);
+    assert!(ok, "provnet challenge failed:\n{out}\n{err}");
+    let answer: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        answer["proofs"][0]["miner"],
+        net.node("miner-1").1.as_str(),
+        "{answer}"
+    );
+    assert!(
+        wait_until(T, || v1.status().unwrap_or_default()["validator"]
+            ["rankings"][0]["valid"]
+            == 2),
+        "the validator did not verify the one-shot challenge's proof"
+    );
     stop_all(&mut [&mut v1, &mut m1]);
 }
 

@@ -1,0 +1,166 @@
+//! The miner's queue and workers on a real (small) model: refusals, a proof that verifies
+//! and is bound to this miner, and a job dropped because its deadline came too close.
+
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, SystemTime};
+
+use provnet_kernels::{
+    import, keys, CpuBackend, ImportOptions, Model, ModelKeys, ProofContext, ProofFile,
+    SegmentVerifier,
+};
+use provnet_miner::{Done, Miner, MinerConfig, ProvingModel, Refusal};
+use provnet_wire::{unix_ms, Challenge};
+
+fn setup(tmp: &Path) -> std::path::PathBuf {
+    let dir = tmp.join("dense_16");
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/fixtures/dense_16.onnx");
+    import(&onnx, &dir, &ImportOptions::default()).expect("imports");
+    let model = Model::load(&dir).expect("loads");
+    keys::setup(&dir, &model, &mut rand::rngs::OsRng).expect("setup");
+    dir
+}
+
+fn start(dir: &Path, cfg: MinerConfig) -> (Miner, mpsc::Receiver<Done>) {
+    let (tx, rx) = mpsc::channel();
+    let pm = ProvingModel::load(dir).expect("proving keys load");
+    let miner = Miner::start(vec![pm], [5; 32], Arc::new(CpuBackend), cfg, move |d| {
+        let _ = tx.send(d);
+    })
+    .expect("starts");
+    (miner, rx)
+}
+
+fn challenge(model: &Model, deadline_in_ms: u64) -> Challenge {
+    Challenge {
+        model_id: model.id(),
+        segment: 0,
+        input: vec![1; model.segments[0].n_in()],
+        nonce: [3; 32],
+        deadline_ms: unix_ms(SystemTime::now()) + deadline_in_ms,
+    }
+}
+
+#[test]
+fn proves_what_it_can_and_refuses_the_rest_with_reasons() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = setup(tmp.path());
+    let model = Model::load(&dir).expect("model");
+    let (miner, done) = start(
+        &dir,
+        MinerConfig {
+            threads: 1,
+            ..Default::default()
+        },
+    );
+
+    let good = challenge(&model, 60_000);
+    let refusals = [
+        Challenge {
+            model_id: [1; 32],
+            ..good.clone()
+        },
+        Challenge {
+            segment: 9,
+            ..good.clone()
+        },
+        Challenge {
+            input: vec![1; 3],
+            ..good.clone()
+        },
+        Challenge {
+            input: vec![i64::MAX; good.input.len()],
+            ..good.clone()
+        },
+        Challenge {
+            deadline_ms: 1,
+            ..good.clone()
+        },
+    ];
+    let reasons: Vec<&str> = refusals
+        .iter()
+        .map(|c| {
+            miner
+                .offer([0; 32], c.clone())
+                .expect_err("refused")
+                .as_str()
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "unknown_model",
+            "no_such_segment",
+            "bad_input",
+            "bad_input",
+            "expired"
+        ]
+    );
+
+    miner.offer([8; 32], good.clone()).expect("queued");
+    let Done::Proved(p) = done.recv_timeout(Duration::from_secs(60)).expect("done") else {
+        panic!("expected a proof");
+    };
+    assert_eq!(p.challenge_id, [8; 32]);
+    let keys = ModelKeys::open(&dir, &model).expect("keys");
+    let (vk, vk_id) = keys.verifying_key(0).expect("vk");
+    let ctx = ProofContext {
+        challenge: [8; 32],
+        nonce: good.nonce,
+        miner: [5; 32],
+    };
+    let s = &p.submission;
+    let file = ProofFile::from_claim(&model, 0, &s.vk_id, &ctx, &good.input, &s.output, &s.proof)
+        .expect("well-formed claim");
+    let verifier = SegmentVerifier::new(0, vk, vk_id);
+    verifier
+        .verify(&model, &file, &ctx)
+        .expect("the proof verifies");
+    let other = ProofContext {
+        miner: [6; 32],
+        ..ctx
+    };
+    let stolen = ProofFile::from_claim(
+        &model,
+        0,
+        &s.vk_id,
+        &other,
+        &good.input,
+        &s.output,
+        &s.proof,
+    )
+    .expect("well-formed claim");
+    assert!(
+        verifier.verify(&model, &stolen, &other).is_err(),
+        "a proof must not verify for another miner"
+    );
+
+    let stats = miner.stats();
+    assert_eq!(stats.proved, 1);
+    assert_eq!(stats.refused.values().sum::<u64>(), 5);
+    assert_eq!(stats.refused["bad_input"], 2);
+    assert!(stats.prove_ms_p50.is_some());
+    miner.stop();
+}
+
+#[test]
+fn a_job_whose_deadline_comes_too_close_is_dropped_not_proved() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = setup(tmp.path());
+    let model = Model::load(&dir).expect("model");
+    let cfg = MinerConfig {
+        threads: 1,
+        deadline_margin_ms: 3_600_000,
+        ..Default::default()
+    };
+    let (miner, done) = start(&dir, cfg);
+    miner
+        .offer([2; 32], challenge(&model, 60_000))
+        .expect("queued: the deadline is ahead");
+    match done.recv_timeout(Duration::from_secs(60)).expect("done") {
+        Done::Expired { challenge_id } => assert_eq!(challenge_id, [2; 32]),
+        other => panic!("expected Expired, got {other:?}"),
+    }
+    assert_eq!(miner.stats().dropped_expired, 1);
+    assert_eq!(miner.stats().proved, 0);
+}
