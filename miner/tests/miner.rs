@@ -9,7 +9,7 @@ use provnet_kernels::{
     import, keys, CpuBackend, ImportOptions, Model, ModelKeys, ProofContext, ProofFile,
     SegmentVerifier,
 };
-use provnet_miner::{Done, Miner, MinerConfig, ProvingModel, Refusal};
+use provnet_miner::{Done, Miner, MinerConfig, ProvingModel};
 use provnet_wire::{unix_ms, Challenge};
 
 fn setup(tmp: &Path) -> std::path::PathBuf {
