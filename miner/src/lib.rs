@@ -297,14 +297,7 @@ impl Drop for Miner {
     }
 }
 
-/// The value at quantile `q` of sorted samples (nearest rank).
-pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
-}
+pub use provnet_wire::status::percentile;
 
 fn hex8(b: &[u8]) -> String {
     b.iter().take(8).map(|x| format!("{x:02x}")).collect()

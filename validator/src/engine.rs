@@ -633,14 +633,7 @@ impl Validator {
     }
 }
 
-/// The value at quantile `q` of sorted samples (nearest rank).
-pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
-}
+pub use provnet_wire::status::percentile;
 
 /// Verifies proofs on a dedicated thread: whatever has queued up while it worked is
 /// verified as one batch per segment (one shared final exponentiation), bisected when a

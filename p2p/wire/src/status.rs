@@ -188,3 +188,12 @@ pub struct NodeStatus {
     pub challenger: Option<ChallengerStatus>,
     pub ledger: Option<LedgerStatus>,
 }
+
+/// The value at quantile `q` of sorted samples (nearest rank); `None` when there are none.
+pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
