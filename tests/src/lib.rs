@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The `provnet` binary of this workspace, built (once per test run) if needed.
+///
+/// It is built the way `cargo test --workspace` builds it (every member's tests, so every
+/// dev-dependency's features), which makes this a no-op under that command. Building only
+/// `-p provnet-node` would resolve features differently and recompile half the dependency
+/// tree (minutes on two cores) in the middle of the test run.
 pub fn provnet_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -23,7 +28,7 @@ pub fn provnet_bin() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "--quiet", "-p", "provnet-node", "--bin", "provnet"])
+            .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building provnet failed");
