@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 
 use provnet_kernels::keys::SegmentKey;
 use provnet_kernels::{prove_segment, KernelError, Model, ModelKeys, ProofContext, ProverBackend};
+use provnet_wire::status::Histogram;
 use provnet_wire::{unix_ms, Challenge, MinerStatus, ProofSubmission, ProofSystem, PublicKey};
 
 /// How a miner works.
@@ -139,6 +140,12 @@ struct State {
 
 const PROVE_SAMPLES: usize = 512;
 
+/// Bucket bounds of the proving-time histogram, seconds: a fixture segment proves in
+/// 10-100 ms on a CPU; big segments and loaded machines take seconds.
+const PROVE_SECONDS_BOUNDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 type OnDone = Box<dyn Fn(Done) + Send + Sync>;
 
 struct Shared {
@@ -178,6 +185,7 @@ impl Miner {
                 queue_capacity: cfg.queue_capacity,
                 threads: cfg.threads.max(1),
                 max_concurrent: cfg.max_concurrent.max(1),
+                prove_seconds: Histogram::with_bounds(PROVE_SECONDS_BOUNDS),
                 ..Default::default()
             },
             ..Default::default()
@@ -342,6 +350,7 @@ fn work(s: &Shared) {
                         st.prove_ms.pop_front();
                     }
                     st.prove_ms.push_back(prove_ms);
+                    st.stats.prove_seconds.observe(prove_ms / 1e3);
                     Done::Proved(Box::new(Proved {
                         challenge_id: job.challenge_id,
                         deadline_ms: job.challenge.deadline_ms,

@@ -56,6 +56,26 @@ pub enum Command {
     /// Network genesis files.
     #[command(subcommand)]
     Genesis(GenesisCommand),
+    /// Watch running nodes in the terminal: rankings, rewards, challenges, peers, log.
+    Tui(TuiArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TuiArgs {
+    /// A node's admin endpoint, IP:PORT (its <data-dir>/admin.json names it). Repeatable:
+    /// `n` and `p` switch between nodes.
+    #[arg(long, value_name = "IP:PORT", required = true)]
+    pub connect: Vec<String>,
+    /// Milliseconds between polls.
+    #[arg(long, default_value_t = 1000)]
+    pub refresh_ms: u64,
+}
+
+/// Where the log goes: the terminal belongs to the TUI when one runs.
+pub enum LogSink {
+    Stderr,
+    Discard,
+    File(PathBuf),
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,6 +130,14 @@ impl Cli {
         }
     }
 
+    pub fn log_sink(&self) -> LogSink {
+        match &self.command {
+            Command::Tui(_) => LogSink::Discard,
+            Command::Devnet(a) if a.tui => LogSink::File(a.dir().join("devnet.log")),
+            _ => LogSink::Stderr,
+        }
+    }
+
     pub fn run(self) -> Result<ExitCode> {
         match self.command {
             Command::Keygen { out, force } => {
@@ -126,6 +154,25 @@ impl Cli {
             Command::Run(args) => run::run(args),
             Command::Devnet(args) => devnet::run(args),
             Command::Challenge(args) => challenge::run(args),
+            Command::Tui(args) => {
+                let targets = args
+                    .connect
+                    .iter()
+                    .map(|a| provnet_tui::Target {
+                        label: a.clone(),
+                        addr: a.clone(),
+                    })
+                    .collect();
+                provnet_tui::run(
+                    targets,
+                    provnet_tui::Options {
+                        refresh: std::time::Duration::from_millis(args.refresh_ms.max(100)),
+                        until: None,
+                    },
+                )
+                .context("running the TUI")?;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Genesis(GenesisCommand::Check { file }) => {
                 let g = genesis::Genesis::load(&file)?;
                 let hash = g.hash();

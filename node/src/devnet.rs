@@ -53,6 +53,20 @@ pub struct DevnetArgs {
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Watch the devnet in the terminal UI while it runs (`q` stops it early; logs go to
+    /// <dir>/devnet.log and each node's node.log).
+    #[arg(long, conflicts_with = "json")]
+    pub tui: bool,
+}
+
+impl DevnetArgs {
+    /// `--dir`, or a fresh directory under the system's temporary directory.
+    pub fn dir(&self) -> PathBuf {
+        match &self.dir {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir().join(format!("provnet-devnet-{}", std::process::id())),
+        }
+    }
 }
 
 /// One node of the devnet, as written to `devnet.json`.
@@ -334,10 +348,7 @@ fn terminate_all(procs: &mut [Proc]) {
 }
 
 pub fn run(args: DevnetArgs) -> Result<ExitCode> {
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("provnet-devnet-{}", std::process::id())),
-    };
+    let dir = args.dir();
     let say = |s: String| {
         if !args.json {
             println!("{s}");
@@ -393,24 +404,36 @@ pub fn run(args: DevnetArgs) -> Result<ExitCode> {
         return Err(e);
     }
     say(format!(
-        "{} processes up on 127.0.0.1; running for {} s (Ctrl-C stops early) ...",
+        "{} processes up on 127.0.0.1; running for {} s ({} stops early) ...",
         procs.len(),
-        args.duration
+        args.duration,
+        if args.tui { "q" } else { "Ctrl-C" }
     ));
 
-    let interrupted = wait_or_interrupt(Duration::from_secs(args.duration), |elapsed| {
-        if let Some(s) = read_status(&manifest.nodes[1].data_dir) {
-            let v = s.validator.unwrap_or_default();
-            let consensus = s
-                .ledger
-                .and_then(|l| l.last_consensus_epoch)
-                .map_or("none yet".into(), |e| e.to_string());
-            say(format!(
+    let interrupted = if args.tui {
+        watch(&manifest, Duration::from_secs(args.duration))
+    } else {
+        wait_or_interrupt(Duration::from_secs(args.duration), |elapsed| {
+            if let Some(s) = read_status(&manifest.nodes[1].data_dir) {
+                let v = s.validator.unwrap_or_default();
+                let consensus = s
+                    .ledger
+                    .and_then(|l| l.last_consensus_epoch)
+                    .map_or("none yet".into(), |e| e.to_string());
+                say(format!(
                 "  {elapsed:>3} s  epoch {}  {} peers  {} proofs verified  last consensus epoch {consensus}",
                 s.epoch, s.gossip.connected_peers, v.verified
             ));
+            }
+        })
+    };
+    let interrupted = match interrupted {
+        Ok(i) => i,
+        Err(e) => {
+            terminate_all(&mut procs);
+            return Err(e);
         }
-    })?;
+    };
     if interrupted {
         say("interrupted: stopping the devnet".into());
     }
@@ -427,6 +450,42 @@ pub fn run(args: DevnetArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the TUI over every node (validators first) until `total` has passed or the
+/// operator quits; true when they quit early.
+fn watch(manifest: &Manifest, total: Duration) -> Result<bool> {
+    let mut nodes: Vec<&DevnetNode> = manifest.nodes.iter().collect();
+    nodes.sort_by_key(|n| match n.role.as_str() {
+        "validator" => 0,
+        "challenger" => 1,
+        _ => 2,
+    });
+    let mut targets = Vec::new();
+    for n in nodes {
+        let path = n.data_dir.join("admin.json");
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?;
+        let addr = v["admin"]
+            .as_str()
+            .with_context(|| format!("{} names no admin address", path.display()))?;
+        targets.push(provnet_tui::Target {
+            label: format!("{} ({addr})", n.name),
+            addr: addr.to_string(),
+        });
+    }
+    let until = Instant::now() + total;
+    provnet_tui::run(
+        targets,
+        provnet_tui::Options {
+            refresh: Duration::from_secs(1),
+            until: Some(until),
+        },
+    )
+    .context("running the TUI")?;
+    Ok(Instant::now() < until)
 }
 
 /// Sleeps until `total` has passed or Ctrl-C, calling `progress` every 10 s.

@@ -1,5 +1,6 @@
 //! The `provnet` binary: command-line interface and wiring for the provnet prover subnet.
 
+mod admin;
 mod bench;
 mod bench_verify;
 mod challenge;
@@ -9,6 +10,7 @@ mod devnet;
 mod genesis;
 mod identity;
 mod inputs;
+mod logring;
 mod prove;
 mod roles;
 mod run;
@@ -19,7 +21,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(cli.log_json, cli.default_log_level());
+    init_tracing(cli.log_json, cli.default_log_level(), cli.log_sink());
     match cli.run() {
         Ok(code) => code,
         Err(err) => {
@@ -29,16 +31,47 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool, default_level: &str) {
-    use tracing_subscriber::EnvFilter;
+fn init_tracing(json: bool, default_level: &str, sink: cli::LogSink) {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter};
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    let discard = matches!(sink, cli::LogSink::Discard);
+    let file = match sink {
+        cli::LogSink::File(path) => {
+            let opened = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                });
+            match opened {
+                Ok(f) => Some(std::sync::Arc::new(f)),
+                Err(e) => {
+                    eprintln!("cannot open the log file {}: {e}", path.display());
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let ansi = file.is_none();
+    let writer = move || -> BoxMakeWriter {
+        match (&file, discard) {
+            (Some(f), _) => BoxMakeWriter::new(f.clone()),
+            (None, true) => BoxMakeWriter::new(std::io::sink),
+            (None, false) => BoxMakeWriter::new(std::io::stderr),
+        }
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json.then(|| fmt::layer().json().with_writer(writer())))
+        .with((!json).then(|| fmt::layer().with_ansi(ansi).with_writer(writer())))
+        .with(logring::RingLayer(logring::LogRing::global()))
+        .init();
 }

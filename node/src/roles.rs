@@ -53,6 +53,8 @@ pub struct RoleConfig {
     pub miner: MinerConfig,
     pub adversary: Option<Adversary>,
     pub status_file: PathBuf,
+    /// Where each snapshot goes for the admin endpoint.
+    pub status_tx: tokio::sync::watch::Sender<NodeStatus>,
 }
 
 fn now_f64() -> f64 {
@@ -601,11 +603,13 @@ impl Roles {
             }),
             challenger: self.challenger.as_ref().map(|c| c.status.clone()),
             ledger: self.ledger.status(16).map_err(log).ok(),
+            log: crate::logring::LogRing::global().recent(LOG_LINES),
         }
     }
 
     async fn write_status(&self) {
         let s = self.snapshot().await;
+        self.cfg.status_tx.send_replace(s.clone());
         let path = &self.cfg.status_file;
         let tmp = path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
@@ -620,6 +624,9 @@ impl Roles {
         }
     }
 }
+
+/// Log lines a status snapshot carries.
+pub const LOG_LINES: usize = 100;
 
 async fn recv_opt<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
     match rx {

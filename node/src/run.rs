@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use provnet_p2p::{Multiaddr, NetEvent, NetworkConfig, NetworkHandle};
-use provnet_wire::{Message, Network};
+use provnet_wire::{Message, Network, NodeStatus};
 use tracing::{info, warn};
 
 use crate::genesis::Genesis;
@@ -102,6 +102,14 @@ pub struct RunArgs {
     /// Miner: challenges waiting to be proved, at most.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
+    /// The admin endpoint (status JSON for `provnet tui`, Prometheus /metrics). Port 0
+    /// picks a free one; the address is written to <data-dir>/admin.json.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "IP:PORT")]
+    pub admin_listen: std::net::SocketAddr,
+    /// Allow a non-loopback --admin-listen (the endpoint shows keys, peers and queues to
+    /// whoever reaches it: put a firewall or an authenticating proxy in front).
+    #[arg(long)]
+    pub admin_allow_remote: bool,
     /// Test only: make the miner misbehave.
     #[arg(long, value_enum, hide = true)]
     pub adversary: Option<crate::roles::Adversary>,
@@ -150,6 +158,16 @@ async fn serve(args: RunArgs) -> Result<()> {
         bail!("--rate must be a non-negative number");
     }
     cfg.roles = roles.clone();
+    let admin = crate::admin::bind(args.admin_listen, args.admin_allow_remote).await?;
+    let admin_addr = admin.local_addr()?;
+    let admin_file = args.data_dir.join("admin.json");
+    std::fs::write(
+        &admin_file,
+        serde_json::to_vec(&serde_json::json!({ "admin": admin_addr.to_string() }))?,
+    )
+    .with_context(|| format!("writing {}", admin_file.display()))?;
+    let (status_tx, status_rx) = tokio::sync::watch::channel(NodeStatus::default());
+    tokio::spawn(crate::admin::serve(admin, status_rx));
     let _ = std::fs::remove_file(cfg.ready_file.as_ref().expect("set by config"));
     let (net, task) = provnet_p2p::spawn(key, cfg).await?;
     let ready = net.wait_ready(Duration::from_secs(30)).await?;
@@ -159,6 +177,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         public_key = %ready.public_key,
         netuid = ready.netuid,
         addrs = ?ready.listen_addrs,
+        admin = %admin_addr,
         "node ready"
     );
     if let Some(genesis) = genesis {
@@ -176,6 +195,7 @@ async fn serve(args: RunArgs) -> Result<()> {
             },
             adversary: args.adversary,
             status_file: args.data_dir.join("status.json"),
+            status_tx,
         };
         let started = crate::roles::Roles::start(role_cfg, net.clone());
         let result = match started {
@@ -190,6 +210,7 @@ async fn serve(args: RunArgs) -> Result<()> {
     let mut events = net.subscribe();
     let mut status = tokio::time::interval(Duration::from_secs(args.status_every.max(1)));
     status.tick().await;
+    let mut snapshot_every = tokio::time::interval(Duration::from_secs(1));
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
@@ -203,6 +224,9 @@ async fn serve(args: RunArgs) -> Result<()> {
                 Err(_) => break,
             },
             _ = status.tick(), if args.status_every > 0 => log_status(&net).await,
+            _ = snapshot_every.tick() => {
+                status_tx.send_replace(relay_status(&net).await);
+            }
         }
     }
     info!(target: "node", "shutting down");
@@ -235,6 +259,21 @@ fn log_event(ev: &NetEvent) {
             );
         }
         NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => {}
+    }
+}
+
+/// The status of a node without roles: its gossip layer, peers and log.
+async fn relay_status(net: &NetworkHandle) -> NodeStatus {
+    let gossip = net.status().await.unwrap_or_default();
+    NodeStatus {
+        at_ms: provnet_wire::unix_ms(std::time::SystemTime::now()),
+        software_version: env!("CARGO_PKG_VERSION").into(),
+        peer_id: net.peer_id().to_string(),
+        netuid: gossip.netuid,
+        peers: net.peers().await.unwrap_or_default(),
+        gossip,
+        log: crate::logring::LogRing::global().recent(crate::roles::LOG_LINES),
+        ..Default::default()
     }
 }
 

@@ -6,7 +6,7 @@
 //! The engine is synchronous and clock-free: the node passes the time in, so tests drive it
 //! directly.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -14,8 +14,8 @@ use std::thread::JoinHandle;
 
 use provnet_kernels::{KernelError, Model, ModelKeys, ProofContext, ProofFile, SegmentVerifier};
 use provnet_wire::{
-    Challenge, ChallengeStatus, Message, MinerRanking, ProofSubmission, PublicKey, ValidatorStatus,
-    WeightsCommit, WeightsReveal,
+    status::ProofNote, Challenge, ChallengeStatus, Message, MinerRanking, ProofSubmission,
+    PublicKey, ValidatorStatus, WeightsCommit, WeightsReveal,
 };
 use rand::RngCore;
 use tracing::{debug, info, warn};
@@ -146,8 +146,13 @@ pub struct Validator {
     sent: HashSet<(u64, u8)>,
     refused: BTreeMap<String, u64>,
     recent: Vec<ChallengeStatus>,
+    /// Each miner's latest verdicts, for operators (memory only).
+    notes: HashMap<PublicKey, VecDeque<ProofNote>>,
     verified: u64,
 }
+
+/// Verdicts kept per miner for its detail view.
+const NOTES_PER_MINER: usize = 16;
 
 pub fn hash_proof(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
@@ -183,6 +188,7 @@ impl Validator {
             sent: HashSet::new(),
             refused: BTreeMap::new(),
             recent: Vec::new(),
+            notes: HashMap::new(),
             verified: 0,
         })
     }
@@ -372,6 +378,21 @@ impl Validator {
         if outcome != Outcome::Late && !matches!(outcome, Outcome::Valid { .. }) {
             info!(target: "validator", miner = %short(&v.miner), challenge = %short(&v.challenge_id), ?outcome, %detail, "misconduct");
         }
+        let notes = self.notes.entry(v.miner).or_default();
+        if notes.len() == NOTES_PER_MINER {
+            notes.pop_front();
+        }
+        notes.push_back(ProofNote {
+            challenge: short(&v.challenge_id),
+            at_ms: now_ms as u64,
+            outcome: outcome.name().into(),
+            latency_ms: match outcome {
+                Outcome::Valid { latency_ms, .. } => Some(latency_ms),
+                _ => None,
+            },
+            proof_bytes: Some(p.proof_bytes as u64),
+            detail: detail.clone(),
+        });
         open.record.answers.push(AnswerRecord {
             miner: v.miner,
             outcome,
@@ -589,6 +610,11 @@ impl Validator {
                         .copied()
                         .unwrap_or(0),
                     reward_total: totals.miners.get(m).copied().unwrap_or(0),
+                    recent_proofs: self
+                        .notes
+                        .get(m)
+                        .map(|n| n.iter().cloned().collect())
+                        .unwrap_or_default(),
                 }
             })
             .collect();

@@ -55,6 +55,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Valid { .. } => "valid",
+            Outcome::Invalid => "invalid",
+            Outcome::Copied => "copied",
+            Outcome::Replayed => "replayed",
+            Outcome::Late => "late",
+        }
+    }
+
     /// Outcomes that forfeit the epoch's weight.
     pub fn is_misconduct(self) -> bool {
         matches!(self, Outcome::Invalid | Outcome::Copied | Outcome::Replayed)

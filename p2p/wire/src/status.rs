@@ -63,6 +63,64 @@ pub struct MinerStatus {
     pub prove_ms_p95: Option<f64>,
     /// Proofs published to the network.
     pub published: u64,
+    /// Proving time of every proof made, as a histogram (for metrics).
+    #[serde(default)]
+    pub prove_seconds: Histogram,
+}
+
+/// A cumulative histogram in the Prometheus style: `buckets[i]` counts observations
+/// `<= bounds[i]`; `count` and `sum` cover all of them (the `+Inf` bucket is `count`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub bounds: Vec<f64>,
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn with_bounds(bounds: &[f64]) -> Histogram {
+        Histogram {
+            bounds: bounds.to_vec(),
+            buckets: vec![0; bounds.len()],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        for (b, n) in self.bounds.iter().zip(self.buckets.iter_mut()) {
+            if v <= *b {
+                *n += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+}
+
+/// One proof from one miner, as a validator judged it (for the miner's detail view).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProofNote {
+    /// Short hex of the challenge id.
+    pub challenge: String,
+    /// When the verdict came, on the validator's clock.
+    pub at_ms: u64,
+    /// valid, invalid, copied, replayed or late.
+    pub outcome: String,
+    pub latency_ms: Option<f64>,
+    pub proof_bytes: Option<u64>,
+    /// Why it failed, when it did.
+    pub detail: String,
+}
+
+/// A warning or error the node logged, kept for operators.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub at_ms: u64,
+    pub level: String,
+    pub target: String,
+    pub message: String,
 }
 
 /// One challenge as a validator or challenger saw it.
@@ -107,6 +165,9 @@ pub struct MinerRanking {
     pub proof_bytes: Option<u64>,
     pub reward_last_epoch: u64,
     pub reward_total: u64,
+    /// Its latest proofs, newest last (since this validator started).
+    #[serde(default)]
+    pub recent_proofs: Vec<ProofNote>,
 }
 
 /// One epoch's rewards.
@@ -187,6 +248,9 @@ pub struct NodeStatus {
     pub validator: Option<ValidatorStatus>,
     pub challenger: Option<ChallengerStatus>,
     pub ledger: Option<LedgerStatus>,
+    /// Recent warnings and errors from the node's log, newest last.
+    #[serde(default)]
+    pub log: Vec<LogLine>,
 }
 
 /// The value at quantile `q` of sorted samples (nearest rank); `None` when there are none.

@@ -1,0 +1,569 @@
+//! The admin endpoint: a node's status for its operator, over plain HTTP on loopback.
+//!
+//! - `GET /status`: the latest [`NodeStatus`] as JSON (what `provnet tui` polls);
+//! - `GET /status/stream`: one JSON line per snapshot, until the client hangs up;
+//! - `GET /metrics`: Prometheus text exposition.
+//!
+//! It only reads: nothing here can change the node. It binds 127.0.0.1 unless the operator
+//! passes `--admin-allow-remote` with a non-loopback `--admin-listen`, because the status
+//! names the node's peers, keys and queue to whoever asks.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use provnet_wire::NodeStatus;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+/// Longest request head accepted (a GET needs a few hundred bytes).
+const MAX_HEAD: usize = 8 * 1024;
+/// A client that sends no full request head in this long is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refuses a non-loopback address unless the operator opted in.
+pub fn check_bind(addr: SocketAddr, allow_remote: bool) -> Result<()> {
+    if !addr.ip().is_loopback() && !allow_remote {
+        bail!(
+            "--admin-listen {addr} is not a loopback address: the admin endpoint shows the \
+             node's keys, peers and queue to anyone who can reach it. Bind 127.0.0.1, or pass \
+             --admin-allow-remote if a firewall or proxy guards it"
+        );
+    }
+    Ok(())
+}
+
+/// Binds the endpoint; `serve` then answers on it until the runtime stops.
+pub async fn bind(addr: SocketAddr, allow_remote: bool) -> Result<TcpListener> {
+    check_bind(addr, allow_remote)?;
+    let l = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin endpoint on {addr}"))?;
+    info!(target: "node::admin", addr = %l.local_addr()?, "admin endpoint listening");
+    Ok(l)
+}
+
+/// Answers requests with the latest snapshot from `status`.
+pub async fn serve(listener: TcpListener, status: watch::Receiver<NodeStatus>) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(target: "node::admin", "accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let status = status.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(sock, status).await {
+                debug!(target: "node::admin", %peer, "request: {e}");
+            }
+        });
+    }
+}
+
+async fn answer(mut sock: TcpStream, mut status: watch::Receiver<NodeStatus>) -> Result<()> {
+    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut sock)).await {
+        Ok(r) => r?,
+        Err(_) => bail!("no request within {READ_TIMEOUT:?}"),
+    };
+    let Some((method, path)) = parse_request_line(&head) else {
+        return respond(&mut sock, 400, "text/plain", b"malformed request\n").await;
+    };
+    if method != "GET" {
+        return respond(&mut sock, 405, "text/plain", b"only GET\n").await;
+    }
+    match path.split('?').next().unwrap_or("") {
+        "/status" => {
+            let body = serde_json::to_vec(&*status.borrow_and_update())?;
+            respond(&mut sock, 200, "application/json", &body).await
+        }
+        "/metrics" => {
+            let body = metrics(&status.borrow_and_update());
+            respond(
+                &mut sock,
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body.as_bytes(),
+            )
+            .await
+        }
+        "/status/stream" => {
+            sock.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n\
+                  cache-control: no-store\r\nconnection: close\r\n\r\n",
+            )
+            .await?;
+            loop {
+                let mut line = serde_json::to_vec(&*status.borrow_and_update())?;
+                line.push(b'\n');
+                sock.write_all(&line).await?;
+                if status.changed().await.is_err() {
+                    return Ok(()); // the node is shutting down
+                }
+            }
+        }
+        "/" => {
+            respond(
+                &mut sock,
+                200,
+                "text/plain",
+                b"provnet admin endpoint: /status, /status/stream, /metrics\n",
+            )
+            .await
+        }
+        _ => respond(&mut sock, 404, "text/plain", b"not found\n").await,
+    }
+}
+
+async fn read_head(sock: &mut TcpStream) -> Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            bail!("closed before the end of the request head");
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(head);
+        }
+        if head.len() > MAX_HEAD {
+            bail!("request head over {MAX_HEAD} bytes");
+        }
+    }
+}
+
+/// `(method, path)` from `METHOD PATH HTTP/1.x`.
+fn parse_request_line(head: &[u8]) -> Option<(&str, &str)> {
+    let line = head.split(|b| *b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split(' ');
+    let (method, path, version) = (parts.next()?, parts.next()?, parts.next()?);
+    (parts.next().is_none() && version.starts_with("HTTP/1.") && path.starts_with('/'))
+        .then_some((method, path))
+}
+
+async fn respond(sock: &mut TcpStream, code: u16, ctype: &str, body: &[u8]) -> Result<()> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "",
+    };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\
+         cache-control: no-store\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await?;
+    sock.write_all(body).await?;
+    sock.shutdown().await?;
+    Ok(())
+}
+
+/// Prometheus text exposition of a snapshot.
+pub fn metrics(s: &NodeStatus) -> String {
+    let mut m = Metrics::default();
+    m.gauge(
+        "provnet_info",
+        "Build and identity of this node.",
+        &[&[
+            ("version", &s.software_version),
+            ("peer_id", &s.peer_id),
+            ("roles", &s.roles.join(",")),
+            ("netuid", &s.netuid.to_string()),
+        ]],
+        &[1.0],
+    );
+    m.gauge("provnet_epoch", "Current epoch.", &[&[]], &[s.epoch as f64]);
+    m.gauge(
+        "provnet_epoch_seconds_left",
+        "Seconds until the current epoch ends.",
+        &[&[]],
+        &[s.epoch_ends_ms.saturating_sub(s.at_ms) as f64 / 1e3],
+    );
+    m.gauge(
+        "provnet_peers",
+        "Connected peers.",
+        &[&[]],
+        &[s.gossip.connected_peers as f64],
+    );
+    let g = &s.gossip.received;
+    m.counter(
+        "provnet_gossip_accepted_total",
+        "Gossip messages accepted and relayed.",
+        &[&[]],
+        &[g.accepted as f64],
+    );
+    m.by_reason(
+        "provnet_gossip_rejected_total",
+        "Gossip messages rejected (sender penalised), by reason.",
+        &g.rejected,
+    );
+    m.by_reason(
+        "provnet_gossip_ignored_total",
+        "Gossip messages ignored (not relayed, no penalty), by reason.",
+        &g.ignored,
+    );
+    m.counter(
+        "provnet_gossip_published_total",
+        "Messages this node published.",
+        &[&[]],
+        &[s.gossip.published as f64],
+    );
+    m.counter(
+        "provnet_gossip_publish_failures_total",
+        "Publishes that failed (no peers on the topic, mostly).",
+        &[&[]],
+        &[s.gossip.publish_failures as f64],
+    );
+    if let Some(mi) = &s.miner {
+        m.gauge(
+            "provnet_miner_queue_depth",
+            "Challenges waiting to be proved.",
+            &[&[]],
+            &[mi.queue_depth as f64],
+        );
+        m.gauge(
+            "provnet_miner_queue_capacity",
+            "Most challenges the queue holds.",
+            &[&[]],
+            &[mi.queue_capacity as f64],
+        );
+        m.gauge(
+            "provnet_miner_in_flight",
+            "Proofs being made now.",
+            &[&[]],
+            &[mi.in_flight as f64],
+        );
+        m.counter(
+            "provnet_miner_proofs_total",
+            "Proving jobs by result.",
+            &[
+                &[("result", "proved")],
+                &[("result", "failed")],
+                &[("result", "expired")],
+            ],
+            &[
+                mi.proved as f64,
+                mi.failed as f64,
+                mi.dropped_expired as f64,
+            ],
+        );
+        m.counter(
+            "provnet_miner_proofs_published_total",
+            "Proofs published to the network.",
+            &[&[]],
+            &[mi.published as f64],
+        );
+        m.by_reason(
+            "provnet_miner_refused_total",
+            "Challenges the miner did not queue, by reason.",
+            &mi.refused,
+        );
+        m.histogram(
+            "provnet_proving_seconds",
+            "Time to prove one segment.",
+            &mi.prove_seconds,
+        );
+    }
+    if let Some(v) = &s.validator {
+        m.counter(
+            "provnet_proofs_verified_total",
+            "Proofs verified (every submission is).",
+            &[&[]],
+            &[v.verified as f64],
+        );
+        let sum = |f: fn(&provnet_wire::MinerRanking) -> u64| {
+            v.rankings.iter().map(f).sum::<u64>() as f64
+        };
+        m.counter(
+            "provnet_verification_failures_total",
+            "Proofs that scored zero, by reason.",
+            &[
+                &[("reason", "invalid")],
+                &[("reason", "copied")],
+                &[("reason", "replayed")],
+                &[("reason", "late")],
+            ],
+            &[
+                sum(|r| r.invalid),
+                sum(|r| r.copied),
+                sum(|r| r.replayed),
+                sum(|r| r.late),
+            ],
+        );
+        m.by_reason(
+            "provnet_validator_refused_total",
+            "Challenges and proofs refused before verification, by reason.",
+            &v.refused,
+        );
+        m.gauge(
+            "provnet_verify_queue_depth",
+            "Proofs waiting for verification.",
+            &[&[]],
+            &[v.verify_queue as f64],
+        );
+        m.counter(
+            "provnet_verify_batches_total",
+            "Batch verifications run.",
+            &[&[]],
+            &[v.verify_batches as f64],
+        );
+        m.gauge(
+            "provnet_open_challenges",
+            "Challenges still open for proofs.",
+            &[&[]],
+            &[v.open_challenges as f64],
+        );
+        if let Some(e) = v.last_committed_epoch {
+            m.gauge(
+                "provnet_weights_last_set_epoch",
+                "Last epoch whose weights this validator set (committed).",
+                &[&[]],
+                &[e as f64],
+            );
+        }
+        if let Some(e) = v.last_revealed_epoch {
+            m.gauge(
+                "provnet_weights_last_revealed_epoch",
+                "Last epoch whose weights this validator revealed.",
+                &[&[]],
+                &[e as f64],
+            );
+        }
+        let miners: Vec<[(&str, &str); 1]> = v
+            .rankings
+            .iter()
+            .map(|r| [("miner", &r.miner[..])])
+            .collect();
+        let labels: Vec<&[(&str, &str)]> = miners.iter().map(|l| &l[..]).collect();
+        m.gauge(
+            "provnet_miner_weight",
+            "This validator's weight per miner, last closed epoch (of 65535).",
+            &labels,
+            &v.rankings
+                .iter()
+                .map(|r| r.weight as f64)
+                .collect::<Vec<_>>(),
+        );
+        m.gauge(
+            "provnet_miner_score",
+            "Moving-average score per miner.",
+            &labels,
+            &v.rankings.iter().map(|r| r.score).collect::<Vec<_>>(),
+        );
+    }
+    if let Some(c) = &s.challenger {
+        m.counter(
+            "provnet_challenges_published_total",
+            "Challenges this node published.",
+            &[&[]],
+            &[c.published as f64],
+        );
+        m.counter(
+            "provnet_challenge_publish_failures_total",
+            "Challenges that could not be published.",
+            &[&[]],
+            &[c.publish_failures as f64],
+        );
+    }
+    if let Some(l) = &s.ledger {
+        if let Some(e) = l.last_consensus_epoch {
+            m.gauge(
+                "provnet_consensus_last_epoch",
+                "Last epoch with consensus and rewards.",
+                &[&[]],
+                &[e as f64],
+            );
+        }
+        m.counter(
+            "provnet_owner_rewards_total",
+            "Emission paid to the subnet owner.",
+            &[&[]],
+            &[l.owner_total as f64],
+        );
+        m.per_key(
+            "provnet_miner_rewards_total",
+            "Emission paid per miner.",
+            "miner",
+            &l.miner_totals,
+        );
+        m.per_key(
+            "provnet_validator_rewards_total",
+            "Dividends paid per validator.",
+            "validator",
+            &l.validator_totals,
+        );
+        m.by_reason(
+            "provnet_weights_refused_total",
+            "Weight commits and reveals refused, by reason.",
+            &l.refused,
+        );
+    }
+    m.out
+}
+
+#[derive(Default)]
+struct Metrics {
+    out: String,
+}
+
+impl Metrics {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn samples(&mut self, name: &str, labels: &[&[(&str, &str)]], values: &[f64]) {
+        for (l, v) in labels.iter().zip(values) {
+            let _ = writeln!(self.out, "{name}{} {}", label_set(l), number(*v));
+        }
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, labels: &[&[(&str, &str)]], values: &[f64]) {
+        self.family(name, "gauge", help);
+        self.samples(name, labels, values);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, labels: &[&[(&str, &str)]], values: &[f64]) {
+        self.family(name, "counter", help);
+        self.samples(name, labels, values);
+    }
+
+    fn by_reason(&mut self, name: &str, help: &str, map: &BTreeMap<String, u64>) {
+        self.per_key(name, help, "reason", map);
+    }
+
+    /// A counter family with one sample per key of `map`, labelled `label`.
+    fn per_key(&mut self, name: &str, help: &str, label: &str, map: &BTreeMap<String, u64>) {
+        self.family(name, "counter", help);
+        for (key, n) in map {
+            let _ = writeln!(self.out, "{name}{} {n}", label_set(&[(label, key)]));
+        }
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, h: &provnet_wire::status::Histogram) {
+        self.family(name, "histogram", help);
+        for (b, n) in h.bounds.iter().zip(&h.buckets) {
+            let le = number(*b);
+            let _ = writeln!(self.out, "{name}_bucket{} {n}", label_set(&[("le", &le)]));
+        }
+        let _ = writeln!(
+            self.out,
+            "{name}_bucket{} {}",
+            label_set(&[("le", "+Inf")]),
+            h.count
+        );
+        let _ = writeln!(self.out, "{name}_sum {}", number(h.sum));
+        let _ = writeln!(self.out, "{name}_count {}", h.count);
+    }
+}
+
+fn label_set(labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| {
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{k}=\"{v}\"")
+        })
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+fn number(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provnet_wire::status::Histogram;
+    use provnet_wire::{MinerRanking, MinerStatus, ValidatorStatus};
+
+    #[test]
+    fn request_lines_parse_and_junk_does_not() {
+        assert_eq!(
+            parse_request_line(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n"),
+            Some(("GET", "/metrics"))
+        );
+        assert_eq!(parse_request_line(b"GET /metrics\r\n\r\n"), None);
+        assert_eq!(parse_request_line(b"\xff\xfe garbage\r\n\r\n"), None);
+        assert_eq!(parse_request_line(b"GET metrics HTTP/1.1\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn non_loopback_binds_need_an_explicit_opt_in() {
+        let lo: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:9100".parse().expect("addr");
+        assert!(check_bind(lo, false).is_ok());
+        let e = check_bind(any, false).expect_err("refused").to_string();
+        assert!(e.contains("--admin-allow-remote"), "{e}");
+        assert!(check_bind(any, true).is_ok());
+    }
+
+    #[test]
+    fn metrics_render_counters_histograms_and_escaped_labels() {
+        let mut h = Histogram::with_bounds(&[0.01, 0.1]);
+        h.observe(0.005);
+        h.observe(0.05);
+        h.observe(3.0);
+        let s = NodeStatus {
+            roles: vec!["miner".into(), "validator".into()],
+            software_version: "0.1.0\"x".into(),
+            miner: Some(MinerStatus {
+                proved: 3,
+                prove_seconds: h,
+                ..Default::default()
+            }),
+            validator: Some(ValidatorStatus {
+                verified: 7,
+                rankings: vec![MinerRanking {
+                    miner: "ab".into(),
+                    invalid: 2,
+                    weight: 65535,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = metrics(&s);
+        for line in [
+            "provnet_proofs_verified_total 7",
+            "provnet_verification_failures_total{reason=\"invalid\"} 2",
+            "provnet_proving_seconds_bucket{le=\"0.01\"} 1",
+            "provnet_proving_seconds_bucket{le=\"0.1\"} 2",
+            "provnet_proving_seconds_bucket{le=\"+Inf\"} 3",
+            "provnet_proving_seconds_count 3",
+            "provnet_miner_proofs_total{result=\"proved\"} 3",
+            "provnet_miner_weight{miner=\"ab\"} 65535",
+            "# TYPE provnet_proving_seconds histogram",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(text.contains("version=\"0.1.0\\\"x\""), "{text}");
+        // Every sample line is `name{labels} value` with a number for the value.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let v = l.rsplit(' ').next().expect("value");
+            assert!(v.parse::<f64>().is_ok(), "{l}");
+        }
+    }
+}
