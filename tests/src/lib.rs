@@ -26,7 +26,25 @@ pub fn provnet_bin() -> &'static Path {
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
+        let mut cmd = Command::new(cargo);
+        // Cargo sets these for the test process. Some build scripts (ring's) rerun when
+        // one changes, which would make this build and the next `cargo test` each
+        // recompile the TLS and libp2p stack.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k == "CARGO_MANIFEST_DIR"
+                || k == "CARGO_MANIFEST_PATH"
+                || k == "CARGO_CRATE_NAME"
+                || k == "CARGO_BIN_NAME"
+                || k == "CARGO_PRIMARY_PACKAGE"
+                || k == "CARGO_TARGET_TMPDIR"
+                || k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_EXE_")
+            {
+                cmd.env_remove(&*k);
+            }
+        }
+        let status = cmd
             .current_dir(&root)
             .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
             .status()

@@ -82,7 +82,7 @@ fn render_header(app: &App, f: &mut Frame, area: Rect) {
     } else {
         String::new()
     };
-    let mut first = vec![
+    let first = vec![
         Span::styled("provnet ", Style::new().bold()),
         dot,
         Span::raw(format!(" {} {conn}{node}", src.label)),
@@ -390,7 +390,7 @@ fn render_rewards(app: &App, s: &NodeStatus, f: &mut Frame, area: Rect) {
     let [top, chart, bottom] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Min(6),
-        Constraint::Length(((area.height / 3).max(4)).min(12)),
+        Constraint::Length((area.height / 3).clamp(4, 12)),
     ])
     .areas(area);
     let last = l.recent.last();
@@ -634,7 +634,7 @@ pub fn log_lines(s: &NodeStatus) -> Vec<LogLine> {
         target: r.topic.clone(),
         message: format!("{} from {}: {}", r.reason, short_peer(&r.peer), r.detail),
     }));
-    v.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+    v.sort_by_key(|l| std::cmp::Reverse(l.at_ms));
     v
 }
 

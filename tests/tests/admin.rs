@@ -1,0 +1,198 @@
+//! The admin endpoint of a real node, read by the TUI's own client code: live data in,
+//! a screen out; Prometheus text on /metrics; "disconnected" when the node goes away; and
+//! no non-loopback bind without the operator saying so.
+
+use std::time::Duration;
+
+use provnet_tests::{first_addr, provnet, wait_until, Node, Subnet};
+use provnet_tui::app::{App, Conn, Feed};
+use provnet_tui::client::{fetch_status, get};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+const T: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_secs(2);
+
+fn admin_addr(n: &Node) -> String {
+    let path = n.data_dir.join("admin.json");
+    let mut addr = None;
+    assert!(
+        wait_until(T, || {
+            addr = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["admin"].as_str().map(String::from));
+            addr.is_some()
+        }),
+        "{} wrote no admin.json:\n{}",
+        n.name,
+        n.log_text()
+    );
+    let addr = addr.expect("checked");
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    addr
+}
+
+fn screen(app: &App) -> String {
+    let mut t = Terminal::new(TestBackend::new(100, 30)).expect("test terminal");
+    t.draw(|f| provnet_tui::ui::render(app, f)).expect("draws");
+    let buf = t.backend().buffer();
+    (0..30)
+        .map(|y| (0..100).map(|x| buf[(x, y)].symbol()).collect::<String>() + "\n")
+        .collect()
+}
+
+#[test]
+fn the_tui_client_sees_a_live_validator_and_then_sees_it_go() {
+    let net = Subnet::setup(1, 1, 4);
+    let mut v = net.start("validator-1", "validator", None, &[]);
+    let boot = first_addr(&v.ready(T));
+    let mut ch = net.start(
+        "challenger",
+        "challenger",
+        Some(&boot),
+        &["--rate", "2", "--deadline-ms", "2500"],
+    );
+    let mut m = net.start("miner-1", "miner", Some(&boot), &["--threads", "1"]);
+    ch.ready(T);
+    m.ready(T);
+    let addr = admin_addr(&v);
+    let miner_key = net.node("miner-1").1;
+
+    // The feed the TUI runs on: snapshots whose clock moves and whose validator has
+    // verified this miner's proofs.
+    let mut app = App::new(vec![addr.clone()]);
+    let mut last_at = 0;
+    let mut fresh = 0;
+    let ok = wait_until(Duration::from_secs(90), || {
+        let feed = match fetch_status(&addr, POLL) {
+            Ok(s) => {
+                if s.at_ms > last_at {
+                    fresh += 1;
+                    last_at = s.at_ms;
+                }
+                Feed::Status(Box::new(s))
+            }
+            Err(e) => Feed::Error(e),
+        };
+        app.on_feed(0, feed, last_at);
+        let verified = app
+            .status()
+            .and_then(|s| s.validator.as_ref())
+            .and_then(|v| v.rankings.iter().find(|r| r.miner == miner_key))
+            .map_or(0, |r| r.valid);
+        fresh >= 3 && verified >= 2
+    });
+    assert!(
+        ok,
+        "no live data over the admin endpoint ({fresh} fresh snapshots): {:?}\n{}",
+        app.status(),
+        v.log_text()
+    );
+    let s = app.status().expect("has data");
+    assert_eq!(s.roles, ["validator"]);
+    assert!(s.peers.len() >= 2, "{:?}", s.peers);
+    app.now_ms = s.at_ms;
+    let text = screen(&app);
+    assert!(text.contains("● "), "not live:\n{text}");
+    assert!(
+        text.contains(&miner_key[..8]),
+        "the miner is not ranked:\n{text}"
+    );
+    let score = &app.source().trend[&miner_key];
+    assert!(!score.is_empty());
+
+    // Prometheus text, from the same node.
+    let metrics = String::from_utf8(get(&addr, "/metrics", POLL).expect("metrics")).expect("utf-8");
+    for name in [
+        "provnet_proofs_verified_total",
+        "provnet_verification_failures_total{reason=\"invalid\"}",
+        "provnet_verify_queue_depth",
+        "provnet_peers",
+        "provnet_epoch",
+        "# TYPE provnet_gossip_rejected_total counter",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    let verified: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("provnet_proofs_verified_total "))
+        .expect("a sample")
+        .parse()
+        .expect("a number");
+    assert!(verified >= 2.0);
+    // Unknown paths and methods are refused, and the endpoint keeps serving.
+    assert!(get(&addr, "/nope", POLL).unwrap_err().contains("404"));
+    let miner_metrics =
+        String::from_utf8(get(&admin_addr(&m), "/metrics", POLL).expect("the miner's metrics"))
+            .expect("utf-8");
+    assert!(
+        miner_metrics.contains("# TYPE provnet_proving_seconds histogram")
+            && miner_metrics.contains("provnet_proving_seconds_bucket{le=\"+Inf\"}"),
+        "{miner_metrics}"
+    );
+
+    // The node goes away: the client says so and the app keeps the last data, stale.
+    let status = v.terminate(T);
+    assert!(status.success(), "{}", v.log_text());
+    let err = fetch_status(&addr, POLL).expect_err("nothing listens any more");
+    app.on_feed(0, Feed::Error(err), last_at + 1_000);
+    assert!(matches!(app.source().conn, Conn::Disconnected { .. }));
+    let text = screen(&app);
+    assert!(
+        text.contains("disconnected") && text.contains("stale"),
+        "{text}"
+    );
+    for n in [&mut ch, &mut m] {
+        assert!(n.terminate(T).success(), "{}", n.log_text());
+    }
+}
+
+#[test]
+fn the_admin_endpoint_refuses_non_loopback_addresses_unless_told() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ok, _out, err) = provnet(&[
+        "run",
+        "--data-dir",
+        dir.path().to_str().expect("utf-8"),
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--admin-listen",
+        "0.0.0.0:0",
+    ]);
+    assert!(!ok, "a node bound its admin endpoint on every interface");
+    assert!(
+        err.contains("not a loopback address") && err.contains("--admin-allow-remote"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("ready.json").exists(),
+        "it joined the network before refusing"
+    );
+}
+
+#[test]
+fn a_relay_node_serves_its_status_too_and_survives_junk_requests() {
+    let mut n = Node::start("relay", &["run", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    n.ready(T);
+    let addr = admin_addr(&n);
+    // Junk: not HTTP, an unfinished head, a head too big.
+    for junk in [
+        &b"\x00\x01garbage\r\n\r\n"[..],
+        b"GET /status HTTP/1.1\r\n",
+        &[b'a'; 20_000],
+    ] {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&addr).expect("connects");
+        let _ = s.write_all(junk);
+        drop(s);
+    }
+    let mut s = None;
+    assert!(wait_until(T, || {
+        s = fetch_status(&addr, POLL).ok().filter(|s| s.at_ms > 0);
+        s.is_some()
+    }));
+    let s = s.expect("checked");
+    assert!(s.roles.is_empty() && s.validator.is_none() && !s.peer_id.is_empty());
+    assert!(n.terminate(T).success(), "{}", n.log_text());
+}
