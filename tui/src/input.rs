@@ -8,6 +8,8 @@ use crate::app::{App, SortKey, Tab};
 pub enum Action {
     NextTab,
     PrevTab,
+    /// Jump to the tab numbered in the tab bar (0-based here).
+    GoTo(usize),
     Up,
     Down,
     Top,
@@ -31,6 +33,7 @@ pub fn action(key: KeyEvent) -> Option<Action> {
     Some(match key.code {
         KeyCode::Char('c') if ctrl => Action::Quit,
         KeyCode::Tab => Action::NextTab,
+        KeyCode::Char(c @ '1'..='5') => Action::GoTo(c as usize - '1' as usize),
         KeyCode::BackTab => Action::PrevTab,
         KeyCode::Right | KeyCode::Char('l') => Action::NextTab,
         KeyCode::Left | KeyCode::Char('h') => Action::PrevTab,
@@ -74,6 +77,10 @@ impl App {
             Action::Help => self.help = true,
             Action::NextTab => {
                 self.tab = Tab::ALL[(row + 1) % n];
+                self.detail = false;
+            }
+            Action::GoTo(i) => {
+                self.tab = Tab::ALL[i.min(n - 1)];
                 self.detail = false;
             }
             Action::PrevTab => {

@@ -698,7 +698,7 @@ fn render_help(f: &mut Frame) {
     );
     f.render_widget(Clear, area);
     let text = vec![
-        Line::from("Tab / Shift-Tab, ←→ h l   switch tab"),
+        Line::from("Tab / Shift-Tab, ←→ h l   switch tab (or its number, 1-5)"),
         Line::from("↑↓ j k, g G               move the selection"),
         Line::from("s / S                     sort rankings: next column / reverse"),
         Line::from("Enter / Esc               open / close a miner's detail"),

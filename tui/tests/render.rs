@@ -332,6 +332,9 @@ fn keys_switch_tabs_sort_select_open_and_quit() {
     assert_eq!(app.tab, Tab::Log, "Shift-Tab wraps around");
     press(&mut app, KeyCode::Tab);
     assert_eq!(app.tab, Tab::Rankings);
+    press(&mut app, KeyCode::Char('4'));
+    assert_eq!(app.tab, Tab::Peers, "the number in the tab bar jumps there");
+    press(&mut app, KeyCode::Char('1'));
 
     // Default: by weight, biggest first.
     let order = |a: &App| -> Vec<String> {
