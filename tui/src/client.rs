@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -60,7 +60,7 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, String>
 pub fn spawn_feeds(
     addrs: Vec<String>,
     every: Duration,
-    tx: Sender<(usize, Feed)>,
+    tx: SyncSender<(usize, Feed)>,
     stop: Arc<AtomicBool>,
 ) -> Vec<JoinHandle<()>> {
     addrs

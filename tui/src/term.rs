@@ -28,7 +28,8 @@ pub fn run(targets: Vec<Target>, opts: Options) -> std::io::Result<()> {
     if targets.is_empty() {
         return Err(std::io::Error::other("no node to watch"));
     }
-    let (tx, rx) = mpsc::channel();
+    // Bounded: a feed thread that gets ahead of the screen waits for it.
+    let (tx, rx) = mpsc::sync_channel(64);
     let stop = Arc::new(AtomicBool::new(false));
     let feeds = client::spawn_feeds(
         targets.iter().map(|t| t.addr.clone()).collect(),
