@@ -432,3 +432,18 @@ fn score_trends_take_one_sample_per_fresh_snapshot() {
     );
     assert_eq!(provnet_tui::ui::sparkline([0.0, 0.0].into_iter(), 8), "▁▁");
 }
+
+#[test]
+fn tiny_and_odd_terminals_do_not_panic() {
+    let mut app = live_app();
+    for (w, h) in [(1u16, 1u16), (20, 5), (79, 23), (300, 10), (40, 100)] {
+        for t in Tab::ALL {
+            app.tab = t;
+            for (detail, help) in [(false, false), (true, false), (false, true)] {
+                app.detail = detail && t == Tab::Rankings;
+                app.help = help;
+                let _ = screen(&app, w, h);
+            }
+        }
+    }
+}
