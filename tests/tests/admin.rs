@@ -194,5 +194,24 @@ fn a_relay_node_serves_its_status_too_and_survives_junk_requests() {
     }));
     let s = s.expect("checked");
     assert!(s.roles.is_empty() && s.validator.is_none() && !s.peer_id.is_empty());
+
+    // The stream: a JSON snapshot per line, each newer than the last.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let mut sock = std::net::TcpStream::connect(&addr).expect("connects");
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        sock.write_all(b"GET /status/stream HTTP/1.1\r\nhost: x\r\n\r\n")
+            .expect("request");
+        let mut lines = BufReader::new(sock).lines().map(|l| l.expect("a line"));
+        assert_eq!(lines.next().as_deref(), Some("HTTP/1.1 200 OK"));
+        let mut at = Vec::new();
+        for l in lines.skip_while(|l| !l.is_empty()).skip(1).take(3) {
+            let s: provnet_wire::NodeStatus = serde_json::from_str(&l).expect("a snapshot");
+            at.push(s.at_ms);
+        }
+        assert_eq!(at.len(), 3);
+        assert!(at[1] > at[0] && at[2] > at[1], "{at:?}");
+    }
     assert!(n.terminate(T).success(), "{}", n.log_text());
 }
