@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use provnet_kernels::{KernelError, Model, ModelKeys, ProofContext, ProofFile, SegmentVerifier};
 use provnet_wire::{
     status::ProofNote, Challenge, ChallengeStatus, Message, MinerRanking, ProofSubmission,
-    PublicKey, ValidatorStatus, WeightsCommit, WeightsReveal,
+    PublicKey, SeenCommit, ValidatorStatus, WeightsCommit, WeightsReveal,
 };
 use rand::RngCore;
 use tracing::{debug, info, warn};
@@ -488,6 +488,7 @@ impl Validator {
                 epoch,
                 salt,
                 weights,
+                seen_commits: Vec::new(),
             };
             let rec = WeightsRecord {
                 epoch,
@@ -539,6 +540,17 @@ impl Validator {
                         epoch: last,
                         salt: rec.salt,
                         weights: rec.weights.clone(),
+                        // What this node's ledger accepted in the commit window, for nodes
+                        // that missed it.
+                        seen_commits: self
+                            .store
+                            .commits(last)?
+                            .into_iter()
+                            .map(|(validator, commitment)| SeenCommit {
+                                validator,
+                                commitment,
+                            })
+                            .collect(),
                     })
                 });
             }

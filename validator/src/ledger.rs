@@ -7,12 +7,14 @@
 
 use std::collections::BTreeMap;
 
-use provnet_wire::{EpochRewards, LedgerStatus, PublicKey, WeightsCommit, WeightsReveal};
+use provnet_wire::{
+    EpochRewards, LedgerStatus, MinerWeight, PublicKey, WeightsCommit, WeightsReveal,
+};
 use tracing::{info, warn};
 
 use crate::consensus::{yuma, ConsensusParams, EpochOutcome};
 use crate::epoch::Epochs;
-use crate::store::{Result, Store};
+use crate::store::{HeardReveal, Result, Store};
 
 /// Why a commit or reveal was not recorded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -121,12 +123,23 @@ impl Ledger {
         if now_ms < e.reveal_from(r.epoch) || now_ms >= e.consensus_at(r.epoch) {
             return Ok(self.refuse(LedgerRefusal::OutsideRevealWindow { epoch: r.epoch }));
         }
+        let heard = HeardReveal {
+            commitment: r.commitment(),
+            weights: r.weights.clone(),
+            seen_commits: r.seen_commits.clone(),
+        };
         match self.store.commit(r.epoch, validator)? {
-            None => Ok(self.refuse(LedgerRefusal::NoCommit { epoch: r.epoch })),
+            None => {
+                // Kept: validators with most of the stake may vouch for the commit this
+                // node missed (it was down through the commit window).
+                self.store.put_heard(r.epoch, validator, &heard)?;
+                Ok(self.refuse(LedgerRefusal::NoCommit { epoch: r.epoch }))
+            }
             Some(c) if c != r.commitment() => {
                 Ok(self.refuse(LedgerRefusal::Mismatch { epoch: r.epoch }))
             }
             Some(_) => {
+                self.store.put_heard(r.epoch, validator, &heard)?;
                 self.store.put_reveal(r.epoch, validator, &r.weights)?;
                 Ok(Ok(()))
             }
@@ -153,7 +166,11 @@ impl Ledger {
     }
 
     fn run_consensus(&self, epoch: u64) -> Result<EpochOutcome> {
-        let reveals = self.store.reveals(epoch)?;
+        let mut reveals = self.store.reveals(epoch)?;
+        for (v, weights) in self.attested(epoch, &reveals)? {
+            info!(target: "ledger", epoch, validator = %hex::encode(&v[..8]), "reveal accepted on attestation: its commit was missed here");
+            reveals.insert(v, weights);
+        }
         let bonds = self.store.bonds()?;
         let outcome = yuma(
             &self.cfg.params,
@@ -175,6 +192,40 @@ impl Ledger {
             "consensus"
         );
         Ok(outcome)
+    }
+
+    /// Reveals heard for `epoch` without a commit seen here, whose commitment validators
+    /// holding more than half of all stake (the revealer included) list among the commits
+    /// they saw in the window. (A validator with most of the stake decides the consensus
+    /// anyway, so counting its own word adds no power it lacked.) Every node applies the same rule to the reveals it
+    /// heard, so a node that was down through the commit window but heard the reveals
+    /// reaches the same consensus as the rest.
+    fn attested(
+        &self,
+        epoch: u64,
+        accepted: &BTreeMap<PublicKey, Vec<MinerWeight>>,
+    ) -> Result<Vec<(PublicKey, Vec<MinerWeight>)>> {
+        let heard = self.store.heard(epoch)?;
+        let total: u128 = self.cfg.stake.values().map(|s| *s as u128).sum();
+        let mut out = Vec::new();
+        for (v, h) in &heard {
+            if accepted.contains_key(v) {
+                continue;
+            }
+            let vouching: u128 = heard
+                .iter()
+                .filter(|(_, hu)| {
+                    hu.seen_commits
+                        .binary_search_by(|s| s.validator.cmp(v))
+                        .is_ok_and(|i| hu.seen_commits[i].commitment == h.commitment)
+                })
+                .map(|(u, _)| self.cfg.stake.get(u).copied().unwrap_or(0) as u128)
+                .sum();
+            if 2 * vouching > total {
+                out.push((*v, h.weights.clone()));
+            }
+        }
+        Ok(out)
     }
 
     pub fn store(&self) -> &Store {

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use provnet_wire::{MinerWeight, PublicKey};
+use provnet_wire::{MinerWeight, PublicKey, SeenCommit};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +125,15 @@ pub struct RewardTotals {
     pub validators: BTreeMap<PublicKey, u64>,
 }
 
+/// A reveal as heard, kept for the commit attestations it carries and in case its own
+/// commit was missed (see [`crate::ledger`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeardReveal {
+    pub commitment: [u8; 32],
+    pub weights: Vec<MinerWeight>,
+    pub seen_commits: Vec<SeenCommit>,
+}
+
 /// The sled database and its trees.
 #[derive(Clone)]
 pub struct Store {
@@ -136,6 +145,7 @@ pub struct Store {
     miners: sled::Tree,
     commits: sled::Tree,
     reveals: sled::Tree,
+    heard: sled::Tree,
     consensus: sled::Tree,
     rewards: sled::Tree,
 }
@@ -178,6 +188,7 @@ impl Store {
             miners: t("miners")?,
             commits: t("commits")?,
             reveals: t("reveals")?,
+            heard: t("heard")?,
             consensus: t("consensus")?,
             rewards: t("rewards")?,
             db,
@@ -337,14 +348,40 @@ impl Store {
         Self::put(&self.reveals, &pair_key(epoch, v), &w)
     }
 
-    /// Every reveal for `epoch`, by validator.
+    /// Every reveal for `epoch` whose commitment this node saw in the commit window.
     pub fn reveals(&self, epoch: u64) -> Result<BTreeMap<PublicKey, Vec<MinerWeight>>> {
-        self.reveals
-            .scan_prefix(epoch_key(epoch))
+        Self::scan_epoch(&self.reveals, "reveals", epoch)
+    }
+
+    /// Every commitment for `epoch` accepted in its commit window, by validator.
+    pub fn commits(&self, epoch: u64) -> Result<BTreeMap<PublicKey, [u8; 32]>> {
+        Self::scan_epoch(&self.commits, "commits", epoch)
+    }
+
+    /// Every reveal for `epoch` heard in the reveal window, with or without a commit.
+    pub fn heard(&self, epoch: u64) -> Result<BTreeMap<PublicKey, HeardReveal>> {
+        Self::scan_epoch(&self.heard, "heard", epoch)
+    }
+
+    /// Keeps the first reveal heard from `v` for `epoch`.
+    pub fn put_heard(&self, epoch: u64, v: &PublicKey, h: &HeardReveal) -> Result<()> {
+        let bytes = serde_cbor::to_vec(h).expect("plain data serializes");
+        let _ =
+            self.heard
+                .compare_and_swap(pair_key(epoch, v), None as Option<&[u8]>, Some(bytes))?;
+        Ok(())
+    }
+
+    fn scan_epoch<T: DeserializeOwned>(
+        tree: &sled::Tree,
+        name: &'static str,
+        epoch: u64,
+    ) -> Result<BTreeMap<PublicKey, T>> {
+        tree.scan_prefix(epoch_key(epoch))
             .map(|kv| {
                 let (k, v) = kv?;
                 let corrupt = |reason: String| StoreError::Corrupt {
-                    tree: "reveals",
+                    tree: name,
                     key: hex::encode(&k),
                     reason,
                 };

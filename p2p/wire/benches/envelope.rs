@@ -48,6 +48,12 @@ fn samples() -> Vec<(&'static str, Message)> {
             Message::WeightsReveal(WeightsReveal {
                 epoch: 12,
                 salt: [6; 32],
+                seen_commits: (0..16u8)
+                    .map(|i| provnet_wire::SeenCommit {
+                        validator: [i; 32],
+                        commitment: [7; 32],
+                    })
+                    .collect(),
                 weights: (0..256u32)
                     .map(|i| {
                         let mut miner = [0u8; 32];

@@ -34,6 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Message::WeightsReveal(WeightsReveal {
             epoch: 3,
             salt: [9; 32],
+            seen_commits: vec![provnet_wire::SeenCommit {
+                validator: [11; 32],
+                commitment: [12; 32],
+            }],
             weights: vec![MinerWeight {
                 miner: [10; 32],
                 weight: 65535,

@@ -21,8 +21,8 @@ pub use envelope::{Envelope, Kind, Network, Signer, PROTOCOL_VERSION};
 pub use error::WireError;
 pub use gate::{Counters, Gate, GateConfig, IgnoreReason, RejectReason, Verdict, Verified};
 pub use message::{
-    Announce, Challenge, Message, MinerWeight, ProofSubmission, ProofSystem, Role, WeightsCommit,
-    WeightsReveal,
+    Announce, Challenge, Message, MinerWeight, ProofSubmission, ProofSystem, Role, SeenCommit,
+    WeightsCommit, WeightsReveal,
 };
 pub use status::{
     ChallengeStatus, ChallengerStatus, EpochRewards, GossipStatus, LedgerStatus, MinerRanking,

@@ -13,6 +13,8 @@ pub const MAX_TENSOR: usize = 16 * 1024;
 pub const MAX_CHALLENGE_TTL_MS: u64 = 24 * 3600 * 1000;
 /// Most miners in one weights reveal.
 pub const MAX_WEIGHTS: usize = 4096;
+/// Most validators a reveal may vouch for.
+pub const MAX_VALIDATORS: usize = 1024;
 /// Groth16 over BN254, compressed: A (32) + B (64) + C (32).
 pub const GROTH16_BN254_PROOF_LEN: usize = 128;
 
@@ -97,6 +99,22 @@ pub struct WeightsReveal {
     pub salt: [u8; 32],
     /// Sorted by miner key, no duplicates.
     pub weights: Vec<MinerWeight>,
+    /// The commitments for this epoch that the revealer accepted in the commit window,
+    /// sorted by validator key. A node that was down through the commit window accepts a
+    /// reveal it has no commit for when validators holding most of the stake attest the
+    /// commitment here. Not part of the commitment. Left out of the encoding when empty,
+    /// so such a reveal is byte for byte what nodes before this field sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen_commits: Vec<SeenCommit>,
+}
+
+/// One validator's commitment, as another validator saw it in the commit window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenCommit {
+    #[serde(with = "serde_bytes")]
+    pub validator: PublicKey,
+    #[serde(with = "serde_bytes")]
+    pub commitment: [u8; 32],
 }
 
 impl WeightsReveal {
@@ -221,6 +239,20 @@ impl Message {
                 }
                 if r.weights.windows(2).any(|w| w[0].miner >= w[1].miner) {
                     return invalid("weights are not sorted by miner without duplicates".into());
+                }
+                if r.seen_commits.len() > MAX_VALIDATORS {
+                    return invalid(format!(
+                        "{} seen commits (at most {MAX_VALIDATORS})",
+                        r.seen_commits.len()
+                    ));
+                }
+                if r.seen_commits
+                    .windows(2)
+                    .any(|w| w[0].validator >= w[1].validator)
+                {
+                    return invalid(
+                        "seen commits are not sorted by validator without duplicates".into(),
+                    );
                 }
             }
             Message::Announce(a) => {

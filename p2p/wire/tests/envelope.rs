@@ -78,6 +78,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
             .prop_map(|(epoch, salt, w)| Message::WeightsReveal(WeightsReveal {
                 epoch,
                 salt,
+                seen_commits: Vec::new(),
                 weights: w
                     .into_iter()
                     .map(|(miner, weight)| MinerWeight { miner, weight })
@@ -373,6 +374,7 @@ fn weights_reveal_opens_only_its_own_commitment() {
     let reveal = WeightsReveal {
         epoch: 4,
         salt: [5; 32],
+        seen_commits: Vec::new(),
         weights: vec![MinerWeight {
             miner: [1; 32],
             weight: 100,
@@ -384,4 +386,44 @@ fn weights_reveal_opens_only_its_own_commitment() {
     let mut resalted = reveal.clone();
     resalted.salt[0] = 6;
     assert_ne!(reveal.commitment(), resalted.commitment());
+}
+
+#[test]
+fn reveals_vouch_for_commits_in_validator_order_and_old_reveals_still_decode() {
+    use provnet_wire::{Kind, SeenCommit};
+    let seen = |v: u8| SeenCommit {
+        validator: [v; 32],
+        commitment: [v; 32],
+    };
+    let reveal = |seen_commits: Vec<SeenCommit>| {
+        Message::WeightsReveal(WeightsReveal {
+            epoch: 4,
+            salt: [5; 32],
+            weights: vec![],
+            seen_commits,
+        })
+    };
+    assert!(reveal(vec![seen(1), seen(2)]).check(0).is_ok());
+    for bad in [vec![seen(2), seen(1)], vec![seen(1), seen(1)]] {
+        let e = reveal(bad).check(0).expect_err("refused").to_string();
+        assert!(e.contains("seen commits are not sorted"), "{e}");
+    }
+    // A reveal from a node that predates `seen_commits` decodes with none.
+    #[derive(serde::Serialize)]
+    struct OldReveal {
+        epoch: u64,
+        #[serde(with = "serde_bytes")]
+        salt: [u8; 32],
+        weights: Vec<MinerWeight>,
+    }
+    let old = serde_cbor::ser::to_vec_packed(&OldReveal {
+        epoch: 4,
+        salt: [5; 32],
+        weights: vec![],
+    })
+    .expect("encodes");
+    assert_eq!(
+        Message::decode(Kind::WeightsReveal, &old).expect("decodes"),
+        reveal(vec![])
+    );
 }
