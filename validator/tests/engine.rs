@@ -313,15 +313,28 @@ fn a_corrupt_record_is_a_clear_error() {
     store.set_open_epoch(5).expect("write");
     drop(store);
     {
-        let db = sled::open(tmp.path()).expect("raw open");
+        let db = retry_lock(|| sled::open(tmp.path()));
         db.open_tree("meta")
             .expect("tree")
             .insert(b"scores", &b"\xff\x00not cbor"[..])
             .expect("write");
         db.flush().expect("flush");
     }
-    let store = Store::open(tmp.path()).expect("store");
+    let store = retry_lock(|| Store::open(tmp.path()));
     let err = store.scores().expect_err("corrupt");
     assert!(err.to_string().contains("corrupt record in meta"), "{err}");
     assert_eq!(store.open_epoch().expect("intact"), Some(5));
+}
+
+/// Opens a sled directory that a just-dropped handle may still lock: sled's flusher thread
+/// lets go of it shortly after the drop.
+fn retry_lock<T, E: std::fmt::Display>(open: impl Fn() -> Result<T, E>) -> T {
+    let t = std::time::Instant::now();
+    loop {
+        match open() {
+            Ok(x) => return x,
+            Err(e) if t.elapsed() > std::time::Duration::from_secs(10) => panic!("open: {e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
 }
