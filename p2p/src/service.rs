@@ -30,6 +30,11 @@ const TICK: Duration = Duration::from_millis(250);
 const ANNOUNCE_SPACING: Duration = Duration::from_secs(1);
 /// How often to refresh the DHT routing table while connected.
 const KAD_REFRESH: Duration = Duration::from_secs(300);
+/// With fewer peers than this, the DHT is walked again every [`KAD_REFRESH_FEW`]: a node
+/// that bootstrapped before its bootstrap peer knew anyone else would otherwise wait
+/// [`KAD_REFRESH`] to find the rest of a small network.
+const KAD_FEW_PEERS: usize = 8;
+const KAD_REFRESH_FEW: Duration = Duration::from_secs(10);
 
 /// Starts the network: builds the swarm, binds every listen address, joins the topics,
 /// dials the bootstrap peers, and spawns the task that owns it all. Call inside a tokio
@@ -250,7 +255,12 @@ impl Service {
                 self.dial_bootstrap(addr);
             }
         }
-        if !self.peers.is_empty() && self.last_kad_bootstrap.elapsed() >= KAD_REFRESH {
+        let refresh = if self.peers.len() < KAD_FEW_PEERS {
+            KAD_REFRESH_FEW
+        } else {
+            KAD_REFRESH
+        };
+        if !self.peers.is_empty() && self.last_kad_bootstrap.elapsed() >= refresh {
             self.kad_bootstrap();
         }
         let since = self.last_announce.map(|t| t.elapsed());
