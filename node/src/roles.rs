@@ -368,6 +368,14 @@ impl Roles {
                     if let Err(r) = v.engine.on_challenge(&sender, c, now) {
                         info!(target: "validator", challenge = %short(&id), reason = r.as_str(), "challenge refused: {r}");
                     }
+                    // Proofs that arrived before this challenge.
+                    for job in v.engine.take_ready() {
+                        let (id, miner) = (job.challenge_id, job.miner);
+                        if !v.pool.submit(job) {
+                            v.engine.forget(&id, &miner);
+                            warn!(target: "validator", "verification queue full: proof dropped");
+                        }
+                    }
                 }
                 if let Some(mr) = self.miner.as_mut() {
                     match mr.adversary {

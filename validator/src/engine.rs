@@ -148,11 +148,20 @@ pub struct Validator {
     recent: Vec<ChallengeStatus>,
     /// Each miner's latest verdicts, for operators (memory only).
     notes: HashMap<PublicKey, VecDeque<ProofNote>>,
+    /// Proofs that arrived before their challenge (gossip took another path), by
+    /// challenge: (miner, proof, received). Kept [`EARLY_KEEP_MS`], at most [`EARLY_MAX`].
+    early: HashMap<[u8; 32], Vec<(PublicKey, ProofSubmission, f64)>>,
+    early_count: usize,
+    /// Verification jobs for early proofs whose challenge has now arrived.
+    ready: Vec<VerifyJob>,
     verified: u64,
 }
 
 /// Verdicts kept per miner for its detail view.
 const NOTES_PER_MINER: usize = 16;
+/// How long a proof may wait for its challenge to arrive, and how many may wait.
+const EARLY_KEEP_MS: f64 = 5_000.0;
+const EARLY_MAX: usize = 1024;
 
 pub fn hash_proof(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
@@ -189,6 +198,9 @@ impl Validator {
             refused: BTreeMap::new(),
             recent: Vec::new(),
             notes: HashMap::new(),
+            early: HashMap::new(),
+            early_count: 0,
+            ready: Vec::new(),
             verified: 0,
         })
     }
@@ -247,7 +259,20 @@ impl Validator {
                 finalized: false,
             },
         );
+        // Proofs that beat their challenge here count as received with it.
+        for (miner, p, _) in self.early.remove(&id).unwrap_or_default() {
+            self.early_count -= 1;
+            if let Ok(Some(job)) = self.on_proof(&miner, &p, now_ms) {
+                self.ready.push(job);
+            }
+        }
         Ok(id)
+    }
+
+    /// Verification jobs for proofs that arrived before their challenge and can now be
+    /// checked (call after [`Validator::on_challenge`]).
+    pub fn take_ready(&mut self) -> Vec<VerifyJob> {
+        std::mem::take(&mut self.ready)
     }
 
     /// A proof arrived from `miner`. Returns the verification job, or `None` when the
@@ -261,11 +286,21 @@ impl Validator {
         let Some(open) = self.open.get_mut(&p.challenge_id) else {
             let known = matches!(self.store.challenge(&p.challenge_id), Ok(Some(_)));
             let id = short(&p.challenge_id);
-            return self.refuse(if known {
-                Refusal::ClosedChallenge(id)
-            } else {
-                Refusal::UnknownChallenge(id)
-            });
+            if known {
+                return self.refuse(Refusal::ClosedChallenge(id));
+            }
+            // Its challenge may still be on its way: hold it a while (counted as an
+            // unknown challenge only if the challenge never comes).
+            let waiting = self.early.entry(p.challenge_id).or_default();
+            if self.early_count < EARLY_MAX && !waiting.iter().any(|(m, _, _)| m == miner) {
+                waiting.push((*miner, p.clone(), now_ms));
+                self.early_count += 1;
+                return Ok(None);
+            }
+            if waiting.is_empty() {
+                self.early.remove(&p.challenge_id);
+            }
+            return self.refuse(Refusal::UnknownChallenge(id));
         };
         if open.outcomes.contains_key(miner) || open.pending.contains_key(miner) {
             return self.refuse(Refusal::DuplicateAnswer);
@@ -414,9 +449,27 @@ impl Validator {
     /// Scores challenges whose deadline has passed, closes epochs, and returns the weight
     /// commits and reveals to publish now.
     pub fn tick(&mut self, now_ms: u64) -> Result<Vec<Message>> {
+        self.expire_early(now_ms);
         self.finalize_due(now_ms)?;
         self.close_epochs(now_ms)?;
         self.due_messages(now_ms)
+    }
+
+    /// Drops early proofs whose challenge never came.
+    fn expire_early(&mut self, now_ms: u64) {
+        let now = now_ms as f64;
+        let mut dropped = 0;
+        self.early.retain(|_, v| {
+            let before = v.len();
+            v.retain(|(_, _, at)| now - at < EARLY_KEEP_MS);
+            dropped += before - v.len();
+            !v.is_empty()
+        });
+        if dropped > 0 {
+            self.early_count -= dropped;
+            *self.refused.entry("unknown_challenge".into()).or_default() += dropped as u64;
+            debug!(target: "validator", dropped, "proofs for challenges that never came");
+        }
     }
 
     fn finalize_due(&mut self, now_ms: u64) -> Result<()> {

@@ -167,6 +167,9 @@ fn every_answer_is_classified_scored_weighted_committed_revealed_and_paid() {
         );
         let mut unknown = p_fast.clone();
         unknown.challenge_id = [9; 32];
+        // A proof for a challenge not (yet) heard of waits for it; the same miner's second
+        // one for it is refused.
+        assert!(matches!(v.on_proof(&fast, &unknown, t0), Ok(None)));
         assert!(matches!(
             v.on_proof(&fast, &unknown, t0),
             Err(Refusal::UnknownChallenge(_))
