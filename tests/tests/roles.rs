@@ -12,6 +12,9 @@ use provnet_validator::{Outcome, Store};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
+/// The adversary test's epochs: long enough that a loaded 2-core machine still finalizes
+/// several challenges inside each one.
+const EPOCH_SECS: u64 = 8;
 
 /// The subnets in this file run one at a time: each is a dozen processes proving on what
 /// may be two cores, and three of them at once starve each other's epochs.
@@ -60,12 +63,12 @@ fn stop_all(nodes: &mut [&mut Node]) {
 fn honest_miners_earn_and_every_adversary_ends_with_weight_zero() {
     let _serial = one_at_a_time();
     // miner-1..3 honest; miner-4 invalid, miner-5 copies, miner-6 replays, miner-7 late.
-    let net = Subnet::setup(7, 2, 4);
+    let net = Subnet::setup(7, 2, EPOCH_SECS);
     let mut ch = net.start(
         "challenger",
         "challenger",
         None,
-        &["--rate", "2", "--deadline-ms", "2500"],
+        &["--rate", "1", "--deadline-ms", "3000"],
     );
     let boot = first_addr(&ch.ready(T));
     let mut v1 = net.start("validator-1", "validator", Some(&boot), &[]);
@@ -170,18 +173,18 @@ fn honest_miners_earn_and_every_adversary_ends_with_weight_zero() {
 
     // Every challenge of the whole epochs got proofs from every honest miner, and both
     // validators verified every one of them.
-    let start = (e0 + 1) * 4_000;
-    let end = (e0 + 3) * 4_000;
+    let start = (e0 + 1) * EPOCH_SECS * 1_000;
+    let end = (e0 + 3) * EPOCH_SECS * 1_000;
     let log1 = s1.challenges().expect("store");
     let in_window: Vec<_> = log1
         .iter()
         .filter(|c| c.received_ms >= start && c.deadline_ms < end)
         .collect();
-    // 2/s over 8 s, less the last 2.5 s whose deadlines fall after the window: about 11,
+    // 1/s over 16 s, less the last 3 s whose deadlines fall after the window: about 13,
     // fewer when the machine is loaded. A handful is enough for what follows to mean much.
     assert!(
         in_window.len() >= 4,
-        "only {} challenges in two 4 s epochs at 2/s",
+        "only {} challenges in two {EPOCH_SECS} s epochs at 1/s",
         in_window.len()
     );
     for c in &in_window {
