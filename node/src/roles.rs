@@ -169,6 +169,17 @@ struct ValidatorRole {
     verdicts: mpsc::Receiver<Verdict>,
 }
 
+impl ValidatorRole {
+    /// Queues a verification; a full queue drops it, and the answer counts neither way.
+    fn submit(&mut self, job: provnet_validator::VerifyJob) {
+        let (id, miner) = (job.challenge_id, job.miner);
+        if !self.pool.submit(job) {
+            self.engine.forget(&id, &miner);
+            warn!(target: "validator", "verification queue full: proof dropped");
+        }
+    }
+}
+
 pub struct Roles {
     cfg: RoleConfig,
     me: PublicKey,
@@ -370,11 +381,7 @@ impl Roles {
                     }
                     // Proofs that arrived before this challenge.
                     for job in v.engine.take_ready() {
-                        let (id, miner) = (job.challenge_id, job.miner);
-                        if !v.pool.submit(job) {
-                            v.engine.forget(&id, &miner);
-                            warn!(target: "validator", "verification queue full: proof dropped");
-                        }
+                        v.submit(job);
                     }
                 }
                 if let Some(mr) = self.miner.as_mut() {
@@ -399,13 +406,7 @@ impl Roles {
                 }
                 if let Some(v) = self.validator.as_mut() {
                     match v.engine.on_proof(&sender, p, now) {
-                        Ok(Some(job)) => {
-                            let (id, miner) = (job.challenge_id, job.miner);
-                            if !v.pool.submit(job) {
-                                v.engine.forget(&id, &miner);
-                                warn!(target: "validator", "verification queue full: proof dropped");
-                            }
-                        }
+                        Ok(Some(job)) => v.submit(job),
                         Ok(None) => {}
                         Err(r) => {
                             info!(target: "validator", miner = %short(&sender), reason = r.as_str(), "proof refused: {r}");
