@@ -17,6 +17,7 @@ pub mod onnx;
 pub mod onnx_proto;
 pub mod proof;
 pub mod prover;
+pub mod gpu;
 pub mod r1cs;
 pub mod trace;
 

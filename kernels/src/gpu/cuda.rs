@@ -1,0 +1,545 @@
+//! [`CudaBackend`]: the kernels of `kernels/cuda/` on an NVIDIA GPU through cudarc.
+//!
+//! Everything CUDA is loaded at run time: the driver (libcuda) and NVRTC (libnvrtc) are
+//! looked for before any call that would panic without them, and their absence is an error
+//! that says what is missing. The kernel source is compiled once per source digest and
+//! compute capability and the PTX cached on disk. Proving-key points stay resident on the
+//! device across proofs, keyed by where they live in host memory plus a sample of their
+//! contents.
+
+// cudarc's launches and library probes are `unsafe`: the kernels' argument lists are
+// checked here by hand against `msm.cu` / `ntt.cu`, and mirrored by the emulation test.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use ark_bn254::{Fr, G1Affine, G1Projective, G2Affine, G2Projective};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig,
+    PushKernelArg,
+};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+
+use super::layout::{self, MsmPlan, NttTables, FR_WORDS};
+use crate::error::{KernelError, Result};
+use crate::msm::FixedBaseTable;
+use crate::prover::ProverBackend;
+
+const THREADS: u32 = 256;
+/// Resident base sets kept before the oldest are dropped.
+const MAX_RESIDENT: usize = 64;
+
+const KERNELS: &[&str] = &[
+    "msm_digits",
+    "msm_chunk_sums",
+    "msm_chunk_scan",
+    "msm_offsets",
+    "msm_scatter",
+    "msm_accumulate_g1",
+    "msm_fixup_g1",
+    "msm_reduce_g1",
+    "msm_window_sum_g1",
+    "msm_ones_g1",
+    "msm_tree_g1",
+    "msm_accumulate_g2",
+    "msm_fixup_g2",
+    "msm_reduce_g2",
+    "msm_window_sum_g2",
+    "msm_ones_g2",
+    "msm_tree_g2",
+    "ntt_bitrev",
+    "ntt_stage",
+    "ntt_scale",
+    "quotient_pointwise",
+];
+
+fn err(reason: impl Into<String>) -> KernelError {
+    KernelError::Backend {
+        backend: "cuda".into(),
+        reason: reason.into(),
+    }
+}
+
+fn drv(what: &str) -> impl Fn(DriverError) -> KernelError + '_ {
+    move |e| err(format!("{what}: {e:?}"))
+}
+
+fn cfg(threads: u64) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (threads.div_ceil(THREADS as u64).max(1) as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The two groups the MSM kernels serve.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Group {
+    G1,
+    G2,
+}
+
+impl Group {
+    fn suffix(self) -> &'static str {
+        match self {
+            Group::G1 => "g1",
+            Group::G2 => "g2",
+        }
+    }
+    /// Words of one XYZZ point.
+    fn xyzz_words(self) -> usize {
+        match self {
+            Group::G1 => 16,
+            Group::G2 => 32,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct BaseKey {
+    group: Group,
+    addr: usize,
+    len: usize,
+    sample: [u8; 16],
+}
+
+struct Inner {
+    stream: Arc<CudaStream>,
+    _module: Arc<CudaModule>,
+    funcs: HashMap<&'static str, CudaFunction>,
+    resident: HashMap<BaseKey, (u64, Arc<CudaSlice<u64>>)>,
+    uses: u64,
+    ntt: HashMap<u32, Arc<DeviceNtt>>,
+}
+
+struct DeviceNtt {
+    tw_fwd: CudaSlice<u64>,
+    tw_inv: CudaSlice<u64>,
+    scale_in: CudaSlice<u64>,
+    scale_out: CudaSlice<u64>,
+    z_inv: CudaSlice<u64>,
+}
+
+/// Groth16's MSMs and NTTs on one GPU. One proof's work runs on one stream at a time.
+pub struct CudaBackend {
+    device: String,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+/// Where compiled PTX is cached: `$PROVNET_CACHE_DIR`, else `$XDG_CACHE_HOME/provnet`, else
+/// `~/.cache/provnet`, else the system temp dir.
+fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PROVNET_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("provnet");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("provnet");
+    }
+    std::env::temp_dir().join("provnet")
+}
+
+/// Whether NVRTC can be loaded (the compile check and the backend both need it).
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to dlopen the library by its usual names.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// Compiles the kernels for `arch` (e.g. "compute_90") with NVRTC.
+pub fn compile(arch: &str) -> Result<Ptx> {
+    if !nvrtc_present() {
+        return Err(err(
+            "CUDA's NVRTC library (libnvrtc.so) was not found: install the CUDA toolkit, or \
+             the nvidia-cuda-nvrtc-cu12 wheel, and put its lib folder on LD_LIBRARY_PATH",
+        ));
+    }
+    let opts = CompileOptions {
+        options: vec![format!("--gpu-architecture={arch}"), "-std=c++17".into()],
+        name: Some("provnet_bn254.cu".into()),
+        ..Default::default()
+    };
+    compile_ptx_with_opts(super::source(), opts).map_err(|e| err(format!("NVRTC: {e}")))
+}
+
+fn load_ptx(arch: &str) -> Result<Ptx> {
+    let path = cache_dir().join(format!("kernels-{}-{arch}.ptx", super::source_digest()));
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        tracing::debug!(target: "prover", path = %path.display(), "cached PTX");
+        return Ok(Ptx::from_src(text));
+    }
+    let t = std::time::Instant::now();
+    let ptx = compile(arch)?;
+    tracing::info!(target: "prover", arch, ms = t.elapsed().as_millis() as u64, "compiled the GPU kernels");
+    // A cache we cannot write only costs the next start a compile.
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, ptx.to_src())?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(target: "prover", path = %path.display(), "caching PTX: {e}");
+    }
+    Ok(ptx)
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal`, or says why it cannot: no driver, no GPU, no NVRTC, or a
+    /// compile or load failure. Never panics for want of CUDA.
+    pub fn open(ordinal: usize) -> Result<CudaBackend> {
+        // SAFETY: only tries to dlopen libcuda by its usual names.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(err(
+                "no CUDA driver (libcuda.so) on this machine: no NVIDIA GPU or driver",
+            ));
+        }
+        let count = CudaContext::device_count().map_err(drv("counting GPUs"))?;
+        if ordinal as i64 >= count as i64 {
+            return Err(err(format!(
+                "the CUDA driver sees {count} GPU(s); GPU {ordinal} does not exist"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(drv("creating a CUDA context"))?;
+        let (major, minor) = ctx.compute_capability().map_err(drv("compute capability"))?;
+        let device = ctx.name().unwrap_or_else(|_| format!("GPU {ordinal}"));
+        let ptx = load_ptx(&format!("compute_{major}{minor}"))?;
+        let module = ctx.load_module(ptx).map_err(drv("loading the kernels"))?;
+        let mut funcs = HashMap::new();
+        for name in KERNELS {
+            let f = module.load_function(name).map_err(drv(name))?;
+            funcs.insert(*name, f);
+        }
+        tracing::info!(target: "prover", device, sm = format!("{major}.{minor}"), "CUDA backend ready");
+        Ok(CudaBackend {
+            device,
+            inner: Mutex::new(Inner {
+                stream: ctx.default_stream(),
+                _module: module,
+                funcs,
+                resident: HashMap::new(),
+                uses: 0,
+                ntt: HashMap::new(),
+            }),
+        })
+    }
+
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
+        self.inner
+            .lock()
+            .map_err(|_| err("a previous GPU call panicked"))
+    }
+}
+
+impl Inner {
+    fn f(&self, name: &str) -> &CudaFunction {
+        self.funcs.get(name).expect("every kernel is loaded at open")
+    }
+
+    /// The device copy of a base set, uploaded on first use.
+    fn bases(&mut self, key: BaseKey, upload: impl FnOnce() -> Vec<u64>) -> Result<Arc<CudaSlice<u64>>> {
+        self.uses += 1;
+        let now = self.uses;
+        if let Some((used, buf)) = self.resident.get_mut(&key) {
+            *used = now;
+            return Ok(buf.clone());
+        }
+        if self.resident.len() >= MAX_RESIDENT {
+            let oldest = self
+                .resident
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.resident.remove(&k);
+            }
+        }
+        let buf = Arc::new(self.stream.clone_htod(&upload()).map_err(drv("uploading bases"))?);
+        self.resident.insert(key, (now, buf.clone()));
+        Ok(buf)
+    }
+
+    /// Runs the MSM pipeline of `msm.cu`; returns the window sums and the +-1 partial sums
+    /// as XYZZ words (combined on the host).
+    fn msm(
+        &mut self,
+        group: Group,
+        bases: &CudaSlice<u64>,
+        scalars: &[Fr],
+    ) -> Result<(MsmPlan, Vec<u64>, Vec<u64>)> {
+        let p = MsmPlan::new(scalars.len())?;
+        let s = self.stream.clone();
+        let xw = group.xyzz_words();
+        let (n, w) = (p.n as u64, p.windows as u64);
+        let zeros_u32 = |len: u64| s.alloc_zeros::<u32>(len.max(1) as usize);
+        let zeros_u64 = |len: u64| s.alloc_zeros::<u64>(len.max(1) as usize);
+        let sc = s
+            .clone_htod(&layout::fr_words(scalars))
+            .map_err(drv("uploading scalars"))?;
+        let a = drv("allocating MSM buffers");
+        let mut digit = zeros_u32(w * n).map_err(&a)?;
+        let mut counts = zeros_u32(w * p.nb as u64).map_err(&a)?;
+        let mut ones = zeros_u32(n).map_err(&a)?;
+        let mut ones_len = zeros_u32(1).map_err(&a)?;
+        let mut max_window = zeros_u32(1).map_err(&a)?;
+        let mut chunk_sum = zeros_u32(w * p.scan_chunks() as u64).map_err(&a)?;
+        let mut offsets = zeros_u32(w * p.nb as u64).map_err(&a)?;
+        let mut cursor = zeros_u32(w * p.nb as u64).map_err(&a)?;
+        let mut sorted = zeros_u32(w * n).map_err(&a)?;
+        let mut key = zeros_u32(w * n).map_err(&a)?;
+        let mut bucket = zeros_u64(w * p.nb as u64 * xw as u64).map_err(&a)?;
+        let mut first = zeros_u64(p.acc_threads() * xw as u64).map_err(&a)?;
+        let mut last = zeros_u64(p.acc_threads() * xw as u64).map_err(&a)?;
+        let mut seg = zeros_u64(w * p.segs as u64 * xw as u64).map_err(&a)?;
+        let mut wout = zeros_u64(w * xw as u64).map_err(&a)?;
+        let parts_len = n.div_ceil(p.k as u64);
+        let mut parts = zeros_u64(parts_len * xw as u64).map_err(&a)?;
+        let l = drv("launching an MSM kernel");
+        let g = group.suffix();
+        let (c, windows, nb, chunk, chunks, k, segs) =
+            (p.c, p.windows, p.nb, p.scan_chunk, p.scan_chunks(), p.k, p.segs);
+        // SAFETY (every launch below): argument lists match the kernels' signatures in
+        // msm.cu, and every buffer is at least as long as the plan's geometry makes the
+        // kernel read or write.
+        unsafe {
+            s.launch_builder(self.f("msm_digits"))
+                .arg(&sc).arg(&p.n).arg(&c).arg(&windows).arg(&mut digit).arg(&mut counts)
+                .arg(&mut ones).arg(&mut ones_len).arg(&mut max_window)
+                .launch(cfg(n)).map_err(&l)?;
+            s.launch_builder(self.f("msm_chunk_sums"))
+                .arg(&counts).arg(&windows).arg(&nb).arg(&chunk).arg(&mut chunk_sum)
+                .launch(cfg(w * chunks as u64)).map_err(&l)?;
+            s.launch_builder(self.f("msm_chunk_scan"))
+                .arg(&mut chunk_sum).arg(&windows).arg(&chunks)
+                .launch(cfg(w)).map_err(&l)?;
+            s.launch_builder(self.f("msm_offsets"))
+                .arg(&counts).arg(&chunk_sum).arg(&windows).arg(&nb).arg(&chunk)
+                .arg(&mut offsets).arg(&mut cursor)
+                .launch(cfg(w * chunks as u64)).map_err(&l)?;
+            s.launch_builder(self.f("msm_scatter"))
+                .arg(&digit).arg(&p.n).arg(&windows).arg(&nb).arg(&mut cursor)
+                .arg(&mut sorted).arg(&mut key)
+                .launch(cfg(n)).map_err(&l)?;
+            s.launch_builder(self.f(&format!("msm_accumulate_{g}")))
+                .arg(bases).arg(&sorted).arg(&key).arg(&offsets).arg(&counts).arg(&p.n)
+                .arg(&windows).arg(&nb).arg(&k).arg(&mut bucket).arg(&mut first).arg(&mut last)
+                .launch(cfg(p.acc_threads())).map_err(&l)?;
+            s.launch_builder(self.f(&format!("msm_fixup_{g}")))
+                .arg(&offsets).arg(&counts).arg(&p.n).arg(&windows).arg(&nb).arg(&k)
+                .arg(&mut bucket).arg(&first).arg(&last)
+                .launch(cfg(w * nb as u64)).map_err(&l)?;
+            s.launch_builder(self.f(&format!("msm_reduce_{g}")))
+                .arg(&bucket).arg(&windows).arg(&max_window).arg(&nb).arg(&segs).arg(&mut seg)
+                .launch(cfg(w * segs as u64)).map_err(&l)?;
+            s.launch_builder(self.f(&format!("msm_window_sum_{g}")))
+                .arg(&seg).arg(&windows).arg(&segs).arg(&mut wout)
+                .launch(cfg(w)).map_err(&l)?;
+            s.launch_builder(self.f(&format!("msm_ones_{g}")))
+                .arg(bases).arg(&ones).arg(&ones_len).arg(&k).arg(&mut parts)
+                .launch(cfg(parts_len)).map_err(&l)?;
+        }
+        let mut len = parts_len;
+        while len > 64 {
+            let next = len.div_ceil(k as u64);
+            let mut out = zeros_u64(next * xw as u64).map_err(&a)?;
+            let len32 = len as u32;
+            // SAFETY: as above (msm_tree_*).
+            unsafe {
+                s.launch_builder(self.f(&format!("msm_tree_{g}")))
+                    .arg(&parts).arg(&len32).arg(&k).arg(&mut out)
+                    .launch(cfg(next)).map_err(&l)?;
+            }
+            parts = out;
+            len = next;
+        }
+        let d = drv("downloading MSM results");
+        let windows_out = s.clone_dtoh(&wout).map_err(&d)?;
+        let mut parts_out = s.clone_dtoh(&parts).map_err(&d)?;
+        parts_out.truncate(len as usize * xw);
+        Ok((p, windows_out, parts_out))
+    }
+
+    fn ntt_tables(&mut self, log_n: u32) -> Result<Arc<DeviceNtt>> {
+        if let Some(t) = self.ntt.get(&log_n) {
+            return Ok(t.clone());
+        }
+        let t = NttTables::new(log_n)?;
+        let up = |v: &Vec<u64>| self.stream.clone_htod(v).map_err(drv("uploading NTT tables"));
+        let dev = Arc::new(DeviceNtt {
+            tw_fwd: up(&t.tw_fwd)?,
+            tw_inv: up(&t.tw_inv)?,
+            scale_in: up(&t.scale_in)?,
+            scale_out: up(&t.scale_out)?,
+            z_inv: up(&t.z_inv)?,
+        });
+        self.ntt.insert(log_n, dev.clone());
+        Ok(dev)
+    }
+
+    /// In-place transform of `a` (bit-reverse, then log n butterfly stages).
+    fn ntt(&self, a: &mut CudaSlice<u64>, log_n: u32, tw: &CudaSlice<u64>) -> Result<()> {
+        let s = &self.stream;
+        let n = 1u64 << log_n;
+        let l = drv("launching an NTT kernel");
+        // SAFETY: signatures as in ntt.cu; `a` holds n elements and `tw` n/2.
+        unsafe {
+            s.launch_builder(self.f("ntt_bitrev"))
+                .arg(&mut *a).arg(&log_n)
+                .launch(cfg(n)).map_err(&l)?;
+            let mut half = 1u32;
+            while (half as u64) < n {
+                s.launch_builder(self.f("ntt_stage"))
+                    .arg(&mut *a).arg(tw).arg(&log_n).arg(&half)
+                    .launch(cfg(n / 2)).map_err(&l)?;
+                half *= 2;
+            }
+        }
+        Ok(())
+    }
+
+    fn scale(&self, a: &mut CudaSlice<u64>, by: &CudaSlice<u64>, n: u32) -> Result<()> {
+        // SAFETY: ntt_scale(u64 *a, const u64 *s, u32 n); both hold n elements.
+        unsafe {
+            self.stream
+                .launch_builder(self.f("ntt_scale"))
+                .arg(&mut *a).arg(by).arg(&n)
+                .launch(cfg(n as u64))
+                .map_err(drv("launching ntt_scale"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A cheap identity for a base set: where it lives and a digest of three of its points.
+fn base_key<T>(group: Group, bases: &[T], words: impl Fn(&[T]) -> Vec<u64>) -> BaseKey {
+    let mut h = blake3::Hasher::new();
+    if !bases.is_empty() {
+        for i in [0, bases.len() / 2, bases.len() - 1] {
+            for w in words(&bases[i..=i]) {
+                h.update(&w.to_le_bytes());
+            }
+        }
+    }
+    let mut sample = [0u8; 16];
+    sample.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    BaseKey {
+        group,
+        addr: bases.as_ptr() as usize,
+        len: bases.len(),
+        sample,
+    }
+}
+
+fn check_len(bases: usize, scalars: usize) -> Result<()> {
+    if scalars > bases {
+        return Err(err(format!("{scalars} scalars for {bases} bases")));
+    }
+    Ok(())
+}
+
+impl CudaBackend {
+    fn g1(&self, key: BaseKey, upload: impl FnOnce() -> Vec<u64>, scalars: &[Fr]) -> Result<G1Projective> {
+        if scalars.is_empty() {
+            return Ok(G1Projective::default());
+        }
+        let mut inner = self.lock()?;
+        let bases = inner.bases(key, upload)?;
+        let (p, windows, parts) = inner.msm(Group::G1, &bases, scalars)?;
+        drop(inner);
+        let x = Group::G1.xyzz_words();
+        let ws = windows.chunks_exact(x).map(layout::g1_from_xyzz).collect::<Result<Vec<_>>>()?;
+        let ps = parts.chunks_exact(x).map(layout::g1_from_xyzz).collect::<Result<Vec<_>>>()?;
+        Ok(layout::combine(&ws, &ps, p.c))
+    }
+}
+
+impl ProverBackend for CudaBackend {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn msm_g1(&self, bases: &[G1Affine], scalars: &[Fr]) -> Result<G1Projective> {
+        if bases.len() != scalars.len() {
+            return Err(err(format!("{} scalars for {} bases", scalars.len(), bases.len())));
+        }
+        let key = base_key(Group::G1, bases, layout::g1_words);
+        self.g1(key, || layout::g1_words(bases), scalars)
+    }
+
+    fn msm_g2(&self, bases: &[G2Affine], scalars: &[Fr]) -> Result<G2Projective> {
+        if bases.len() != scalars.len() {
+            return Err(err(format!("{} scalars for {} bases", scalars.len(), bases.len())));
+        }
+        if scalars.is_empty() {
+            return Ok(G2Projective::default());
+        }
+        let key = base_key(Group::G2, bases, layout::g2_words);
+        let mut inner = self.lock()?;
+        let dev = inner.bases(key, || layout::g2_words(bases))?;
+        let (p, windows, parts) = inner.msm(Group::G2, &dev, scalars)?;
+        drop(inner);
+        let x = Group::G2.xyzz_words();
+        let ws = windows.chunks_exact(x).map(layout::g2_from_xyzz).collect::<Result<Vec<_>>>()?;
+        let ps = parts.chunks_exact(x).map(layout::g2_from_xyzz).collect::<Result<Vec<_>>>()?;
+        Ok(layout::combine(&ws, &ps, p.c))
+    }
+
+    /// The h query: the table's window-0 points are the plain bases.
+    fn msm_g1_fixed(&self, table: &FixedBaseTable, scalars: &[Fr]) -> Result<G1Projective> {
+        check_len(table.bases, scalars.len())?;
+        let plain = |t: &FixedBaseTable| -> Vec<G1Affine> {
+            t.points.iter().step_by(t.windows.max(1) as usize).copied().collect()
+        };
+        let key = base_key(Group::G1, &table.points, |p| layout::g1_words(p));
+        self.g1(key, || layout::g1_words(&plain(table)), scalars)
+    }
+
+    fn quotient(&self, a: Vec<Fr>, b: Vec<Fr>, c: Vec<Fr>) -> Result<Vec<Fr>> {
+        let n = a.len();
+        if !n.is_power_of_two() || b.len() != n || c.len() != n || n < 2 {
+            return Err(err(format!("no NTT of sizes {n}, {}, {}", b.len(), c.len())));
+        }
+        let log_n = n.trailing_zeros();
+        let n32 = u32::try_from(n).map_err(|_| err("NTT too large"))?;
+        let mut inner = self.lock()?;
+        let t = inner.ntt_tables(log_n)?;
+        let s = inner.stream.clone();
+        let up = drv("uploading NTT input");
+        let mut da = s.clone_htod(&layout::fr_words(&a)).map_err(&up)?;
+        let mut db = s.clone_htod(&layout::fr_words(&b)).map_err(&up)?;
+        let mut dc = s.clone_htod(&layout::fr_words(&c)).map_err(&up)?;
+        for v in [&mut da, &mut db, &mut dc] {
+            inner.ntt(v, log_n, &t.tw_inv)?;
+            inner.scale(v, &t.scale_in, n32)?;
+            inner.ntt(v, log_n, &t.tw_fwd)?;
+        }
+        // SAFETY: quotient_pointwise(u64 *a, const u64 *b, const u64 *c, const u64 *zinv, u32 n).
+        unsafe {
+            s.launch_builder(inner.f("quotient_pointwise"))
+                .arg(&mut da).arg(&db).arg(&dc).arg(&t.z_inv).arg(&n32)
+                .launch(cfg(n as u64))
+                .map_err(drv("launching quotient_pointwise"))?;
+        }
+        inner.ntt(&mut da, log_n, &t.tw_inv)?;
+        inner.scale(&mut da, &t.scale_out, n32)?;
+        let h = s.clone_dtoh(&da).map_err(drv("downloading h"))?;
+        debug_assert_eq!(h.len(), n * FR_WORDS);
+        Ok(layout::fr_from_words(&h))
+    }
+}
+
