@@ -16,6 +16,8 @@
 typedef unsigned long long u64;
 typedef unsigned int u32;
 #define PN_FN __device__ __forceinline__
+// Point operations are large: calls, not copies, keep NVRTC's time and the code size down.
+#define PN_CALL __device__ __noinline__
 #define PN_KERNEL extern "C" __global__
 PN_FN u64 pn_mulhi(u64 a, u64 b) { return __umul64hi(a, b); }
 PN_FN u64 pn_tid() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
@@ -26,6 +28,7 @@ PN_FN void pn_atomic_max(u32 *p, u32 v) { atomicMax(p, v); }
 typedef unsigned long long u64;
 typedef unsigned int u32;
 #define PN_FN inline
+#define PN_CALL inline
 #define PN_KERNEL inline
 static u64 pn_host_tid;
 PN_FN u64 pn_mulhi(u64 a, u64 b) { return (u64)(((unsigned __int128)a * b) >> 64); }
@@ -138,14 +141,14 @@ PN_FN Fq2 add(const Fq2 &a, const Fq2 &b) { Fq2 r; r.c0 = add(a.c0, b.c0); r.c1 
 PN_FN Fq2 sub(const Fq2 &a, const Fq2 &b) { Fq2 r; r.c0 = sub(a.c0, b.c0); r.c1 = sub(a.c1, b.c1); return r; }
 PN_FN Fq2 neg(const Fq2 &a) { Fq2 r; r.c0 = neg(a.c0); r.c1 = neg(a.c1); return r; }
 PN_FN Fq2 dbl(const Fq2 &a) { return add(a, a); }
-PN_FN Fq2 mul(const Fq2 &a, const Fq2 &b) {
+PN_CALL Fq2 mul(const Fq2 &a, const Fq2 &b) {
     Fq v0 = mul(a.c0, b.c0), v1 = mul(a.c1, b.c1);
     Fq2 r;
     r.c0 = sub(v0, v1);
     r.c1 = sub(sub(mul(add(a.c0, a.c1), add(b.c0, b.c1)), v0), v1);
     return r;
 }
-PN_FN Fq2 sqr(const Fq2 &a) {
+PN_CALL Fq2 sqr(const Fq2 &a) {
     Fq2 r;
     r.c0 = mul(add(a.c0, a.c1), sub(a.c0, a.c1));
     Fq t = mul(a.c0, a.c1);
@@ -173,7 +176,7 @@ template <class F> PN_FN Xyzz<F> xyzz_zero() { Xyzz<F> r; r.x = r.y = r.zz = r.z
 template <class F> PN_FN bool xyzz_is_inf(const Xyzz<F> &p) { return is_zero(p.zz); }
 
 // 2 * affine point (dbl, with ZZ1 = ZZZ1 = 1).
-template <class F> PN_FN Xyzz<F> xyzz_dbl_aff(const Aff<F> &q) {
+template <class F> PN_CALL Xyzz<F> xyzz_dbl_aff(const Aff<F> &q) {
     F u = dbl(q.y), v = sqr(u), w = mul(u, v), s = mul(q.x, v);
     F x2 = sqr(q.x);
     F m = add(dbl(x2), x2);
@@ -185,7 +188,7 @@ template <class F> PN_FN Xyzz<F> xyzz_dbl_aff(const Aff<F> &q) {
     return r;
 }
 
-template <class F> PN_FN void xyzz_dbl(Xyzz<F> &p) {
+template <class F> PN_CALL void xyzz_dbl(Xyzz<F> &p) {
     if (xyzz_is_inf(p)) return;
     F u = dbl(p.y), v = sqr(u), w = mul(u, v), s = mul(p.x, v);
     F x2 = sqr(p.x);
@@ -198,7 +201,7 @@ template <class F> PN_FN void xyzz_dbl(Xyzz<F> &p) {
 }
 
 // p += q (q affine).
-template <class F> PN_FN void xyzz_add_aff(Xyzz<F> &p, const Aff<F> &q) {
+template <class F> PN_CALL void xyzz_add_aff(Xyzz<F> &p, const Aff<F> &q) {
     if (aff_is_inf(q)) return;
     if (xyzz_is_inf(p)) { p.x = q.x; p.y = q.y; p.zz = one_of<F>(); p.zzz = one_of<F>(); return; }
     F pp_ = sub(mul(q.x, p.zz), p.x);
@@ -217,7 +220,7 @@ template <class F> PN_FN void xyzz_add_aff(Xyzz<F> &p, const Aff<F> &q) {
 }
 
 // p += q (both XYZZ).
-template <class F> PN_FN void xyzz_add(Xyzz<F> &p, const Xyzz<F> &q) {
+template <class F> PN_CALL void xyzz_add(Xyzz<F> &p, const Xyzz<F> &q) {
     if (xyzz_is_inf(q)) return;
     if (xyzz_is_inf(p)) { p = q; return; }
     F u1 = mul(p.x, q.zz), u2 = mul(q.x, p.zz);
@@ -237,7 +240,7 @@ template <class F> PN_FN void xyzz_add(Xyzz<F> &p, const Xyzz<F> &q) {
 }
 
 // k * p for a small non-negative k (double-and-add, most significant bit first).
-template <class F> PN_FN Xyzz<F> xyzz_mul_small(const Xyzz<F> &p, u32 k) {
+template <class F> PN_CALL Xyzz<F> xyzz_mul_small(const Xyzz<F> &p, u32 k) {
     Xyzz<F> acc = xyzz_zero<F>();
     for (int bit = 31; bit >= 0; bit--) {
         xyzz_dbl(acc);

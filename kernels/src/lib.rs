@@ -9,6 +9,7 @@ pub mod batch;
 pub mod binding;
 pub mod circuit;
 pub mod error;
+pub mod gpu;
 pub mod import;
 pub mod keys;
 pub mod model;
@@ -17,7 +18,6 @@ pub mod onnx;
 pub mod onnx_proto;
 pub mod proof;
 pub mod prover;
-pub mod gpu;
 pub mod r1cs;
 pub mod trace;
 

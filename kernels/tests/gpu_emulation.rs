@@ -24,7 +24,11 @@ fn driver() -> &'static PathBuf {
         std::fs::create_dir_all(&dir).unwrap();
         let src = dir.join("emu.cpp");
         let driver = include_str!("gpu_emulation/driver.cpp");
-        std::fs::write(&src, format!("{}\n{driver}", provnet_kernels::gpu::source())).unwrap();
+        std::fs::write(
+            &src,
+            format!("{}\n{driver}", provnet_kernels::gpu::source()),
+        )
+        .unwrap();
         let bin = dir.join("emu");
         let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
         let out = Command::new(&cxx)
@@ -166,7 +170,10 @@ fn emulated_msm<G: CurveGroup>(
     let out = run(&input);
     let (windows, parts) = (out[0][0] as usize, out[0][1] as usize);
     assert_eq!(windows as u32, MsmPlan::with_window(n as u32, c).windows);
-    let ws: Vec<G> = out[1..1 + windows].iter().map(|w| decode(w).unwrap()).collect();
+    let ws: Vec<G> = out[1..1 + windows]
+        .iter()
+        .map(|w| decode(w).unwrap())
+        .collect();
     let ps: Vec<G> = out[1 + windows..1 + windows + parts]
         .iter()
         .map(|w| decode(w).unwrap())
@@ -177,11 +184,30 @@ fn emulated_msm<G: CurveGroup>(
 #[test]
 fn g1_msm_matches_arkworks() {
     let mut rng = StdRng::seed_from_u64(2);
-    for (n, c) in [(1, 4), (2, 4), (13, 4), (100, 5), (700, 8), (3000, 0), (5000, 13)] {
-        let c = if c == 0 { MsmPlan::new(n).unwrap().c } else { c };
+    for (n, c) in [
+        (1, 4),
+        (2, 4),
+        (13, 4),
+        (100, 5),
+        (700, 8),
+        (3000, 0),
+        (5000, 13),
+    ] {
+        let c = if c == 0 {
+            MsmPlan::new(n).unwrap().c
+        } else {
+            c
+        };
         let bases = g1_bases(n, &mut rng);
         let sc = scalars(n, &mut rng);
-        let got = emulated_msm("msm_g1", n, c, layout::g1_words(&bases), &sc, layout::g1_from_xyzz);
+        let got = emulated_msm(
+            "msm_g1",
+            n,
+            c,
+            layout::g1_words(&bases),
+            &sc,
+            layout::g1_from_xyzz,
+        );
         let want = G1Projective::msm(&bases, &sc).unwrap();
         assert_eq!(got.into_affine(), want.into_affine(), "n = {n}, c = {c}");
     }
@@ -193,11 +219,16 @@ fn g1_msm_of_bits_only() {
     let mut rng = StdRng::seed_from_u64(3);
     let n = 4100;
     let bases: Vec<G1Affine> = (0..n).map(|_| G1Affine::rand(&mut rng)).collect();
-    let sc: Vec<Fr> = (0..n)
-        .map(|_| Fr::from(rng.gen_range(0u64..2)))
-        .collect();
+    let sc: Vec<Fr> = (0..n).map(|_| Fr::from(rng.gen_range(0u64..2))).collect();
     let c = MsmPlan::new(n).unwrap().c;
-    let got = emulated_msm("msm_g1", n, c, layout::g1_words(&bases), &sc, layout::g1_from_xyzz);
+    let got = emulated_msm(
+        "msm_g1",
+        n,
+        c,
+        layout::g1_words(&bases),
+        &sc,
+        layout::g1_from_xyzz,
+    );
     assert_eq!(got, G1Projective::msm(&bases, &sc).unwrap());
 }
 
@@ -206,7 +237,14 @@ fn g1_msm_of_all_zero_scalars_is_the_identity() {
     let mut rng = StdRng::seed_from_u64(4);
     let bases = g1_bases(40, &mut rng);
     let sc = vec![Fr::zero(); 40];
-    let got = emulated_msm("msm_g1", 40, 4, layout::g1_words(&bases), &sc, layout::g1_from_xyzz);
+    let got = emulated_msm(
+        "msm_g1",
+        40,
+        4,
+        layout::g1_words(&bases),
+        &sc,
+        layout::g1_from_xyzz,
+    );
     assert!(got.is_zero());
 }
 
@@ -216,10 +254,23 @@ fn g2_msm_matches_arkworks() {
     for (n, c) in [(1, 4), (29, 4), (300, 6)] {
         let distinct: Vec<G2Affine> = (0..8).map(|_| G2Affine::rand(&mut rng)).collect();
         let bases: Vec<G2Affine> = (0..n)
-            .map(|i| if i % 7 == 0 { G2Affine::zero() } else { distinct[i % 8] })
+            .map(|i| {
+                if i % 7 == 0 {
+                    G2Affine::zero()
+                } else {
+                    distinct[i % 8]
+                }
+            })
             .collect();
         let sc = scalars(n, &mut rng);
-        let got = emulated_msm("msm_g2", n, c, layout::g2_words(&bases), &sc, layout::g2_from_xyzz);
+        let got = emulated_msm(
+            "msm_g2",
+            n,
+            c,
+            layout::g2_words(&bases),
+            &sc,
+            layout::g2_from_xyzz,
+        );
         let want = G2Projective::msm(&bases, &sc).unwrap();
         assert_eq!(got.into_affine(), want.into_affine(), "n = {n}, c = {c}");
     }

@@ -8,8 +8,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use provnet_kernels::{
-    circuit::CircuitShape, prove_segment, trace, CpuBackend, Model, ModelKeys, ProofContext,
-    SegmentVerifier,
+    circuit::CircuitShape,
+    gpu::{self, BackendChoice},
+    prove_segment, trace, Model, ModelKeys, ProofContext, SegmentVerifier,
 };
 use serde_json::{json, Value};
 
@@ -39,6 +40,10 @@ pub struct BenchArgs {
     pub ezkl_script: PathBuf,
     #[arg(long, default_value_t = 3)]
     pub ezkl_runs: usize,
+    /// In-process proving backends, compared in the same run: cpu, cuda, auto
+    /// (comma-separated). Every proof is checked by the CPU verifier.
+    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    pub backend: Vec<BackendChoice>,
 }
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
@@ -58,6 +63,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let keys = ModelKeys::open(&args.model, &model)?;
     let x = model.quantize(&inputs::read_float_input(&args.input)?);
     let tr = trace::run(&model, &x)?;
+    let backends = args
+        .backend
+        .iter()
+        .map(|b| gpu::select(*b).map_err(|why| anyhow::anyhow!("--backend {b}: {why}")))
+        .collect::<Result<Vec<_>>>()?;
+    if backends.is_empty() {
+        bail!("--backend: name at least one");
+    }
     let ctx = ProofContext {
         challenge: [7; 32],
         nonce: [9; 32],
@@ -92,17 +105,29 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         let (vk, vk_id) = keys.verifying_key(seg.index)?;
         let input = &tr.tensors[seg.index];
         let mut rng = rand::rngs::OsRng;
-        let mut prove_ms = Vec::new();
-        let mut last = None;
-        for _ in 0..args.runs.max(1) {
-            let t = Instant::now();
-            let p = prove_segment(&CpuBackend, &model, seg, &pk, input, &ctx, &mut rng)?;
-            prove_ms.push(ms(t));
-            last = Some(p);
-        }
-        let proof = last.context("at least one run")?;
-        let file = proof.to_file(&model, seg, &vk_id, input, &ctx);
         let verifier = SegmentVerifier::new(seg.index, vk, vk_id);
+        let mut per_backend = Vec::new();
+        let mut file = None;
+        for backend in &backends {
+            let mut times = Vec::new();
+            for _ in 0..args.runs.max(1) {
+                let t = Instant::now();
+                let p = prove_segment(backend.as_ref(), &model, seg, &pk, input, &ctx, &mut rng)?;
+                times.push(ms(t));
+                let f = p.to_file(&model, seg, &vk_id, input, &ctx);
+                verifier.verify(&model, &f, &ctx).with_context(|| {
+                    format!(
+                        "a {} proof of segment {} did not verify",
+                        backend.name(),
+                        seg.index
+                    )
+                })?;
+                file = Some(f);
+            }
+            per_backend.push((backend.name(), median(times)));
+        }
+        let file = file.context("at least one run")?;
+        let prove_ms = per_backend[0].1;
         let mut verify_ms = Vec::new();
         for _ in 0..args.verify_runs.max(1) {
             let t = Instant::now();
@@ -116,7 +141,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "constraints": shape.constraints,
             "domain": (shape.constraints + shape.public_inputs + 1).next_power_of_two(),
             "pk_load_ms": pk_load_ms,
-            "prove_ms_median": median(prove_ms),
+            "backend": per_backend[0].0,
+            "prove_ms_median": prove_ms,
+            "prove_ms_median_by_backend": per_backend.iter().map(|(b, t)| json!({"backend": b, "prove_ms_median": t})).collect::<Vec<_>>(),
             "verify_ms_median": median(verify_ms),
             "process_prove_ms_median": process_ms,
             "proof_bytes": file.proof.len(),
@@ -132,6 +159,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             process_ms.unwrap_or(f64::NAN),
             file.proof.len()
         );
+        for (name, t) in per_backend.iter().skip(1) {
+            println!(
+                "{:<8} on {name}: prove {t:.2} ms ({:.2}x the {})",
+                seg.index,
+                prove_ms / t,
+                per_backend[0].0
+            );
+        }
         rows.push(row);
     }
     let sum = |k: &str| rows.iter().filter_map(|r| r[k].as_f64()).sum::<f64>();

@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 use provnet_kernels::{import, keys, trace, ImportOptions, Model, ModelSummary};
 use serde_json::json;
 
-use crate::{bench, bench_verify, challenge, demo, devnet, genesis, identity, inputs, prove, run};
+use crate::{
+    bench, bench_msm, bench_verify, challenge, demo, devnet, genesis, identity, inputs, prove, run,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -119,6 +121,8 @@ pub enum BenchCommand {
     Prove(bench::BenchArgs),
     /// Verification throughput: one proof at a time vs batch verification.
     Verify(bench_verify::VerifyBenchArgs),
+    /// G1 multi-scalar multiplication per backend (cpu, cuda) over a range of sizes.
+    Msm(bench_msm::MsmBenchArgs),
 }
 
 impl Cli {
@@ -150,6 +154,7 @@ impl Cli {
             Command::Verify(args) => prove::verify(args),
             Command::Bench(BenchCommand::Prove(args)) => bench::run(args),
             Command::Bench(BenchCommand::Verify(args)) => bench_verify::run(args),
+            Command::Bench(BenchCommand::Msm(args)) => bench_msm::run(args),
             Command::Demo(args) => demo::run(args),
             Command::Run(args) => run::run(args),
             Command::Devnet(args) => devnet::run(args),

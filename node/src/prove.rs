@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use provnet_kernels::{
-    circuit::CircuitShape, prove_segment, CpuBackend, Model, ModelKeys, ProofContext, ProofFile,
-    SegmentVerifier,
+    circuit::CircuitShape,
+    gpu::{self, BackendChoice},
+    prove_segment, Model, ModelKeys, ProofContext, ProofFile, SegmentVerifier,
 };
 use serde_json::json;
 
@@ -34,6 +35,9 @@ pub struct ProveArgs {
     pub key: PathBuf,
     #[arg(long)]
     pub out: PathBuf,
+    /// Proving backend: auto (the GPU when usable, else the CPU), cpu, or cuda.
+    #[arg(long, default_value = "auto")]
+    pub backend: BackendChoice,
 }
 
 #[derive(Args, Debug)]
@@ -64,6 +68,8 @@ pub fn prove(args: ProveArgs) -> Result<ExitCode> {
         nonce: identity::hex32("--nonce", &args.nonce)?,
         miner: key.verifying_key().to_bytes(),
     };
+    let backend =
+        gpu::select(args.backend).map_err(|why| anyhow!("--backend {}: {why}", args.backend))?;
     let model = Model::load(&args.model)?;
     let seg = model.segment(args.segment)?;
     let input = inputs::segment_input(&model, args.segment, &args.input)?;
@@ -75,7 +81,7 @@ pub fn prove(args: ProveArgs) -> Result<ExitCode> {
 
     let t = Instant::now();
     let proof = prove_segment(
-        &CpuBackend,
+        backend.as_ref(),
         &model,
         seg,
         &pk,
@@ -98,6 +104,7 @@ pub fn prove(args: ProveArgs) -> Result<ExitCode> {
             "miner": hex::encode(ctx.miner),
             "load_ms": round3(load_ms),
             "prove_ms": round3(prove_ms),
+            "backend": backend.name(),
             "total_ms": round3(start.elapsed().as_secs_f64() * 1e3),
             "proof_bytes": file.proof.len(),
             "proof_file_bytes": bytes.len(),

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use provnet_kernels::{CpuBackend, Model};
+use provnet_kernels::Model;
 use provnet_miner::{Done, Miner, MinerConfig, ProvingModel};
 use provnet_p2p::{NetEvent, NetworkHandle, Received};
 use provnet_validator::{
@@ -51,6 +51,7 @@ pub struct RoleConfig {
     pub rate: f64,
     pub deadline_ms: u64,
     pub miner: MinerConfig,
+    pub backend: provnet_kernels::gpu::BackendChoice,
     pub adversary: Option<Adversary>,
     pub status_file: PathBuf,
     /// Where each snapshot goes for the admin endpoint.
@@ -243,16 +244,12 @@ impl Roles {
                 .into_iter()
                 .map(|p| ProvingModel::load(p).with_context(|| format!("loading {}", p.display())))
                 .collect::<Result<Vec<_>>>()?;
+            let backend = provnet_kernels::gpu::select(cfg.backend)
+                .map_err(|why| anyhow::anyhow!("miner: --backend {}: {why}", cfg.backend))?;
             let (tx, rx) = mpsc::channel(cfg.miner.queue_capacity.max(1) * 2);
-            let miner = Miner::start(
-                models,
-                me,
-                Arc::new(CpuBackend),
-                cfg.miner.clone(),
-                move |d| {
-                    let _ = tx.blocking_send(d);
-                },
-            )?;
+            let miner = Miner::start(models, me, backend, cfg.miner.clone(), move |d| {
+                let _ = tx.blocking_send(d);
+            })?;
             info!(
                 target: "miner",
                 threads = cfg.miner.threads,

@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// Miner: proofs made at the same time.
     #[arg(long, default_value_t = 1)]
     pub max_concurrent: usize,
+    /// Miner: proving backend: auto (the GPU when usable, else the CPU, saying so in the
+    /// log), cpu, or cuda (an error when there is no usable GPU).
+    #[arg(long, default_value = "auto")]
+    pub backend: provnet_kernels::gpu::BackendChoice,
     /// Miner: challenges waiting to be proved, at most.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
@@ -193,6 +197,7 @@ async fn serve(args: RunArgs) -> Result<()> {
                 queue_capacity: args.queue,
                 ..Default::default()
             },
+            backend: args.backend,
             adversary: args.adversary,
             status_file: args.data_dir.join("status.json"),
             status_tx,

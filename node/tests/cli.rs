@@ -462,3 +462,54 @@ fn demo_runs_the_whole_pipeline() {
     let miner_key = std::fs::read_to_string(dir.join("miner.key")).unwrap();
     assert_eq!(miner_key.trim().len(), 64);
 }
+
+/// `--backend cuda` without a usable GPU is a clear error; `auto` then proves on the CPU.
+/// Where a GPU is usable (the device machine), both prove on it instead.
+#[test]
+fn backend_choice_falls_back_or_fails_clearly() {
+    let gpu = provnet_kernels::gpu::select(provnet_kernels::gpu::BackendChoice::Cuda).is_ok();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let model = import_and_setup(t, "digits_mlp");
+    let (key, _) = keygen(t, "miner.key");
+    let prove = |backend: &str, out: &str| {
+        provnet(&[
+            "prove",
+            "--model",
+            s(&model),
+            "--segment",
+            "0",
+            "--input",
+            &fixture("digits_mlp_input.json"),
+            "--challenge",
+            CH,
+            "--key",
+            s(&key),
+            "--out",
+            s(&t.join(out)),
+            "--backend",
+            backend,
+        ])
+    };
+    let report =
+        |o: Output| -> serde_json::Value { serde_json::from_slice(&ok(o).stdout).unwrap() };
+    assert_eq!(report(prove("cpu", "cpu.cbor"))["backend"], "cpu");
+    let want = if gpu { "cuda" } else { "cpu" };
+    assert_eq!(report(prove("auto", "auto.cbor"))["backend"], want);
+    if gpu {
+        assert_eq!(report(prove("cuda", "cuda.cbor"))["backend"], "cuda");
+    } else {
+        fails(prove("cuda", "cuda.cbor"), "--backend cuda");
+        assert!(
+            !t.join("cuda.cbor").exists(),
+            "a failed prove leaves no file"
+        );
+    }
+    let o = prove("tpu", "tpu.cbor");
+    assert_eq!(o.status.code(), Some(2), "a usage error");
+    assert!(
+        stderr(&o).contains("unknown backend \"tpu\""),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -351,6 +351,51 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
     let mut m1 = net.start("miner-1", "miner", Some(&boot), &["--threads", "1"]);
     m1.ready(T);
 
+    // `--backend auto` (the default) says in the log where it proves; `--backend cuda`
+    // without a usable GPU refuses to start, saying why.
+    let gpu = provnet_kernels::gpu::select(provnet_kernels::gpu::BackendChoice::Cuda).is_ok();
+    let said = if gpu {
+        "proving on the GPU"
+    } else {
+        "proving on the CPU"
+    };
+    assert!(
+        wait_until(T, || m1.log_text().contains(said)),
+        "miner-1 never said '{said}':\n{}",
+        m1.log_text()
+    );
+    if !gpu {
+        let genesis = net.genesis.to_str().expect("utf-8");
+        let mut m2 = Node::start(
+            "miner-cuda",
+            &[
+                "run",
+                "--genesis",
+                genesis,
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--role",
+                "miner",
+                "--bootstrap",
+                &boot,
+                "--backend",
+                "cuda",
+            ],
+        );
+        let exit = m2.wait_exit(T).expect("miner-2 exits");
+        assert!(!exit.success(), "a cuda miner without a GPU must not run");
+        assert!(
+            m2.log_text().contains("--backend cuda"),
+            "{}",
+            m2.log_text()
+        );
+        assert!(
+            m2.log_text().contains("no CUDA driver"),
+            "{}",
+            m2.log_text()
+        );
+    }
+
     let model_dir = net.dir.path().join("models").join("digits_mlp");
     let model = provnet_kernels_model(&model_dir);
     let netuid = ready["netuid"].as_u64().expect("netuid") as u16;

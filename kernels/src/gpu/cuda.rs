@@ -159,6 +159,11 @@ pub fn nvrtc_present() -> bool {
 
 /// Compiles the kernels for `arch` (e.g. "compute_90") with NVRTC.
 pub fn compile(arch: &str) -> Result<Ptx> {
+    compile_source(&super::source(), arch)
+}
+
+/// Compiles CUDA C `src` for `arch` with NVRTC.
+pub fn compile_source(src: &str, arch: &str) -> Result<Ptx> {
     if !nvrtc_present() {
         return Err(err(
             "CUDA's NVRTC library (libnvrtc.so) was not found: install the CUDA toolkit, or \
@@ -170,7 +175,7 @@ pub fn compile(arch: &str) -> Result<Ptx> {
         name: Some("provnet_bn254.cu".into()),
         ..Default::default()
     };
-    compile_ptx_with_opts(super::source(), opts).map_err(|e| err(format!("NVRTC: {e}")))
+    compile_ptx_with_opts(src, opts).map_err(|e| err(format!("NVRTC: {e}")))
 }
 
 fn load_ptx(arch: &str) -> Result<Ptx> {
@@ -212,7 +217,9 @@ impl CudaBackend {
             )));
         }
         let ctx = CudaContext::new(ordinal).map_err(drv("creating a CUDA context"))?;
-        let (major, minor) = ctx.compute_capability().map_err(drv("compute capability"))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(drv("compute capability"))?;
         let device = ctx.name().unwrap_or_else(|_| format!("GPU {ordinal}"));
         let ptx = load_ptx(&format!("compute_{major}{minor}"))?;
         let module = ctx.load_module(ptx).map_err(drv("loading the kernels"))?;
@@ -248,11 +255,17 @@ impl CudaBackend {
 
 impl Inner {
     fn f(&self, name: &str) -> &CudaFunction {
-        self.funcs.get(name).expect("every kernel is loaded at open")
+        self.funcs
+            .get(name)
+            .expect("every kernel is loaded at open")
     }
 
     /// The device copy of a base set, uploaded on first use.
-    fn bases(&mut self, key: BaseKey, upload: impl FnOnce() -> Vec<u64>) -> Result<Arc<CudaSlice<u64>>> {
+    fn bases(
+        &mut self,
+        key: BaseKey,
+        upload: impl FnOnce() -> Vec<u64>,
+    ) -> Result<Arc<CudaSlice<u64>>> {
         self.uses += 1;
         let now = self.uses;
         if let Some((used, buf)) = self.resident.get_mut(&key) {
@@ -269,7 +282,11 @@ impl Inner {
                 self.resident.remove(&k);
             }
         }
-        let buf = Arc::new(self.stream.clone_htod(&upload()).map_err(drv("uploading bases"))?);
+        let buf = Arc::new(
+            self.stream
+                .clone_htod(&upload())
+                .map_err(drv("uploading bases"))?,
+        );
         self.resident.insert(key, (now, buf.clone()));
         Ok(buf)
     }
@@ -311,47 +328,116 @@ impl Inner {
         let mut parts = zeros_u64(parts_len * xw as u64).map_err(&a)?;
         let l = drv("launching an MSM kernel");
         let g = group.suffix();
-        let (c, windows, nb, chunk, chunks, k, segs) =
-            (p.c, p.windows, p.nb, p.scan_chunk, p.scan_chunks(), p.k, p.segs);
+        let (c, windows, nb, chunk, chunks, k, segs) = (
+            p.c,
+            p.windows,
+            p.nb,
+            p.scan_chunk,
+            p.scan_chunks(),
+            p.k,
+            p.segs,
+        );
         // SAFETY (every launch below): argument lists match the kernels' signatures in
         // msm.cu, and every buffer is at least as long as the plan's geometry makes the
         // kernel read or write.
         unsafe {
             s.launch_builder(self.f("msm_digits"))
-                .arg(&sc).arg(&p.n).arg(&c).arg(&windows).arg(&mut digit).arg(&mut counts)
-                .arg(&mut ones).arg(&mut ones_len).arg(&mut max_window)
-                .launch(cfg(n)).map_err(&l)?;
+                .arg(&sc)
+                .arg(&p.n)
+                .arg(&c)
+                .arg(&windows)
+                .arg(&mut digit)
+                .arg(&mut counts)
+                .arg(&mut ones)
+                .arg(&mut ones_len)
+                .arg(&mut max_window)
+                .launch(cfg(n))
+                .map_err(&l)?;
             s.launch_builder(self.f("msm_chunk_sums"))
-                .arg(&counts).arg(&windows).arg(&nb).arg(&chunk).arg(&mut chunk_sum)
-                .launch(cfg(w * chunks as u64)).map_err(&l)?;
+                .arg(&counts)
+                .arg(&windows)
+                .arg(&nb)
+                .arg(&chunk)
+                .arg(&mut chunk_sum)
+                .launch(cfg(w * chunks as u64))
+                .map_err(&l)?;
             s.launch_builder(self.f("msm_chunk_scan"))
-                .arg(&mut chunk_sum).arg(&windows).arg(&chunks)
-                .launch(cfg(w)).map_err(&l)?;
+                .arg(&mut chunk_sum)
+                .arg(&windows)
+                .arg(&chunks)
+                .launch(cfg(w))
+                .map_err(&l)?;
             s.launch_builder(self.f("msm_offsets"))
-                .arg(&counts).arg(&chunk_sum).arg(&windows).arg(&nb).arg(&chunk)
-                .arg(&mut offsets).arg(&mut cursor)
-                .launch(cfg(w * chunks as u64)).map_err(&l)?;
+                .arg(&counts)
+                .arg(&chunk_sum)
+                .arg(&windows)
+                .arg(&nb)
+                .arg(&chunk)
+                .arg(&mut offsets)
+                .arg(&mut cursor)
+                .launch(cfg(w * chunks as u64))
+                .map_err(&l)?;
             s.launch_builder(self.f("msm_scatter"))
-                .arg(&digit).arg(&p.n).arg(&windows).arg(&nb).arg(&mut cursor)
-                .arg(&mut sorted).arg(&mut key)
-                .launch(cfg(n)).map_err(&l)?;
+                .arg(&digit)
+                .arg(&p.n)
+                .arg(&windows)
+                .arg(&nb)
+                .arg(&mut cursor)
+                .arg(&mut sorted)
+                .arg(&mut key)
+                .launch(cfg(n))
+                .map_err(&l)?;
             s.launch_builder(self.f(&format!("msm_accumulate_{g}")))
-                .arg(bases).arg(&sorted).arg(&key).arg(&offsets).arg(&counts).arg(&p.n)
-                .arg(&windows).arg(&nb).arg(&k).arg(&mut bucket).arg(&mut first).arg(&mut last)
-                .launch(cfg(p.acc_threads())).map_err(&l)?;
+                .arg(bases)
+                .arg(&sorted)
+                .arg(&key)
+                .arg(&offsets)
+                .arg(&counts)
+                .arg(&p.n)
+                .arg(&windows)
+                .arg(&nb)
+                .arg(&k)
+                .arg(&mut bucket)
+                .arg(&mut first)
+                .arg(&mut last)
+                .launch(cfg(p.acc_threads()))
+                .map_err(&l)?;
             s.launch_builder(self.f(&format!("msm_fixup_{g}")))
-                .arg(&offsets).arg(&counts).arg(&p.n).arg(&windows).arg(&nb).arg(&k)
-                .arg(&mut bucket).arg(&first).arg(&last)
-                .launch(cfg(w * nb as u64)).map_err(&l)?;
+                .arg(&offsets)
+                .arg(&counts)
+                .arg(&p.n)
+                .arg(&windows)
+                .arg(&nb)
+                .arg(&k)
+                .arg(&mut bucket)
+                .arg(&first)
+                .arg(&last)
+                .launch(cfg(w * nb as u64))
+                .map_err(&l)?;
             s.launch_builder(self.f(&format!("msm_reduce_{g}")))
-                .arg(&bucket).arg(&windows).arg(&max_window).arg(&nb).arg(&segs).arg(&mut seg)
-                .launch(cfg(w * segs as u64)).map_err(&l)?;
+                .arg(&bucket)
+                .arg(&windows)
+                .arg(&max_window)
+                .arg(&nb)
+                .arg(&segs)
+                .arg(&mut seg)
+                .launch(cfg(w * segs as u64))
+                .map_err(&l)?;
             s.launch_builder(self.f(&format!("msm_window_sum_{g}")))
-                .arg(&seg).arg(&windows).arg(&segs).arg(&mut wout)
-                .launch(cfg(w)).map_err(&l)?;
+                .arg(&seg)
+                .arg(&windows)
+                .arg(&segs)
+                .arg(&mut wout)
+                .launch(cfg(w))
+                .map_err(&l)?;
             s.launch_builder(self.f(&format!("msm_ones_{g}")))
-                .arg(bases).arg(&ones).arg(&ones_len).arg(&k).arg(&mut parts)
-                .launch(cfg(parts_len)).map_err(&l)?;
+                .arg(bases)
+                .arg(&ones)
+                .arg(&ones_len)
+                .arg(&k)
+                .arg(&mut parts)
+                .launch(cfg(parts_len))
+                .map_err(&l)?;
         }
         let mut len = parts_len;
         while len > 64 {
@@ -361,8 +447,12 @@ impl Inner {
             // SAFETY: as above (msm_tree_*).
             unsafe {
                 s.launch_builder(self.f(&format!("msm_tree_{g}")))
-                    .arg(&parts).arg(&len32).arg(&k).arg(&mut out)
-                    .launch(cfg(next)).map_err(&l)?;
+                    .arg(&parts)
+                    .arg(&len32)
+                    .arg(&k)
+                    .arg(&mut out)
+                    .launch(cfg(next))
+                    .map_err(&l)?;
             }
             parts = out;
             len = next;
@@ -379,7 +469,11 @@ impl Inner {
             return Ok(t.clone());
         }
         let t = NttTables::new(log_n)?;
-        let up = |v: &Vec<u64>| self.stream.clone_htod(v).map_err(drv("uploading NTT tables"));
+        let up = |v: &Vec<u64>| {
+            self.stream
+                .clone_htod(v)
+                .map_err(drv("uploading NTT tables"))
+        };
         let dev = Arc::new(DeviceNtt {
             tw_fwd: up(&t.tw_fwd)?,
             tw_inv: up(&t.tw_inv)?,
@@ -399,13 +493,19 @@ impl Inner {
         // SAFETY: signatures as in ntt.cu; `a` holds n elements and `tw` n/2.
         unsafe {
             s.launch_builder(self.f("ntt_bitrev"))
-                .arg(&mut *a).arg(&log_n)
-                .launch(cfg(n)).map_err(&l)?;
+                .arg(&mut *a)
+                .arg(&log_n)
+                .launch(cfg(n))
+                .map_err(&l)?;
             let mut half = 1u32;
             while (half as u64) < n {
                 s.launch_builder(self.f("ntt_stage"))
-                    .arg(&mut *a).arg(tw).arg(&log_n).arg(&half)
-                    .launch(cfg(n / 2)).map_err(&l)?;
+                    .arg(&mut *a)
+                    .arg(tw)
+                    .arg(&log_n)
+                    .arg(&half)
+                    .launch(cfg(n / 2))
+                    .map_err(&l)?;
                 half *= 2;
             }
         }
@@ -417,7 +517,9 @@ impl Inner {
         unsafe {
             self.stream
                 .launch_builder(self.f("ntt_scale"))
-                .arg(&mut *a).arg(by).arg(&n)
+                .arg(&mut *a)
+                .arg(by)
+                .arg(&n)
                 .launch(cfg(n as u64))
                 .map_err(drv("launching ntt_scale"))?;
         }
@@ -453,7 +555,12 @@ fn check_len(bases: usize, scalars: usize) -> Result<()> {
 }
 
 impl CudaBackend {
-    fn g1(&self, key: BaseKey, upload: impl FnOnce() -> Vec<u64>, scalars: &[Fr]) -> Result<G1Projective> {
+    fn g1(
+        &self,
+        key: BaseKey,
+        upload: impl FnOnce() -> Vec<u64>,
+        scalars: &[Fr],
+    ) -> Result<G1Projective> {
         if scalars.is_empty() {
             return Ok(G1Projective::default());
         }
@@ -462,8 +569,14 @@ impl CudaBackend {
         let (p, windows, parts) = inner.msm(Group::G1, &bases, scalars)?;
         drop(inner);
         let x = Group::G1.xyzz_words();
-        let ws = windows.chunks_exact(x).map(layout::g1_from_xyzz).collect::<Result<Vec<_>>>()?;
-        let ps = parts.chunks_exact(x).map(layout::g1_from_xyzz).collect::<Result<Vec<_>>>()?;
+        let ws = windows
+            .chunks_exact(x)
+            .map(layout::g1_from_xyzz)
+            .collect::<Result<Vec<_>>>()?;
+        let ps = parts
+            .chunks_exact(x)
+            .map(layout::g1_from_xyzz)
+            .collect::<Result<Vec<_>>>()?;
         Ok(layout::combine(&ws, &ps, p.c))
     }
 }
@@ -475,7 +588,11 @@ impl ProverBackend for CudaBackend {
 
     fn msm_g1(&self, bases: &[G1Affine], scalars: &[Fr]) -> Result<G1Projective> {
         if bases.len() != scalars.len() {
-            return Err(err(format!("{} scalars for {} bases", scalars.len(), bases.len())));
+            return Err(err(format!(
+                "{} scalars for {} bases",
+                scalars.len(),
+                bases.len()
+            )));
         }
         let key = base_key(Group::G1, bases, layout::g1_words);
         self.g1(key, || layout::g1_words(bases), scalars)
@@ -483,7 +600,11 @@ impl ProverBackend for CudaBackend {
 
     fn msm_g2(&self, bases: &[G2Affine], scalars: &[Fr]) -> Result<G2Projective> {
         if bases.len() != scalars.len() {
-            return Err(err(format!("{} scalars for {} bases", scalars.len(), bases.len())));
+            return Err(err(format!(
+                "{} scalars for {} bases",
+                scalars.len(),
+                bases.len()
+            )));
         }
         if scalars.is_empty() {
             return Ok(G2Projective::default());
@@ -494,8 +615,14 @@ impl ProverBackend for CudaBackend {
         let (p, windows, parts) = inner.msm(Group::G2, &dev, scalars)?;
         drop(inner);
         let x = Group::G2.xyzz_words();
-        let ws = windows.chunks_exact(x).map(layout::g2_from_xyzz).collect::<Result<Vec<_>>>()?;
-        let ps = parts.chunks_exact(x).map(layout::g2_from_xyzz).collect::<Result<Vec<_>>>()?;
+        let ws = windows
+            .chunks_exact(x)
+            .map(layout::g2_from_xyzz)
+            .collect::<Result<Vec<_>>>()?;
+        let ps = parts
+            .chunks_exact(x)
+            .map(layout::g2_from_xyzz)
+            .collect::<Result<Vec<_>>>()?;
         Ok(layout::combine(&ws, &ps, p.c))
     }
 
@@ -503,7 +630,11 @@ impl ProverBackend for CudaBackend {
     fn msm_g1_fixed(&self, table: &FixedBaseTable, scalars: &[Fr]) -> Result<G1Projective> {
         check_len(table.bases, scalars.len())?;
         let plain = |t: &FixedBaseTable| -> Vec<G1Affine> {
-            t.points.iter().step_by(t.windows.max(1) as usize).copied().collect()
+            t.points
+                .iter()
+                .step_by(t.windows.max(1) as usize)
+                .copied()
+                .collect()
         };
         let key = base_key(Group::G1, &table.points, |p| layout::g1_words(p));
         self.g1(key, || layout::g1_words(&plain(table)), scalars)
@@ -512,7 +643,11 @@ impl ProverBackend for CudaBackend {
     fn quotient(&self, a: Vec<Fr>, b: Vec<Fr>, c: Vec<Fr>) -> Result<Vec<Fr>> {
         let n = a.len();
         if !n.is_power_of_two() || b.len() != n || c.len() != n || n < 2 {
-            return Err(err(format!("no NTT of sizes {n}, {}, {}", b.len(), c.len())));
+            return Err(err(format!(
+                "no NTT of sizes {n}, {}, {}",
+                b.len(),
+                c.len()
+            )));
         }
         let log_n = n.trailing_zeros();
         let n32 = u32::try_from(n).map_err(|_| err("NTT too large"))?;
@@ -531,7 +666,11 @@ impl ProverBackend for CudaBackend {
         // SAFETY: quotient_pointwise(u64 *a, const u64 *b, const u64 *c, const u64 *zinv, u32 n).
         unsafe {
             s.launch_builder(inner.f("quotient_pointwise"))
-                .arg(&mut da).arg(&db).arg(&dc).arg(&t.z_inv).arg(&n32)
+                .arg(&mut da)
+                .arg(&db)
+                .arg(&dc)
+                .arg(&t.z_inv)
+                .arg(&n32)
                 .launch(cfg(n as u64))
                 .map_err(drv("launching quotient_pointwise"))?;
         }
@@ -542,4 +681,3 @@ impl ProverBackend for CudaBackend {
         Ok(layout::fr_from_words(&h))
     }
 }
-

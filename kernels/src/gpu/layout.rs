@@ -45,7 +45,10 @@ impl MsmPlan {
                 reason: format!("an MSM of {n} points is beyond the GPU kernels' 2^31"),
             })?;
         let log = usize::BITS - n.max(1).leading_zeros();
-        Ok(MsmPlan::with_window(n32, log.saturating_sub(4).clamp(4, 16)))
+        Ok(MsmPlan::with_window(
+            n32,
+            log.saturating_sub(4).clamp(4, 16),
+        ))
     }
 
     pub fn with_window(n: u32, c: u32) -> MsmPlan {

@@ -15,7 +15,9 @@ mod source;
 mod cuda;
 
 #[cfg(feature = "cuda")]
-pub use cuda::CudaBackend;
+pub use cuda::{
+    compile as cuda_compile, compile_source as cuda_compile_source, nvrtc_present, CudaBackend,
+};
 pub use source::{source, source_digest};
 
 use std::str::FromStr;

@@ -62,7 +62,11 @@ mod tests {
     #[test]
     fn montgomery_constant_matches_the_moduli() {
         for p0 in [Fq::MODULUS.0[0], Fr::MODULUS.0[0]] {
-            assert_eq!(p0.wrapping_mul(mont_inv(p0)), u64::MAX, "p * inv = -1 mod 2^64");
+            assert_eq!(
+                p0.wrapping_mul(mont_inv(p0)),
+                u64::MAX,
+                "p * inv = -1 mod 2^64"
+            );
         }
     }
 
@@ -71,7 +75,10 @@ mod tests {
         let s = source();
         for name in ["FQ", "FR"] {
             for k in ["P0", "P3", "R0", "R3", "INV"] {
-                assert!(s.contains(&format!("#define PN_{name}_{k} 0x")), "{name}_{k}");
+                assert!(
+                    s.contains(&format!("#define PN_{name}_{k} 0x")),
+                    "{name}_{k}"
+                );
             }
         }
         assert!(s.contains("PN_KERNEL void msm_digits"));
