@@ -4,6 +4,8 @@
 //! the MSM and the NTTs on any machine; the `cuda` feature's device tests
 //! (`tests/gpu_device.rs`) check the same on a GPU.
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -11,7 +13,7 @@ use std::sync::OnceLock;
 
 use ark_bn254::{Fq, Fq2, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
 use ark_ec::{AffineRepr, CurveGroup, VariableBaseMSM};
-use ark_ff::{BigInteger, Field, PrimeField, UniformRand, Zero};
+use ark_ff::{Field, UniformRand, Zero};
 use ark_std::rand::{rngs::StdRng, Rng, SeedableRng};
 use provnet_kernels::gpu::layout::{self, MsmPlan};
 use provnet_kernels::{CpuBackend, ProverBackend};
@@ -115,45 +117,6 @@ fn field_multiplication_matches_arkworks() {
     assert_eq!(run(&input), expect);
 }
 
-/// Scalars of the kinds our witnesses hold, and the edges of the digit logic.
-fn scalars(n: usize, rng: &mut StdRng) -> Vec<Fr> {
-    let minus = |k: u64| -Fr::from(k);
-    let half = Fr::from_bigint({
-        let mut h = Fr::MODULUS;
-        h.div2();
-        h
-    })
-    .unwrap();
-    (0..n)
-        .map(|i| match i % 13 {
-            0 => Fr::zero(),
-            1 => Fr::from(1u64),
-            2 => minus(1),
-            3 => Fr::from(rng.gen_range(2u64..256)),
-            4 => minus(rng.gen_range(2u64..256)),
-            5 => Fr::from(rng.gen::<u32>() as u64),
-            6 => minus(rng.gen::<u64>()),
-            7 => half,
-            8 => half + Fr::from(1u64),
-            9 => minus(2),
-            10 => Fr::from(1u64 << 63) * Fr::from(4u64),
-            _ => Fr::rand(rng),
-        })
-        .collect()
-}
-
-fn g1_bases(n: usize, rng: &mut StdRng) -> Vec<G1Affine> {
-    let distinct: Vec<G1Affine> = (0..n.min(64)).map(|_| G1Affine::rand(rng)).collect();
-    (0..n)
-        .map(|i| match i % 11 {
-            0 => G1Affine::zero(),
-            // Repeated points: same-bucket additions of equal and opposite points.
-            1 | 2 => distinct[0],
-            _ => distinct[i % distinct.len()],
-        })
-        .collect()
-}
-
 fn emulated_msm<G: CurveGroup>(
     op: &str,
     n: usize,
@@ -198,8 +161,8 @@ fn g1_msm_matches_arkworks() {
         } else {
             c
         };
-        let bases = g1_bases(n, &mut rng);
-        let sc = scalars(n, &mut rng);
+        let bases = common::edge_g1_bases(n, &mut rng);
+        let sc = common::edge_scalars(n, &mut rng);
         let got = emulated_msm(
             "msm_g1",
             n,
@@ -235,7 +198,7 @@ fn g1_msm_of_bits_only() {
 #[test]
 fn g1_msm_of_all_zero_scalars_is_the_identity() {
     let mut rng = StdRng::seed_from_u64(4);
-    let bases = g1_bases(40, &mut rng);
+    let bases = common::edge_g1_bases(40, &mut rng);
     let sc = vec![Fr::zero(); 40];
     let got = emulated_msm(
         "msm_g1",
@@ -262,7 +225,7 @@ fn g2_msm_matches_arkworks() {
                 }
             })
             .collect();
-        let sc = scalars(n, &mut rng);
+        let sc = common::edge_scalars(n, &mut rng);
         let got = emulated_msm(
             "msm_g2",
             n,

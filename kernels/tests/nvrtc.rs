@@ -8,9 +8,10 @@ use provnet_kernels::gpu::cuda_compile as compile;
 #[test]
 #[ignore = "needs NVRTC (libnvrtc.so); .ci/run provides it and runs this"]
 fn nvrtc_compiles_the_kernels() {
-    // Turing (consumer RTX 20xx) to Hopper (H100/H200).
-    let archs = std::env::var("PROVNET_NVRTC_ARCHS")
-        .unwrap_or_else(|_| "compute_75,compute_86,compute_89,compute_90".into());
+    // The oldest and newest generations we target: Turing (RTX 20xx) and Hopper (H100/H200).
+    // PROVNET_NVRTC_ARCHS=compute_86,compute_89 picks others.
+    let archs =
+        std::env::var("PROVNET_NVRTC_ARCHS").unwrap_or_else(|_| "compute_75,compute_90".into());
     for arch in archs.split(',') {
         let ptx = compile(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
         let text = ptx.to_src();

@@ -636,7 +636,7 @@ impl ProverBackend for CudaBackend {
                 .copied()
                 .collect()
         };
-        let key = base_key(Group::G1, &table.points, |p| layout::g1_words(p));
+        let key = base_key(Group::G1, &table.points, layout::g1_words);
         self.g1(key, || layout::g1_words(&plain(table)), scalars)
     }
 

@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use ark_bn254::{Fr, G1Affine};
+use ark_ec::AffineRepr;
+use ark_ff::{BigInteger, PrimeField, UniformRand, Zero};
+use ark_std::rand::{rngs::StdRng, Rng};
 use provnet_kernels::{import, ImportOptions, Model, ModelSummary};
 
 pub const MODELS: [&str; 5] = [
@@ -42,5 +46,44 @@ pub fn read_floats(name: &str, key: &str) -> Vec<f64> {
         .expect("nested array")
         .iter()
         .map(|x| x.as_f64().expect("number"))
+        .collect()
+}
+
+/// Scalars of the kinds our witnesses hold, and the edges of the digit logic.
+pub fn edge_scalars(n: usize, rng: &mut StdRng) -> Vec<Fr> {
+    let minus = |k: u64| -Fr::from(k);
+    let half = Fr::from_bigint({
+        let mut h = Fr::MODULUS;
+        h.div2();
+        h
+    })
+    .unwrap();
+    (0..n)
+        .map(|i| match i % 13 {
+            0 => Fr::zero(),
+            1 => Fr::from(1u64),
+            2 => minus(1),
+            3 => Fr::from(rng.gen_range(2u64..256)),
+            4 => minus(rng.gen_range(2u64..256)),
+            5 => Fr::from(rng.gen::<u32>() as u64),
+            6 => minus(rng.gen::<u64>()),
+            7 => half,
+            8 => half + Fr::from(1u64),
+            9 => minus(2),
+            10 => Fr::from(1u64 << 63) * Fr::from(4u64),
+            _ => Fr::rand(rng),
+        })
+        .collect()
+}
+
+pub fn edge_g1_bases(n: usize, rng: &mut StdRng) -> Vec<G1Affine> {
+    let distinct: Vec<G1Affine> = (0..n.min(64)).map(|_| G1Affine::rand(rng)).collect();
+    (0..n)
+        .map(|i| match i % 11 {
+            0 => G1Affine::zero(),
+            // Repeated points: same-bucket additions of equal and opposite points.
+            1 | 2 => distinct[0],
+            _ => distinct[i % distinct.len()],
+        })
         .collect()
 }
