@@ -186,6 +186,7 @@ impl Miner {
                 threads: cfg.threads.max(1),
                 max_concurrent: cfg.max_concurrent.max(1),
                 prove_seconds: Histogram::with_bounds(PROVE_SECONDS_BOUNDS),
+                backend: backend.name().to_string(),
                 ..Default::default()
             },
             ..Default::default()

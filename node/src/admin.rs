@@ -238,6 +238,12 @@ pub fn metrics(s: &NodeStatus) -> String {
             &[mi.queue_capacity as f64],
         );
         m.gauge(
+            "provnet_miner_backend_info",
+            "The proving backend in use (value 1).",
+            &[&[("backend", mi.backend.as_str())]],
+            &[1.0],
+        );
+        m.gauge(
             "provnet_miner_in_flight",
             "Proofs being made now.",
             &[&[]],

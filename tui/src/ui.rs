@@ -192,7 +192,7 @@ fn render_rankings(app: &App, s: &NodeStatus, f: &mut Frame, area: Rect) {
             Some(m) => format!(
                 "This node mines; rankings are a validator's.\n\n\
                  proved {}  failed {}  expired {}  published {}\n\
-                 queue {}/{}  in flight {}  threads {}\n\
+                 queue {}/{}  in flight {}  threads {}  backend {}\n\
                  prove p50 {}  p95 {}",
                 m.proved,
                 m.failed,
@@ -202,6 +202,11 @@ fn render_rankings(app: &App, s: &NodeStatus, f: &mut Frame, area: Rect) {
                 m.queue_capacity,
                 m.in_flight,
                 m.threads,
+                if m.backend.is_empty() {
+                    "?"
+                } else {
+                    &m.backend
+                },
                 ms(m.prove_ms_p50),
                 ms(m.prove_ms_p95)
             ),

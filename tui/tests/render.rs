@@ -309,6 +309,7 @@ fn a_miner_only_node_renders_its_prover_instead_of_rankings() {
         prove_ms_p50: Some(18.25),
         prove_ms_p95: Some(30.5),
         published: 410,
+        backend: "cuda".into(),
         ..Default::default()
     });
     let mut app = App::new(vec!["127.0.0.1:9101".into()]);

@@ -66,6 +66,9 @@ pub struct MinerStatus {
     /// Proving time of every proof made, as a histogram (for metrics).
     #[serde(default)]
     pub prove_seconds: Histogram,
+    /// The proving backend in use: "cpu" or "cuda".
+    #[serde(default)]
+    pub backend: String,
 }
 
 /// A cumulative histogram in the Prometheus style: `buckets[i]` counts observations
