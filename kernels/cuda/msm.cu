@@ -1,5 +1,9 @@
 // Multi-scalar multiplication sum_i s_i * P_i over G1 and G2: the bucket (Pippenger) method.
 //
+// Batched: `sets` scalar vectors of n scalars each, over the same n bases (one proving key,
+// several proofs), in one pass. Set k's window j is "slot" k * windows + j: every per-window
+// array below is per slot, so the passes after the digits do not know about sets at all.
+//
 // Pipeline (one launch each; the host drives it, `gpu.rs` and the emulation test alike):
 //  1. msm_digits: each scalar leaves Montgomery form and is folded to its smaller signed
 //     magnitude (s > (r-1)/2 becomes -(r - s)), then cut into signed c-bit digits in
@@ -21,13 +25,16 @@
 
 #define PN_SIGN 0x80000000u
 
-// Scalars are Fr in Montgomery form (4 limbs each). digit[j*n + i] = |d| << 1 | sign, 0 if d = 0.
-PN_KERNEL void msm_digits(const u64 *scalars, u32 n, u32 c, u32 windows, u32 *digit,
+// Scalars are Fr in Montgomery form (4 limbs each), `count` = sets * n of them.
+// digit[slot*n + i] = |d| << 1 | sign, 0 if d = 0. Set k's +-1 entries: ones[k*n ..], ones_len[k].
+PN_KERNEL void msm_digits(const u64 *scalars, u32 count, u32 n, u32 c, u32 windows, u32 *digit,
                           u32 *counts, u32 *ones, u32 *ones_len, u32 *max_window) {
-    u64 i = pn_tid();
-    if (i >= n) return;
+    u64 idx = pn_tid();
+    if (idx >= count) return;
+    u64 set = idx / n, i = idx % n;
+    u64 slot0 = set * windows;
     Fr s;
-    for (int k = 0; k < 4; k++) s.l[k] = scalars[i * 4 + k];
+    for (int k = 0; k < 4; k++) s.l[k] = scalars[idx * 4 + k];
     s = from_mont(s);
     u32 neg_all = 0;
     // (r - 1) / 2 < s  <=>  s > r - s: compare s with r - s.
@@ -38,11 +45,11 @@ PN_KERNEL void msm_digits(const u64 *scalars, u32 n, u32 c, u32 windows, u32 *di
     }
     if (bigger) { s = m; neg_all = 1; }
     u32 nb = 1u << (c - 1);
-    for (u32 j = 0; j < windows; j++) digit[(u64)j * n + i] = 0;
+    for (u32 j = 0; j < windows; j++) digit[(slot0 + j) * n + i] = 0;
     if (is_zero(s)) return;
     if (s.l[0] == 1 && (s.l[1] | s.l[2] | s.l[3]) == 0) {
-        u32 at = pn_atomic_add(ones_len, 1);
-        ones[at] = (u32)i | (neg_all ? PN_SIGN : 0);
+        u32 at = pn_atomic_add(&ones_len[set], 1);
+        ones[set * n + at] = (u32)i | (neg_all ? PN_SIGN : 0);
         return;
     }
     u32 carry = 0;
@@ -55,8 +62,8 @@ PN_KERNEL void msm_digits(const u64 *scalars, u32 n, u32 c, u32 windows, u32 *di
         u32 sign = 0;
         if (d > nb) { d = (1u << c) - d; sign = 1; carry = 1; } else { carry = 0; }
         if (d == 0) continue;
-        digit[(u64)j * n + i] = (d << 1) | (sign ^ neg_all);
-        pn_atomic_add(&counts[(u64)j * nb + d - 1], 1);
+        digit[(slot0 + j) * n + i] = (d << 1) | (sign ^ neg_all);
+        pn_atomic_add(&counts[(slot0 + j) * nb + d - 1], 1);
         pn_atomic_max(max_window, j + 1);
     }
 }
@@ -100,18 +107,20 @@ PN_KERNEL void msm_offsets(const u32 *counts, const u32 *chunk_sum, u32 windows,
     }
 }
 
-// sorted[j*n + pos] = i | sign; key[j*n + pos] = bucket + 1 (0 marks the unused tail).
-PN_KERNEL void msm_scatter(const u32 *digit, u32 n, u32 windows, u32 nb, u32 *cursor,
+// sorted[slot*n + pos] = i | sign; key[slot*n + pos] = bucket + 1 (0 marks the unused tail).
+PN_KERNEL void msm_scatter(const u32 *digit, u32 count, u32 n, u32 windows, u32 nb, u32 *cursor,
                            u32 *sorted, u32 *key) {
-    u64 i = pn_tid();
-    if (i >= n) return;
+    u64 idx = pn_tid();
+    if (idx >= count) return;
+    u64 set = idx / n, i = idx % n;
     for (u32 j = 0; j < windows; j++) {
-        u32 d = digit[(u64)j * n + i];
+        u64 slot = set * windows + j;
+        u32 d = digit[slot * n + i];
         if (!d) continue;
         u32 b = (d >> 1) - 1;
-        u32 pos = pn_atomic_add(&cursor[(u64)j * nb + b], 1);
-        sorted[(u64)j * n + pos] = (u32)i | ((d & 1) ? PN_SIGN : 0);
-        key[(u64)j * n + pos] = b + 1;
+        u32 pos = pn_atomic_add(&cursor[slot * nb + b], 1);
+        sorted[slot * n + pos] = (u32)i | ((d & 1) ? PN_SIGN : 0);
+        key[slot * n + pos] = b + 1;
     }
 }
 
@@ -169,14 +178,15 @@ PN_FN void fixup(const u32 *offsets, const u32 *counts, u32 n, u32 windows, u32 
     bucket[at] = acc;
 }
 
-// seg[j*segs + s] = sum over buckets b in segment s of window j of (b+1) * B_b.
+// seg[j*segs + s] = sum over buckets b in segment s of slot j of (b+1) * B_b. Windows past
+// the highest any digit reached (in any set) are empty and skipped.
 template <class F>
-PN_FN void reduce_buckets(const Xyzz<F> *bucket, u32 windows, const u32 *max_window, u32 nb,
-                          u32 segs, Xyzz<F> *seg) {
+PN_FN void reduce_buckets(const Xyzz<F> *bucket, u32 slots, u32 windows, const u32 *max_window,
+                          u32 nb, u32 segs, Xyzz<F> *seg) {
     u64 t = pn_tid();
-    if (t >= (u64)windows * segs) return;
+    if (t >= (u64)slots * segs) return;
     u32 j = (u32)(t / segs), s = (u32)(t % segs);
-    if (j >= *max_window) { seg[t] = xyzz_zero<F>(); return; }
+    if (j % windows >= *max_window) { seg[t] = xyzz_zero<F>(); return; }
     u32 L = nb / segs, lo = s * L;
     Xyzz<F> running = xyzz_zero<F>(), acc = xyzz_zero<F>();
     for (u32 b = lo + L; b-- > lo;) {
@@ -196,24 +206,29 @@ template <class F> PN_FN void window_sum(const Xyzz<F> *seg, u32 windows, u32 se
     out[j] = acc;
 }
 
+// out[k*per + t] = the +-1 entries [t*K, t*K + K) of set k (per = ceil(n / K)).
 template <class F>
-PN_FN void ones_sum(const u64 *bases, const u32 *ones, const u32 *ones_len, u32 K, Xyzz<F> *out) {
-    u64 t = pn_tid();
-    u32 len = *ones_len;
-    u64 lo = t * K;
+PN_FN void ones_sum(const u64 *bases, const u32 *ones, const u32 *ones_len, u32 sets, u32 n,
+                    u32 K, Xyzz<F> *out) {
+    u64 idx = pn_tid();
+    u64 per = ((u64)n + K - 1) / K;
+    if (idx >= sets * per) return;
+    u64 set = idx / per, lo = (idx % per) * K;
+    u32 len = ones_len[set];
     Xyzz<F> acc = xyzz_zero<F>();
-    for (u64 p = lo; p < lo + K && p < len; p++) xyzz_add_aff(acc, load_base<F>(bases, ones[p]));
-    out[t] = acc;
+    for (u64 p = lo; p < lo + K && p < len; p++) xyzz_add_aff(acc, load_base<F>(bases, ones[set * n + p]));
+    out[idx] = acc;
 }
 
-// out[t] = in[t*K] + ... + in[t*K + K - 1] (within len).
-template <class F> PN_FN void tree_sum(const Xyzz<F> *in, u32 len, u32 K, Xyzz<F> *out) {
-    u64 t = pn_tid();
-    u64 lo = t * K;
-    if (lo >= len) return;
+// Per set k: out[k*per + t] = in[k*len + t*K] + ... (within len), per = ceil(len / K).
+template <class F> PN_FN void tree_sum(const Xyzz<F> *in, u32 sets, u32 len, u32 K, Xyzz<F> *out) {
+    u64 idx = pn_tid();
+    u64 per = ((u64)len + K - 1) / K;
+    if (idx >= sets * per) return;
+    u64 set = idx / per, lo = (idx % per) * K;
     Xyzz<F> acc = xyzz_zero<F>();
-    for (u64 p = lo; p < lo + K && p < len; p++) xyzz_add(acc, in[p]);
-    out[t] = acc;
+    for (u64 p = lo; p < lo + K && p < len; p++) xyzz_add(acc, in[set * len + p]);
+    out[idx] = acc;
 }
 
 #define PN_MSM_KERNELS(G, F)                                                                   \
@@ -229,19 +244,19 @@ template <class F> PN_FN void tree_sum(const Xyzz<F> *in, u32 len, u32 K, Xyzz<F
                                  const Xyzz<F> *last) {                                          \
         fixup<F>(offsets, counts, n, windows, nb, K, bucket, first, last);                       \
     }                                                                                            \
-    PN_KERNEL void msm_reduce_##G(const Xyzz<F> *bucket, u32 windows, const u32 *max_window,     \
-                                  u32 nb, u32 segs, Xyzz<F> *seg) {                              \
-        reduce_buckets<F>(bucket, windows, max_window, nb, segs, seg);                           \
+    PN_KERNEL void msm_reduce_##G(const Xyzz<F> *bucket, u32 slots, u32 windows,                 \
+                                  const u32 *max_window, u32 nb, u32 segs, Xyzz<F> *seg) {       \
+        reduce_buckets<F>(bucket, slots, windows, max_window, nb, segs, seg);                    \
     }                                                                                            \
     PN_KERNEL void msm_window_sum_##G(const Xyzz<F> *seg, u32 windows, u32 segs, Xyzz<F> *out) { \
         window_sum<F>(seg, windows, segs, out);                                                  \
     }                                                                                            \
-    PN_KERNEL void msm_ones_##G(const u64 *bases, const u32 *ones, const u32 *ones_len, u32 K,   \
-                                Xyzz<F> *out) {                                                  \
-        ones_sum<F>(bases, ones, ones_len, K, out);                                              \
+    PN_KERNEL void msm_ones_##G(const u64 *bases, const u32 *ones, const u32 *ones_len,         \
+                                u32 sets, u32 n, u32 K, Xyzz<F> *out) {                          \
+        ones_sum<F>(bases, ones, ones_len, sets, n, K, out);                                     \
     }                                                                                            \
-    PN_KERNEL void msm_tree_##G(const Xyzz<F> *in, u32 len, u32 K, Xyzz<F> *out) {               \
-        tree_sum<F>(in, len, K, out);                                                            \
+    PN_KERNEL void msm_tree_##G(const Xyzz<F> *in, u32 sets, u32 len, u32 K, Xyzz<F> *out) {     \
+        tree_sum<F>(in, sets, len, K, out);                                                      \
     }
 
 PN_MSM_KERNELS(g1, Fq)

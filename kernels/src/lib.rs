@@ -26,6 +26,6 @@ pub use error::{KernelError, Result};
 pub use import::{import, ImportOptions, ModelSummary};
 pub use keys::{setup, ModelKeys};
 pub use model::{Model, Range, Segment};
-pub use proof::{prove_segment, ProofFile, SegmentProof, SegmentVerifier};
+pub use proof::{prove_segment, prove_segment_many, ProofFile, SegmentProof, SegmentVerifier};
 pub use prover::{CpuBackend, ProverBackend};
 pub use trace::Trace;

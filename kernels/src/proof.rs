@@ -17,7 +17,7 @@ use crate::keys::SegmentKey;
 use crate::model::{Model, Segment};
 use crate::msm::FixedBaseTable;
 use crate::prover::{self, ProverBackend};
-use crate::r1cs::Mode;
+use crate::r1cs::{Mode, R1cs};
 
 pub const PROOF_VERSION: u32 = 1;
 /// Size of a compressed BN254 Groth16 proof.
@@ -176,6 +176,49 @@ pub fn prove_segment<R: RngCore + CryptoRng>(
         output,
         proof,
     })
+}
+
+/// Proves one segment for several (input, context) pairs at once: one batch per MSM on the
+/// backend (see [`prover::prove_many`]). Results are in the order of `jobs`.
+pub fn prove_segment_many<R: RngCore + CryptoRng>(
+    backend: &dyn ProverBackend,
+    model: &Model,
+    seg: &Segment,
+    pk: &SegmentKey,
+    jobs: &[(&[i64], &ProofContext)],
+    rng: &mut R,
+) -> Result<Vec<SegmentProof>> {
+    let mut circuits = Vec::with_capacity(jobs.len());
+    for (input, ctx) in jobs {
+        seg.check_input(input)?;
+        let bind = binding(&model.id(), seg.index, ctx);
+        circuits.push(circuit::synthesize(
+            seg,
+            Mode::Prove,
+            bind,
+            Some(Assignment {
+                input,
+                claimed_output: None,
+            }),
+        ));
+    }
+    let refs: Vec<&R1cs> = circuits.iter().collect();
+    let proofs = prover::prove_many(backend, pk, &refs, rng).map_err(|e| match e {
+        KernelError::BadKeys { reason, .. } => KernelError::BadKeys {
+            segment: seg.index,
+            reason,
+        },
+        other => other,
+    })?;
+    Ok(proofs
+        .into_iter()
+        .zip(circuits.iter().zip(jobs))
+        .map(|(proof, (cs, (input, _)))| SegmentProof {
+            public_inputs: cs.instance.clone(),
+            output: seg.eval(input),
+            proof,
+        })
+        .collect())
 }
 
 /// Serializes a field element as 32 little-endian bytes.

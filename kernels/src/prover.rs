@@ -31,6 +31,26 @@ pub trait ProverBackend: Send + Sync {
     /// Given the evaluations of A·z, B·z and C·z over a power-of-two domain, returns the
     /// coefficients of h = (A·B - C) / Z_H (length = domain size; the last is zero).
     fn quotient(&self, a: Vec<Fr>, b: Vec<Fr>, c: Vec<Fr>) -> Result<Vec<Fr>>;
+
+    // Batches: several proofs for one proving key at once. A GPU runs each as one pass over
+    // the bases it keeps resident; the defaults do them one by one.
+
+    /// [`ProverBackend::msm_g1`] for each scalar vector, against the same bases.
+    fn msm_g1_many(&self, bases: &[G1Affine], sets: &[&[Fr]]) -> Result<Vec<G1Projective>> {
+        sets.iter().map(|s| self.msm_g1(bases, s)).collect()
+    }
+    /// [`ProverBackend::msm_g2`] for each scalar vector, against the same bases.
+    fn msm_g2_many(&self, bases: &[G2Affine], sets: &[&[Fr]]) -> Result<Vec<G2Projective>> {
+        sets.iter().map(|s| self.msm_g2(bases, s)).collect()
+    }
+    /// [`ProverBackend::msm_g1_fixed`] for each scalar vector.
+    fn msm_g1_fixed_many(
+        &self,
+        table: &FixedBaseTable,
+        sets: &[&[Fr]],
+    ) -> Result<Vec<G1Projective>> {
+        sets.iter().map(|s| self.msm_g1_fixed(table, s)).collect()
+    }
 }
 
 /// arkworks on the CPU, parallel over rayon's pool.
@@ -100,6 +120,17 @@ pub fn prove<R: RngCore + CryptoRng>(
     cs: &R1cs,
     rng: &mut R,
 ) -> Result<Proof<Bn254>> {
+    let mut v = prove_many(backend, key, &[cs], rng)?;
+    Ok(v.pop().expect("one proof per circuit"))
+}
+
+/// One circuit's assignment and the evaluations of A·z, B·z, C·z over the FFT domain.
+struct Prepared {
+    z: Vec<Fr>,
+    abc: [Vec<Fr>; 3],
+}
+
+fn prepare(key: &SegmentKey, cs: &R1cs) -> Result<Prepared> {
     let pk: &ProvingKey<Bn254> = &key.pk;
     if let Some(err) = cs.first_unsatisfied() {
         return Err(err);
@@ -129,42 +160,87 @@ pub fn prove<R: RngCore + CryptoRng>(
     }
     // arkworks' reduction adds one row per public variable (A = z_i, B = C = 0).
     a[n_c..n_c + n_i].copy_from_slice(&z[..n_i]);
+    Ok(Prepared { z, abc: [a, b, c] })
+}
 
-    let r = Fr::rand(rng);
-    let s = Fr::rand(rng);
+/// Proves several satisfied circuits of the same shape with one key. Each proof draws its
+/// own randomness; the backend sees every MSM as one batch over the key's bases.
+pub fn prove_many<R: RngCore + CryptoRng>(
+    backend: &dyn ProverBackend,
+    key: &SegmentKey,
+    circuits: &[&R1cs],
+    rng: &mut R,
+) -> Result<Vec<Proof<Bn254>>> {
+    let pk: &ProvingKey<Bn254> = &key.pk;
     let vk = &pk.vk;
-    let witness = &z[n_i..];
+    let n_i = vk.gamma_abc_g1.len();
+    let prepared = circuits
+        .iter()
+        .map(|cs| prepare(key, cs))
+        .collect::<Result<Vec<_>>>()?;
+    let size = prepared.first().map_or(0, |p| p.abc[0].len());
+    let (zs, abcs): (Vec<Vec<Fr>>, Vec<[Vec<Fr>; 3]>) =
+        prepared.into_iter().map(|p| (p.z, p.abc)).unzip();
+    let z_refs: Vec<&[Fr]> = zs.iter().map(|z| z.as_slice()).collect();
+    let w_refs: Vec<&[Fr]> = zs.iter().map(|z| &z[n_i..]).collect();
     // The witness MSMs do not depend on h: run them beside the FFTs so both cores stay busy.
-    let (h, msms) = rayon::join(
-        || backend.quotient(a, b, c),
+    let (hs, msms) = rayon::join(
+        || -> Result<Vec<Vec<Fr>>> {
+            abcs.into_iter()
+                .map(|[a, b, c]| backend.quotient(a, b, c))
+                .collect()
+        },
         || -> Result<_> {
             Ok((
-                backend.msm_g1(&pk.a_query, &z)?,
-                backend.msm_g1(&pk.b_g1_query, &z)?,
-                backend.msm_g2(&pk.b_g2_query, &z)?,
-                backend.msm_g1(&pk.l_query, witness)?,
+                backend.msm_g1_many(&pk.a_query, &z_refs)?,
+                backend.msm_g1_many(&pk.b_g1_query, &z_refs)?,
+                backend.msm_g2_many(&pk.b_g2_query, &z_refs)?,
+                backend.msm_g1_many(&pk.l_query, &w_refs)?,
             ))
         },
     );
-    let (h, (a_acc, b1_acc, b2_acc, l)) = (h?, msms?);
-    let h = h
-        .get(..pk.h_query.len())
-        .ok_or_else(|| KernelError::Backend {
+    let (hs, (a_acc, b1_acc, b2_acc, l)) = (hs?, msms?);
+    let h_refs = hs
+        .iter()
+        .map(|h| {
+            h.get(..pk.h_query.len())
+                .ok_or_else(|| KernelError::Backend {
+                    backend: backend.name().into(),
+                    reason: format!(
+                        "quotient returned {} coefficients for domain {size}",
+                        h.len()
+                    ),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let h_acc = backend.msm_g1_fixed_many(&key.h_table, &h_refs)?;
+    let count = circuits.len();
+    if [
+        a_acc.len(),
+        b1_acc.len(),
+        b2_acc.len(),
+        l.len(),
+        h_acc.len(),
+    ] != [count; 5]
+    {
+        return Err(KernelError::Backend {
             backend: backend.name().into(),
-            reason: format!(
-                "quotient returned {} coefficients for domain {size}",
-                h.len()
-            ),
-        })?;
-    let h_acc = backend.msm_g1_fixed(&key.h_table, h)?;
-
-    let g_a = a_acc + vk.alpha_g1 + pk.delta_g1 * r;
-    let g1_b = b1_acc + pk.beta_g1 + pk.delta_g1 * s;
-    let g2_b = b2_acc + vk.beta_g2 + vk.delta_g2 * s;
-    let g_c = l + h_acc + g_a * s + g1_b * r - pk.delta_g1 * (r * s);
-    Ok(Proof {
-        a: g_a.into_affine(),
-        b: g2_b.into_affine(),
-        c: g_c.into_affine(),
-    })
+            reason: "a batched MSM returned the wrong number of results".into(),
+        });
+    }
+    Ok((0..count)
+        .map(|i| {
+            let r = Fr::rand(rng);
+            let s = Fr::rand(rng);
+            let g_a = a_acc[i] + vk.alpha_g1 + pk.delta_g1 * r;
+            let g1_b = b1_acc[i] + pk.beta_g1 + pk.delta_g1 * s;
+            let g2_b = b2_acc[i] + vk.beta_g2 + vk.delta_g2 * s;
+            let g_c = l[i] + h_acc[i] + g_a * s + g1_b * r - pk.delta_g1 * (r * s);
+            Proof {
+                a: g_a.into_affine(),
+                b: g2_b.into_affine(),
+                c: g_c.into_affine(),
+            }
+        })
+        .collect())
 }

@@ -168,3 +168,46 @@ fn gpu_proofs_verify_with_the_cpu_verifier() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs an NVIDIA GPU: run through the device tool"]
+fn batched_msms_and_batched_proofs() {
+    let g = gpu();
+    let mut rng = StdRng::seed_from_u64(16);
+    let n = 1 << 14;
+    let b = bases(n, &mut rng);
+    let sets: Vec<Vec<Fr>> = (0..8).map(|_| common::edge_scalars(n, &mut rng)).collect();
+    let refs: Vec<&[Fr]> = sets.iter().map(|s| s.as_slice()).collect();
+    let got = g.msm_g1_many(&b, &refs).unwrap();
+    for (k, s) in sets.iter().enumerate() {
+        assert_eq!(got[k], G1Projective::msm(&b, s).unwrap(), "set {k}");
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut crng = rand_chacha::ChaCha20Rng::seed_from_u64(17);
+    let (dir, model, _) = common::import_fixture(tmp.path(), "dense_256");
+    keys::setup(&dir, &model, &mut crng).unwrap();
+    let keys = ModelKeys::open(&dir, &model).unwrap();
+    let x = model.quantize(&common::read_floats("dense_256_input.json", "input_data"));
+    let tr = trace::run(&model, &x).unwrap();
+    let seg = &model.segments[0];
+    let pk = keys.proving_key(0).unwrap();
+    let (vk, vk_id) = keys.verifying_key(0).unwrap();
+    let verifier = SegmentVerifier::new(0, vk, vk_id);
+    let ctxs: Vec<ProofContext> = (0..16u8)
+        .map(|k| ProofContext {
+            challenge: [k; 32],
+            nonce: [1; 32],
+            miner: [2; 32],
+        })
+        .collect();
+    let jobs: Vec<(&[i64], &ProofContext)> =
+        ctxs.iter().map(|c| (tr.tensors[0].as_slice(), c)).collect();
+    let proofs =
+        provnet_kernels::prove_segment_many(&g, &model, seg, &pk, &jobs, &mut crng).unwrap();
+    for (p, (input, ctx)) in proofs.iter().zip(&jobs) {
+        verifier
+            .verify(&model, &p.to_file(&model, seg, &vk_id, input, ctx), ctx)
+            .unwrap();
+    }
+}

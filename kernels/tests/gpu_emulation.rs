@@ -117,6 +117,41 @@ fn field_multiplication_matches_arkworks() {
     assert_eq!(run(&input), expect);
 }
 
+/// Runs the MSM pipeline over `sets` scalar vectors against the same bases; one result each.
+fn emulated_msm_sets<G: CurveGroup>(
+    op: &str,
+    n: usize,
+    c: u32,
+    base_words: Vec<u64>,
+    sets: &[Vec<Fr>],
+    decode: impl Fn(&[u64]) -> provnet_kernels::Result<G>,
+) -> Vec<G> {
+    let all: Vec<Fr> = sets.concat();
+    let input = format!(
+        "{op} {n:x} {c:x} {:x}\n{}\n{}\n",
+        sets.len(),
+        hex(&base_words),
+        hex(&layout::fr_words(&all))
+    );
+    let out = run(&input);
+    let (windows, parts) = (out[0][0] as usize, out[0][1] as usize);
+    assert_eq!(windows as u32, MsmPlan::with_window(n as u32, c).windows);
+    out[1..]
+        .chunks(windows + parts)
+        .map(|lines| {
+            let ws: Vec<G> = lines[..windows]
+                .iter()
+                .map(|w| decode(w).unwrap())
+                .collect();
+            let ps: Vec<G> = lines[windows..]
+                .iter()
+                .map(|w| decode(w).unwrap())
+                .collect();
+            layout::combine(&ws, &ps, c)
+        })
+        .collect()
+}
+
 fn emulated_msm<G: CurveGroup>(
     op: &str,
     n: usize,
@@ -125,23 +160,9 @@ fn emulated_msm<G: CurveGroup>(
     sc: &[Fr],
     decode: impl Fn(&[u64]) -> provnet_kernels::Result<G>,
 ) -> G {
-    let input = format!(
-        "{op} {n:x} {c:x}\n{}\n{}\n",
-        hex(&base_words),
-        hex(&layout::fr_words(sc))
-    );
-    let out = run(&input);
-    let (windows, parts) = (out[0][0] as usize, out[0][1] as usize);
-    assert_eq!(windows as u32, MsmPlan::with_window(n as u32, c).windows);
-    let ws: Vec<G> = out[1..1 + windows]
-        .iter()
-        .map(|w| decode(w).unwrap())
-        .collect();
-    let ps: Vec<G> = out[1 + windows..1 + windows + parts]
-        .iter()
-        .map(|w| decode(w).unwrap())
-        .collect();
-    layout::combine(&ws, &ps, c)
+    let mut v = emulated_msm_sets(op, n, c, base_words, &[sc.to_vec()], decode);
+    assert_eq!(v.len(), 1);
+    v.remove(0)
 }
 
 #[test]
@@ -173,6 +194,33 @@ fn g1_msm_matches_arkworks() {
         );
         let want = G1Projective::msm(&bases, &sc).unwrap();
         assert_eq!(got.into_affine(), want.into_affine(), "n = {n}, c = {c}");
+    }
+}
+
+#[test]
+fn batched_msms_over_shared_bases_match_one_by_one() {
+    // Several proofs' scalar vectors against one proving key's bases, in one pass.
+    let mut rng = StdRng::seed_from_u64(7);
+    let n = 600;
+    let bases = common::edge_g1_bases(n, &mut rng);
+    let sets: Vec<Vec<Fr>> = (0..5)
+        .map(|k| match k {
+            0 => vec![Fr::zero(); n],
+            1 => (0..n).map(|_| Fr::from(rng.gen_range(0u64..2))).collect(),
+            _ => common::edge_scalars(n, &mut rng),
+        })
+        .collect();
+    let got = emulated_msm_sets(
+        "msm_g1",
+        n,
+        7,
+        layout::g1_words(&bases),
+        &sets,
+        layout::g1_from_xyzz,
+    );
+    assert_eq!(got.len(), sets.len());
+    for (k, s) in sets.iter().enumerate() {
+        assert_eq!(got[k], G1Projective::msm(&bases, s).unwrap(), "set {k}");
     }
 }
 

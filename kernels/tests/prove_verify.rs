@@ -196,3 +196,59 @@ fn missing_and_corrupt_keys_are_clear_errors() {
         Err(KernelError::MissingKeys { .. })
     ));
 }
+
+#[test]
+fn a_batch_of_proofs_for_one_segment_each_verifies_under_its_own_context() {
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, model, _) = common::import_fixture(tmp.path(), "digits_mlp");
+    keys::setup(&dir, &model, &mut rng).unwrap();
+    let keys = ModelKeys::open(&dir, &model).unwrap();
+    let x = model.quantize(&common::read_floats("digits_mlp_input.json", "input_data"));
+    let tr = trace::run(&model, &x).unwrap();
+    let seg = &model.segments[1];
+    let pk = keys.proving_key(1).unwrap();
+    let (vk, vk_id) = keys.verifying_key(1).unwrap();
+    let verifier = SegmentVerifier::new(1, vk, vk_id);
+    let ctxs: Vec<ProofContext> = (0..3u8)
+        .map(|k| ProofContext {
+            challenge: [k; 32],
+            nonce: [k + 10; 32],
+            miner: [3; 32],
+        })
+        .collect();
+    // Two different inputs in one batch: the trace's, and the trace's with one value moved.
+    let mut other = tr.tensors[1].clone();
+    other[0] = if seg.input.contains(other[0] as i128 + 1) {
+        other[0] + 1
+    } else {
+        other[0] - 1
+    };
+    let inputs = [&tr.tensors[1], &other, &tr.tensors[1]];
+    let jobs: Vec<(&[i64], &ProofContext)> = inputs
+        .iter()
+        .zip(&ctxs)
+        .map(|(i, c)| (i.as_slice(), c))
+        .collect();
+    let proofs =
+        provnet_kernels::prove_segment_many(&CpuBackend, &model, seg, &pk, &jobs, &mut rng)
+            .unwrap();
+    assert_eq!(proofs.len(), 3);
+    for (k, (p, (input, ctx))) in proofs.iter().zip(&jobs).enumerate() {
+        assert_eq!(p.output, seg.eval(input), "proof {k}");
+        let file = p.to_file(&model, seg, &vk_id, input, ctx);
+        verifier.verify(&model, &file, ctx).unwrap();
+        // Bound to its own context: not another's.
+        let wrong = &ctxs[(k + 1) % 3];
+        assert!(verifier.verify(&model, &file, wrong).is_err(), "proof {k}");
+    }
+    // A bad input anywhere in the batch is refused before any proving.
+    let short: Vec<i64> = tr.tensors[1][1..].to_vec();
+    let bad = [
+        (tr.tensors[1].as_slice(), &ctxs[0]),
+        (short.as_slice(), &ctxs[1]),
+    ];
+    assert!(
+        provnet_kernels::prove_segment_many(&CpuBackend, &model, seg, &pk, &bad, &mut rng).is_err()
+    );
+}

@@ -10,7 +10,7 @@ use clap::Args;
 use provnet_kernels::{
     circuit::CircuitShape,
     gpu::{self, BackendChoice},
-    prove_segment, trace, Model, ModelKeys, ProofContext, SegmentVerifier,
+    prove_segment, prove_segment_many, trace, Model, ModelKeys, ProofContext, SegmentVerifier,
 };
 use serde_json::{json, Value};
 
@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// (comma-separated). Every proof is checked by the CPU verifier.
     #[arg(long, value_delimiter = ',', default_value = "cpu")]
     pub backend: Vec<BackendChoice>,
+    /// Also prove this many challenges of each segment at once (one batch per MSM) on each
+    /// backend and report proofs per second; 0 to skip.
+    #[arg(long, default_value_t = 0)]
+    pub batch: usize,
 }
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
@@ -169,6 +173,48 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         rows.push(row);
     }
+    let mut batch_rows = Vec::new();
+    if args.batch > 0 {
+        for seg in &model.segments {
+            let pk = keys.proving_key(seg.index)?;
+            let (vk, vk_id) = keys.verifying_key(seg.index)?;
+            let verifier = SegmentVerifier::new(seg.index, vk, vk_id);
+            let input = &tr.tensors[seg.index];
+            let ctxs: Vec<ProofContext> = (0..args.batch)
+                .map(|k| ProofContext {
+                    challenge: *blake3::hash(&k.to_le_bytes()).as_bytes(),
+                    ..ctx
+                })
+                .collect();
+            let jobs: Vec<(&[i64], &ProofContext)> =
+                ctxs.iter().map(|c| (input.as_slice(), c)).collect();
+            let mut first = None;
+            for backend in &backends {
+                let mut rng = rand::rngs::OsRng;
+                let mut times = Vec::new();
+                for _ in 0..args.runs.clamp(1, 3) {
+                    let t = Instant::now();
+                    let proofs =
+                        prove_segment_many(backend.as_ref(), &model, seg, &pk, &jobs, &mut rng)?;
+                    times.push(ms(t));
+                    for (p, (i, c)) in proofs.iter().zip(&jobs) {
+                        verifier.verify(&model, &p.to_file(&model, seg, &vk_id, i, c), c)?;
+                    }
+                }
+                let per_s = args.batch as f64 / (median(times) / 1e3);
+                let ratio = per_s / *first.get_or_insert(per_s);
+                println!(
+                    "segment {} batch {} on {}: {per_s:.1} proofs/s ({ratio:.2}x the {})",
+                    seg.index,
+                    args.batch,
+                    backend.name(),
+                    backends[0].name()
+                );
+                batch_rows.push(json!({"segment": seg.index, "batch": args.batch,
+                    "backend": backend.name(), "proofs_per_s": per_s, "vs_first": ratio}));
+            }
+        }
+    }
     let sum = |k: &str| rows.iter().filter_map(|r| r[k].as_f64()).sum::<f64>();
     let (prove_total, process_total) = (sum("prove_ms_median"), sum("process_prove_ms_median"));
     let verify_max = rows
@@ -184,6 +230,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         "process_prove_ms_total": process_total,
         "verify_ms_max": verify_max,
     });
+    if !batch_rows.is_empty() {
+        report["batched"] = json!(batch_rows);
+    }
     if let Some(onnx) = &args.ezkl_onnx {
         let ezkl = ezkl_baseline(&args, onnx)?;
         let ezkl_prove_ms = ezkl["prove_s_median"].as_f64().unwrap_or(f64::NAN) * 1e3;

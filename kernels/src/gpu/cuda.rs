@@ -291,41 +291,52 @@ impl Inner {
         Ok(buf)
     }
 
-    /// Runs the MSM pipeline of `msm.cu`; returns the window sums and the +-1 partial sums
-    /// as XYZZ words (combined on the host).
+    /// Runs the MSM pipeline of `msm.cu` for every scalar vector in `sets` (all of the
+    /// bases' length) in one pass; per set, the window sums and the +-1 partial sums as XYZZ
+    /// words (combined on the host).
+    #[allow(clippy::type_complexity)]
     fn msm(
         &mut self,
         group: Group,
         bases: &CudaSlice<u64>,
-        scalars: &[Fr],
-    ) -> Result<(MsmPlan, Vec<u64>, Vec<u64>)> {
-        let p = MsmPlan::new(scalars.len())?;
+        sets: &[&[Fr]],
+    ) -> Result<(MsmPlan, Vec<(Vec<u64>, Vec<u64>)>)> {
+        let n_sets = sets.len();
+        let p = MsmPlan::new(sets.first().map_or(0, |s| s.len()))?;
+        if sets.iter().any(|s| s.len() != p.n as usize) {
+            return Err(err("batched MSM over scalar vectors of different lengths"));
+        }
+        let count = u32::try_from(n_sets as u64 * p.n as u64)
+            .map_err(|_| err("batched MSM beyond 2^32 scalars"))?;
+        let sets32 = n_sets as u32;
         let s = self.stream.clone();
-        let xw = group.xyzz_words();
-        let (n, w) = (p.n as u64, p.windows as u64);
+        let xw = group.xyzz_words() as u64;
+        let n = p.n as u64;
+        let slots = p.windows * sets32;
+        let sl = slots as u64;
         let zeros_u32 = |len: u64| s.alloc_zeros::<u32>(len.max(1) as usize);
         let zeros_u64 = |len: u64| s.alloc_zeros::<u64>(len.max(1) as usize);
-        let sc = s
-            .clone_htod(&layout::fr_words(scalars))
-            .map_err(drv("uploading scalars"))?;
+        let words: Vec<u64> = sets.iter().flat_map(|v| layout::fr_words(v)).collect();
+        let sc = s.clone_htod(&words).map_err(drv("uploading scalars"))?;
         let a = drv("allocating MSM buffers");
-        let mut digit = zeros_u32(w * n).map_err(&a)?;
-        let mut counts = zeros_u32(w * p.nb as u64).map_err(&a)?;
-        let mut ones = zeros_u32(n).map_err(&a)?;
-        let mut ones_len = zeros_u32(1).map_err(&a)?;
+        let acc_threads = (sl * n).div_ceil(p.k as u64);
+        let mut digit = zeros_u32(sl * n).map_err(&a)?;
+        let mut counts = zeros_u32(sl * p.nb as u64).map_err(&a)?;
+        let mut ones = zeros_u32(count as u64).map_err(&a)?;
+        let mut ones_len = zeros_u32(n_sets as u64).map_err(&a)?;
         let mut max_window = zeros_u32(1).map_err(&a)?;
-        let mut chunk_sum = zeros_u32(w * p.scan_chunks() as u64).map_err(&a)?;
-        let mut offsets = zeros_u32(w * p.nb as u64).map_err(&a)?;
-        let mut cursor = zeros_u32(w * p.nb as u64).map_err(&a)?;
-        let mut sorted = zeros_u32(w * n).map_err(&a)?;
-        let mut key = zeros_u32(w * n).map_err(&a)?;
-        let mut bucket = zeros_u64(w * p.nb as u64 * xw as u64).map_err(&a)?;
-        let mut first = zeros_u64(p.acc_threads() * xw as u64).map_err(&a)?;
-        let mut last = zeros_u64(p.acc_threads() * xw as u64).map_err(&a)?;
-        let mut seg = zeros_u64(w * p.segs as u64 * xw as u64).map_err(&a)?;
-        let mut wout = zeros_u64(w * xw as u64).map_err(&a)?;
-        let parts_len = n.div_ceil(p.k as u64);
-        let mut parts = zeros_u64(parts_len * xw as u64).map_err(&a)?;
+        let mut chunk_sum = zeros_u32(sl * p.scan_chunks() as u64).map_err(&a)?;
+        let mut offsets = zeros_u32(sl * p.nb as u64).map_err(&a)?;
+        let mut cursor = zeros_u32(sl * p.nb as u64).map_err(&a)?;
+        let mut sorted = zeros_u32(sl * n).map_err(&a)?;
+        let mut key = zeros_u32(sl * n).map_err(&a)?;
+        let mut bucket = zeros_u64(sl * p.nb as u64 * xw).map_err(&a)?;
+        let mut first = zeros_u64(acc_threads * xw).map_err(&a)?;
+        let mut last = zeros_u64(acc_threads * xw).map_err(&a)?;
+        let mut seg = zeros_u64(sl * p.segs as u64 * xw).map_err(&a)?;
+        let mut wout = zeros_u64(sl * xw).map_err(&a)?;
+        let mut per = n.div_ceil(p.k as u64);
+        let mut parts = zeros_u64(n_sets as u64 * per * xw).map_err(&a)?;
         let l = drv("launching an MSM kernel");
         let g = group.suffix();
         let (c, windows, nb, chunk, chunks, k, segs) = (
@@ -339,10 +350,11 @@ impl Inner {
         );
         // SAFETY (every launch below): argument lists match the kernels' signatures in
         // msm.cu, and every buffer is at least as long as the plan's geometry makes the
-        // kernel read or write.
+        // kernel read or write (the emulation test runs the same sequence).
         unsafe {
             s.launch_builder(self.f("msm_digits"))
                 .arg(&sc)
+                .arg(&count)
                 .arg(&p.n)
                 .arg(&c)
                 .arg(&windows)
@@ -351,41 +363,42 @@ impl Inner {
                 .arg(&mut ones)
                 .arg(&mut ones_len)
                 .arg(&mut max_window)
-                .launch(cfg(n))
+                .launch(cfg(count as u64))
                 .map_err(&l)?;
             s.launch_builder(self.f("msm_chunk_sums"))
                 .arg(&counts)
-                .arg(&windows)
+                .arg(&slots)
                 .arg(&nb)
                 .arg(&chunk)
                 .arg(&mut chunk_sum)
-                .launch(cfg(w * chunks as u64))
+                .launch(cfg(sl * chunks as u64))
                 .map_err(&l)?;
             s.launch_builder(self.f("msm_chunk_scan"))
                 .arg(&mut chunk_sum)
-                .arg(&windows)
+                .arg(&slots)
                 .arg(&chunks)
-                .launch(cfg(w))
+                .launch(cfg(sl))
                 .map_err(&l)?;
             s.launch_builder(self.f("msm_offsets"))
                 .arg(&counts)
                 .arg(&chunk_sum)
-                .arg(&windows)
+                .arg(&slots)
                 .arg(&nb)
                 .arg(&chunk)
                 .arg(&mut offsets)
                 .arg(&mut cursor)
-                .launch(cfg(w * chunks as u64))
+                .launch(cfg(sl * chunks as u64))
                 .map_err(&l)?;
             s.launch_builder(self.f("msm_scatter"))
                 .arg(&digit)
+                .arg(&count)
                 .arg(&p.n)
                 .arg(&windows)
                 .arg(&nb)
                 .arg(&mut cursor)
                 .arg(&mut sorted)
                 .arg(&mut key)
-                .launch(cfg(n))
+                .launch(cfg(count as u64))
                 .map_err(&l)?;
             s.launch_builder(self.f(&format!("msm_accumulate_{g}")))
                 .arg(bases)
@@ -394,74 +407,85 @@ impl Inner {
                 .arg(&offsets)
                 .arg(&counts)
                 .arg(&p.n)
-                .arg(&windows)
+                .arg(&slots)
                 .arg(&nb)
                 .arg(&k)
                 .arg(&mut bucket)
                 .arg(&mut first)
                 .arg(&mut last)
-                .launch(cfg(p.acc_threads()))
+                .launch(cfg(acc_threads))
                 .map_err(&l)?;
             s.launch_builder(self.f(&format!("msm_fixup_{g}")))
                 .arg(&offsets)
                 .arg(&counts)
                 .arg(&p.n)
-                .arg(&windows)
+                .arg(&slots)
                 .arg(&nb)
                 .arg(&k)
                 .arg(&mut bucket)
                 .arg(&first)
                 .arg(&last)
-                .launch(cfg(w * nb as u64))
+                .launch(cfg(sl * nb as u64))
                 .map_err(&l)?;
             s.launch_builder(self.f(&format!("msm_reduce_{g}")))
                 .arg(&bucket)
+                .arg(&slots)
                 .arg(&windows)
                 .arg(&max_window)
                 .arg(&nb)
                 .arg(&segs)
                 .arg(&mut seg)
-                .launch(cfg(w * segs as u64))
+                .launch(cfg(sl * segs as u64))
                 .map_err(&l)?;
             s.launch_builder(self.f(&format!("msm_window_sum_{g}")))
                 .arg(&seg)
-                .arg(&windows)
+                .arg(&slots)
                 .arg(&segs)
                 .arg(&mut wout)
-                .launch(cfg(w))
+                .launch(cfg(sl))
                 .map_err(&l)?;
             s.launch_builder(self.f(&format!("msm_ones_{g}")))
                 .arg(bases)
                 .arg(&ones)
                 .arg(&ones_len)
+                .arg(&sets32)
+                .arg(&p.n)
                 .arg(&k)
                 .arg(&mut parts)
-                .launch(cfg(parts_len))
+                .launch(cfg(n_sets as u64 * per))
                 .map_err(&l)?;
         }
-        let mut len = parts_len;
-        while len > 64 {
-            let next = len.div_ceil(k as u64);
-            let mut out = zeros_u64(next * xw as u64).map_err(&a)?;
-            let len32 = len as u32;
+        while per > 64 {
+            let next = per.div_ceil(k as u64);
+            let mut out = zeros_u64(n_sets as u64 * next * xw).map_err(&a)?;
+            let per32 = per as u32;
             // SAFETY: as above (msm_tree_*).
             unsafe {
                 s.launch_builder(self.f(&format!("msm_tree_{g}")))
                     .arg(&parts)
-                    .arg(&len32)
+                    .arg(&sets32)
+                    .arg(&per32)
                     .arg(&k)
                     .arg(&mut out)
-                    .launch(cfg(next))
+                    .launch(cfg(n_sets as u64 * next))
                     .map_err(&l)?;
             }
             parts = out;
-            len = next;
+            per = next;
         }
         let d = drv("downloading MSM results");
         let windows_out = s.clone_dtoh(&wout).map_err(&d)?;
-        let mut parts_out = s.clone_dtoh(&parts).map_err(&d)?;
-        parts_out.truncate(len as usize * xw);
-        Ok((p, windows_out, parts_out))
+        let parts_out = s.clone_dtoh(&parts).map_err(&d)?;
+        let (ww, pw) = (windows as usize * xw as usize, per as usize * xw as usize);
+        let out = (0..n_sets)
+            .map(|k| {
+                (
+                    windows_out[k * ww..(k + 1) * ww].to_vec(),
+                    parts_out[k * pw..(k + 1) * pw].to_vec(),
+                )
+            })
+            .collect();
+        Ok((p, out))
     }
 
     fn ntt_tables(&mut self, log_n: u32) -> Result<Arc<DeviceNtt>> {
@@ -547,38 +571,53 @@ fn base_key<T>(group: Group, bases: &[T], words: impl Fn(&[T]) -> Vec<u64>) -> B
     }
 }
 
-fn check_len(bases: usize, scalars: usize) -> Result<()> {
-    if scalars > bases {
-        return Err(err(format!("{scalars} scalars for {bases} bases")));
-    }
-    Ok(())
-}
-
 impl CudaBackend {
-    fn g1(
+    /// MSMs of every scalar vector in `sets` against one base set (uploaded on first use).
+    fn msm_sets<G: ark_ec::CurveGroup>(
         &self,
+        group: Group,
         key: BaseKey,
         upload: impl FnOnce() -> Vec<u64>,
-        scalars: &[Fr],
-    ) -> Result<G1Projective> {
-        if scalars.is_empty() {
-            return Ok(G1Projective::default());
+        sets: &[&[Fr]],
+        decode: fn(&[u64]) -> Result<G>,
+    ) -> Result<Vec<G>> {
+        let mut out = vec![G::zero(); sets.len()];
+        // Empty vectors have nothing to do on the device.
+        let live: Vec<usize> = (0..sets.len()).filter(|i| !sets[*i].is_empty()).collect();
+        if live.is_empty() {
+            return Ok(out);
         }
         let mut inner = self.lock()?;
         let bases = inner.bases(key, upload)?;
-        let (p, windows, parts) = inner.msm(Group::G1, &bases, scalars)?;
+        let picked: Vec<&[Fr]> = live.iter().map(|i| sets[*i]).collect();
+        let (p, results) = inner.msm(group, &bases, &picked)?;
         drop(inner);
-        let x = Group::G1.xyzz_words();
-        let ws = windows
-            .chunks_exact(x)
-            .map(layout::g1_from_xyzz)
-            .collect::<Result<Vec<_>>>()?;
-        let ps = parts
-            .chunks_exact(x)
-            .map(layout::g1_from_xyzz)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(layout::combine(&ws, &ps, p.c))
+        let x = group.xyzz_words();
+        for (i, (w, parts)) in live.into_iter().zip(results) {
+            let ws = w.chunks_exact(x).map(decode).collect::<Result<Vec<_>>>()?;
+            let ps = parts
+                .chunks_exact(x)
+                .map(decode)
+                .collect::<Result<Vec<_>>>()?;
+            out[i] = layout::combine(&ws, &ps, p.c);
+        }
+        Ok(out)
     }
+}
+
+fn same_len<T>(bases: &[T], sets: &[&[Fr]]) -> Result<()> {
+    match sets.iter().find(|s| s.len() != bases.len()) {
+        Some(s) => Err(err(format!(
+            "{} scalars for {} bases",
+            s.len(),
+            bases.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn one<G>(mut v: Vec<G>) -> G {
+    v.pop().expect("one result per scalar vector")
 }
 
 impl ProverBackend for CudaBackend {
@@ -587,48 +626,64 @@ impl ProverBackend for CudaBackend {
     }
 
     fn msm_g1(&self, bases: &[G1Affine], scalars: &[Fr]) -> Result<G1Projective> {
-        if bases.len() != scalars.len() {
-            return Err(err(format!(
-                "{} scalars for {} bases",
-                scalars.len(),
-                bases.len()
-            )));
-        }
-        let key = base_key(Group::G1, bases, layout::g1_words);
-        self.g1(key, || layout::g1_words(bases), scalars)
+        self.msm_g1_many(bases, &[scalars]).map(one)
     }
 
     fn msm_g2(&self, bases: &[G2Affine], scalars: &[Fr]) -> Result<G2Projective> {
-        if bases.len() != scalars.len() {
-            return Err(err(format!(
-                "{} scalars for {} bases",
-                scalars.len(),
-                bases.len()
-            )));
-        }
-        if scalars.is_empty() {
-            return Ok(G2Projective::default());
-        }
-        let key = base_key(Group::G2, bases, layout::g2_words);
-        let mut inner = self.lock()?;
-        let dev = inner.bases(key, || layout::g2_words(bases))?;
-        let (p, windows, parts) = inner.msm(Group::G2, &dev, scalars)?;
-        drop(inner);
-        let x = Group::G2.xyzz_words();
-        let ws = windows
-            .chunks_exact(x)
-            .map(layout::g2_from_xyzz)
-            .collect::<Result<Vec<_>>>()?;
-        let ps = parts
-            .chunks_exact(x)
-            .map(layout::g2_from_xyzz)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(layout::combine(&ws, &ps, p.c))
+        self.msm_g2_many(bases, &[scalars]).map(one)
     }
 
-    /// The h query: the table's window-0 points are the plain bases.
     fn msm_g1_fixed(&self, table: &FixedBaseTable, scalars: &[Fr]) -> Result<G1Projective> {
-        check_len(table.bases, scalars.len())?;
+        self.msm_g1_fixed_many(table, &[scalars]).map(one)
+    }
+
+    fn msm_g1_many(&self, bases: &[G1Affine], sets: &[&[Fr]]) -> Result<Vec<G1Projective>> {
+        same_len(bases, sets)?;
+        let key = base_key(Group::G1, bases, layout::g1_words);
+        self.msm_sets(
+            Group::G1,
+            key,
+            || layout::g1_words(bases),
+            sets,
+            layout::g1_from_xyzz,
+        )
+    }
+
+    fn msm_g2_many(&self, bases: &[G2Affine], sets: &[&[Fr]]) -> Result<Vec<G2Projective>> {
+        same_len(bases, sets)?;
+        let key = base_key(Group::G2, bases, layout::g2_words);
+        self.msm_sets(
+            Group::G2,
+            key,
+            || layout::g2_words(bases),
+            sets,
+            layout::g2_from_xyzz,
+        )
+    }
+
+    /// The h query: the table's window-0 points are the plain bases. Shorter scalar vectors
+    /// are padded with zeros (free: zero digits touch no bucket).
+    fn msm_g1_fixed_many(
+        &self,
+        table: &FixedBaseTable,
+        sets: &[&[Fr]],
+    ) -> Result<Vec<G1Projective>> {
+        if let Some(s) = sets.iter().find(|s| s.len() > table.bases) {
+            return Err(err(format!(
+                "{} scalars for {} bases",
+                s.len(),
+                table.bases
+            )));
+        }
+        let padded: Vec<Vec<Fr>> = sets
+            .iter()
+            .map(|s| {
+                let mut v = s.to_vec();
+                v.resize(table.bases, Fr::from(0u64));
+                v
+            })
+            .collect();
+        let refs: Vec<&[Fr]> = padded.iter().map(|v| v.as_slice()).collect();
         let plain = |t: &FixedBaseTable| -> Vec<G1Affine> {
             t.points
                 .iter()
@@ -637,7 +692,13 @@ impl ProverBackend for CudaBackend {
                 .collect()
         };
         let key = base_key(Group::G1, &table.points, layout::g1_words);
-        self.g1(key, || layout::g1_words(&plain(table)), scalars)
+        self.msm_sets(
+            Group::G1,
+            key,
+            || layout::g1_words(&plain(table)),
+            &refs,
+            layout::g1_from_xyzz,
+        )
     }
 
     fn quotient(&self, a: Vec<Fr>, b: Vec<Fr>, c: Vec<Fr>) -> Result<Vec<Fr>> {
