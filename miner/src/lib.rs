@@ -13,7 +13,9 @@ use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
 use provnet_kernels::keys::SegmentKey;
-use provnet_kernels::{prove_segment, KernelError, Model, ModelKeys, ProofContext, ProverBackend};
+use provnet_kernels::{
+    prove_segment_many, KernelError, Model, ModelKeys, ProofContext, ProverBackend,
+};
 use provnet_wire::status::Histogram;
 use provnet_wire::{unix_ms, Challenge, MinerStatus, ProofSubmission, ProofSystem, PublicKey};
 
@@ -29,6 +31,10 @@ pub struct MinerConfig {
     /// A job whose deadline is closer than this when a worker takes it is dropped: its
     /// proof would arrive too late to count.
     pub deadline_margin_ms: u64,
+    /// Queued challenges for the same segment a worker proves together, at most: one batch
+    /// per MSM on the backend. 1 proves one at a time (right for the CPU, where a batch
+    /// only delays the first proof); a GPU gains throughput from more.
+    pub batch: usize,
 }
 
 impl Default for MinerConfig {
@@ -38,6 +44,7 @@ impl Default for MinerConfig {
             max_concurrent: 1,
             queue_capacity: 64,
             deadline_margin_ms: 50,
+            batch: 1,
         }
     }
 }
@@ -312,69 +319,119 @@ fn hex8(b: &[u8]) -> String {
     b.iter().take(8).map(|x| format!("{x:02x}")).collect()
 }
 
+/// Takes the next live job and, up to the batch size, queued live jobs for the same
+/// segment; expired ones met on the way are dropped and reported.
+fn take_batch(s: &Shared, st: &mut State, expired: &mut Vec<[u8; 32]>) -> Vec<Job> {
+    let now = unix_ms(SystemTime::now());
+    let live = |j: &Job| j.challenge.deadline_ms > now + s.cfg.deadline_margin_ms;
+    let mut batch: Vec<Job> = Vec::new();
+    let mut rest = VecDeque::with_capacity(st.queue.len());
+    while let Some(job) = st.queue.pop_front() {
+        if !live(&job) {
+            st.stats.dropped_expired += 1;
+            expired.push(job.challenge_id);
+            continue;
+        }
+        let fits = match batch.first() {
+            None => true,
+            Some(f) => {
+                batch.len() < s.cfg.batch.max(1)
+                    && f.challenge.model_id == job.challenge.model_id
+                    && f.challenge.segment == job.challenge.segment
+            }
+        };
+        if fits {
+            batch.push(job);
+        } else {
+            rest.push_back(job);
+        }
+        if batch.len() >= s.cfg.batch.max(1) {
+            break;
+        }
+    }
+    rest.extend(st.queue.drain(..));
+    st.queue = rest;
+    batch
+}
+
 fn work(s: &Shared) {
     loop {
-        let job = {
+        let batch = {
             let mut st = s.state.lock().expect("miner state");
             loop {
                 if st.stopping {
                     return;
                 }
-                if let Some(job) = st.queue.pop_front() {
-                    let now = unix_ms(SystemTime::now());
-                    if job.challenge.deadline_ms <= now + s.cfg.deadline_margin_ms {
-                        st.stats.dropped_expired += 1;
-                        drop(st);
-                        (s.on_done)(Done::Expired {
-                            challenge_id: job.challenge_id,
-                        });
-                        st = s.state.lock().expect("miner state");
-                        continue;
+                let mut expired = Vec::new();
+                let batch = take_batch(s, &mut st, &mut expired);
+                if !expired.is_empty() {
+                    drop(st);
+                    for challenge_id in expired {
+                        (s.on_done)(Done::Expired { challenge_id });
                     }
-                    st.in_flight += 1;
-                    break job;
+                    st = s.state.lock().expect("miner state");
                 }
-                st = s.wake.wait(st).expect("miner state");
+                if !batch.is_empty() {
+                    st.in_flight += batch.len();
+                    break batch;
+                }
+                if st.queue.is_empty() {
+                    st = s.wake.wait(st).expect("miner state");
+                }
             }
         };
-        let waited_ms = job.queued.elapsed().as_secs_f64() * 1e3;
+        let waited_ms: Vec<f64> = batch
+            .iter()
+            .map(|j| j.queued.elapsed().as_secs_f64() * 1e3)
+            .collect();
         let t = Instant::now();
-        let result = s.pool.install(|| prove(s, &job));
+        let result = s.pool.install(|| prove(s, &batch));
         let prove_ms = t.elapsed().as_secs_f64() * 1e3;
-        let done = {
+        let done: Vec<Done> = {
             let mut st = s.state.lock().expect("miner state");
-            st.in_flight -= 1;
+            st.in_flight -= batch.len();
             match result {
-                Ok(submission) => {
-                    st.stats.proved += 1;
-                    if st.prove_ms.len() == PROVE_SAMPLES {
-                        st.prove_ms.pop_front();
-                    }
-                    st.prove_ms.push_back(prove_ms);
-                    st.stats.prove_seconds.observe(prove_ms / 1e3);
-                    Done::Proved(Box::new(Proved {
-                        challenge_id: job.challenge_id,
-                        deadline_ms: job.challenge.deadline_ms,
-                        submission,
-                        prove_ms,
-                        waited_ms,
-                    }))
-                }
-                Err(e) => {
-                    st.stats.failed += 1;
-                    Done::Failed {
-                        challenge_id: job.challenge_id,
-                        error: e.to_string(),
-                    }
-                }
+                Ok(submissions) => batch
+                    .iter()
+                    .zip(submissions)
+                    .zip(waited_ms)
+                    .map(|((job, submission), waited_ms)| {
+                        st.stats.proved += 1;
+                        if st.prove_ms.len() == PROVE_SAMPLES {
+                            st.prove_ms.pop_front();
+                        }
+                        st.prove_ms.push_back(prove_ms);
+                        st.stats.prove_seconds.observe(prove_ms / 1e3);
+                        Done::Proved(Box::new(Proved {
+                            challenge_id: job.challenge_id,
+                            deadline_ms: job.challenge.deadline_ms,
+                            submission,
+                            prove_ms,
+                            waited_ms,
+                        }))
+                    })
+                    .collect(),
+                Err(e) => batch
+                    .iter()
+                    .map(|job| {
+                        st.stats.failed += 1;
+                        Done::Failed {
+                            challenge_id: job.challenge_id,
+                            error: e.to_string(),
+                        }
+                    })
+                    .collect(),
             }
         };
-        (s.on_done)(done);
+        for d in done {
+            (s.on_done)(d);
+        }
     }
 }
 
-fn prove(s: &Shared, job: &Job) -> Result<ProofSubmission, KernelError> {
-    let c = &job.challenge;
+/// Proves a batch of jobs for one segment (see [`take_batch`]).
+fn prove(s: &Shared, jobs: &[Job]) -> Result<Vec<ProofSubmission>, KernelError> {
+    let c = &jobs[0].challenge;
     let pm = s
         .models
         .get(&c.model_id)
@@ -382,28 +439,41 @@ fn prove(s: &Shared, job: &Job) -> Result<ProofSubmission, KernelError> {
     let index = c.segment as usize;
     let seg = pm.model.segment(index)?;
     let (pk, vk_id) = &pm.keys[index];
-    let ctx = ProofContext {
-        challenge: job.challenge_id,
-        nonce: c.nonce,
-        miner: s.miner,
-    };
-    let p = prove_segment(
+    let ctxs: Vec<ProofContext> = jobs
+        .iter()
+        .map(|j| ProofContext {
+            challenge: j.challenge_id,
+            nonce: j.challenge.nonce,
+            miner: s.miner,
+        })
+        .collect();
+    let work: Vec<(&[i64], &ProofContext)> = jobs
+        .iter()
+        .zip(&ctxs)
+        .map(|(j, ctx)| (j.challenge.input.as_slice(), ctx))
+        .collect();
+    let proofs = prove_segment_many(
         s.backend.as_ref(),
         &pm.model,
         seg,
         pk,
-        &c.input,
-        &ctx,
+        &work,
         &mut rand::rngs::OsRng,
     )?;
-    let pf = p.to_file(&pm.model, seg, vk_id, &c.input, &ctx);
-    Ok(ProofSubmission {
-        challenge_id: job.challenge_id,
-        model_id: c.model_id,
-        segment: c.segment,
-        vk_id: *vk_id,
-        system: ProofSystem::Groth16Bn254,
-        output: pf.output,
-        proof: pf.proof,
-    })
+    Ok(proofs
+        .into_iter()
+        .zip(jobs.iter().zip(&ctxs))
+        .map(|(p, (job, ctx))| {
+            let pf = p.to_file(&pm.model, seg, vk_id, &job.challenge.input, ctx);
+            ProofSubmission {
+                challenge_id: job.challenge_id,
+                model_id: job.challenge.model_id,
+                segment: job.challenge.segment,
+                vk_id: *vk_id,
+                system: ProofSystem::Groth16Bn254,
+                output: pf.output,
+                proof: pf.proof,
+            }
+        })
+        .collect())
 }

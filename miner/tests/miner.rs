@@ -164,3 +164,60 @@ fn a_job_whose_deadline_comes_too_close_is_dropped_not_proved() {
     assert_eq!(miner.stats().dropped_expired, 1);
     assert_eq!(miner.stats().proved, 0);
 }
+
+#[test]
+fn queued_challenges_for_one_segment_are_proved_as_a_batch() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = setup(tmp.path());
+    let model = Model::load(&dir).expect("model");
+    let (miner, done) = start(
+        &dir,
+        MinerConfig {
+            threads: 1,
+            batch: 4,
+            ..Default::default()
+        },
+    );
+    let keys = ModelKeys::open(&dir, &model).expect("keys");
+    let (vk, vk_id) = keys.verifying_key(0).expect("vk");
+    let verifier = SegmentVerifier::new(0, vk, vk_id);
+    let mut offered = Vec::new();
+    for k in 0..5u8 {
+        let mut c = challenge(&model, 60_000);
+        c.nonce = [k; 32];
+        c.input[0] = k as i64;
+        miner.offer([k + 1; 32], c.clone()).expect("queued");
+        offered.push(([k + 1; 32], c));
+    }
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let Done::Proved(p) = done.recv_timeout(Duration::from_secs(60)).expect("done") else {
+            panic!("expected a proof");
+        };
+        let (_, c) = offered
+            .iter()
+            .find(|(id, _)| *id == p.challenge_id)
+            .expect("ours");
+        let ctx = ProofContext {
+            challenge: p.challenge_id,
+            nonce: c.nonce,
+            miner: [5; 32],
+        };
+        let s = &p.submission;
+        let file = ProofFile::from_claim(&model, 0, &s.vk_id, &ctx, &c.input, &s.output, &s.proof)
+            .expect("well-formed claim");
+        verifier
+            .verify(&model, &file, &ctx)
+            .expect("each proof of a batch verifies");
+        times.push(p.prove_ms);
+    }
+    // Five jobs, batches of at most four: one batch of four shares one proving time.
+    let most = times
+        .iter()
+        .map(|t| times.iter().filter(|u| *u == t).count())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(most, 4, "prove times {times:?}");
+    assert_eq!(miner.stats().proved, 5);
+    miner.stop();
+}

@@ -247,13 +247,21 @@ impl Roles {
             let backend = provnet_kernels::gpu::select(cfg.backend)
                 .map_err(|why| anyhow::anyhow!("miner: --backend {}: {why}", cfg.backend))?;
             let (tx, rx) = mpsc::channel(cfg.miner.queue_capacity.max(1) * 2);
-            let miner = Miner::start(models, me, backend, cfg.miner.clone(), move |d| {
+            let mut miner_cfg = cfg.miner.clone();
+            if miner_cfg.batch == 0 {
+                miner_cfg.batch = if backend.name() == "cpu" { 1 } else { 16 };
+            }
+            let batch = miner_cfg.batch;
+            let backend_name = backend.name();
+            let miner = Miner::start(models, me, backend, miner_cfg, move |d| {
                 let _ = tx.blocking_send(d);
             })?;
             info!(
                 target: "miner",
                 threads = cfg.miner.threads,
                 max_concurrent = cfg.miner.max_concurrent,
+                batch,
+                backend = backend_name,
                 adversary = ?cfg.adversary,
                 "miner started"
             );

@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// log), cpu, or cuda (an error when there is no usable GPU).
     #[arg(long, default_value = "auto")]
     pub backend: provnet_kernels::gpu::BackendChoice,
+    /// Miner: queued challenges for one segment proved together (one batch per MSM);
+    /// 0 picks for the backend: 1 on the CPU, 16 on a GPU.
+    #[arg(long, default_value_t = 0)]
+    pub batch: usize,
     /// Miner: challenges waiting to be proved, at most.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
@@ -195,6 +199,7 @@ async fn serve(args: RunArgs) -> Result<()> {
                 threads: args.threads,
                 max_concurrent: args.max_concurrent,
                 queue_capacity: args.queue,
+                batch: args.batch,
                 ..Default::default()
             },
             backend: args.backend,
