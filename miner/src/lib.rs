@@ -375,7 +375,9 @@ fn work(s: &Shared) {
                     st.in_flight += batch.len();
                     break batch;
                 }
-                if st.queue.is_empty() {
+                // The lock was let go to report expired jobs: a stop may have come
+                // meanwhile, and its wake-up with it. Look before sleeping.
+                if st.queue.is_empty() && !st.stopping {
                     st = s.wake.wait(st).expect("miner state");
                 }
             }
