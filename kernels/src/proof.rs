@@ -152,30 +152,8 @@ pub fn prove_segment<R: RngCore + CryptoRng>(
     ctx: &ProofContext,
     rng: &mut R,
 ) -> Result<SegmentProof> {
-    seg.check_input(input)?;
-    let bind = binding(&model.id(), seg.index, ctx);
-    let cs = circuit::synthesize(
-        seg,
-        Mode::Prove,
-        bind,
-        Some(Assignment {
-            input,
-            claimed_output: None,
-        }),
-    );
-    let proof = prover::prove(backend, pk, &cs, rng).map_err(|e| match e {
-        KernelError::BadKeys { reason, .. } => KernelError::BadKeys {
-            segment: seg.index,
-            reason,
-        },
-        other => other,
-    })?;
-    let output = seg.eval(input);
-    Ok(SegmentProof {
-        public_inputs: cs.instance.clone(),
-        output,
-        proof,
-    })
+    let mut v = prove_segment_many(backend, model, seg, pk, &[(input, ctx)], rng)?;
+    Ok(v.pop().expect("one proof per job"))
 }
 
 /// Proves one segment for several (input, context) pairs at once: one batch per MSM on the
