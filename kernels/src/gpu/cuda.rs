@@ -153,8 +153,61 @@ fn cache_dir() -> PathBuf {
 
 /// Whether NVRTC can be loaded (the compile check and the backend both need it).
 pub fn nvrtc_present() -> bool {
+    preload_nvrtc();
     // SAFETY: only tries to dlopen the library by its usual names.
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// NVRTC comes with the CUDA toolkit, whose lib folder is often not on the loader's path
+/// (/usr/local/cuda/lib64). When the library cannot be found by name, it is loaded once,
+/// globally, from `$PROVNET_NVRTC_DIR`, `$CUDA_HOME/lib64`, `$CUDA_PATH/lib64` or
+/// /usr/local/cuda/lib64; cudarc's later load by name then finds it in the process.
+#[cfg(not(unix))]
+fn preload_nvrtc() {}
+
+#[cfg(unix)]
+fn preload_nvrtc() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: only tries to dlopen the library by its usual names.
+        if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return;
+        }
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(d) = std::env::var_os("PROVNET_NVRTC_DIR") {
+            dirs.push(d.into());
+        }
+        for var in ["CUDA_HOME", "CUDA_PATH"] {
+            if let Some(d) = std::env::var_os(var) {
+                dirs.push(PathBuf::from(d).join("lib64"));
+            }
+        }
+        dirs.push("/usr/local/cuda/lib64".into());
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut libs: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("libnvrtc.so"))
+                })
+                .collect();
+            libs.sort();
+            for lib in libs {
+                use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+                // SAFETY: NVRTC's initialisers have no preconditions; the library stays
+                // loaded for the life of the process (forgotten, never closed).
+                if let Ok(l) = unsafe { Library::open(Some(&lib), RTLD_NOW | RTLD_GLOBAL) } {
+                    std::mem::forget(l);
+                    tracing::debug!(target: "prover", path = %lib.display(), "loaded NVRTC");
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Compiles the kernels for `arch` (e.g. "compute_90") with NVRTC.
@@ -167,7 +220,8 @@ pub fn compile_source(src: &str, arch: &str) -> Result<Ptx> {
     if !nvrtc_present() {
         return Err(err(
             "CUDA's NVRTC library (libnvrtc.so) was not found: install the CUDA toolkit, or \
-             the nvidia-cuda-nvrtc-cu12 wheel, and put its lib folder on LD_LIBRARY_PATH",
+             the nvidia-cuda-nvrtc-cu12 wheel, and name its lib folder in PROVNET_NVRTC_DIR \
+             (or LD_LIBRARY_PATH)",
         ));
     }
     let opts = CompileOptions {
