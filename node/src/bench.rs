@@ -221,7 +221,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         .iter()
         .filter_map(|r| r["verify_ms_median"].as_f64())
         .fold(0.0, f64::max);
-    println!("total: prove {prove_total:.2} ms in-process, {process_total:.1} ms as processes");
+    if args.process_runs == 0 {
+        println!("total: prove {prove_total:.2} ms in-process (processes not timed)");
+    } else {
+        println!("total: prove {prove_total:.2} ms in-process, {process_total:.1} ms as processes");
+    }
     let mut report = json!({
         "model": model.name,
         "threads": rayon_threads(),
