@@ -50,6 +50,24 @@ pub struct BenchArgs {
     pub batch: usize,
 }
 
+/// Opens each backend a command was given (`--backend a,b`), or says which one cannot be
+/// opened and why.
+pub(crate) fn open_backends(
+    choices: &[BackendChoice],
+) -> Result<Vec<std::sync::Arc<dyn provnet_kernels::ProverBackend>>> {
+    if choices.is_empty() {
+        bail!("--backend: name at least one");
+    }
+    choices.iter().map(|b| open_backend(*b)).collect()
+}
+
+/// The backend `--backend b` asks for, or an error naming the flag and the reason.
+pub(crate) fn open_backend(
+    b: BackendChoice,
+) -> Result<std::sync::Arc<dyn provnet_kernels::ProverBackend>> {
+    gpu::select(b).map_err(|why| anyhow::anyhow!("--backend {b}: {why}"))
+}
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -67,14 +85,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let keys = ModelKeys::open(&args.model, &model)?;
     let x = model.quantize(&inputs::read_float_input(&args.input)?);
     let tr = trace::run(&model, &x)?;
-    let backends = args
-        .backend
-        .iter()
-        .map(|b| gpu::select(*b).map_err(|why| anyhow::anyhow!("--backend {b}: {why}")))
-        .collect::<Result<Vec<_>>>()?;
-    if backends.is_empty() {
-        bail!("--backend: name at least one");
-    }
+    let backends = open_backends(&args.backend)?;
     let ctx = ProofContext {
         challenge: [7; 32],
         nonce: [9; 32],

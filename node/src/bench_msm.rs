@@ -12,7 +12,7 @@ use ark_ec::{CurveGroup, VariableBaseMSM};
 use ark_ff::UniformRand;
 use ark_std::rand::{rngs::StdRng, Rng, SeedableRng};
 use clap::{Args, ValueEnum};
-use provnet_kernels::gpu::{self, BackendChoice};
+use provnet_kernels::gpu::BackendChoice;
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -93,14 +93,7 @@ fn scalars(n: usize, kind: ScalarKind, rng: &mut StdRng) -> Vec<Fr> {
 
 pub fn run(args: MsmBenchArgs) -> Result<ExitCode> {
     let (lo, hi) = parse_range(&args.log_n).with_context(|| format!("--log-n {}", args.log_n))?;
-    let backends = args
-        .backend
-        .iter()
-        .map(|b| gpu::select(*b).map_err(|why| anyhow!("--backend {b}: {why}")))
-        .collect::<Result<Vec<_>>>()?;
-    if backends.is_empty() {
-        bail!("--backend: name at least one");
-    }
+    let backends = crate::bench::open_backends(&args.backend)?;
     let mut rng = StdRng::seed_from_u64(0x6d736d);
     let mut rows = Vec::new();
     println!(

@@ -4,12 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use provnet_kernels::{
-    circuit::CircuitShape,
-    gpu::{self, BackendChoice},
-    prove_segment, Model, ModelKeys, ProofContext, ProofFile, SegmentVerifier,
+    circuit::CircuitShape, gpu::BackendChoice, prove_segment, Model, ModelKeys, ProofContext,
+    ProofFile, SegmentVerifier,
 };
 use serde_json::json;
 
@@ -68,8 +67,7 @@ pub fn prove(args: ProveArgs) -> Result<ExitCode> {
         nonce: identity::hex32("--nonce", &args.nonce)?,
         miner: key.verifying_key().to_bytes(),
     };
-    let backend =
-        gpu::select(args.backend).map_err(|why| anyhow!("--backend {}: {why}", args.backend))?;
+    let backend = crate::bench::open_backend(args.backend)?;
     let model = Model::load(&args.model)?;
     let seg = model.segment(args.segment)?;
     let input = inputs::segment_input(&model, args.segment, &args.input)?;

@@ -3,6 +3,7 @@
 //! results back into arkworks points. The CUDA backend and the emulation tests share it.
 
 use ark_bn254::{Fq, Fq2, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
+use ark_ec::short_weierstrass::{Affine, Projective, SWCurveConfig};
 use ark_ec::{AffineRepr, CurveGroup};
 use ark_ff::{BigInt, FftField, Field, One, Zero};
 use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
@@ -133,33 +134,34 @@ fn off_curve(what: &str) -> KernelError {
     }
 }
 
-/// An XYZZ G1 point (16 words: X, Y, ZZ, ZZZ) from the kernels, checked to be on the curve.
-pub fn g1_from_xyzz(w: &[u64]) -> Result<G1Projective> {
-    let (x, y, zz, zzz) = (fq(&w[0..4]), fq(&w[4..8]), fq(&w[8..12]), fq(&w[12..16]));
+/// x = X / ZZ, y = Y / ZZZ, checked to be on the curve (ZZ = 0 is the identity).
+fn from_xyzz<P: SWCurveConfig>(
+    [x, y, zz, zzz]: [P::BaseField; 4],
+    what: &str,
+) -> Result<Projective<P>> {
     if zz.is_zero() {
-        return Ok(G1Projective::zero());
+        return Ok(Projective::<P>::zero());
     }
     let (zi, zzzi) = (zz.inverse(), zzz.inverse());
-    let p = G1Affine::new_unchecked(x * zi.unwrap_or_default(), y * zzzi.unwrap_or_default());
+    let p = Affine::<P>::new_unchecked(x * zi.unwrap_or_default(), y * zzzi.unwrap_or_default());
     if zzzi.is_none() || !p.is_on_curve() {
-        return Err(off_curve("G1"));
+        return Err(off_curve(what));
     }
     Ok(p.into_group())
+}
+
+/// An XYZZ G1 point (16 words: X, Y, ZZ, ZZZ) from the kernels, checked to be on the curve.
+pub fn g1_from_xyzz(w: &[u64]) -> Result<G1Projective> {
+    from_xyzz(
+        [fq(&w[0..4]), fq(&w[4..8]), fq(&w[8..12]), fq(&w[12..16])],
+        "G1",
+    )
 }
 
 /// An XYZZ G2 point (32 words) from the kernels, checked to be on the curve.
 pub fn g2_from_xyzz(w: &[u64]) -> Result<G2Projective> {
     let f2 = |i: usize| Fq2::new(fq(&w[i * 8..i * 8 + 4]), fq(&w[i * 8 + 4..i * 8 + 8]));
-    let (x, y, zz, zzz) = (f2(0), f2(1), f2(2), f2(3));
-    if zz.is_zero() {
-        return Ok(G2Projective::zero());
-    }
-    let (zi, zzzi) = (zz.inverse(), zzz.inverse());
-    let p = G2Affine::new_unchecked(x * zi.unwrap_or_default(), y * zzzi.unwrap_or_default());
-    if zzzi.is_none() || !p.is_on_curve() {
-        return Err(off_curve("G2"));
-    }
-    Ok(p.into_group())
+    from_xyzz([f2(0), f2(1), f2(2), f2(3)], "G2")
 }
 
 /// sum_j 2^(c*j) * window[j] + sum(extra): the last step of an MSM, on the host.
