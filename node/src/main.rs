@@ -15,6 +15,7 @@ mod logring;
 mod prove;
 mod roles;
 mod run;
+mod sync;
 
 use std::process::ExitCode;
 

@@ -13,21 +13,25 @@ use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use provnet_kernels::Model;
 use provnet_miner::{Done, Miner, MinerConfig, ProvingModel};
-use provnet_p2p::{NetEvent, NetworkHandle, Received};
+use provnet_p2p::{InboundSync, NetEvent, NetworkHandle, Received};
 use provnet_validator::{
     EngineConfig, Epochs, Ledger, LedgerConfig, Store, Validator, Verdict, VerifyPool,
     VerifyingModel,
 };
 use provnet_wire::{
-    unix_ms, Challenge, ChallengeStatus, ChallengerStatus, Message, NodeStatus, ProofSubmission,
-    PublicKey, Role,
+    unix_ms, Challenge, ChallengeStatus, ChallengerStatus, Gate, GateConfig, Message, Network,
+    NodeStatus, ProofSubmission, PublicKey, Role,
 };
 use rand::{Rng, RngCore};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::genesis::Genesis;
 use crate::identity::hex32;
+use crate::sync::{Fetched, CATCH_UP_LIMIT};
+
+/// Where catching up on missed weights logs.
+pub const LOG_TARGET_SYNC: &str = "sync";
 
 /// Test-only miner behaviours, for the adversarial tests. Hidden from `--help`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -190,6 +194,10 @@ pub struct Roles {
     miner: Option<MinerRole>,
     validator: Option<ValidatorRole>,
     published_challenges: u64,
+    /// Checks the signed envelopes peers send when this node catches up.
+    archive_gate: Gate,
+    /// Epochs to fetch from peers before running their consensus (set at start).
+    missed: Option<(u64, u64)>,
 }
 
 /// Loads every genesis model's directory.
@@ -218,6 +226,16 @@ impl Roles {
             },
             now_ms(),
         )?;
+        let missed = ledger.missed_epochs(now_ms())?;
+        let mut ledger = ledger;
+        if let Some((from, _)) = missed {
+            ledger.hold(from);
+        }
+        let archive_gate = Gate::new(
+            Network::with_genesis(g.netuid, &g.hash()),
+            me,
+            GateConfig::default(),
+        );
 
         let challenger = if cfg.roles.contains(&Role::Challenger) {
             let models = genesis_models(g)
@@ -319,6 +337,8 @@ impl Roles {
             miner,
             validator,
             published_challenges: 0,
+            archive_gate,
+            missed,
         })
     }
 
@@ -328,6 +348,28 @@ impl Roles {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut status_every = tokio::time::interval(Duration::from_secs(1));
+        let mut sync_requests = match self.net.serve_sync(16).await {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                warn!(target: LOG_TARGET_SYNC, "cannot serve peers catching up: {e}");
+                None
+            }
+        };
+        let mut catch_up = self.missed.map(|(from, to)| {
+            info!(target: LOG_TARGET_SYNC, from, to, "catching up: asking peers for the commits and reveals of epochs this node may have missed; their consensus waits");
+            let (tx, rx) = oneshot::channel();
+            let net = self.net.clone();
+            tokio::spawn(async move {
+                let fetched = tokio::time::timeout(CATCH_UP_LIMIT, crate::sync::fetch(net, from, to))
+                    .await
+                    .unwrap_or_else(|_| {
+                        warn!(target: LOG_TARGET_SYNC, "catching up took over {CATCH_UP_LIMIT:?}: going on with what this node has");
+                        Fetched::default()
+                    });
+                let _ = tx.send(fetched);
+            });
+            rx
+        });
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -346,6 +388,11 @@ impl Roles {
                     if let Err(e) = vr.engine.on_verdict(v, now_f64()) {
                         warn!(target: "validator", "recording a verdict: {e}");
                     }
+                }
+                Some(req) = recv_opt(sync_requests.as_mut()) => self.answer_sync(req),
+                fetched = async { catch_up.as_mut().expect("guarded").await }, if catch_up.is_some() => {
+                    catch_up = None;
+                    self.apply_fetched(fetched.unwrap_or_default());
                 }
                 _ = tick.tick() => self.on_tick().await,
                 _ = status_every.tick() => self.write_status().await,
@@ -429,24 +476,28 @@ impl Roles {
                     self.publish_proof(p.clone()).await;
                 }
             }
-            Message::WeightsCommit(c) => match self.ledger.on_commit(&sender, c, now_ms()) {
-                Ok(Ok(())) => {
-                    debug!(target: "ledger", validator = %short(&sender), epoch = c.epoch, "commit")
+            Message::WeightsCommit(c) => {
+                match self.ledger.on_signed_commit(&sender, c, now_ms(), &m.raw) {
+                    Ok(Ok(())) => {
+                        debug!(target: "ledger", validator = %short(&sender), epoch = c.epoch, "commit")
+                    }
+                    Ok(Err(r)) => {
+                        info!(target: "ledger", validator = %short(&sender), reason = r.as_str(), "commit refused: {r}")
+                    }
+                    Err(e) => warn!(target: "ledger", "store: {e}"),
                 }
-                Ok(Err(r)) => {
-                    info!(target: "ledger", validator = %short(&sender), reason = r.as_str(), "commit refused: {r}")
+            }
+            Message::WeightsReveal(r) => {
+                match self.ledger.on_signed_reveal(&sender, r, now_ms(), &m.raw) {
+                    Ok(Ok(())) => {
+                        debug!(target: "ledger", validator = %short(&sender), epoch = r.epoch, "reveal")
+                    }
+                    Ok(Err(x)) => {
+                        info!(target: "ledger", validator = %short(&sender), reason = x.as_str(), "reveal refused: {x}")
+                    }
+                    Err(e) => warn!(target: "ledger", "store: {e}"),
                 }
-                Err(e) => warn!(target: "ledger", "store: {e}"),
-            },
-            Message::WeightsReveal(r) => match self.ledger.on_reveal(&sender, r, now_ms()) {
-                Ok(Ok(())) => {
-                    debug!(target: "ledger", validator = %short(&sender), epoch = r.epoch, "reveal")
-                }
-                Ok(Err(x)) => {
-                    info!(target: "ledger", validator = %short(&sender), reason = x.as_str(), "reveal refused: {x}")
-                }
-                Err(e) => warn!(target: "ledger", "store: {e}"),
-            },
+            }
             Message::Announce(_) => {}
         }
     }
@@ -528,15 +579,22 @@ impl Roles {
             match v.engine.tick(now) {
                 Ok(msgs) => {
                     for m in msgs {
-                        self.own_weights(&m);
                         let what = match &m {
                             Message::WeightsCommit(c) => format!("commit for epoch {}", c.epoch),
                             Message::WeightsReveal(r) => format!("reveal for epoch {}", r.epoch),
                             _ => String::new(),
                         };
-                        if self.publish(m).await {
-                            info!(target: "validator", "published weights {what}");
-                        }
+                        let sealed = match self.net.publish_sealed(m.clone()).await {
+                            Ok(bytes) => {
+                                info!(target: "validator", "published weights {what}");
+                                Some(bytes)
+                            }
+                            Err(e) => {
+                                warn!(target: "node", kind = m.kind().as_str(), "publish failed: {e}");
+                                None
+                            }
+                        };
+                        self.own_weights(&m, sealed.as_deref());
                     }
                 }
                 Err(e) => warn!(target: "validator", "store: {e}"),
@@ -547,12 +605,16 @@ impl Roles {
         }
     }
 
-    /// Our own commits and reveals go into our ledger directly (gossip does not echo them).
-    fn own_weights(&mut self, m: &Message) {
+    /// Our own commits and reveals go into our ledger directly (gossip does not echo them),
+    /// with the envelope as sent when it went out, to serve to peers catching up.
+    fn own_weights(&mut self, m: &Message, sealed: Option<&[u8]>) {
         let now = now_ms();
-        let r = match m {
-            Message::WeightsCommit(c) => self.ledger.on_commit(&self.me, c, now),
-            Message::WeightsReveal(r) => self.ledger.on_reveal(&self.me, r, now),
+        let me = self.me;
+        let r = match (m, sealed) {
+            (Message::WeightsCommit(c), Some(b)) => self.ledger.on_signed_commit(&me, c, now, b),
+            (Message::WeightsCommit(c), None) => self.ledger.on_commit(&me, c, now),
+            (Message::WeightsReveal(r), Some(b)) => self.ledger.on_signed_reveal(&me, r, now, b),
+            (Message::WeightsReveal(r), None) => self.ledger.on_reveal(&me, r, now),
             _ => return,
         };
         match r {
@@ -560,6 +622,52 @@ impl Roles {
             Ok(Err(x)) => debug!(target: "ledger", "own weights not recorded: {x}"),
             Err(e) => warn!(target: "ledger", "store: {e}"),
         }
+    }
+
+    /// Answers a peer catching up, from the ledger's archive.
+    fn answer_sync(&mut self, req: InboundSync) {
+        let answer = match self.ledger.sync_answer(&req.request) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(target: LOG_TARGET_SYNC, "store: {e}");
+                provnet_wire::SyncResponse::not_serving()
+            }
+        };
+        debug!(target: LOG_TARGET_SYNC, peer = %req.peer, from = req.request.from_epoch, to = req.request.to_epoch, envelopes = answer.envelopes.len(), "answered a peer catching up");
+        let _ = req.reply.send(answer);
+    }
+
+    /// Checks and applies what peers sent for the missed epochs, then lets consensus go on.
+    fn apply_fetched(&mut self, fetched: Fetched) {
+        let received = fetched.envelopes.len();
+        let envelopes: Vec<Vec<u8>> = fetched
+            .envelopes
+            .into_iter()
+            .map(|b| b.into_vec())
+            .collect();
+        let report = match self
+            .ledger
+            .apply_synced(&self.archive_gate, envelopes, now_ms())
+        {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(target: LOG_TARGET_SYNC, "store: {e}");
+                Default::default()
+            }
+        };
+        self.ledger.release();
+        info!(
+            target: LOG_TARGET_SYNC,
+            peers_asked = fetched.peers_asked,
+            peers_answered = fetched.peers_answered,
+            received,
+            distinct = report.distinct,
+            commits = report.commits,
+            reveals = report.reveals,
+            refused_by_ledger = ?report.refused,
+            bad_envelopes = ?report.bad,
+            "caught up: consensus goes on"
+        );
     }
 
     pub async fn publish_challenge(&mut self, ch: Challenge) -> Option<[u8; 32]> {

@@ -4,10 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
-use provnet_wire::{GossipStatus, Message, PeerStatus, PublicKey, Topic, Verified};
+use provnet_wire::{
+    GossipStatus, Message, PeerStatus, PublicKey, SyncRequest, SyncResponse, Topic, Verified,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::sync::InboundSync;
 use crate::P2pError;
 
 /// A message that passed validation, as delivered to subscribers.
@@ -19,6 +22,8 @@ pub struct Received {
     /// The peer that forwarded it to us.
     pub via: PeerId,
     pub verified: Verified,
+    /// The signed envelope as received.
+    pub raw: Vec<u8>,
 }
 
 #[derive(Clone, Debug)]
@@ -42,11 +47,17 @@ pub struct Ready {
 }
 
 pub(crate) enum Command {
-    Publish(Message, oneshot::Sender<Result<(), P2pError>>),
+    Publish(Message, oneshot::Sender<Result<Vec<u8>, P2pError>>),
     PublishRaw(Topic, Vec<u8>, oneshot::Sender<Result<(), P2pError>>),
     Dial(Multiaddr, oneshot::Sender<Result<(), P2pError>>),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Status(oneshot::Sender<GossipStatus>),
+    ServeSync(mpsc::Sender<InboundSync>, oneshot::Sender<()>),
+    Sync(
+        PeerId,
+        SyncRequest,
+        oneshot::Sender<Result<SyncResponse, P2pError>>,
+    ),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -77,7 +88,29 @@ impl NetworkHandle {
 
     /// Signs, numbers and publishes `msg` on its topic.
     pub async fn publish(&self, msg: Message) -> Result<(), P2pError> {
+        self.publish_sealed(msg).await.map(drop)
+    }
+
+    /// [`publish`](NetworkHandle::publish), returning the signed envelope as sent (for a
+    /// node that keeps its own weights to serve to peers catching up).
+    pub async fn publish_sealed(&self, msg: Message) -> Result<Vec<u8>, P2pError> {
         self.request(|tx| Command::Publish(msg, tx)).await?
+    }
+
+    /// Answers peers' sync requests from now on: each arrives on the returned channel
+    /// (bounded by `capacity`; a request that finds it full is answered "not serving").
+    pub async fn serve_sync(
+        &self,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<InboundSync>, P2pError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.request(|done| Command::ServeSync(tx, done)).await?;
+        Ok(rx)
+    }
+
+    /// Asks a connected peer for the commits and reveals of a range of epochs.
+    pub async fn sync(&self, peer: PeerId, request: SyncRequest) -> Result<SyncResponse, P2pError> {
+        self.request(|tx| Command::Sync(peer, request, tx)).await?
     }
 
     /// Publishes bytes exactly as given, skipping every local check: for adversarial test

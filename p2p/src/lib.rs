@@ -11,9 +11,11 @@ pub mod error;
 mod handle;
 pub mod identity;
 mod service;
+mod sync;
 
 pub use config::NetworkConfig;
 pub use error::P2pError;
 pub use handle::{NetEvent, NetworkHandle, Ready, Received};
 pub use libp2p::{Multiaddr, PeerId};
 pub use service::spawn;
+pub use sync::InboundSync;

@@ -9,18 +9,20 @@ use libp2p::core::transport::ListenerId;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, PublishError};
 use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, kad, mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
 use provnet_wire::{
-    unix_ms, Announce, Gate, GossipStatus, Message, PeerStatus, RejectionRecord, Signer, Topic,
-    Verdict,
+    unix_ms, Announce, Gate, GossipStatus, Message, PeerStatus, RejectionRecord, Signer,
+    SyncRequest, SyncResponse, Topic, Verdict,
 };
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{kad_protocol, Behaviour, BehaviourEvent};
 use crate::handle::{Command, NetEvent, NetworkHandle, Ready, Received};
+use crate::sync::InboundSync;
 use crate::{identity, NetworkConfig, P2pError};
 
 const COMMAND_BUFFER: usize = 256;
@@ -35,6 +37,10 @@ const KAD_REFRESH: Duration = Duration::from_secs(300);
 /// [`KAD_REFRESH`] to find the rest of a small network.
 const KAD_FEW_PEERS: usize = 8;
 const KAD_REFRESH_FEW: Duration = Duration::from_secs(10);
+/// How long the node may take to answer a peer's sync request before "not serving" goes out.
+const SYNC_ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+type SyncReply = (ResponseChannel<SyncResponse>, SyncResponse);
 
 /// Starts the network: builds the swarm, binds every listen address, joins the topics,
 /// dials the bootstrap peers, and spawns the task that owns it all. Call inside a tokio
@@ -95,7 +101,12 @@ pub async fn spawn(
         public_key,
     };
     let now = unix_ms(SystemTime::now());
+    let (sync_replies, sync_replies_rx) = mpsc::channel(64);
     let mut service = Service {
+        sync_server: None,
+        sync_pending: HashMap::new(),
+        sync_replies,
+        sync_replies_rx,
         gate: Gate::new(cfg.network(), public_key, cfg.gate.clone()),
         signer: Signer::new(key, cfg.network(), now),
         swarm,
@@ -144,6 +155,13 @@ struct Service {
     last_announce: Option<Instant>,
     last_redial: Instant,
     last_kad_bootstrap: Instant,
+    /// Where peers' sync requests go, once the node serves them.
+    sync_server: Option<mpsc::Sender<InboundSync>>,
+    /// Our sync requests in flight.
+    sync_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<SyncResponse, P2pError>>>,
+    /// Answers to peers' sync requests, back from the node.
+    sync_replies: mpsc::Sender<SyncReply>,
+    sync_replies_rx: mpsc::Receiver<SyncReply>,
 }
 
 impl Service {
@@ -162,6 +180,10 @@ impl Service {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some((channel, answer)) = self.sync_replies_rx.recv() => {
+                    // Fails only if the peer gave up waiting; nothing to do then.
+                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, answer);
+                }
                 _ = tick.tick() => self.housekeeping(),
             }
         }
@@ -185,7 +207,7 @@ impl Service {
                     .signer
                     .seal(&msg, now)
                     .map_err(P2pError::from)
-                    .and_then(|bytes| self.publish_bytes(topic, bytes));
+                    .and_then(|bytes| self.publish_bytes(topic, bytes.clone()).map(|()| bytes));
                 let _ = reply.send(result);
             }
             Command::PublishRaw(topic, bytes, reply) => {
@@ -204,7 +226,95 @@ impl Service {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Command::ServeSync(server, done) => {
+                self.sync_server = Some(server);
+                let _ = done.send(());
+            }
+            Command::Sync(peer, request, reply) => {
+                if !self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Err(P2pError::Sync {
+                        peer: peer.to_string(),
+                        reason: "not connected".into(),
+                    }));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.sync_pending.insert(id, reply);
+            }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn on_sync_event(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
+        use request_response::{Event, Message as M};
+        match event {
+            Event::Message {
+                peer,
+                message: M::Request {
+                    request, channel, ..
+                },
+                ..
+            } => {
+                debug!(target: "p2p::sync", %peer, from = request.from_epoch, to = request.to_epoch, "sync request");
+                let (reply, answer) = oneshot::channel();
+                let inbound = InboundSync {
+                    peer,
+                    request,
+                    reply,
+                };
+                let queued = self
+                    .sync_server
+                    .as_ref()
+                    .is_some_and(|s| s.try_send(inbound).is_ok());
+                if !queued {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, SyncResponse::not_serving());
+                    return;
+                }
+                let replies = self.sync_replies.clone();
+                tokio::spawn(async move {
+                    let answer = tokio::time::timeout(SYNC_ANSWER_WITHIN, answer)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_else(SyncResponse::not_serving);
+                    let _ = replies.send((channel, answer)).await;
+                });
+            }
+            Event::Message {
+                peer,
+                message:
+                    M::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                debug!(target: "p2p::sync", %peer, envelopes = response.envelopes.len(), "sync response");
+                if let Some(reply) = self.sync_pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.sync_pending.remove(&request_id) {
+                    let _ = reply.send(Err(P2pError::Sync {
+                        peer: peer.to_string(),
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                debug!(target: "p2p::sync", %peer, %error, "answering a sync request failed");
+            }
+            Event::ResponseSent { .. } => {}
         }
     }
 
@@ -441,6 +551,7 @@ impl Service {
                     }
                 }
             }
+            BehaviourEvent::Sync(ev) => self.on_sync_event(ev),
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
                 debug!(target: "p2p::swarm", %peer, "routing table updated");
             }
@@ -475,6 +586,7 @@ impl Service {
                     from,
                     via: source,
                     verified: *verified,
+                    raw: message.data,
                 };
                 let _ = self.events.send(NetEvent::Message(Arc::new(received)));
             }

@@ -225,6 +225,8 @@ fn honest_miners_earn_and_every_adversary_ends_with_weight_zero() {
 
 #[test]
 fn a_validator_killed_mid_epoch_keeps_its_state_and_catches_up() {
+    // Down long enough to miss a whole epoch's commit and reveal windows: it must fetch
+    // them from peers on restart to reach the same consensus as the validator that stayed.
     let _serial = one_at_a_time();
     let net = Subnet::setup(2, 2, 4);
     let mut ch = net.start("challenger", "challenger", None, &["--rate", "2"]);
@@ -254,6 +256,7 @@ fn a_validator_killed_mid_epoch_keeps_its_state_and_catches_up() {
         let t = now_ms() % 4_000;
         (1_000..1_800).contains(&t)
     }));
+    let killed_in = now_ms() / 4_000;
     v2.kill9();
 
     let (dir2, _) = net.node("validator-2");
@@ -276,6 +279,13 @@ fn a_validator_killed_mid_epoch_keeps_its_state_and_catches_up() {
     assert!(!history.is_empty() && !consensus.is_empty() && challenges > 0);
     assert!(totals.miners.values().sum::<u64>() > 0, "{totals:?}");
 
+    // Stay down until validator-1 has run consensus for the epoch of the kill: validator-2
+    // then missed that epoch's commits and reveals.
+    assert!(
+        wait_until(T, || consensus_epoch(&v1) >= Some(killed_in)),
+        "validator-1 ran no consensus for epoch {killed_in}:\n{}",
+        v1.log_text()
+    );
     let mut v2 = net.start("validator-2", "validator", Some(&boot), &[]);
     v2.ready(T);
     let restarted_in = epoch_now(&v2);
@@ -320,9 +330,24 @@ fn a_validator_killed_mid_epoch_keeps_its_state_and_catches_up() {
         assert!(now.valid >= r.valid, "proof counters went back");
     }
     // It caught up: weights for the epochs after the restart, and the same consensus as
-    // the validator that never stopped.
+    // the validator that never stopped, for the epochs it was down through too.
     assert!(s2.weights(restarted_in).expect("store").is_some());
-    for e in [restarted_in + 1, restarted_in + 2] {
+    let log = v2.log_text();
+    assert!(
+        log.contains("caught up: consensus goes on"),
+        "validator-2 did not catch up from peers:\n{log}"
+    );
+    let unallocated = s1
+        .consensus(killed_in)
+        .expect("store")
+        .expect("ran")
+        .rewards
+        .unallocated;
+    assert!(
+        unallocated < 1_000_000_000,
+        "validator-1 paid nothing for epoch {killed_in}, so agreeing on it shows nothing"
+    );
+    for e in killed_in - 1..=restarted_in + 2 {
         assert_eq!(
             s1.consensus(e).expect("store"),
             s2.consensus(e).expect("store"),

@@ -7,14 +7,16 @@
 
 use std::collections::BTreeMap;
 
+use provnet_wire::sync::{ByteBuf, MAX_SYNC_EPOCHS, MAX_SYNC_RESPONSE_BYTES};
 use provnet_wire::{
-    EpochRewards, LedgerStatus, MinerWeight, PublicKey, WeightsCommit, WeightsReveal,
+    EpochRewards, Gate, LedgerStatus, Message, MinerWeight, PublicKey, SyncRequest, SyncResponse,
+    WeightsCommit, WeightsReveal,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::consensus::{yuma, ConsensusParams, EpochOutcome};
 use crate::epoch::Epochs;
-use crate::store::{HeardReveal, Result, Store};
+use crate::store::{Archived, HeardReveal, Result, Store, ARCHIVE_EPOCHS};
 
 /// Why a commit or reveal was not recorded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +48,21 @@ impl LedgerRefusal {
     }
 }
 
+/// What [`Ledger::apply_synced`] made of a catch-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Envelopes after duplicates were dropped.
+    pub distinct: usize,
+    /// Commits and reveals recorded.
+    pub commits: u64,
+    pub reveals: u64,
+    /// Validly signed, refused by the ledger's rules, by reason (`no_commit` reveals are
+    /// still kept as heard).
+    pub refused: BTreeMap<String, u64>,
+    /// Not validly signed for this network, or not weights, by reason.
+    pub bad: BTreeMap<String, u64>,
+}
+
 /// Network parameters the ledger needs (from the genesis).
 #[derive(Clone, Debug)]
 pub struct LedgerConfig {
@@ -59,6 +76,8 @@ pub struct Ledger {
     store: Store,
     cfg: LedgerConfig,
     refused: BTreeMap<String, u64>,
+    /// Consensus waits at this epoch while the node catches up on what it missed.
+    hold_from: Option<u64>,
 }
 
 impl Ledger {
@@ -73,6 +92,137 @@ impl Ledger {
             store,
             cfg,
             refused: BTreeMap::new(),
+            hold_from: None,
+        })
+    }
+
+    /// The epochs whose commits or reveals this node may have missed while it was down:
+    /// from the first epoch without consensus to the last whose commit window has opened,
+    /// at most the last [`ARCHIVE_EPOCHS`] of them (peers keep no more). None when
+    /// consensus is up to date.
+    pub fn missed_epochs(&self, now_ms: u64) -> Result<Option<(u64, u64)>> {
+        let next = match self.store.last_consensus_epoch()? {
+            Some(e) => e + 1,
+            None => self.store.ledger_from_epoch()?.unwrap_or(0),
+        };
+        let Some(last) = self.cfg.epochs.of(now_ms).checked_sub(1) else {
+            return Ok(None);
+        };
+        let from = next.max(last.saturating_sub(ARCHIVE_EPOCHS - 1));
+        Ok((from <= last).then_some((from, last)))
+    }
+
+    /// Holds consensus for `epoch` and later until [`release`](Ledger::release): while the
+    /// node fetches the commits and reveals it missed, running consensus would pay out an
+    /// epoch without them, differently from every other node.
+    pub fn hold(&mut self, epoch: u64) {
+        self.hold_from = Some(epoch);
+    }
+
+    pub fn release(&mut self) {
+        self.hold_from = None;
+    }
+
+    /// [`on_commit`](Ledger::on_commit) for a commit that came in a signed envelope, judged
+    /// at `at_ms` (now for live gossip, the signing time for a synced one); the envelope is
+    /// kept to serve peers that catch up later.
+    pub fn on_signed_commit(
+        &mut self,
+        validator: &PublicKey,
+        c: &WeightsCommit,
+        at_ms: u64,
+        envelope: &[u8],
+    ) -> Result<std::result::Result<(), LedgerRefusal>> {
+        let r = self.on_commit(validator, c, at_ms)?;
+        if r.is_ok() {
+            self.store
+                .put_archived(c.epoch, Archived::Commit, validator, envelope)?;
+        }
+        Ok(r)
+    }
+
+    /// [`on_reveal`](Ledger::on_reveal) for a reveal in a signed envelope; see
+    /// [`on_signed_commit`](Ledger::on_signed_commit). A reveal kept as heard (its commit was
+    /// missed here) is archived too: others may count it on attestation.
+    pub fn on_signed_reveal(
+        &mut self,
+        validator: &PublicKey,
+        r: &WeightsReveal,
+        at_ms: u64,
+        envelope: &[u8],
+    ) -> Result<std::result::Result<(), LedgerRefusal>> {
+        let out = self.on_reveal(validator, r, at_ms)?;
+        if matches!(out, Ok(()) | Err(LedgerRefusal::NoCommit { .. })) {
+            self.store
+                .put_archived(r.epoch, Archived::Reveal, validator, envelope)?;
+        }
+        Ok(out)
+    }
+
+    /// Checks and applies envelopes peers sent this node to catch up: each must carry a
+    /// valid signature for this network ([`Gate::check_archived`]), and is then judged by
+    /// the same rules as live gossip at the time its validator signed it. Commits go first,
+    /// so a reveal whose commit came in the same batch counts directly. Duplicates (several
+    /// peers send the same envelopes) are applied once.
+    pub fn apply_synced(
+        &mut self,
+        gate: &Gate,
+        mut envelopes: Vec<Vec<u8>>,
+        now_ms: u64,
+    ) -> Result<SyncReport> {
+        envelopes.sort_unstable();
+        envelopes.dedup();
+        let mut report = SyncReport {
+            distinct: envelopes.len(),
+            ..Default::default()
+        };
+        let mut opened = Vec::new();
+        for bytes in &envelopes {
+            match gate.check_archived(bytes, now_ms) {
+                Ok(v) => opened.push((v, bytes)),
+                Err((reason, why)) => {
+                    *report.bad.entry(reason.as_str().into()).or_default() += 1;
+                    debug!(target: "ledger", reason = reason.as_str(), "a synced envelope was refused: {why}");
+                }
+            }
+        }
+        opened.sort_by_key(|(v, _)| !matches!(v.message, Message::WeightsCommit(_)));
+        for (v, bytes) in opened {
+            let (r, counter) = match &v.message {
+                Message::WeightsCommit(c) => (
+                    self.on_signed_commit(&v.sender, c, v.timestamp_ms, bytes)?,
+                    &mut report.commits,
+                ),
+                Message::WeightsReveal(x) => (
+                    self.on_signed_reveal(&v.sender, x, v.timestamp_ms, bytes)?,
+                    &mut report.reveals,
+                ),
+                _ => {
+                    *report.bad.entry("not_weights".into()).or_default() += 1;
+                    continue;
+                }
+            };
+            match r {
+                Ok(()) => *counter += 1,
+                Err(x) => *report.refused.entry(x.as_str().into()).or_default() += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Answers a peer's sync request from the archive.
+    pub fn sync_answer(&self, req: &SyncRequest) -> Result<SyncResponse> {
+        let to = req
+            .to_epoch
+            .min(req.from_epoch.saturating_add(MAX_SYNC_EPOCHS - 1));
+        // Room for the response's own framing.
+        let budget = MAX_SYNC_RESPONSE_BYTES - 64 * 1024;
+        let (envelopes, more_from) = self.store.archived(req.from_epoch, to, budget)?;
+        let more_from = more_from.or((to < req.to_epoch).then_some(to + 1));
+        Ok(SyncResponse {
+            serving: true,
+            envelopes: envelopes.into_iter().map(ByteBuf::from).collect(),
+            more_from,
         })
     }
 
@@ -155,9 +305,13 @@ impl Ledger {
             None => from,
         };
         let mut ran = Vec::new();
-        while self.cfg.epochs.consensus_at(next) <= now_ms {
+        while self.cfg.epochs.consensus_at(next) <= now_ms
+            && self.hold_from.is_none_or(|h| next < h)
+        {
             let outcome = self.run_consensus(next)?;
             self.store.put_epoch_outcome(next, &outcome)?;
+            self.store
+                .prune_archive(next.saturating_sub(ARCHIVE_EPOCHS))?;
             self.store.flush()?;
             ran.push(next);
             next += 1;

@@ -18,6 +18,6 @@ pub use engine::{
     EngineConfig, Refusal, Validator, Verdict, VerifyJob, VerifyPool, VerifyingModel,
 };
 pub use epoch::Epochs;
-pub use ledger::{Ledger, LedgerConfig, LedgerRefusal};
+pub use ledger::{Ledger, LedgerConfig, LedgerRefusal, SyncReport};
 pub use score::{challenge_samples, Outcome, ScoreParams, Scores};
-pub use store::{Store, StoreError};
+pub use store::{Archived, Store, StoreError, ARCHIVE_EPOCHS};

@@ -9,6 +9,8 @@
 //! - `miners`: miner -> [`MinerRecord`] (counters and recent latencies).
 //! - `commits`, `reveals`: epoch ‖ validator -> commitment / revealed weights.
 //! - `consensus`: epoch -> [`EpochOutcome`]; `rewards`: epoch -> [`Rewards`].
+//! - `archive`: epoch ‖ kind ‖ validator -> the signed envelope of a commit or reveal, as
+//!   gossiped, kept for [`ARCHIVE_EPOCHS`] epochs to serve to peers catching up.
 //!
 //! Writes that others act on (a salt before its commitment is published, an epoch's
 //! consensus) are flushed before the node goes on, so `kill -9` loses none of them.
@@ -148,6 +150,17 @@ pub struct Store {
     heard: sled::Tree,
     consensus: sled::Tree,
     rewards: sled::Tree,
+    archive: sled::Tree,
+}
+
+/// Epochs of signed commits and reveals kept to serve to peers catching up.
+pub const ARCHIVE_EPOCHS: u64 = 256;
+
+/// What an archived envelope carries; commits sort before reveals within an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Archived {
+    Commit = 0,
+    Reveal = 1,
 }
 
 const META_OPEN_EPOCH: &[u8] = b"open_epoch";
@@ -191,6 +204,7 @@ impl Store {
             heard: t("heard")?,
             consensus: t("consensus")?,
             rewards: t("rewards")?,
+            archive: t("archive")?,
             db,
         })
     }
@@ -392,6 +406,60 @@ impl Store {
                 Ok((who, w))
             })
             .collect()
+    }
+
+    /// Keeps the signed envelope of `v`'s commit or reveal for `epoch` (the first one).
+    pub fn put_archived(
+        &self,
+        epoch: u64,
+        kind: Archived,
+        v: &PublicKey,
+        envelope: &[u8],
+    ) -> Result<()> {
+        let mut k = [0u8; 41];
+        k[..8].copy_from_slice(&epoch_key(epoch));
+        k[8] = kind as u8;
+        k[9..].copy_from_slice(v);
+        let _ = self
+            .archive
+            .compare_and_swap(k, None as Option<&[u8]>, Some(envelope))?;
+        Ok(())
+    }
+
+    /// Archived envelopes of epochs `from..=to` in key order, until their total size would
+    /// pass `max_bytes` (at least one is returned). The second value is the epoch to ask
+    /// from next when the answer was cut short.
+    pub fn archived(
+        &self,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<u64>)> {
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        let end = to.checked_add(1).map(epoch_key);
+        let range = match end {
+            Some(end) => self.archive.range(epoch_key(from)..end),
+            None => self.archive.range(epoch_key(from)..),
+        };
+        for kv in range {
+            let (k, v) = kv?;
+            if !out.is_empty() && total + v.len() > max_bytes {
+                let epoch = u64::from_be_bytes(k[..8].try_into().expect("8-byte prefix"));
+                return Ok((out, Some(epoch)));
+            }
+            total += v.len();
+            out.push(v.to_vec());
+        }
+        Ok((out, None))
+    }
+
+    /// Forgets archived envelopes of epochs before `epoch`.
+    pub fn prune_archive(&self, epoch: u64) -> Result<()> {
+        for k in self.archive.range(..epoch_key(epoch)).keys() {
+            self.archive.remove(k?)?;
+        }
+        Ok(())
     }
 
     pub fn bonds(&self) -> Result<Bonds> {

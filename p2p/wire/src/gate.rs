@@ -266,37 +266,78 @@ impl Gate {
         verdict
     }
 
-    fn judge(&mut self, topic: Topic, bytes: &[u8], now_ms: u64) -> Verdict {
+    /// The checks that need no clock or sender state: size, encoding, version, network,
+    /// and (for gossip) that the kind belongs on the topic.
+    fn open(&self, topic: Option<Topic>, bytes: &[u8]) -> Result<Envelope, (RejectReason, String)> {
         use RejectReason as R;
-        let reject = |r: RejectReason, why: String| Verdict::Reject(r, why);
         if bytes.len() > Kind::max_envelope() {
-            return reject(R::Oversize, format!("{} bytes", bytes.len()));
+            return Err((R::Oversize, format!("{} bytes", bytes.len())));
         }
-        let env = match Envelope::decode(bytes) {
-            Ok(env) => env,
-            Err(e) => return reject(R::Malformed, e.to_string()),
-        };
+        let env = Envelope::decode(bytes).map_err(|e| (R::Malformed, e.to_string()))?;
         if env.version != PROTOCOL_VERSION {
-            return reject(R::WrongVersion, format!("version {}", env.version));
+            return Err((R::WrongVersion, format!("version {}", env.version)));
         }
         if env.netuid != self.net.netuid {
-            return reject(R::ForeignNetuid, format!("netuid {}", env.netuid));
+            return Err((R::ForeignNetuid, format!("netuid {}", env.netuid)));
         }
         if env.genesis != self.net.genesis {
             let theirs = hex::encode(env.genesis);
-            return reject(R::ForeignGenesis, format!("genesis {theirs}"));
+            return Err((R::ForeignGenesis, format!("genesis {theirs}")));
         }
-        if Topic::of(env.kind) != topic {
+        if let Some(topic) = topic.filter(|t| Topic::of(env.kind) != *t) {
             let kind = env.kind.as_str();
-            return reject(
-                R::WrongTopic,
-                format!("{kind} on the {} topic", topic.as_str()),
-            );
+            let why = format!("{kind} on the {} topic", topic.as_str());
+            return Err((R::WrongTopic, why));
         }
         if env.payload.len() > env.kind.max_payload() {
             let (len, max) = (env.payload.len(), env.kind.max_payload());
-            return reject(R::Oversize, format!("{len}-byte payload, limit {max}"));
+            return Err((R::Oversize, format!("{len}-byte payload, limit {max}")));
         }
+        Ok(env)
+    }
+
+    fn payload(env: &Envelope) -> Result<Message, (RejectReason, String)> {
+        env.message().map_err(|e| match e {
+            e @ WireError::Oversize { .. } => (RejectReason::Oversize, e.to_string()),
+            e => (RejectReason::InvalidPayload, e.to_string()),
+        })
+    }
+
+    /// Checks an envelope kept from the past, as a peer sends it when this node catches up
+    /// (see [`crate::sync`]): everything [`Gate::check`] checks except the age window,
+    /// replay and rate, which only mean something for live gossip. A timestamp ahead of
+    /// `now_ms` by more than the gate allows is still refused. Counts nothing.
+    pub fn check_archived(
+        &self,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<Verified, (RejectReason, String)> {
+        let env = self.open(None, bytes)?;
+        if env.timestamp_ms.saturating_sub(now_ms) > self.cfg.max_future_ms {
+            let ahead = env.timestamp_ms - now_ms;
+            return Err((
+                RejectReason::FromFuture,
+                format!("timestamp {ahead} ms ahead"),
+            ));
+        }
+        env.verify()
+            .map_err(|e| (RejectReason::BadSignature, e.to_string()))?;
+        let message = Self::payload(&env)?;
+        Ok(Verified {
+            sender: env.sender,
+            timestamp_ms: env.timestamp_ms,
+            sequence: env.sequence,
+            message,
+        })
+    }
+
+    fn judge(&mut self, topic: Topic, bytes: &[u8], now_ms: u64) -> Verdict {
+        use RejectReason as R;
+        let reject = |r: RejectReason, why: String| Verdict::Reject(r, why);
+        let env = match self.open(Some(topic), bytes) {
+            Ok(env) => env,
+            Err((r, why)) => return reject(r, why),
+        };
         if now_ms.saturating_sub(env.timestamp_ms) > self.cfg.max_age_ms {
             let age = now_ms - env.timestamp_ms;
             return reject(R::Stale, format!("sent {age} ms ago"));
@@ -330,10 +371,9 @@ impl Gate {
         if !state.bucket.take(now_ms, rate, burst) {
             return reject(R::RateLimited, format!("over {rate} messages/s"));
         }
-        let message = match env.message() {
+        let message = match Self::payload(&env) {
             Ok(m) => m,
-            Err(e @ WireError::Oversize { .. }) => return reject(R::Oversize, e.to_string()),
-            Err(e) => return reject(R::InvalidPayload, e.to_string()),
+            Err((r, why)) => return reject(r, why),
         };
         if let Message::Challenge(c) = &message {
             if c.deadline_ms <= now_ms {

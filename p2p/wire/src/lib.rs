@@ -14,6 +14,7 @@ pub mod gate;
 mod lru;
 pub mod message;
 pub mod status;
+pub mod sync;
 mod tag;
 pub mod topic;
 
@@ -28,6 +29,7 @@ pub use status::{
     ChallengeStatus, ChallengerStatus, EpochRewards, GossipStatus, LedgerStatus, MinerRanking,
     MinerStatus, NodeStatus, PeerStatus, RejectionRecord, ValidatorStatus,
 };
+pub use sync::{SyncRequest, SyncResponse};
 pub use topic::Topic;
 
 /// A node's ed25519 public key (its hotkey); the libp2p PeerId is derived from the same key.

@@ -427,3 +427,58 @@ fn reveals_vouch_for_commits_in_validator_order_and_old_reveals_still_decode() {
         reveal(vec![])
     );
 }
+
+#[test]
+fn archived_envelopes_skip_the_age_window_but_nothing_else() {
+    let g = gate();
+    let commit = Message::WeightsCommit(WeightsCommit {
+        epoch: 3,
+        commitment: [4; 32],
+    });
+    // A day old: live gossip would refuse it as stale; a sync answer may carry it.
+    let old = NOW - 86_400_000;
+    let bytes = sealed(&key(1), &commit, old, 5).encode().unwrap();
+    let v = g
+        .check_archived(&bytes, NOW)
+        .expect("an old signed commit opens");
+    assert_eq!(
+        (v.sender, v.timestamp_ms, &v.message),
+        (key(1).verifying_key().to_bytes(), old, &commit)
+    );
+    let mut live = gate();
+    assert_eq!(
+        reason(live.check(Topic::Weights, &bytes, NOW)),
+        Some(RejectReason::Stale)
+    );
+    // Checking twice is fine: no replay state is kept for archives.
+    assert!(g.check_archived(&bytes, NOW).is_ok());
+
+    let refused = |bytes: &[u8]| g.check_archived(bytes, NOW).unwrap_err().0;
+    let mut forged = sealed(&key(1), &commit, old, 5);
+    forged.signature[3] ^= 1;
+    assert_eq!(
+        refused(&forged.encode().unwrap()),
+        RejectReason::BadSignature
+    );
+    let mut tampered = sealed(&key(1), &commit, old, 5);
+    tampered.timestamp_ms += 1;
+    assert_eq!(
+        refused(&tampered.encode().unwrap()),
+        RejectReason::BadSignature
+    );
+    let foreign = Envelope::seal(
+        &key(1),
+        Network::dev(NETUID + 1),
+        commit.kind(),
+        old,
+        5,
+        commit.encode().unwrap(),
+    );
+    assert_eq!(
+        refused(&foreign.encode().unwrap()),
+        RejectReason::ForeignNetuid
+    );
+    let future = sealed(&key(1), &commit, NOW + 60_000, 5);
+    assert_eq!(refused(&future.encode().unwrap()), RejectReason::FromFuture);
+    assert_eq!(refused(b"not an envelope"), RejectReason::Malformed);
+}

@@ -1,0 +1,148 @@
+//! Catching up on weights. A node that was down while validators committed and revealed
+//! their weights missed those gossip messages for good: gossip does not replay. On restart
+//! it asks peers for the epochs it missed, and each peer answers with the signed envelopes
+//! of the commits and reveals it accepted, byte for byte as they were gossiped.
+//!
+//! The answering peer is not trusted: every envelope carries its validator's signature, and
+//! the asking node checks it ([`crate::Gate::check_archived`]) and then applies the same
+//! commit and reveal rules as for live gossip, judged at the time the validator signed.
+
+use serde::{Deserialize, Serialize};
+pub use serde_bytes::ByteBuf;
+
+use crate::{codec, WireError};
+
+/// Most epochs one request may ask for.
+pub const MAX_SYNC_EPOCHS: u64 = 64;
+/// Largest encoded request.
+pub const MAX_SYNC_REQUEST_BYTES: usize = 64;
+/// Largest encoded response; a peer with more to send says where to ask again.
+pub const MAX_SYNC_RESPONSE_BYTES: usize = 4 << 20;
+
+/// Asks for every commit and reveal of epochs `from_epoch..=to_epoch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub from_epoch: u64,
+    pub to_epoch: u64,
+}
+
+impl SyncRequest {
+    /// Checks the range: ordered, and at most [`MAX_SYNC_EPOCHS`] long.
+    pub fn check(&self) -> Result<(), WireError> {
+        let invalid = |reason: String| WireError::Invalid {
+            kind: "sync request",
+            reason,
+        };
+        if self.to_epoch < self.from_epoch {
+            return Err(invalid(format!(
+                "epochs {}..={} are out of order",
+                self.from_epoch, self.to_epoch
+            )));
+        }
+        if self.to_epoch - self.from_epoch >= MAX_SYNC_EPOCHS {
+            return Err(invalid(format!("more than {MAX_SYNC_EPOCHS} epochs")));
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        codec::encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SyncRequest, WireError> {
+        if bytes.len() > MAX_SYNC_REQUEST_BYTES {
+            return Err(oversize(
+                "sync request",
+                bytes.len(),
+                MAX_SYNC_REQUEST_BYTES,
+            ));
+        }
+        let r: SyncRequest = codec::decode(bytes)?;
+        r.check()?;
+        Ok(r)
+    }
+}
+
+/// A peer's answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    /// False when the peer keeps no ledger (a relay without a genesis), so it has nothing
+    /// to send; ask another.
+    pub serving: bool,
+    /// Signed WeightsCommit and WeightsReveal envelopes, in epoch order.
+    pub envelopes: Vec<ByteBuf>,
+    /// Set when the answer stopped at the size limit: the next epoch to ask for.
+    pub more_from: Option<u64>,
+}
+
+impl SyncResponse {
+    pub fn not_serving() -> SyncResponse {
+        SyncResponse::default()
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let bytes = codec::encode(self)?;
+        if bytes.len() > MAX_SYNC_RESPONSE_BYTES {
+            return Err(oversize(
+                "sync response",
+                bytes.len(),
+                MAX_SYNC_RESPONSE_BYTES,
+            ));
+        }
+        Ok(bytes)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SyncResponse, WireError> {
+        if bytes.len() > MAX_SYNC_RESPONSE_BYTES {
+            return Err(oversize(
+                "sync response",
+                bytes.len(),
+                MAX_SYNC_RESPONSE_BYTES,
+            ));
+        }
+        codec::decode(bytes)
+    }
+}
+
+fn oversize(kind: &'static str, len: usize, max: usize) -> WireError {
+    WireError::Oversize { kind, len, max }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_bad_ranges_are_refused() {
+        let r = SyncRequest {
+            from_epoch: 7,
+            to_epoch: 9,
+        };
+        assert_eq!(SyncRequest::decode(&r.encode().unwrap()).unwrap(), r);
+        for (from, to) in [(9, 7), (0, MAX_SYNC_EPOCHS)] {
+            let bad = SyncRequest {
+                from_epoch: from,
+                to_epoch: to,
+            };
+            let e = SyncRequest::decode(&bad.encode().unwrap()).unwrap_err();
+            assert!(matches!(e, WireError::Invalid { .. }), "{e}");
+        }
+        assert!(SyncRequest::decode(&[0xff; 100]).is_err());
+    }
+
+    #[test]
+    fn responses_round_trip_and_are_bounded() {
+        let r = SyncResponse {
+            serving: true,
+            envelopes: vec![ByteBuf::from(vec![1, 2, 3])],
+            more_from: Some(12),
+        };
+        assert_eq!(SyncResponse::decode(&r.encode().unwrap()).unwrap(), r);
+        let big = SyncResponse {
+            serving: true,
+            envelopes: vec![ByteBuf::from(vec![0; MAX_SYNC_RESPONSE_BYTES])],
+            more_from: None,
+        };
+        assert!(matches!(big.encode(), Err(WireError::Oversize { .. })));
+    }
+}
