@@ -48,6 +48,9 @@ impl LedgerRefusal {
     }
 }
 
+// One sync request never asks past what peers keep.
+const _: () = assert!(ARCHIVE_EPOCHS >= MAX_SYNC_EPOCHS);
+
 /// What [`Ledger::apply_synced`] made of a catch-up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
