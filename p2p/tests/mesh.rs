@@ -409,3 +409,63 @@ async fn two_nodes_talk_over_quic() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_requests_reach_the_serving_node_and_others_say_not_serving() {
+    init_logs();
+    within(async {
+        let a = Node::honest(None).await;
+        let b = Node::honest(Some(&a.addr)).await;
+        wait_for("A and B to connect", || {
+            let b = &b;
+            async move { b.connected().await == 1 }
+        })
+        .await;
+        let req = provnet_wire::SyncRequest {
+            from_epoch: 10,
+            to_epoch: 12,
+        };
+        // A serves nothing yet: B is told so, not left waiting.
+        let r = b.net.sync(a.net.peer_id(), req).await.expect("answered");
+        assert!(!r.serving && r.envelopes.is_empty());
+
+        // Once A serves, B's request reaches A's handler and A's answer reaches B.
+        let mut inbound = a.net.serve_sync(4).await.expect("serving");
+        let server = tokio::spawn(async move {
+            let got = inbound.recv().await.expect("a request");
+            let request = got.request;
+            let answer = provnet_wire::SyncResponse {
+                serving: true,
+                envelopes: vec![provnet_wire::sync::ByteBuf::from(vec![
+                    request.from_epoch
+                        as u8;
+                    3
+                ])],
+                more_from: Some(request.to_epoch + 1),
+            };
+            got.reply.send(answer).expect("B waits");
+            // A second request is left unanswered: it goes out as "not serving".
+            let ignored = inbound.recv().await.expect("a second request");
+            drop(ignored);
+            request
+        });
+        let r = b.net.sync(a.net.peer_id(), req).await.expect("answered");
+        assert!(r.serving);
+        assert_eq!(
+            r.envelopes,
+            vec![provnet_wire::sync::ByteBuf::from(vec![10u8; 3])]
+        );
+        assert_eq!(r.more_from, Some(13));
+        let r = b.net.sync(a.net.peer_id(), req).await.expect("answered");
+        assert!(!r.serving);
+        assert_eq!(server.await.expect("server task"), req);
+
+        // A peer that is not connected is an error at once.
+        let stranger = provnet_p2p::PeerId::random();
+        let e = b.net.sync(stranger, req).await.unwrap_err();
+        assert!(e.to_string().contains("not connected"), "{e}");
+        a.net.shutdown().await;
+        b.net.shutdown().await;
+    })
+    .await;
+}
