@@ -390,6 +390,12 @@ pub fn metrics(s: &NodeStatus) -> String {
                 &[e as f64],
             );
         }
+        m.gauge(
+            "provnet_consensus_held",
+            "1 while the node fetches missed weights from peers and holds consensus.",
+            &[&[]],
+            &[f64::from(u8::from(l.catching_up_from.is_some()))],
+        );
         m.counter(
             "provnet_owner_rewards_total",
             "Emission paid to the subnet owner.",

@@ -173,6 +173,7 @@ fn fixture() -> NodeStatus {
                 (key(0x22), 1_280_000_000),
             ]),
             refused: BTreeMap::new(),
+            catching_up_from: None,
         }),
         log: vec![LogLine {
             at_ms: NOW - 12_000,

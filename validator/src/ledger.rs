@@ -423,6 +423,7 @@ impl Ledger {
                 .map(|(k, v)| (hex::encode(k), *v))
                 .collect(),
             refused: self.refused.clone(),
+            catching_up_from: self.hold_from,
         })
     }
 }

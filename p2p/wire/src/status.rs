@@ -199,6 +199,10 @@ pub struct LedgerStatus {
     pub validator_totals: std::collections::BTreeMap<String, u64>,
     /// Reveals and commits refused, by reason.
     pub refused: std::collections::BTreeMap<String, u64>,
+    /// Set while the node, just restarted, fetches the weights it missed from peers:
+    /// consensus for this epoch and later waits until then.
+    #[serde(default)]
+    pub catching_up_from: Option<u64>,
 }
 
 /// The validator role.
