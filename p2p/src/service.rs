@@ -40,6 +40,11 @@ const KAD_REFRESH_FEW: Duration = Duration::from_secs(10);
 /// How long the node may take to answer a peer's sync request before "not serving" goes out.
 const SYNC_ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
+/// Sync requests answered per peer per [`SYNC_WINDOW`]; more are told "not serving". A
+/// node catching up asks a handful; each answer may read megabytes from the store.
+const SYNC_PER_WINDOW: u32 = 16;
+const SYNC_WINDOW: Duration = Duration::from_secs(60);
+
 type SyncReply = (ResponseChannel<SyncResponse>, SyncResponse);
 
 /// Starts the network: builds the swarm, binds every listen address, joins the topics,
@@ -105,6 +110,7 @@ pub async fn spawn(
     let mut service = Service {
         sync_server: None,
         sync_pending: HashMap::new(),
+        sync_asked: HashMap::new(),
         sync_replies,
         sync_replies_rx,
         gate: Gate::new(cfg.network(), public_key, cfg.gate.clone()),
@@ -159,6 +165,8 @@ struct Service {
     sync_server: Option<mpsc::Sender<InboundSync>>,
     /// Our sync requests in flight.
     sync_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<SyncResponse, P2pError>>>,
+    /// Per peer: when its current window began, and its requests in it.
+    sync_asked: HashMap<PeerId, (Instant, u32)>,
     /// Answers to peers' sync requests, back from the node.
     sync_replies: mpsc::Sender<SyncReply>,
     sync_replies_rx: mpsc::Receiver<SyncReply>,
@@ -245,6 +253,15 @@ impl Service {
         }
     }
 
+    fn not_serving(&mut self, channel: ResponseChannel<SyncResponse>) {
+        // Fails only if the peer gave up waiting.
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(channel, SyncResponse::not_serving());
+    }
+
     fn on_sync_event(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
         use request_response::{Event, Message as M};
         match event {
@@ -256,6 +273,16 @@ impl Service {
                 ..
             } => {
                 debug!(target: "p2p::sync", %peer, from = request.from_epoch, to = request.to_epoch, "sync request");
+                let now = Instant::now();
+                self.sync_asked
+                    .retain(|_, (since, _)| now.duration_since(*since) < SYNC_WINDOW);
+                let (_, asked) = self.sync_asked.entry(peer).or_insert((now, 0));
+                *asked += 1;
+                if *asked > SYNC_PER_WINDOW {
+                    debug!(target: "p2p::sync", %peer, "over {SYNC_PER_WINDOW} sync requests a minute: not serving");
+                    self.not_serving(channel);
+                    return;
+                }
                 let (reply, answer) = oneshot::channel();
                 let inbound = InboundSync {
                     peer,
@@ -267,11 +294,7 @@ impl Service {
                     .as_ref()
                     .is_some_and(|s| s.try_send(inbound).is_ok());
                 if !queued {
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_response(channel, SyncResponse::not_serving());
+                    self.not_serving(channel);
                     return;
                 }
                 let replies = self.sync_replies.clone();

@@ -460,6 +460,24 @@ async fn sync_requests_reach_the_serving_node_and_others_say_not_serving() {
         assert!(!r.serving);
         assert_eq!(server.await.expect("server task"), req);
 
+        // Three requests so far; a peer gets 16 answers a minute, then "not serving".
+        let mut inbound = a.net.serve_sync(4).await.expect("serving");
+        tokio::spawn(async move {
+            while let Some(got) = inbound.recv().await {
+                let answer = provnet_wire::SyncResponse {
+                    serving: true,
+                    ..Default::default()
+                };
+                let _ = got.reply.send(answer);
+            }
+        });
+        let mut served = 0;
+        for _ in 0..14 {
+            let r = b.net.sync(a.net.peer_id(), req).await.expect("answered");
+            served += usize::from(r.serving);
+        }
+        assert_eq!(served, 13, "the 17th request in a minute was served");
+
         // A peer that is not connected is an error at once.
         let stranger = provnet_p2p::PeerId::random();
         let e = b.net.sync(stranger, req).await.unwrap_err();
