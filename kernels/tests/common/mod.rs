@@ -17,10 +17,16 @@ pub const MODELS: [&str; 5] = [
     "small_cnn",
 ];
 
+/// A fixture file. A test binary carried to another machine (the GPU device tests) finds
+/// them under `kernels/fixtures` in the working directory when the build's path is absent.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let dir = if built.is_dir() {
+        built
+    } else {
+        PathBuf::from("kernels/fixtures")
+    };
+    dir.join(name)
 }
 
 /// Imports a fixture model into `tmp/name` with default options.
