@@ -242,7 +242,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         "threads": rayon_threads(),
         "segments": rows,
         "prove_ms_total": prove_total,
-        "process_prove_ms_total": process_total,
+        "process_prove_ms_total": (args.process_runs > 0).then_some(process_total),
         "verify_ms_max": verify_max,
     });
     if !batch_rows.is_empty() {
@@ -256,15 +256,16 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "ezkl: prove {ezkl_prove_ms:.1} ms, verify {ezkl_verify_ms:.1} ms, proof {} bytes",
             ezkl["proof_bytes"]
         );
+        let in_process = ezkl_prove_ms / prove_total;
+        let process = (args.process_runs > 0).then(|| ezkl_prove_ms / process_total);
+        let as_processes = process.map_or(String::new(), |x| format!(", {x:.1}x as processes"));
         println!(
-            "speedup vs ezkl: {:.1}x in-process, {:.1}x as processes; verify {:.1}x",
-            ezkl_prove_ms / prove_total,
-            ezkl_prove_ms / process_total,
+            "speedup vs ezkl: {in_process:.1}x in-process{as_processes}; verify {:.1}x",
             ezkl_verify_ms / verify_max
         );
         report["ezkl"] = ezkl;
-        report["speedup_in_process"] = json!(ezkl_prove_ms / prove_total);
-        report["speedup_process"] = json!(ezkl_prove_ms / process_total);
+        report["speedup_in_process"] = json!(in_process);
+        report["speedup_process"] = json!(process);
     }
     println!("{report}");
     let _ = std::fs::remove_dir_all(&tmp);
