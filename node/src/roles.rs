@@ -639,22 +639,24 @@ impl Roles {
 
     /// Checks and applies what peers sent for the missed epochs, then lets consensus go on.
     fn apply_fetched(&mut self, fetched: Fetched) {
+        let (from, to) = self.missed.unwrap_or((0, u64::MAX));
         let received = fetched.envelopes.len();
         let envelopes: Vec<Vec<u8>> = fetched
             .envelopes
             .into_iter()
             .map(|b| b.into_vec())
             .collect();
-        let report = match self
-            .ledger
-            .apply_synced(&self.archive_gate, envelopes, now_ms())
-        {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(target: LOG_TARGET_SYNC, "store: {e}");
-                Default::default()
-            }
-        };
+        let report =
+            match self
+                .ledger
+                .apply_synced(&self.archive_gate, from..=to, envelopes, now_ms())
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(target: LOG_TARGET_SYNC, "store: {e}");
+                    Default::default()
+                }
+            };
         self.ledger.release();
         info!(
             target: LOG_TARGET_SYNC,

@@ -166,10 +166,12 @@ impl Ledger {
     /// valid signature for this network ([`Gate::check_archived`]), and is then judged by
     /// the same rules as live gossip at the time its validator signed it. Commits go first,
     /// so a reveal whose commit came in the same batch counts directly. Duplicates (several
-    /// peers send the same envelopes) are applied once.
+    /// peers send the same envelopes) are applied once. Weights for epochs outside `epochs`
+    /// (what was asked for) are refused as `not_asked`.
     pub fn apply_synced(
         &mut self,
         gate: &Gate,
+        epochs: std::ops::RangeInclusive<u64>,
         mut envelopes: Vec<Vec<u8>>,
         now_ms: u64,
     ) -> Result<SyncReport> {
@@ -191,6 +193,15 @@ impl Ledger {
         }
         opened.sort_by_key(|(v, _)| !matches!(v.message, Message::WeightsCommit(_)));
         for (v, bytes) in opened {
+            let epoch = match &v.message {
+                Message::WeightsCommit(c) => Some(c.epoch),
+                Message::WeightsReveal(r) => Some(r.epoch),
+                _ => None,
+            };
+            if epoch.is_some_and(|e| !epochs.contains(&e)) {
+                *report.bad.entry("not_asked".into()).or_default() += 1;
+                continue;
+            }
             let (r, counter) = match &v.message {
                 Message::WeightsCommit(c) => (
                     self.on_signed_commit(&v.sender, c, v.timestamp_ms, bytes)?,

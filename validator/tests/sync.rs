@@ -156,7 +156,7 @@ fn a_node_down_through_both_windows_catches_up_from_a_peers_archive() {
     envelopes.reverse();
     envelopes.extend(envelopes.clone());
     let report = down
-        .apply_synced(&gate(), envelopes, back_at)
+        .apply_synced(&gate(), EPOCH..=EPOCH + 2, envelopes, back_at)
         .expect("store");
     assert_eq!(
         (report.distinct, report.commits, report.reveals),
@@ -240,7 +240,10 @@ fn forged_foreign_and_late_envelopes_change_nothing() {
     let report = l
         .apply_synced(
             &gate(),
+            EPOCH..=EPOCH,
             vec![
+                // Honest, but for an epoch nobody asked about.
+                epoch_traffic(EPOCH - 3)[0].1.clone(),
                 forged.encode().unwrap(),
                 foreign,
                 late_commit,
@@ -257,6 +260,7 @@ fn forged_foreign_and_late_envelopes_change_nothing() {
             ("bad_signature".into(), 1),
             ("foreign_genesis".into(), 1),
             ("malformed".into(), 1),
+            ("not_asked".into(), 1),
         ]),
         "{report:?}"
     );
