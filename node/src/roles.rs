@@ -477,26 +477,12 @@ impl Roles {
                 }
             }
             Message::WeightsCommit(c) => {
-                match self.ledger.on_signed_commit(&sender, c, now_ms(), &m.raw) {
-                    Ok(Ok(())) => {
-                        debug!(target: "ledger", validator = %short(&sender), epoch = c.epoch, "commit")
-                    }
-                    Ok(Err(r)) => {
-                        info!(target: "ledger", validator = %short(&sender), reason = r.as_str(), "commit refused: {r}")
-                    }
-                    Err(e) => warn!(target: "ledger", "store: {e}"),
-                }
+                let r = self.ledger.on_signed_commit(&sender, c, now_ms(), &m.raw);
+                log_weights("commit", &sender, c.epoch, r);
             }
             Message::WeightsReveal(r) => {
-                match self.ledger.on_signed_reveal(&sender, r, now_ms(), &m.raw) {
-                    Ok(Ok(())) => {
-                        debug!(target: "ledger", validator = %short(&sender), epoch = r.epoch, "reveal")
-                    }
-                    Ok(Err(x)) => {
-                        info!(target: "ledger", validator = %short(&sender), reason = x.as_str(), "reveal refused: {x}")
-                    }
-                    Err(e) => warn!(target: "ledger", "store: {e}"),
-                }
+                let x = self.ledger.on_signed_reveal(&sender, r, now_ms(), &m.raw);
+                log_weights("reveal", &sender, r.epoch, x);
             }
             Message::Announce(_) => {}
         }
@@ -746,6 +732,22 @@ impl Roles {
         if let Err(e) = write() {
             warn!(target: "node", path = %path.display(), "writing status: {e}");
         }
+    }
+}
+
+/// Logs what the ledger made of a validator's commit or reveal from gossip.
+fn log_weights(
+    kind: &str,
+    sender: &PublicKey,
+    epoch: u64,
+    r: provnet_validator::store::Result<std::result::Result<(), provnet_validator::LedgerRefusal>>,
+) {
+    match r {
+        Ok(Ok(())) => debug!(target: "ledger", validator = %short(sender), epoch, "{kind}"),
+        Ok(Err(x)) => {
+            info!(target: "ledger", validator = %short(sender), reason = x.as_str(), "{kind} refused: {x}")
+        }
+        Err(e) => warn!(target: "ledger", "store: {e}"),
     }
 }
 

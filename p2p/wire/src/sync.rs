@@ -50,13 +50,7 @@ impl SyncRequest {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<SyncRequest, WireError> {
-        if bytes.len() > MAX_SYNC_REQUEST_BYTES {
-            return Err(oversize(
-                "sync request",
-                bytes.len(),
-                MAX_SYNC_REQUEST_BYTES,
-            ));
-        }
+        fits("sync request", bytes, MAX_SYNC_REQUEST_BYTES)?;
         let r: SyncRequest = codec::decode(bytes)?;
         r.check()?;
         Ok(r)
@@ -82,30 +76,21 @@ impl SyncResponse {
 
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
         let bytes = codec::encode(self)?;
-        if bytes.len() > MAX_SYNC_RESPONSE_BYTES {
-            return Err(oversize(
-                "sync response",
-                bytes.len(),
-                MAX_SYNC_RESPONSE_BYTES,
-            ));
-        }
+        fits("sync response", &bytes, MAX_SYNC_RESPONSE_BYTES)?;
         Ok(bytes)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<SyncResponse, WireError> {
-        if bytes.len() > MAX_SYNC_RESPONSE_BYTES {
-            return Err(oversize(
-                "sync response",
-                bytes.len(),
-                MAX_SYNC_RESPONSE_BYTES,
-            ));
-        }
+        fits("sync response", bytes, MAX_SYNC_RESPONSE_BYTES)?;
         codec::decode(bytes)
     }
 }
 
-fn oversize(kind: &'static str, len: usize, max: usize) -> WireError {
-    WireError::Oversize { kind, len, max }
+fn fits(kind: &'static str, bytes: &[u8], max: usize) -> Result<(), WireError> {
+    match bytes.len() {
+        len if len > max => Err(WireError::Oversize { kind, len, max }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
