@@ -35,6 +35,10 @@ pub struct MinerConfig {
     /// per MSM on the backend. 1 proves one at a time (right for the CPU, where a batch
     /// only delays the first proof); a GPU gains throughput from more.
     pub batch: usize,
+    /// Keys whose challenges this miner proves: the genesis validators, which issue and
+    /// score them. Anyone else's (a request, a self-challenge, junk) is refused. `None`
+    /// proves anyone's (a development network without a genesis).
+    pub issuers: Option<std::collections::BTreeSet<PublicKey>>,
 }
 
 impl Default for MinerConfig {
@@ -45,6 +49,7 @@ impl Default for MinerConfig {
             queue_capacity: 64,
             deadline_margin_ms: 50,
             batch: 1,
+            issuers: None,
         }
     }
 }
@@ -87,6 +92,8 @@ pub enum Refusal {
     Duplicate,
     #[error("the miner is stopping")]
     Stopping,
+    #[error("the sender is not a validator: only validators' challenges are proved")]
+    NotAnIssuer,
 }
 
 impl Refusal {
@@ -100,6 +107,7 @@ impl Refusal {
             Refusal::Expired => "expired",
             Refusal::Duplicate => "duplicate",
             Refusal::Stopping => "stopping",
+            Refusal::NotAnIssuer => "not_an_issuer",
         }
     }
 }
@@ -219,10 +227,20 @@ impl Miner {
         Ok(Miner { shared, workers })
     }
 
-    /// Queues a challenge after checking it can be proved: a known model and segment, an
-    /// input of the right length and range, a deadline still ahead, room in the queue.
-    pub fn offer(&self, challenge_id: [u8; 32], challenge: Challenge) -> Result<(), Refusal> {
-        let checked = self.check(&challenge);
+    /// Queues a challenge after checking it can be proved: issued by a validator, a known
+    /// model and segment, an input of the right length and range, a deadline still ahead,
+    /// room in the queue.
+    pub fn offer(
+        &self,
+        issuer: &PublicKey,
+        challenge_id: [u8; 32],
+        challenge: Challenge,
+    ) -> Result<(), Refusal> {
+        let issued = match &self.shared.cfg.issuers {
+            Some(set) if !set.contains(issuer) => Err(Refusal::NotAnIssuer),
+            _ => Ok(()),
+        };
+        let checked = issued.and_then(|()| self.check(&challenge));
         let mut st = self.shared.state.lock().expect("miner state");
         let refused = |st: &mut State, r: Refusal| {
             *st.stats.refused.entry(r.as_str().into()).or_default() += 1;

@@ -21,6 +21,9 @@ fn setup(tmp: &Path) -> std::path::PathBuf {
     dir
 }
 
+/// The validator whose challenges the miners here prove.
+const VALIDATOR: [u8; 32] = [7; 32];
+
 fn start(dir: &Path, cfg: MinerConfig) -> (Miner, mpsc::Receiver<Done>) {
     let (tx, rx) = mpsc::channel();
     let pm = ProvingModel::load(dir).expect("proving keys load");
@@ -38,6 +41,7 @@ fn challenge(model: &Model, deadline_in_ms: u64) -> Challenge {
         input: vec![1; model.segments[0].n_in()],
         nonce: [3; 32],
         deadline_ms: unix_ms(SystemTime::now()) + deadline_in_ms,
+        request: None,
     }
 }
 
@@ -50,11 +54,20 @@ fn proves_what_it_can_and_refuses_the_rest_with_reasons() {
         &dir,
         MinerConfig {
             threads: 1,
+            issuers: Some([VALIDATOR].into()),
             ..Default::default()
         },
     );
 
     let good = challenge(&model, 60_000);
+    // A good challenge from anyone but a validator: a request, a self-challenge, junk.
+    assert_eq!(
+        miner
+            .offer(&[6; 32], [1; 32], good.clone())
+            .expect_err("not a validator's")
+            .as_str(),
+        "not_an_issuer"
+    );
     let refusals = [
         Challenge {
             model_id: [1; 32],
@@ -81,7 +94,7 @@ fn proves_what_it_can_and_refuses_the_rest_with_reasons() {
         .iter()
         .map(|c| {
             miner
-                .offer([0; 32], c.clone())
+                .offer(&VALIDATOR, [0; 32], c.clone())
                 .expect_err("refused")
                 .as_str()
         })
@@ -97,7 +110,9 @@ fn proves_what_it_can_and_refuses_the_rest_with_reasons() {
         ]
     );
 
-    miner.offer([8; 32], good.clone()).expect("queued");
+    miner
+        .offer(&VALIDATOR, [8; 32], good.clone())
+        .expect("queued");
     let Done::Proved(p) = done.recv_timeout(Duration::from_secs(60)).expect("done") else {
         panic!("expected a proof");
     };
@@ -137,7 +152,8 @@ fn proves_what_it_can_and_refuses_the_rest_with_reasons() {
 
     let stats = miner.stats();
     assert_eq!(stats.proved, 1);
-    assert_eq!(stats.refused.values().sum::<u64>(), 5);
+    assert_eq!(stats.refused.values().sum::<u64>(), 6);
+    assert_eq!(stats.refused["not_an_issuer"], 1);
     assert_eq!(stats.refused["bad_input"], 2);
     assert!(stats.prove_ms_p50.is_some());
     miner.stop();
@@ -155,7 +171,7 @@ fn a_job_whose_deadline_comes_too_close_is_dropped_not_proved() {
     };
     let (miner, done) = start(&dir, cfg);
     miner
-        .offer([2; 32], challenge(&model, 60_000))
+        .offer(&VALIDATOR, [2; 32], challenge(&model, 60_000))
         .expect("queued: the deadline is ahead");
     match done.recv_timeout(Duration::from_secs(60)).expect("done") {
         Done::Expired { challenge_id } => assert_eq!(challenge_id, [2; 32]),
@@ -186,7 +202,9 @@ fn queued_challenges_for_one_segment_are_proved_as_a_batch() {
         let mut c = challenge(&model, 60_000);
         c.nonce = [k; 32];
         c.input[0] = k as i64;
-        miner.offer([k + 1; 32], c.clone()).expect("queued");
+        miner
+            .offer(&VALIDATOR, [k + 1; 32], c.clone())
+            .expect("queued");
         offered.push(([k + 1; 32], c));
     }
     let mut times = Vec::new();

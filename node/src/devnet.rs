@@ -20,7 +20,7 @@ use provnet_wire::NodeStatus;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::genesis::{Genesis, GenesisModel, GenesisValidator};
+use crate::genesis::{Genesis, GenesisChallenger, GenesisModel, GenesisValidator};
 
 #[derive(Args, Debug)]
 pub struct DevnetArgs {
@@ -34,9 +34,13 @@ pub struct DevnetArgs {
     /// Epoch length in seconds.
     #[arg(long, default_value_t = 10)]
     pub epoch_secs: u64,
-    /// Challenges per second.
+    /// Benchmark challenges per second, over all validators (each issues its share).
     #[arg(long, default_value_t = 2.0)]
     pub rate: f64,
+    /// Proof requests per second from the challenger (an admitted key); every validator
+    /// adopts each one with a challenge of its own.
+    #[arg(long, default_value_t = 0.2)]
+    pub request_rate: f64,
     /// Milliseconds from a challenge to its deadline.
     #[arg(long, default_value_t = 3_000)]
     pub deadline_ms: u64,
@@ -163,6 +167,14 @@ pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
                 stake: 1_000 * (args.validators - i) as u64,
             })
             .collect(),
+        challengers: nodes
+            .iter()
+            .filter(|n| n.role == "challenger")
+            .map(|n| GenesisChallenger {
+                hotkey: n.public_key.clone(),
+                quota_per_epoch: 1_000,
+            })
+            .collect(),
         scoring: Default::default(),
         consensus: Default::default(),
     };
@@ -206,6 +218,12 @@ fn toml_string(g: &Genesis) -> Result<String> {
         s += &format!(
             "\n[[validators]]\nhotkey = {:?}\nstake = {}\n",
             v.hotkey, v.stake
+        );
+    }
+    for c in &g.challengers {
+        s += &format!(
+            "\n[[challengers]]\nhotkey = {:?}\nquota_per_epoch = {}\n",
+            c.hotkey, c.quota_per_epoch
         );
     }
     Ok(s)
@@ -277,7 +295,12 @@ fn spawn(
     }
     match node.role.as_str() {
         "challenger" => {
-            cmd.args(["--rate", &args.rate.to_string()]);
+            cmd.args(["--rate", &args.request_rate.to_string()]);
+            cmd.args(["--deadline-ms", &args.deadline_ms.to_string()]);
+        }
+        "validator" => {
+            let share = args.rate / args.validators.max(1) as f64;
+            cmd.args(["--rate", &share.to_string()]);
             cmd.args(["--deadline-ms", &args.deadline_ms.to_string()]);
         }
         "miner" => {

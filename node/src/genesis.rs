@@ -1,6 +1,7 @@
 //! The network's genesis: a TOML file naming the netuid, the models in play (where they are
 //! on this node, their content hash and verifying-key ids), the epoch length, the validator
-//! set with stake, emission per epoch, and the scoring and consensus parameters.
+//! set with stake, the challengers admitted to request proofs (with their quotas), emission
+//! per epoch, and the scoring and consensus parameters.
 //!
 //! Its hash covers everything but the local model paths, so every node of one network gets
 //! the same hash wherever it keeps its files. Envelopes carry the hash's first 8 bytes, and
@@ -24,6 +25,10 @@ pub struct Genesis {
     pub emission_per_epoch: u64,
     pub models: Vec<GenesisModel>,
     pub validators: Vec<GenesisValidator>,
+    /// The challengers whose proof requests validators adopt. Nobody else's requests are
+    /// forwarded. Left out of the hash's encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub challengers: Vec<GenesisChallenger>,
     #[serde(default)]
     pub scoring: ScoreParams,
     #[serde(default)]
@@ -49,6 +54,19 @@ pub struct GenesisValidator {
     pub hotkey: String,
     pub stake: u64,
 }
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisChallenger {
+    /// Hex of the challenger's ed25519 public key.
+    pub hotkey: String,
+    /// Requests each validator adopts from this challenger per epoch (the seam for fees or
+    /// stake later: a quota bought rather than granted).
+    pub quota_per_epoch: u32,
+}
+
+/// Most requests per epoch a genesis may grant one challenger.
+pub const MAX_QUOTA_PER_EPOCH: u32 = 100_000;
 
 impl Genesis {
     /// Reads and checks a genesis file, model directories included.
@@ -81,6 +99,32 @@ impl Genesis {
         *h.finalize().as_bytes()
     }
 
+    /// The validators' keys.
+    pub fn validator_keys(&self) -> Result<BTreeSet<[u8; 32]>> {
+        self.validators
+            .iter()
+            .map(|v| hex32("validator hotkey", &v.hotkey))
+            .collect()
+    }
+
+    /// The admitted challengers' keys, with their quotas.
+    pub fn challenger_quotas(&self) -> Result<std::collections::BTreeMap<[u8; 32], u32>> {
+        self.challengers
+            .iter()
+            .map(|c| Ok((hex32("challenger hotkey", &c.hotkey)?, c.quota_per_epoch)))
+            .collect()
+    }
+
+    /// Who may publish challenges: validators (which issue them) and admitted challengers
+    /// (whose requests validators adopt).
+    pub fn admission(&self) -> Result<provnet_wire::Admission> {
+        let mut keys = self.validator_keys()?;
+        keys.extend(self.challenger_quotas()?.into_keys());
+        Ok(provnet_wire::Admission {
+            challengers: Some(keys.into_iter().collect()),
+        })
+    }
+
     fn check(&self) -> Result<()> {
         ensure!(self.epoch_secs > 0, "epoch_secs must be positive");
         ensure!(!self.validators.is_empty(), "no validators");
@@ -93,6 +137,20 @@ impl Genesis {
             self.validators.iter().any(|v| v.stake > 0),
             "no validator has stake"
         );
+        let mut challengers = BTreeSet::new();
+        for c in &self.challengers {
+            let key = hex32("challenger hotkey", &c.hotkey)?;
+            ensure!(
+                challengers.insert(key),
+                "challenger {} is listed twice",
+                c.hotkey
+            );
+            ensure!(
+                (1..=MAX_QUOTA_PER_EPOCH).contains(&c.quota_per_epoch),
+                "challenger {}: quota_per_epoch must be 1 to {MAX_QUOTA_PER_EPOCH}",
+                c.hotkey
+            );
+        }
         let c = &self.consensus;
         ensure!(
             c.owner_percent + c.miners_percent + c.validators_percent == 100,

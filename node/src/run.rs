@@ -43,6 +43,7 @@ impl NetArgs {
     pub fn config(&self, data_dir: &Path) -> Result<NetworkConfig> {
         let mut netuid = self.netuid.unwrap_or(1);
         let mut genesis_id = [0u8; 8];
+        let mut admission = provnet_wire::Admission::default();
         if let Some(path) = &self.genesis {
             let g = Genesis::load(path)?;
             if let Some(n) = self.netuid.filter(|n| *n != g.netuid) {
@@ -53,6 +54,7 @@ impl NetArgs {
             }
             netuid = g.netuid;
             genesis_id = Network::with_genesis(netuid, &g.hash()).genesis;
+            admission = g.admission()?;
             info!(target: "node", genesis = %hex::encode(g.hash()), netuid, "genesis loaded");
         }
         let mut cfg = NetworkConfig {
@@ -61,6 +63,7 @@ impl NetArgs {
             bootstrap: self.bootstrap.clone(),
             mdns: self.mdns,
             ready_file: Some(data_dir.join("ready.json")),
+            admission,
             ..NetworkConfig::default()
         };
         if !self.listen.is_empty() {
@@ -87,10 +90,12 @@ pub struct RunArgs {
     /// --genesis.
     #[arg(long = "role", value_name = "ROLE")]
     pub roles: Vec<String>,
-    /// Challenger: challenges published per second.
+    /// Validator: benchmark challenges issued per second. Challenger: proof requests
+    /// published per second.
     #[arg(long, default_value_t = 0.5)]
     pub rate: f64,
-    /// Challenger: milliseconds from publishing a challenge to its deadline.
+    /// Validator and challenger: milliseconds from publishing a challenge (or request) to
+    /// its deadline.
     #[arg(long, default_value_t = 5_000)]
     pub deadline_ms: u64,
     /// Miner: threads for proving.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
-use provnet_wire::{GateConfig, Network, Role};
+use provnet_wire::{Admission, GateConfig, Network, Role};
 use serde::{Deserialize, Serialize};
 
 /// The port operators' nodes listen on unless told otherwise (TCP and QUIC/UDP).
@@ -47,6 +47,9 @@ pub struct NetworkConfig {
     /// Capacity of the event channel each subscriber gets.
     pub event_buffer: usize,
     pub gate: GateConfig,
+    /// Who may publish what (from the genesis); not part of a config file.
+    #[serde(skip)]
+    pub admission: Admission,
 }
 
 impl Default for NetworkConfig {
@@ -75,6 +78,7 @@ impl Default for NetworkConfig {
             ready_file: None,
             event_buffer: 1024,
             gate: GateConfig::default(),
+            admission: Admission::default(),
         }
     }
 }

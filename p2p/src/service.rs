@@ -113,7 +113,8 @@ pub async fn spawn(
         sync_asked: HashMap::new(),
         sync_replies,
         sync_replies_rx,
-        gate: Gate::new(cfg.network(), public_key, cfg.gate.clone()),
+        gate: Gate::new(cfg.network(), public_key, cfg.gate.clone())
+            .with_admission(cfg.admission.clone()),
         signer: Signer::new(key, cfg.network(), now),
         swarm,
         listeners,
@@ -653,6 +654,15 @@ impl Service {
                 (p, names)
             })
             .collect();
+        let mut mesh: HashMap<PeerId, Vec<String>> = HashMap::new();
+        for t in gs.topics() {
+            let Some((_, topic)) = Topic::parse(t.as_str()) else {
+                continue;
+            };
+            for p in gs.mesh_peers(t) {
+                mesh.entry(*p).or_default().push(topic.as_str().to_string());
+            }
+        }
         let mut out: Vec<PeerStatus> = self
             .peers
             .iter()
@@ -664,6 +674,7 @@ impl Service {
                 roles: e.roles.clone(),
                 gossip_score: gs.peer_score(peer),
                 topics: topics.get(peer).cloned().unwrap_or_default(),
+                mesh: mesh.get(peer).cloned().unwrap_or_default(),
             })
             .collect();
         out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));

@@ -156,6 +156,7 @@ fn challenge(tag: u8) -> Challenge {
         input: vec![i64::from(tag), -3, 5],
         nonce: [tag; 32],
         deadline_ms: now() + 60_000,
+        request: None,
     }
 }
 

@@ -1,6 +1,8 @@
-//! The roles end to end, as separate `provnet run` processes on loopback: a challenger,
-//! validators and miners (honest and adversarial) on a devnet genesis; a validator killed
-//! with SIGKILL and restarted; garbage thrown at a validator and a miner.
+//! The roles end to end, as separate `provnet run` processes on loopback: validators
+//! issuing challenges, an admitted challenger whose requests they adopt, and miners (honest
+//! and adversarial, a self-challenger among them) on a devnet genesis; a validator killed
+//! with SIGKILL and restarted; garbage and a flood of unadmitted challenges thrown at a
+//! validator and a miner.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -62,23 +64,26 @@ fn stop_all(nodes: &mut [&mut Node]) {
 #[test]
 fn honest_miners_earn_and_every_adversary_ends_with_weight_zero() {
     let _serial = one_at_a_time();
-    // miner-1..3 honest; miner-4 invalid, miner-5 copies, miner-6 replays, miner-7 late.
-    let net = Subnet::setup(7, 2, EPOCH_SECS);
+    // miner-1..3 honest; miner-4 invalid, miner-5 copies, miner-6 replays, miner-7 late;
+    // miner-8 challenges itself (and is otherwise honest).
+    let net = Subnet::setup(8, 2, EPOCH_SECS);
     let mut ch = net.start(
         "challenger",
         "challenger",
         None,
-        &["--rate", "1", "--deadline-ms", "3000"],
+        &["--rate", "0.25", "--deadline-ms", "3000"],
     );
     let boot = first_addr(&ch.ready(T));
-    let mut v1 = net.start("validator-1", "validator", Some(&boot), &[]);
-    let mut v2 = net.start("validator-2", "validator", Some(&boot), &[]);
+    let issue = ["--rate", "0.75", "--deadline-ms", "3000"];
+    let mut v1 = net.start("validator-1", "validator", Some(&boot), &issue);
+    let mut v2 = net.start("validator-2", "validator", Some(&boot), &issue);
     let adversaries = [
         ("miner-4", "invalid"),
         ("miner-5", "copy"),
         ("miner-6", "replay"),
         ("miner-7", "late"),
     ];
+    let self_challenger = "miner-8";
     let mut miners: Vec<Node> = (1..=3)
         .map(|i| {
             net.start(
@@ -89,7 +94,10 @@ fn honest_miners_earn_and_every_adversary_ends_with_weight_zero() {
             )
         })
         .collect();
-    for (name, how) in adversaries {
+    for (name, how) in adversaries
+        .iter()
+        .chain([&(self_challenger, "self-challenge")])
+    {
         miners.push(net.start(
             name,
             "miner",
@@ -106,6 +114,34 @@ fn honest_miners_earn_and_every_adversary_ends_with_weight_zero() {
     let done = wait_until(Duration::from_secs(120), || {
         consensus_epoch(&v1) >= Some(target) && consensus_epoch(&v2) >= Some(target)
     });
+    // The challenger's requests were adopted (each validator publishes its own challenge
+    // for each), and the self-challenger's challenges were refused where they entered.
+    let status = |n: &Node, path: &[&str]| -> u64 {
+        let mut v: Value = n.status().unwrap_or_default();
+        for p in path {
+            v = v[*p].clone();
+        }
+        v.as_u64().unwrap_or(0)
+    };
+    let adopted = ch.status().unwrap_or_default()["challenger"]["recent"]
+        .as_array()
+        .map_or(0, |r| {
+            r.iter().filter(|c| c["proofs"].as_u64() > Some(0)).count()
+        });
+    assert!(
+        adopted > 0,
+        "no request of the challenger's got proofs: {}",
+        ch.log_text()
+    );
+    let unadmitted: u64 = [&v1, &v2]
+        .into_iter()
+        .chain(miners.iter())
+        .map(|n| status(n, &["gossip", "received", "rejected", "unadmitted"]))
+        .sum();
+    assert!(
+        unadmitted > 0,
+        "nobody refused the self-challenger's challenges"
+    );
     assert!(
         done,
         "no consensus for epoch {target}:\nv1:\n{}\nv2:\n{}",
@@ -171,36 +207,60 @@ fn honest_miners_earn_and_every_adversary_ends_with_weight_zero() {
         assert_eq!(c1.rewards.total(), 1_000_000_000);
     }
 
-    // Every challenge of the whole epochs got proofs from every honest miner, and both
-    // validators verified every one of them.
+    // The self-challenger earned no more than an equal honest miner, at both validators
+    // and in consensus: its challenges died at the first hop, and its proofs to them were
+    // refused as not the validators' own.
+    let sc = key(&net.node(self_challenger).1);
+    for epoch in [e0 + 1, e0 + 2] {
+        let c = s1.consensus(epoch).expect("store").expect("consensus");
+        let best_honest = honest
+            .iter()
+            .map(|m| c.rewards.miners.get(m).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let got = c.rewards.miners.get(&sc).copied().unwrap_or(0);
+        assert!(
+            got <= best_honest,
+            "epoch {epoch}: the self-challenger was paid {got}, the best honest miner {best_honest}"
+        );
+    }
+
+    // Every challenge a validator issued in the whole epochs got proofs from every honest
+    // miner, and that validator verified every one of them. Each validator scores only its
+    // own challenges.
     let start = (e0 + 1) * EPOCH_SECS * 1_000;
     let end = (e0 + 3) * EPOCH_SECS * 1_000;
-    let log1 = s1.challenges().expect("store");
-    let in_window: Vec<_> = log1
-        .iter()
-        .filter(|c| c.received_ms >= start && c.deadline_ms < end)
-        .collect();
-    // 1/s over 16 s, less the last 3 s whose deadlines fall after the window: about 13,
-    // fewer when the machine is loaded. A handful is enough for what follows to mean much.
-    assert!(
-        in_window.len() >= 4,
-        "only {} challenges in two {EPOCH_SECS} s epochs at 1/s",
-        in_window.len()
-    );
-    for c in &in_window {
-        let c2 = s2
-            .challenge(&c.id)
-            .expect("store")
-            .expect("validator-2 logged every challenge validator-1 did");
-        for log in [*c, &c2] {
+    let keys = [
+        key(&net.node("validator-1").1),
+        key(&net.node("validator-2").1),
+    ];
+    for (s, me) in [(&s1, keys[0]), (&s2, keys[1])] {
+        let log = s.challenges().expect("store");
+        let in_window: Vec<_> = log
+            .iter()
+            .filter(|c| c.received_ms >= start && c.deadline_ms < end)
+            .collect();
+        // 0.75/s and the adopted requests over 16 s, less the last 3 s whose deadlines
+        // fall after the window: about 12, fewer when the machine is loaded. A handful is
+        // enough for what follows to mean much.
+        assert!(
+            in_window.len() >= 4,
+            "only {} challenges in two {EPOCH_SECS} s epochs",
+            in_window.len()
+        );
+        for c in &in_window {
+            assert_eq!(
+                c.challenger, me,
+                "a validator scored a challenge it did not issue"
+            );
             for m in &honest {
                 assert!(
-                    log.answers
+                    c.answers
                         .iter()
                         .any(|a| a.miner == *m && matches!(a.outcome, Outcome::Valid { .. })),
                     "challenge {} lacks a valid proof from an honest miner: {:?}",
                     hex::encode(c.id),
-                    log.answers
+                    c.answers
                 );
             }
         }
@@ -229,10 +289,11 @@ fn a_validator_killed_mid_epoch_keeps_its_state_and_catches_up() {
     // them from peers on restart to reach the same consensus as the validator that stayed.
     let _serial = one_at_a_time();
     let net = Subnet::setup(2, 2, 4);
-    let mut ch = net.start("challenger", "challenger", None, &["--rate", "2"]);
+    let mut ch = net.start("challenger", "challenger", None, &["--rate", "0.2"]);
     let boot = first_addr(&ch.ready(T));
-    let mut v1 = net.start("validator-1", "validator", Some(&boot), &[]);
-    let mut v2 = net.start("validator-2", "validator", Some(&boot), &[]);
+    let issue = ["--rate", "1"];
+    let mut v1 = net.start("validator-1", "validator", Some(&boot), &issue);
+    let mut v2 = net.start("validator-2", "validator", Some(&boot), &issue);
     let mut m1 = net.start("miner-1", "miner", Some(&boot), &["--threads", "1"]);
     let mut m2 = net.start("miner-2", "miner", Some(&boot), &["--threads", "1"]);
     for n in [&mut v1, &mut v2, &mut m1, &mut m2] {
@@ -286,7 +347,7 @@ fn a_validator_killed_mid_epoch_keeps_its_state_and_catches_up() {
         "validator-1 ran no consensus for epoch {killed_in}:\n{}",
         v1.log_text()
     );
-    let mut v2 = net.start("validator-2", "validator", Some(&boot), &[]);
+    let mut v2 = net.start("validator-2", "validator", Some(&boot), &issue);
     v2.ready(T);
     let restarted_in = epoch_now(&v2);
     let target = restarted_in + 2;
@@ -370,7 +431,8 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
     use provnet_wire::{Challenge, Message, ProofSubmission, ProofSystem, Topic};
 
     let net = Subnet::setup(1, 1, 4);
-    let mut v1 = net.start("validator-1", "validator", None, &[]);
+    // No benchmark challenges: all the miner proves here is the adopted request.
+    let mut v1 = net.start("validator-1", "validator", None, &["--rate", "0"]);
     let ready = v1.ready(T);
     let boot = first_addr(&ready);
     let mut m1 = net.start("miner-1", "miner", Some(&boot), &["--threads", "1"]);
@@ -429,30 +491,59 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
         .try_into()
         .expect("8 bytes");
 
+    // The admitted challenger's key: its requests are forwarded and adopted.
+    let (ch_dir, ch_hex) = net.node("challenger");
+    let ch_key_file = ch_dir.join("keys").join("node.key");
+    let ch_key = ed25519_dalek::SigningKey::from_bytes(
+        &hex::decode(std::fs::read_to_string(&ch_key_file).expect("key").trim())
+            .expect("hex")
+            .try_into()
+            .expect("32 bytes"),
+    );
+    assert_eq!(hex::encode(ch_key.verifying_key().to_bytes()), ch_hex);
+    const FLOOD: usize = 10_000;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
-        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        let mut cfg = NetworkConfig::loopback(netuid);
-        cfg.genesis = genesis;
-        cfg.bootstrap = vec![boot.parse().expect("multiaddr")];
-        let (att, task) = provnet_p2p::spawn(key, cfg).await.expect("attacker starts");
-        let topic = Topic::Challenge.as_str().to_string();
-        let meshed = async {
-            loop {
-                let peers = att.peers().await.unwrap_or_default();
-                if peers.iter().filter(|p| p.topics.contains(&topic)).count() >= 2 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let att_peer = rt.block_on(async {
+        // Two in-process nodes: the admitted challenger sending requests nobody can adopt,
+        // and an attacker with a fresh key (a different peer, so the gossip penalties it
+        // earns are its own).
+        // Both run the genesis's admission, as any node with the genesis does.
+        let admission = provnet_wire::Admission {
+            challengers: Some(
+                ["validator-1", "challenger"]
+                    .iter()
+                    .map(|n| key(&net.node(n).1))
+                    .collect(),
+            ),
+        };
+        let join = |key: ed25519_dalek::SigningKey| {
+            let mut cfg = NetworkConfig::loopback(netuid);
+            cfg.genesis = genesis;
+            cfg.admission = admission.clone();
+            cfg.bootstrap = vec![boot.parse().expect("multiaddr")];
+            async move {
+                let (h, task) = provnet_p2p::spawn(key, cfg).await.expect("node starts");
+                // Wait until validator-1 has it in its mesh for challenges and proofs.
+                let meshed = async {
+                    loop {
+                        let peers = h.peers().await.unwrap_or_default();
+                        let has =
+                            |t: Topic| peers.iter().any(|p| p.mesh.iter().any(|m| m == t.as_str()));
+                        if has(Topic::Challenge) && has(Topic::Proof) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                };
+                tokio::time::timeout(T, meshed).await.expect("meshed");
+                (h, task)
             }
         };
-        tokio::time::timeout(T, meshed)
-            .await
-            .expect("attacker meshed");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (req, req_task) = join(ch_key).await;
+        let (att, task) = join(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng)).await;
 
         let deadline = now_ms() + 5_000;
         let seg = &model.1[0];
@@ -462,17 +553,17 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
             input: vec![seg.0; seg.1],
             nonce: [7; 32],
             deadline_ms: deadline,
+            request: None,
         };
-        att.publish_raw(Topic::Challenge, b"\xa1garbage".to_vec())
-            .await
-            .expect("raw publish");
-        att.publish(Message::Challenge(Challenge {
+        // Requests the validator cannot adopt, and a proof to a challenge it never issued:
+        // each refused by the validator, the sender's gossip standing untouched.
+        req.publish(Message::Challenge(Challenge {
             model_id: [0xab; 32],
             ..good.clone()
         }))
         .await
         .expect("unknown model");
-        att.publish(Message::Challenge(Challenge {
+        req.publish(Message::Challenge(Challenge {
             input: vec![0; 3],
             nonce: [8; 32],
             ..good.clone()
@@ -489,14 +580,53 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
             proof: vec![0; 128],
         }))
         .await
-        .expect("proof for an unknown challenge");
-        // And after all that, a good challenge still gets proved and verified.
-        att.publish(Message::Challenge(good))
+        .expect("proof for a challenge nobody issued");
+        let counted_v1 = |path: &[&str]| -> u64 {
+            let mut v: Value = v1.status().unwrap_or_default();
+            for p in path {
+                v = v[*p].clone();
+            }
+            v.as_u64().unwrap_or(0)
+        };
+        // Those land before the garbage below costs us the validator's ear.
+        let landed = async {
+            while counted_v1(&["validator", "refused", "not_ours"]) < 1 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(T, landed)
             .await
-            .expect("good challenge");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+            .expect("the proof reached validator-1");
+        // Garbage, then challenges signed by FLOOD fresh keys nobody admitted.
+        att.publish_raw(Topic::Challenge, b"\xa1garbage".to_vec())
+            .await
+            .expect("raw publish");
+        let net_id = provnet_wire::Network { netuid, genesis };
+        for i in 0..FLOOD {
+            let fresh = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+            let c = Challenge {
+                nonce: [(i % 251) as u8; 32],
+                ..good.clone()
+            };
+            let env = provnet_wire::Envelope::seal(
+                &fresh,
+                net_id,
+                provnet_wire::Kind::Challenge,
+                now_ms(),
+                1,
+                Message::Challenge(c).encode().expect("encodes"),
+            );
+            // A full send queue drops some: the attacker's loss, not the test's.
+            let _ = att
+                .publish_raw(Topic::Challenge, env.encode().expect("encodes"))
+                .await;
+        }
+        let att_peer = att.peer_id().to_string();
         att.shutdown().await;
         let _ = task.await;
+        req.shutdown().await;
+        let _ = req_task.await;
+        att_peer
     });
 
     let counted = |n: &Node, path: &[&str]| -> u64 {
@@ -509,54 +639,104 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
     let ok = wait_until(T, || {
         counted(&v1, &["validator", "refused", "unknown_model"]) >= 1
             && counted(&v1, &["validator", "refused", "bad_input"]) >= 1
-            && counted(&v1, &["validator", "refused", "unknown_challenge"]) >= 1
+            && counted(&v1, &["validator", "refused", "not_ours"]) >= 1
             && counted(&v1, &["gossip", "received", "rejected", "malformed"]) >= 1
-            && counted(&m1, &["miner", "refused", "unknown_model"]) >= 1
-            && counted(&m1, &["miner", "refused", "bad_input"]) >= 1
-            && counted(&m1, &["miner", "proved"]) >= 1
-            && counted(&v1, &["validator", "verified"]) >= 1
+            && counted(&v1, &["gossip", "received", "rejected", "unadmitted"]) >= 1
     });
     assert!(
         ok,
-        "not every bad message was counted, or the good one was not served:\nvalidator: {}\nminer: {}",
+        "not every bad message was counted:\nvalidator: {}",
         v1.status().unwrap_or_default(),
+    );
+    // The flood stopped at the first hop: each node that refused some refused it from the
+    // attacker itself (it dials everyone it learns of), never from a peer that forwarded
+    // it; none reached a role; nobody proved anything for a request never adopted.
+    for n in [&v1, &m1] {
+        let status = n.status().unwrap_or_default();
+        let rejections = status["gossip"]["recent_rejections"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for r in rejections.iter().filter(|r| r["reason"] == "unadmitted") {
+            assert_eq!(r["peer"], att_peer.as_str(), "{}: forwarded: {r}", n.name);
+        }
+    }
+    // The challenger's two requests reach the miner (an admitted key's are forwarded) and
+    // are refused there: miners prove validators' challenges only. None of the flood does.
+    assert!(
+        counted(&m1, &["miner", "refused", "not_an_issuer"]) <= 2,
+        "{}",
         m1.status().unwrap_or_default()
     );
-    let rankings = v1.status().expect("status")["validator"]["rankings"].clone();
-    assert_eq!(rankings[0]["valid"], 1, "{rankings}");
+    for path in [
+        &["miner", "refused", "unknown_model"][..],
+        &["miner", "refused", "bad_input"],
+        &["miner", "proved"],
+    ] {
+        assert_eq!(
+            counted(&m1, path),
+            0,
+            "miner-1 {path:?}: {}",
+            m1.status().unwrap_or_default()
+        );
+    }
 
-    // The one-shot challenge command: publishes, and sees the miner's proof come back.
+    // The one-shot request from the admitted key: validator-1 adopts it, miner-1 proves,
+    // and the command verifies the proof itself before printing it.
     let input =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/fixtures/digits_mlp_input.json");
-    let (ok, out, err) = provnet_tests::provnet(&[
-        "challenge",
-        "--genesis",
-        net.genesis.to_str().expect("utf-8"),
-        "--bootstrap",
-        &boot,
-        "--model",
-        "digits_mlp",
-        "--segment",
-        "0",
-        "--input",
-        input.to_str().expect("utf-8"),
-        "--deadline-ms",
-        "4000",
-        "--json",
-    ]);
+    let challenge_args = |key: &Path| {
+        let mut a: Vec<String> = [
+            "challenge",
+            "--genesis",
+            net.genesis.to_str().expect("utf-8"),
+            "--bootstrap",
+            &boot,
+            "--model",
+            "digits_mlp",
+            "--segment",
+            "0",
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--deadline-ms",
+            "4000",
+            "--json",
+            "--key",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.push(key.to_str().expect("utf-8").to_string());
+        a
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        provnet_tests::provnet(&refs)
+    };
+    let (ok, out, err) = run(challenge_args(&ch_key_file));
     assert!(ok, "provnet challenge failed:\n{out}\n{err}");
     let answer: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(answer["valid"], 1, "{answer}");
+    assert_eq!(answer["proofs"][0]["valid"], true, "{answer}");
     assert_eq!(
         answer["proofs"][0]["miner"],
         net.node("miner-1").1.as_str(),
         "{answer}"
     );
-    assert!(
-        wait_until(T, || v1.status().unwrap_or_default()["validator"]
-            ["rankings"][0]["valid"]
-            == 2),
-        "the validator did not verify the one-shot challenge's proof"
+    assert_eq!(
+        answer["adopted_by"][0],
+        net.node("validator-1").1.as_str(),
+        "{answer}"
     );
+    assert!(
+        wait_until(T, || counted(&v1, &["validator", "verified"]) >= 1),
+        "the validator did not verify the adopted request's proof"
+    );
+    // A key the genesis does not admit is refused up front, saying why.
+    let (ok, _, err) = run(challenge_args(
+        &net.node("miner-1").0.join("keys").join("node.key"),
+    ));
+    assert!(!ok && err.contains("not an admitted challenger"), "{err}");
     stop_all(&mut [&mut v1, &mut m1]);
 }
 

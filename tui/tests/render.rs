@@ -139,6 +139,7 @@ fn fixture() -> NodeStatus {
                 roles: vec!["miner".into()],
                 gossip_score: Some(12.5),
                 topics: vec![],
+                mesh: vec![],
             },
             PeerStatus {
                 peer_id: "12D3KooWProvnetMinerC3".into(),
@@ -148,6 +149,7 @@ fn fixture() -> NodeStatus {
                 roles: vec!["miner".into()],
                 gossip_score: Some(-40.0),
                 topics: vec![],
+                mesh: vec![],
             },
         ],
         miner: None,

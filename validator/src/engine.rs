@@ -1,7 +1,8 @@
-//! The validator role: tracks challenges as they arrive, verifies **every** proof (in
-//! batches, off the async runtime), classifies each answer (valid, invalid, copied,
-//! replayed, late), scores each challenge once its deadline has passed, closes epochs into
-//! weights, and commits and reveals them. State lives in the [`Store`].
+//! The validator role: issues its own challenges (see [`crate::issue`]) and tracks them from
+//! its own publish, verifies **every** proof to them (in batches, off the async runtime),
+//! classifies each answer (valid, invalid, copied, replayed, late), scores each challenge
+//! once its deadline has passed (every tracked miner that did not answer samples 0), closes
+//! epochs into weights, and commits and reveals them. State lives in the [`Store`].
 //!
 //! The engine is synchronous and clock-free: the node passes the time in, so tests drive it
 //! directly.
@@ -21,6 +22,7 @@ use rand::RngCore;
 use tracing::{debug, info, warn};
 
 use crate::epoch::Epochs;
+use crate::issue::{IssueConfig, Issuer, RequestRefusal};
 use crate::ledger::Ledger;
 use crate::score::{Outcome, ScoreParams, Scores};
 use crate::store::{AnswerRecord, ChallengeRecord, Result, Store, WeightsRecord};
@@ -56,6 +58,15 @@ pub struct EngineConfig {
     pub keep_ms: u64,
     /// Challenges kept for the status snapshot.
     pub recent: usize,
+    /// What this validator issues.
+    pub issue: IssueConfig,
+    /// Most of this validator's challenges open at once; benchmark challenges and
+    /// requests past it wait or are refused.
+    pub max_open: usize,
+    /// Most miners an epoch's weights name (the genesis's `max_miners`).
+    pub max_miners: usize,
+    /// The genesis validators: their challenges are theirs to score, not requests.
+    pub validators: std::collections::BTreeSet<PublicKey>,
 }
 
 impl EngineConfig {
@@ -66,6 +77,10 @@ impl EngineConfig {
             settle_ms: 500,
             keep_ms: 120_000,
             recent: 32,
+            issue: IssueConfig::default(),
+            max_open: 4096,
+            max_miners: provnet_wire::message::MAX_WEIGHTS,
+            validators: Default::default(),
         }
     }
 }
@@ -81,8 +96,14 @@ pub enum Refusal {
     BadInput(String),
     #[error("challenge already known")]
     DuplicateChallenge,
-    #[error("proof for an unknown challenge {0}")]
-    UnknownChallenge(String),
+    #[error("{0} of this validator's challenges are open already")]
+    TooManyOpen(usize),
+    #[error("request not adopted: {0}")]
+    Request(RequestRefusal),
+    #[error("proof for challenge {0}, which this validator did not issue")]
+    NotOurs(String),
+    #[error("challenge {0} has had {1} answers already")]
+    TooManyAnswers(String, usize),
     #[error("proof for challenge {0}, which is closed")]
     ClosedChallenge(String),
     #[error("this miner already answered the challenge")]
@@ -96,7 +117,13 @@ impl Refusal {
             Refusal::NoSuchSegment { .. } => "no_such_segment",
             Refusal::BadInput(_) => "bad_input",
             Refusal::DuplicateChallenge => "duplicate_challenge",
-            Refusal::UnknownChallenge(_) => "unknown_challenge",
+            Refusal::TooManyOpen(_) => "too_many_open",
+            Refusal::Request(RequestRefusal::NotAdmitted) => "request_not_admitted",
+            Refusal::Request(RequestRefusal::OverQuota(_)) => "request_over_quota",
+            Refusal::Request(RequestRefusal::Duplicate) => "request_duplicate",
+            Refusal::Request(RequestRefusal::TooLate(_)) => "request_too_late",
+            Refusal::NotOurs(_) => "not_ours",
+            Refusal::TooManyAnswers(..) => "too_many_answers",
             Refusal::ClosedChallenge(_) => "closed_challenge",
             Refusal::DuplicateAnswer => "duplicate_answer",
         }
@@ -139,6 +166,9 @@ struct Open {
 pub struct Validator {
     store: Store,
     cfg: EngineConfig,
+    /// This validator's key: it names the challenges it issues.
+    me: PublicKey,
+    issuer: Issuer,
     models: HashMap<[u8; 32], Arc<VerifyingModel>>,
     scores: Scores,
     open: HashMap<[u8; 32], Open>,
@@ -148,20 +178,17 @@ pub struct Validator {
     recent: Vec<ChallengeStatus>,
     /// Each miner's latest verdicts, for operators (memory only).
     notes: HashMap<PublicKey, VecDeque<ProofNote>>,
-    /// Proofs that arrived before their challenge (gossip took another path), by
-    /// challenge: (miner, proof, received). Kept [`EARLY_KEEP_MS`], at most [`EARLY_MAX`].
-    early: HashMap<[u8; 32], Vec<(PublicKey, ProofSubmission, f64)>>,
-    early_count: usize,
-    /// Verification jobs for early proofs whose challenge has now arrived.
-    ready: Vec<VerifyJob>,
     verified: u64,
 }
 
 /// Verdicts kept per miner for its detail view.
 const NOTES_PER_MINER: usize = 16;
-/// How long a proof may wait for its challenge to arrive, and how many may wait.
-const EARLY_KEEP_MS: f64 = 5_000.0;
-const EARLY_MAX: usize = 1024;
+/// Miners whose verdict notes are kept (the rest are dropped at the next epoch's close).
+const NOTES_MINERS: usize = 1024;
+/// Per-miner counters kept before those of forgotten miners are deleted.
+const MINER_RECORDS: usize = 4096;
+/// Most answers one challenge takes (each from a different miner).
+pub const MAX_ANSWERS: usize = 1024;
 
 pub fn hash_proof(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
@@ -176,6 +203,7 @@ impl Validator {
         store: Store,
         models: Vec<Arc<VerifyingModel>>,
         cfg: EngineConfig,
+        me: PublicKey,
         now_ms: u64,
     ) -> Result<Validator> {
         let scores = store.scores()?;
@@ -187,8 +215,12 @@ impl Validator {
                 e
             }
         };
+        let plain: Vec<Arc<provnet_kernels::Model>> =
+            models.iter().map(|m| Arc::new(m.model.clone())).collect();
         Ok(Validator {
             store,
+            issuer: Issuer::new(cfg.issue.clone(), plain, now_ms as f64),
+            me,
             models: models.into_iter().map(|m| (m.model.id(), m)).collect(),
             cfg,
             scores,
@@ -198,9 +230,6 @@ impl Validator {
             refused: BTreeMap::new(),
             recent: Vec::new(),
             notes: HashMap::new(),
-            early: HashMap::new(),
-            early_count: 0,
-            ready: Vec::new(),
             verified: 0,
         })
     }
@@ -211,14 +240,8 @@ impl Validator {
         Err(r)
     }
 
-    /// A challenge arrived from `challenger`. Its clock starts now.
-    pub fn on_challenge(
-        &mut self,
-        challenger: &PublicKey,
-        c: &Challenge,
-        now_ms: f64,
-    ) -> std::result::Result<[u8; 32], Refusal> {
-        let id = c.id(challenger);
+    /// Checks that `c` names a model, segment and input this validator can verify.
+    fn check_challenge(&mut self, c: &Challenge) -> std::result::Result<(), Refusal> {
         let Some(vm) = self.models.get(&c.model_id) else {
             return self.refuse(Refusal::UnknownModel(short(&c.model_id)));
         };
@@ -235,15 +258,26 @@ impl Validator {
         if let Err(e) = seg.check_input(&c.input) {
             return self.refuse(Refusal::BadInput(e.to_string()));
         }
+        Ok(())
+    }
+
+    /// Opens a challenge this validator is about to publish: its clock starts at `now_ms`.
+    pub fn issue(&mut self, c: &Challenge, now_ms: f64) -> std::result::Result<[u8; 32], Refusal> {
+        self.check_challenge(c)?;
+        let id = c.id(&self.me);
         if self.open.contains_key(&id) {
             return self.refuse(Refusal::DuplicateChallenge);
+        }
+        let open = self.open.values().filter(|o| !o.finalized).count();
+        if open >= self.cfg.max_open {
+            return self.refuse(Refusal::TooManyOpen(open));
         }
         self.open.insert(
             id,
             Open {
                 record: ChallengeRecord {
                     id,
-                    challenger: *challenger,
+                    challenger: self.me,
                     model_id: c.model_id,
                     segment: c.segment,
                     received_ms: now_ms as u64,
@@ -259,20 +293,58 @@ impl Validator {
                 finalized: false,
             },
         );
-        // Proofs that beat their challenge here count as received with it.
-        for (miner, p, _) in self.early.remove(&id).unwrap_or_default() {
-            self.early_count -= 1;
-            if let Ok(Some(job)) = self.on_proof(&miner, &p, now_ms) {
-                self.ready.push(job);
-            }
-        }
         Ok(id)
     }
 
-    /// Verification jobs for proofs that arrived before their challenge and can now be
-    /// checked (call after [`Validator::on_challenge`]).
-    pub fn take_ready(&mut self) -> Vec<VerifyJob> {
-        std::mem::take(&mut self.ready)
+    /// The benchmark challenges due at `now_ms`, opened: publish each, and
+    /// [`Validator::withdraw`] any that could not be published.
+    pub fn issue_due(&mut self, now_ms: f64) -> Vec<Challenge> {
+        let mut out = Vec::new();
+        while let Some(c) = self.issuer.benchmark(now_ms) {
+            if self.issue(&c, now_ms).is_ok() {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// A request from an admitted challenger: this validator's own challenge adopting it,
+    /// opened (publish it), or why not. Challenges other validators issue are not ours to
+    /// score: they come back `Ok(None)`.
+    pub fn on_request(
+        &mut self,
+        sender: &PublicKey,
+        request: &Challenge,
+        now_ms: f64,
+    ) -> std::result::Result<Option<Challenge>, Refusal> {
+        if !self.issuer.is_admitted(sender) {
+            if self.cfg_is_validator(sender) {
+                return Ok(None);
+            }
+            return self.refuse(Refusal::Request(RequestRefusal::NotAdmitted));
+        }
+        self.check_challenge(request)?;
+        let epoch = self.cfg.epochs.of(now_ms as u64);
+        let c = match self.issuer.adopt(sender, request, epoch, now_ms) {
+            Ok(c) => c,
+            Err(r) => return self.refuse(Refusal::Request(r)),
+        };
+        self.issue(&c, now_ms)?;
+        Ok(Some(c))
+    }
+
+    /// Whether `key` is a validator: itself, or one whose challenges it hears but does
+    /// not score.
+    fn cfg_is_validator(&self, key: &PublicKey) -> bool {
+        *key == self.me || self.cfg.validators.contains(key)
+    }
+
+    /// Forgets a challenge that could not be published: nobody was asked, so nobody is
+    /// scored on it.
+    pub fn withdraw(&mut self, id: &[u8; 32]) {
+        if self.open.remove(id).is_some() {
+            *self.refused.entry("unpublished".into()).or_default() += 1;
+        }
     }
 
     /// A proof arrived from `miner`. Returns the verification job, or `None` when the
@@ -289,21 +361,16 @@ impl Validator {
             if known {
                 return self.refuse(Refusal::ClosedChallenge(id));
             }
-            // Its challenge may still be on its way: hold it a while (counted as an
-            // unknown challenge only if the challenge never comes).
-            let waiting = self.early.entry(p.challenge_id).or_default();
-            if self.early_count < EARLY_MAX && !waiting.iter().any(|(m, _, _)| m == miner) {
-                waiting.push((*miner, p.clone(), now_ms));
-                self.early_count += 1;
-                return Ok(None);
-            }
-            if waiting.is_empty() {
-                self.early.remove(&p.challenge_id);
-            }
-            return self.refuse(Refusal::UnknownChallenge(id));
+            // This validator opens its challenges before publishing them, so a proof can
+            // never beat its challenge here: this one answers someone else's.
+            return self.refuse(Refusal::NotOurs(id));
         };
         if open.outcomes.contains_key(miner) || open.pending.contains_key(miner) {
             return self.refuse(Refusal::DuplicateAnswer);
+        }
+        let answers = open.outcomes.len() + open.pending.len();
+        if answers >= MAX_ANSWERS {
+            return self.refuse(Refusal::TooManyAnswers(short(&p.challenge_id), answers));
         }
         let hash = hash_proof(&p.proof);
         open.first_sender.entry(hash).or_insert(*miner);
@@ -413,6 +480,15 @@ impl Validator {
         if outcome != Outcome::Late && !matches!(outcome, Outcome::Valid { .. }) {
             info!(target: "validator", miner = %short(&v.miner), challenge = %short(&v.challenge_id), ?outcome, %detail, "misconduct");
         }
+        if self.notes.len() >= NOTES_MINERS && !self.notes.contains_key(&v.miner) {
+            // Full: keep only the notes of miners still scored.
+            let ema = &self.scores.ema;
+            self.notes.retain(|m, _| ema.contains_key(m));
+            if self.store.miner_count() > MINER_RECORDS {
+                // Forgotten miners' counters go once there are too many to keep.
+                self.store.retain_miners(|m| ema.contains_key(m))?;
+            }
+        }
         let notes = self.notes.entry(v.miner).or_default();
         if notes.len() == NOTES_PER_MINER {
             notes.pop_front();
@@ -435,9 +511,9 @@ impl Validator {
             detail,
         });
         if open.finalized {
-            // Scored already: an answer this late counts on its own.
+            // Scored already, this miner with a 0 for no answer: only misconduct counts.
             let one = BTreeMap::from([(v.miner, outcome)]);
-            self.scores.record(&self.cfg.score, &one);
+            self.scores.note_misconduct(&one);
             self.store.put_challenge(&open.record)?;
             self.store.set_scores(&self.scores)?;
         } else {
@@ -449,27 +525,9 @@ impl Validator {
     /// Scores challenges whose deadline has passed, closes epochs, and returns the weight
     /// commits and reveals to publish now.
     pub fn tick(&mut self, now_ms: u64) -> Result<Vec<Message>> {
-        self.expire_early(now_ms);
         self.finalize_due(now_ms)?;
         self.close_epochs(now_ms)?;
         self.due_messages(now_ms)
-    }
-
-    /// Drops early proofs whose challenge never came.
-    fn expire_early(&mut self, now_ms: u64) {
-        let now = now_ms as f64;
-        let mut dropped = 0;
-        self.early.retain(|_, v| {
-            let before = v.len();
-            v.retain(|(_, _, at)| now - at < EARLY_KEEP_MS);
-            dropped += before - v.len();
-            !v.is_empty()
-        });
-        if dropped > 0 {
-            self.early_count -= dropped;
-            *self.refused.entry("unknown_challenge".into()).or_default() += dropped as u64;
-            debug!(target: "validator", dropped, "proofs for challenges that never came");
-        }
     }
 
     fn finalize_due(&mut self, now_ms: u64) -> Result<()> {
@@ -534,7 +592,9 @@ impl Validator {
         let cur = self.cfg.epochs.of(now_ms);
         while self.open_epoch < cur {
             let epoch = self.open_epoch;
-            let weights = self.scores.close_epoch();
+            let weights = self.scores.close_epoch(self.cfg.max_miners);
+            let ema = &self.scores.ema;
+            self.notes.retain(|m, _| ema.contains_key(m));
             let mut salt = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut salt);
             let reveal = WeightsReveal {
@@ -550,10 +610,9 @@ impl Validator {
                 salt,
                 closed_at_ms: now_ms,
             };
-            self.store.put_weights(&rec)?;
             self.open_epoch += 1;
-            self.store.set_open_epoch(self.open_epoch)?;
-            self.store.set_scores(&self.scores)?;
+            self.store
+                .close_epoch(&rec, self.open_epoch, &self.scores)?;
             // The salt must be on disk before its commitment leaves the node.
             self.store.flush()?;
             info!(target: "validator", epoch, miners = rec.weights.len(), "epoch closed: weights set");
@@ -609,6 +668,16 @@ impl Validator {
             }
         }
         Ok(out)
+    }
+
+    /// The moving averages and this epoch's misconduct.
+    pub fn scores(&self) -> &Scores {
+        &self.scores
+    }
+
+    /// What was refused, by reason.
+    pub fn refusals(&self) -> &BTreeMap<String, u64> {
+        &self.refused
     }
 
     pub fn store(&self) -> &Store {

@@ -9,6 +9,7 @@
 pub mod consensus;
 pub mod engine;
 pub mod epoch;
+pub mod issue;
 pub mod ledger;
 pub mod score;
 pub mod store;
@@ -18,6 +19,7 @@ pub use engine::{
     EngineConfig, Refusal, Validator, Verdict, VerifyJob, VerifyPool, VerifyingModel,
 };
 pub use epoch::Epochs;
+pub use issue::{IssueConfig, Issuer, RequestRefusal};
 pub use ledger::{Ledger, LedgerConfig, LedgerRefusal, SyncReport};
 pub use score::{challenge_samples, Outcome, ScoreParams, Scores};
 pub use store::{Archived, Store, StoreError, ARCHIVE_EPOCHS};

@@ -9,6 +9,11 @@
 //! term, and so on smoothly. An invalid, copied or replayed proof, or a late one, samples 0
 //! and pulls the average down. A miner caught with an invalid, copied or replayed proof gets
 //! weight 0 for the whole epoch, whatever its average.
+//!
+//! Weight needs ongoing work: every miner the validator tracks gets a sample from every
+//! challenge it issues, and no answer samples 0, so a miner that goes silent decays
+//! (by `1 - ema_alpha` a challenge) and is forgotten once its average falls below
+//! [`FORGET_BELOW`]. An epoch's weights name at most `max_miners` miners, the best ones.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -103,6 +108,10 @@ pub fn challenge_samples(
         .collect()
 }
 
+/// A miner whose average falls below this at an epoch's close is forgotten (its weight
+/// would round to 0 against any miner doing real work).
+pub const FORGET_BELOW: f64 = 1e-4;
+
 /// Per-miner moving averages and this epoch's misconduct.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
@@ -111,12 +120,25 @@ pub struct Scores {
 }
 
 impl Scores {
-    /// Folds one challenge's outcomes in.
+    /// Folds one challenge's outcomes in: each answering miner's sample, and a 0 for every
+    /// tracked miner that did not answer.
     pub fn record(&mut self, params: &ScoreParams, outcomes: &BTreeMap<PublicKey, Outcome>) {
+        let a = params.ema_alpha;
+        for (miner, s) in self.ema.iter_mut() {
+            if !outcomes.contains_key(miner) {
+                *s *= 1.0 - a;
+            }
+        }
         for (miner, sample) in challenge_samples(params, outcomes) {
             let s = self.ema.entry(miner).or_insert(0.0);
-            *s = params.ema_alpha * sample + (1.0 - params.ema_alpha) * *s;
+            *s = a * sample + (1.0 - a) * *s;
         }
+        self.note_misconduct(outcomes);
+    }
+
+    /// Marks the epoch's misconduct among `outcomes` without sampling them (an answer that
+    /// came after its challenge was scored: its 0 was counted then).
+    pub fn note_misconduct(&mut self, outcomes: &BTreeMap<PublicKey, Outcome>) {
         for (miner, o) in outcomes {
             if o.is_misconduct() {
                 self.misconduct.insert(*miner);
@@ -124,9 +146,12 @@ impl Scores {
         }
     }
 
-    /// The epoch's weights (best miner = `u16::MAX`, zero weights left out, sorted by
-    /// miner), then a fresh epoch: misconduct is forgotten, averages carry on.
-    pub fn close_epoch(&mut self) -> Vec<MinerWeight> {
+    /// The epoch's weights (best miner = `u16::MAX`, zero weights left out, at most
+    /// `max_miners` of them, the best, sorted by miner), then a fresh epoch: misconduct is
+    /// forgotten, averages carry on, and miners whose average fell below [`FORGET_BELOW`]
+    /// are forgotten.
+    pub fn close_epoch(&mut self, max_miners: usize) -> Vec<MinerWeight> {
+        self.ema.retain(|_, s| *s >= FORGET_BELOW);
         let eligible = |m: &PublicKey| !self.misconduct.contains(m);
         let best = self
             .ema
@@ -147,7 +172,18 @@ impl Scores {
         } else {
             Vec::new()
         };
+        let weights = best_of(weights, max_miners);
         self.misconduct.clear();
         weights
     }
+}
+
+/// The `max` heaviest of `weights` (ties to the smaller key), sorted by miner.
+fn best_of(mut weights: Vec<MinerWeight>, max: usize) -> Vec<MinerWeight> {
+    if weights.len() > max {
+        weights.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.miner.cmp(&b.miner)));
+        weights.truncate(max);
+        weights.sort_by_key(|w| w.miner);
+    }
+    weights
 }

@@ -277,6 +277,29 @@ impl Store {
         Self::put(&self.weights, &epoch_key(r.epoch), r)
     }
 
+    /// Closes a validator's epoch atomically: its weights, the next open epoch and the
+    /// scores carried into it are written in one transaction, so a kill at any point
+    /// leaves either the epoch open or all three written.
+    pub fn close_epoch(&self, r: &WeightsRecord, open_epoch: u64, scores: &Scores) -> Result<()> {
+        let enc = |v: &dyn erased::Cbor| v.cbor();
+        let (weights, open, sc) = (enc(r), enc(&open_epoch), enc(scores));
+        use sled::Transactional;
+        (&self.meta, &self.weights)
+            .transaction(|(m, w)| {
+                w.insert(&epoch_key(r.epoch), weights.clone())?;
+                m.insert(META_OPEN_EPOCH, open.clone())?;
+                m.insert(META_SCORES, sc.clone())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
+                sled::transaction::TransactionError::Abort(()) => {
+                    unreachable!("the transaction never aborts")
+                }
+            })?;
+        Ok(())
+    }
+
     /// Every epoch's weights, oldest first.
     pub fn weights_history(&self) -> Result<Vec<WeightsRecord>> {
         Self::all(&self.weights, "weights")
@@ -322,6 +345,23 @@ impl Store {
 
     pub fn put_miner(&self, miner: &PublicKey, r: &MinerRecord) -> Result<()> {
         Self::put(&self.miners, miner, r)
+    }
+
+    pub fn miner_count(&self) -> usize {
+        self.miners.len()
+    }
+
+    /// Deletes the records of miners `keep` says no to.
+    pub fn retain_miners(&self, keep: impl Fn(&PublicKey) -> bool) -> Result<()> {
+        for k in self.miners.iter().keys() {
+            let k = k?;
+            if let Ok(m) = <PublicKey>::try_from(k.as_ref()) {
+                if !keep(&m) {
+                    self.miners.remove(&k)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn miners(&self) -> Result<BTreeMap<PublicKey, MinerRecord>> {

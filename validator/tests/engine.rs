@@ -12,8 +12,8 @@ use provnet_kernels::{
     import, keys, prove_segment, CpuBackend, ImportOptions, Model, ModelKeys, ProofContext,
 };
 use provnet_validator::{
-    EngineConfig, Epochs, Ledger, LedgerConfig, LedgerRefusal, Outcome, Refusal, ScoreParams,
-    Store, Validator, Verdict, VerifyPool, VerifyingModel,
+    EngineConfig, Epochs, IssueConfig, Ledger, LedgerConfig, LedgerRefusal, Outcome, Refusal,
+    ScoreParams, Store, Validator, Verdict, VerifyPool, VerifyingModel,
 };
 use provnet_wire::{Challenge, Message, ProofSubmission, ProofSystem, PublicKey};
 
@@ -83,6 +83,7 @@ fn challenge(model: &Model, nonce: u8, deadline_ms: u64) -> Challenge {
             .collect(),
         nonce: [nonce; 32],
         deadline_ms,
+        request: None,
     }
 }
 
@@ -121,13 +122,11 @@ fn every_answer_is_classified_scored_weighted_committed_revealed_and_paid() {
     {
         let store = Store::open(&db).expect("store");
         let mut v =
-            Validator::open(store.clone(), vec![vm.clone()], cfg.clone(), BASE).expect("opens");
+            Validator::open(store.clone(), vec![vm.clone()], cfg.clone(), me, BASE).expect("opens");
 
         // An earlier challenge the replayer answers honestly.
         let c0 = challenge(&model, 1, BASE + 1_000);
-        let id0 = v
-            .on_challenge(&challenger, &c0, BASE as f64)
-            .expect("known model");
+        let id0 = v.issue(&c0, BASE as f64).expect("known model");
         let old = prover.prove(&c0, id0, &replayer);
         let job = v
             .on_proof(&replayer, &old, BASE as f64 + 10.0)
@@ -138,11 +137,8 @@ fn every_answer_is_classified_scored_weighted_committed_revealed_and_paid() {
         // The challenge everyone answers.
         let t0 = BASE as f64 + 2_000.0;
         let c = challenge(&model, 2, BASE + 5_000);
-        let id = v.on_challenge(&challenger, &c, t0).expect("known model");
-        assert_eq!(
-            v.on_challenge(&challenger, &c, t0),
-            Err(Refusal::DuplicateChallenge)
-        );
+        let id = v.issue(&c, t0).expect("known model");
+        assert_eq!(v.issue(&c, t0), Err(Refusal::DuplicateChallenge));
         let p_fast = prover.prove(&c, id, &fast);
         let p_slow = prover.prove(&c, id, &slow);
         let p_late = prover.prove(&c, id, &late);
@@ -165,25 +161,24 @@ fn every_answer_is_classified_scored_weighted_committed_revealed_and_paid() {
             v.on_proof(&fast, &p_fast, t0 + 70.0).err(),
             Some(Refusal::DuplicateAnswer)
         );
+        // A proof for a challenge this validator did not issue is refused outright: it
+        // opens its own before publishing them, so none can be on its way.
         let mut unknown = p_fast.clone();
-        unknown.challenge_id = [9; 32];
-        // A proof for a challenge not (yet) heard of waits for it; the same miner's second
-        // one for it is refused.
-        assert!(matches!(v.on_proof(&fast, &unknown, t0), Ok(None)));
+        unknown.challenge_id = c.id(&challenger);
         assert!(matches!(
             v.on_proof(&fast, &unknown, t0),
-            Err(Refusal::UnknownChallenge(_))
+            Err(Refusal::NotOurs(_))
         ));
         let mut foreign = c.clone();
         foreign.model_id = [7; 32];
         assert!(matches!(
-            v.on_challenge(&challenger, &foreign, t0),
+            v.issue(&foreign, t0),
             Err(Refusal::UnknownModel(_))
         ));
         let mut short_input = c.clone();
         short_input.input.pop();
         assert!(matches!(
-            v.on_challenge(&challenger, &short_input, t0),
+            v.issue(&short_input, t0),
             Err(Refusal::BadInput(_))
         ));
         verify_all(&mut v, jobs, t0 + 3_200.0);
@@ -340,4 +335,149 @@ fn retry_lock<T, E: std::fmt::Display>(open: impl Fn() -> Result<T, E>) -> T {
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
         }
     }
+}
+
+/// A validator with the dense_16 model, its prover, and the engine opened at `BASE`.
+fn engine(tmp: &Path, cfg: EngineConfig, me: PublicKey) -> (Validator, Prover, Model) {
+    let dir = model_dir(tmp);
+    let model = Model::load(&dir).expect("model");
+    let prover = Prover {
+        keys: ModelKeys::open(&dir, &model).expect("keys"),
+        model: model.clone(),
+    };
+    let vm = Arc::new(VerifyingModel::load(&dir).expect("verifying keys"));
+    let store = Store::open(&tmp.join("db")).expect("store");
+    let v = Validator::open(store, vec![vm], cfg, me, BASE).expect("opens");
+    (v, prover, model)
+}
+
+#[test]
+fn requests_are_adopted_only_from_admitted_challengers_within_their_quota() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (me, other_validator, admitted, stranger) = (key(), key(), key(), key());
+    let mut cfg = EngineConfig::new(ScoreParams::default(), Epochs::new(EPOCH));
+    cfg.issue = IssueConfig {
+        rate: 0.0,
+        deadline_ms: 3_000,
+        challengers: BTreeMap::from([(admitted, 2)]),
+    };
+    cfg.validators = [me, other_validator].into();
+    let (mut v, _, model) = engine(tmp.path(), cfg, me);
+    let t = BASE as f64;
+    let request = |n: u8| challenge(&model, n, BASE + 10_000);
+
+    // Another validator's challenge is its own to score: nothing to adopt, nothing refused.
+    assert_eq!(v.on_request(&other_validator, &request(1), t), Ok(None));
+    let refused = |r: Result<Option<Challenge>, Refusal>| r.expect_err("refused").as_str();
+    assert_eq!(
+        refused(v.on_request(&stranger, &request(1), t)),
+        "request_not_admitted"
+    );
+
+    let req = request(1);
+    let adopted = v
+        .on_request(&admitted, &req, t)
+        .expect("adopted")
+        .expect("a challenge of its own");
+    assert_eq!(adopted.request, Some(req.id(&admitted)));
+    assert_eq!(
+        (adopted.model_id, adopted.segment, &adopted.input),
+        (req.model_id, req.segment, &req.input)
+    );
+    assert_ne!(
+        adopted.nonce, req.nonce,
+        "the validator's own nonce binds the proofs"
+    );
+    assert!(
+        adopted.deadline_ms <= BASE + 3_000,
+        "the validator's own deadline"
+    );
+    assert_eq!(
+        refused(v.on_request(&admitted, &req, t)),
+        "request_duplicate"
+    );
+    let mut bad = request(2);
+    bad.input.pop();
+    assert_eq!(refused(v.on_request(&admitted, &bad, t)), "bad_input");
+    v.on_request(&admitted, &request(3), t)
+        .expect("second of the quota");
+    assert_eq!(
+        refused(v.on_request(&admitted, &request(4), t)),
+        "request_over_quota"
+    );
+    // The quota is per epoch.
+    let next = (BASE + EPOCH) as f64;
+    let late = challenge(&model, 5, BASE + EPOCH + 10_000);
+    assert!(v
+        .on_request(&admitted, &late, next)
+        .expect("adopted")
+        .is_some());
+    let status = v.refusals();
+    assert_eq!(status.get("request_over_quota"), Some(&1));
+}
+
+#[test]
+fn every_issued_challenge_scores_every_tracked_miner_and_silence_decays_to_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let me = key();
+    let mut cfg = EngineConfig::new(ScoreParams::default(), Epochs::new(EPOCH));
+    cfg.settle_ms = 0;
+    cfg.issue = IssueConfig {
+        rate: 10.0,
+        deadline_ms: 500,
+        challengers: BTreeMap::new(),
+    };
+    cfg.max_open = 8;
+    let (mut v, prover, _) = engine(tmp.path(), cfg, me);
+    let honest = key();
+    let sybils: Vec<PublicKey> = (0..5).map(|_| key()).collect();
+
+    // Nothing before the first second (the mesh forms), then the rate, never a burst.
+    assert!(v.issue_due(BASE as f64 + 500.0).is_empty());
+    let first = v.issue_due(BASE as f64 + 1_000.0);
+    assert_eq!(first.len(), 1);
+    // The first challenge: everyone answers. Then only the honest miner does, for 7 s.
+    let answered = |v: &mut Validator, c: &Challenge, who: &[PublicKey], at: f64| {
+        let id = c.id(&me);
+        let jobs = who
+            .iter()
+            .map(|m| {
+                let p = prover.prove(c, id, m);
+                v.on_proof(m, &p, at + 20.0).expect("ours").expect("job")
+            })
+            .collect();
+        verify_all(v, jobs, at + 30.0);
+    };
+    let mut all = sybils.clone();
+    all.push(honest);
+    answered(&mut v, &first[0], &all, BASE as f64 + 1_000.0);
+    let mut issued = 1;
+    let mut t = BASE + 1_000;
+    while t < BASE + 8_000 {
+        t += 100;
+        for c in v.issue_due(t as f64) {
+            issued += 1;
+            answered(&mut v, &c, &[honest], t as f64);
+        }
+        v.tick(t).expect("tick");
+    }
+    assert!((60..=75).contains(&issued), "{issued} challenges at 10/s");
+    // Closed challenges: the silent keys sampled 0 on each one.
+    let msgs = v.tick(101 * EPOCH).expect("tick");
+    assert!(matches!(msgs.first(), Some(Message::WeightsCommit(_))));
+    let w = v.store().weights(100).expect("store").expect("weights");
+    let weighted: Vec<PublicKey> = w.weights.iter().map(|x| x.miner).collect();
+    assert_eq!(weighted, vec![honest], "one proof does not buy weight");
+    assert!(
+        sybils.iter().all(|s| !v.scores().ema.contains_key(s)),
+        "silent keys are forgotten"
+    );
+
+    // Open challenges are capped.
+    let mut opened = 0;
+    for k in 0..20u64 {
+        opened += v.issue_due((101 * EPOCH + 1_000 + 100 * k) as f64).len();
+    }
+    assert_eq!(opened, 8, "max_open caps what is in flight");
+    assert_eq!(v.refusals().get("too_many_open"), Some(&12));
 }

@@ -36,7 +36,7 @@ fn honest_miners_rank_by_speed_and_cheaters_get_nothing() {
         ]);
         scores.record(&p, &outcomes);
     }
-    let weights = scores.close_epoch();
+    let weights = scores.close_epoch(usize::MAX);
     let w: BTreeMap<PublicKey, u16> = weights.iter().map(|w| (w.miner, w.weight)).collect();
     assert_eq!(w.get(&key(1)), Some(&u16::MAX));
     assert!(w[&key(1)] > w[&key(2)] && w[&key(2)] > w[&key(3)] && w[&key(3)] > 0);
@@ -63,7 +63,7 @@ fn one_invalid_proof_forfeits_the_epoch_but_not_the_history() {
         &p,
         &BTreeMap::from([(key(1), Outcome::Invalid), (key(2), valid(60.0))]),
     );
-    let epoch1 = scores.close_epoch();
+    let epoch1 = scores.close_epoch(usize::MAX);
     assert_eq!(epoch1.len(), 1);
     assert_eq!(epoch1[0].miner, key(2));
     // Next epoch, honest again: miner 1 is back, its average only dented.
@@ -71,7 +71,7 @@ fn one_invalid_proof_forfeits_the_epoch_but_not_the_history() {
         &p,
         &BTreeMap::from([(key(1), valid(50.0)), (key(2), valid(60.0))]),
     );
-    let epoch2 = scores.close_epoch();
+    let epoch2 = scores.close_epoch(usize::MAX);
     assert_eq!(epoch2.len(), 2);
 }
 
@@ -82,7 +82,57 @@ fn nobody_valid_means_no_weights() {
         &ScoreParams::default(),
         &BTreeMap::from([(key(1), Outcome::Late)]),
     );
-    assert!(scores.close_epoch().is_empty());
+    assert!(scores.close_epoch(usize::MAX).is_empty());
+}
+
+#[test]
+fn a_miner_that_goes_silent_decays_to_no_weight_and_is_forgotten() {
+    let p = ScoreParams::default();
+    let mut scores = Scores::default();
+    // 50 keys answer one challenge, validly, then go silent; one honest miner keeps on.
+    let sybils: BTreeMap<PublicKey, Outcome> = (10..60u8).map(|i| (key(i), valid(30.0))).collect();
+    let mut first = sybils.clone();
+    first.insert(key(1), valid(40.0));
+    scores.record(&p, &first);
+    let early = scores.close_epoch(usize::MAX);
+    assert_eq!(early.len(), 51, "one proof earns weight in its epoch");
+    let mut epochs = 0;
+    loop {
+        for _ in 0..20 {
+            scores.record(&p, &BTreeMap::from([(key(1), valid(40.0))]));
+        }
+        epochs += 1;
+        let w = scores.close_epoch(usize::MAX);
+        if w.len() == 1 {
+            assert_eq!(w[0].miner, key(1));
+            break;
+        }
+        assert!(
+            epochs < 10,
+            "silent miners still weighted after {epochs} epochs"
+        );
+    }
+    assert!(epochs <= 6, "decay took {epochs} epochs of 20 challenges");
+    assert!(
+        sybils.keys().all(|k| !scores.ema.contains_key(k)),
+        "silent miners are forgotten"
+    );
+}
+
+#[test]
+fn weights_never_name_more_than_max_miners_and_keep_the_best() {
+    let p = ScoreParams::default();
+    let mut scores = Scores::default();
+    let outcomes: BTreeMap<PublicKey, Outcome> = (1..=40u8)
+        .map(|i| (key(i), valid(10.0 * f64::from(i))))
+        .collect();
+    scores.record(&p, &outcomes);
+    let w = scores.close_epoch(8);
+    assert_eq!(w.len(), 8);
+    let kept: Vec<PublicKey> = w.iter().map(|x| x.miner).collect();
+    let mut best: Vec<PublicKey> = (1..=8u8).map(key).collect();
+    best.sort();
+    assert_eq!(kept, best, "the 8 fastest, sorted by key");
 }
 
 proptest! {

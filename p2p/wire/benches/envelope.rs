@@ -19,6 +19,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 .collect(),
             nonce: [2; 32],
             deadline_ms: NOW + 30_000,
+            request: None,
         })
     };
     vec![

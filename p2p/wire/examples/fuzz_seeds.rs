@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             input: vec![-5, 0, 9000, i64::MAX],
             nonce: [4; 32],
             deadline_ms: NOW + 30_000,
+            request: None,
         }),
         Message::ProofSubmission(ProofSubmission {
             challenge_id: [5; 32],

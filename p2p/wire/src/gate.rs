@@ -5,7 +5,7 @@
 //! sequence numbers per sender) and rate (a token bucket per sender). Only then is the
 //! payload decoded and checked. Every outcome is counted by reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,27 @@ impl Default for GateConfig {
     }
 }
 
+/// Who may publish what, decided by the genesis. A message from a sender outside its set is
+/// refused before its signature is checked (the sender field is read from the envelope;
+/// the signature then proves it), so a flood from fresh keys costs a lookup each and is
+/// never forwarded.
+#[derive(Clone, Debug, Default)]
+pub struct Admission {
+    /// Keys that may publish challenges: the validators, which issue them, and the
+    /// challengers the genesis admits, whose requests validators adopt. `None` admits
+    /// anyone (a development network without a genesis).
+    pub challengers: Option<HashSet<PublicKey>>,
+}
+
+impl Admission {
+    fn admits(&self, kind: Kind, sender: &PublicKey) -> bool {
+        match kind {
+            Kind::Challenge => self.challengers.as_ref().is_none_or(|s| s.contains(sender)),
+            _ => true,
+        }
+    }
+}
+
 /// Why a message was refused and its forwarder penalised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RejectReason {
@@ -57,6 +78,8 @@ pub enum RejectReason {
     Replay,
     RateLimited,
     InvalidPayload,
+    /// The sender may not publish this kind (see [`Admission`]).
+    Unadmitted,
 }
 
 impl RejectReason {
@@ -74,6 +97,7 @@ impl RejectReason {
             RejectReason::Replay => "replay",
             RejectReason::RateLimited => "rate_limited",
             RejectReason::InvalidPayload => "invalid_payload",
+            RejectReason::Unadmitted => "unadmitted",
         }
     }
 }
@@ -230,6 +254,7 @@ pub struct Gate {
     net: Network,
     own: PublicKey,
     cfg: GateConfig,
+    admission: Admission,
     senders: Lru<PublicKey, SenderState>,
     counters: Counters,
 }
@@ -241,8 +266,15 @@ impl Gate {
             own,
             senders: Lru::new(cfg.tracked_senders),
             cfg,
+            admission: Admission::default(),
             counters: Counters::default(),
         }
+    }
+
+    /// The gate with `admission` deciding who may publish what.
+    pub fn with_admission(mut self, admission: Admission) -> Gate {
+        self.admission = admission;
+        self
     }
 
     pub fn counters(&self) -> &Counters {
@@ -338,6 +370,10 @@ impl Gate {
             Ok(env) => env,
             Err((r, why)) => return reject(r, why),
         };
+        if !self.admission.admits(env.kind, &env.sender) {
+            let (kind, who) = (env.kind.as_str(), hex::encode(&env.sender[..8]));
+            return reject(R::Unadmitted, format!("{kind} from {who}, not admitted"));
+        }
         if now_ms.saturating_sub(env.timestamp_ms) > self.cfg.max_age_ms {
             let age = now_ms - env.timestamp_ms;
             return reject(R::Stale, format!("sent {age} ms ago"));

@@ -20,7 +20,9 @@ pub mod topic;
 
 pub use envelope::{Envelope, Kind, Network, Signer, PROTOCOL_VERSION};
 pub use error::WireError;
-pub use gate::{Counters, Gate, GateConfig, IgnoreReason, RejectReason, Verdict, Verified};
+pub use gate::{
+    Admission, Counters, Gate, GateConfig, IgnoreReason, RejectReason, Verdict, Verified,
+};
 pub use message::{
     Announce, Challenge, Message, MinerWeight, ProofSubmission, ProofSystem, Role, SeenCommit,
     WeightsCommit, WeightsReveal,

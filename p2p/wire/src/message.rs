@@ -9,8 +9,9 @@ use crate::{codec, PublicKey, WireError};
 
 /// Most values in one input or output tensor.
 pub const MAX_TENSOR: usize = 16 * 1024;
-/// Longest a challenge may stay open after it is published.
-pub const MAX_CHALLENGE_TTL_MS: u64 = 24 * 3600 * 1000;
+/// Longest a challenge may stay open after it is published. A segment proof takes seconds
+/// at most; a long deadline only lets a sender pin memory and queue slots.
+pub const MAX_CHALLENGE_TTL_MS: u64 = 10 * 60 * 1000;
 /// Most miners in one weights reveal.
 pub const MAX_WEIGHTS: usize = 4096;
 /// Most validators a reveal may vouch for.
@@ -19,6 +20,11 @@ pub const MAX_VALIDATORS: usize = 1024;
 pub const GROTH16_BN254_PROOF_LEN: usize = 128;
 
 /// A proof request for one segment of one model.
+///
+/// Sent by a validator, it is a challenge that validator issues and scores: miners prove
+/// only those. Sent by a challenger the genesis admits, it is a request: validators adopt
+/// it by issuing a challenge of their own on the same segment and input, naming the
+/// request in [`Challenge::request`], so the requester can pick out the proofs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Challenge {
     #[serde(with = "serde_bytes")]
@@ -31,6 +37,31 @@ pub struct Challenge {
     pub nonce: [u8; 32],
     /// Unix ms after which proofs no longer count.
     pub deadline_ms: u64,
+    /// The id of the challenger's request this validator's challenge adopts. Left out of
+    /// the encoding when empty (a benchmark challenge, or a request itself).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_id")]
+    pub request: Option<[u8; 32]>,
+}
+
+/// `Option<[u8; 32]>` as CBOR bytes.
+mod opt_id {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_bytes(b),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+        let b: Option<serde_bytes::ByteBuf> = Option::deserialize(d)?;
+        b.map(|b| {
+            <[u8; 32]>::try_from(b.as_slice())
+                .map_err(|_| serde::de::Error::custom("a request id is 32 bytes"))
+        })
+        .transpose()
+    }
 }
 
 impl Challenge {
@@ -46,6 +77,10 @@ impl Challenge {
         h.update(&(self.input.len() as u64).to_le_bytes());
         for v in &self.input {
             h.update(&v.to_le_bytes());
+        }
+        if let Some(r) = &self.request {
+            h.update(b"request");
+            h.update(r);
         }
         *h.finalize().as_bytes()
     }
@@ -206,8 +241,9 @@ impl Message {
                 }
                 if c.deadline_ms <= sent_ms || c.deadline_ms - sent_ms > MAX_CHALLENGE_TTL_MS {
                     return invalid(format!(
-                        "deadline {} is not within 24 h after the send time {sent_ms}",
-                        c.deadline_ms
+                        "deadline {} is not within {} s after the send time {sent_ms}",
+                        c.deadline_ms,
+                        MAX_CHALLENGE_TTL_MS / 1000
                     ));
                 }
             }

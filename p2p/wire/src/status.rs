@@ -18,6 +18,9 @@ pub struct PeerStatus {
     /// Its gossipsub score on our side (below zero: misbehaving).
     pub gossip_score: Option<f64>,
     pub topics: Vec<String>,
+    /// Topics on which it is in our gossip mesh (full messages flow both ways).
+    #[serde(default)]
+    pub mesh: Vec<String>,
 }
 
 /// A message refused at this hop, kept for operators.

@@ -23,6 +23,7 @@ fn challenge(n: usize) -> Message {
         input: (0..n as i64).map(|v| v * 977 - 4000).collect(),
         nonce: [2; 32],
         deadline_ms: NOW + 30_000,
+        request: None,
     })
 }
 
@@ -47,6 +48,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     input,
                     nonce,
                     deadline_ms: NOW + ttl,
+                    request: None,
                 }
             )),
         (
@@ -481,4 +483,72 @@ fn archived_envelopes_skip_the_age_window_but_nothing_else() {
     let future = sealed(&key(1), &commit, NOW + 60_000, 5);
     assert_eq!(refused(&future.encode().unwrap()), RejectReason::FromFuture);
     assert_eq!(refused(b"not an envelope"), RejectReason::Malformed);
+}
+
+#[test]
+fn challenges_from_keys_the_genesis_does_not_admit_are_rejected_before_the_signature() {
+    use std::collections::HashSet;
+    let admitted = key(1);
+    let admission = Admission {
+        challengers: Some(HashSet::from([admitted.verifying_key().to_bytes()])),
+    };
+    let mut g = gate().with_admission(admission);
+    let msg = challenge(10);
+    let ok = sealed(&admitted, &msg, NOW, 1).encode().unwrap();
+    assert!(matches!(
+        g.check(Topic::Challenge, &ok, NOW),
+        Verdict::Accept(_)
+    ));
+    // 1,000 fresh keys, each with a validly signed challenge: every one refused.
+    for seed in 0..1_000u32 {
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(&seed.to_le_bytes());
+        bytes[31] = 0xee;
+        let fresh = SigningKey::from_bytes(&bytes);
+        let junk = sealed(&fresh, &msg, NOW, 1).encode().unwrap();
+        assert_eq!(
+            reason(g.check(Topic::Challenge, &junk, NOW)),
+            Some(RejectReason::Unadmitted)
+        );
+    }
+    // The sender is filtered before any signature work: a forged signature from an
+    // unadmitted sender is refused as unadmitted, not as a bad signature.
+    let mut forged = sealed(&key(7), &msg, NOW, 1);
+    forged.signature[0] ^= 0xff;
+    assert_eq!(
+        reason(g.check(Topic::Challenge, &forged.encode().unwrap(), NOW)),
+        Some(RejectReason::Unadmitted)
+    );
+    // Other kinds are not the admission's business.
+    let announce = Message::Announce(Announce {
+        roles: vec![],
+        listen_addrs: vec![],
+        software_version: "x".into(),
+    });
+    let a = sealed(&key(7), &announce, NOW, 2).encode().unwrap();
+    assert!(matches!(
+        g.check(Topic::Announce, &a, NOW),
+        Verdict::Accept(_)
+    ));
+    assert_eq!(g.counters().rejected(RejectReason::Unadmitted), 1_001);
+    // Sender state is only made for senders that pass: the flood took none.
+    assert_eq!(g.senders_tracked(), 2);
+}
+
+#[test]
+fn a_challenge_naming_a_request_round_trips_and_changes_its_id() {
+    let Message::Challenge(plain) = challenge(4) else {
+        unreachable!()
+    };
+    let adopted = Challenge {
+        request: Some([5; 32]),
+        ..plain.clone()
+    };
+    let who = [3u8; 32];
+    assert_ne!(plain.id(&who), adopted.id(&who));
+    for c in [plain, adopted] {
+        let m = Message::Challenge(c);
+        let bytes = m.encode().unwrap();
+        assert_eq!(Message::decode(Kind::Challenge, &bytes).unwrap(), m);
+    }
 }

@@ -1,31 +1,39 @@
-//! The roles a node runs on the network, wired between gossip and the role engines:
-//! the challenger publishes proof requests, the miner proves them on a worker pool, the
-//! validator verifies every proof and sets weights, and every node with a genesis keeps
-//! the ledger (commit-reveal and consensus). Everything here runs on one task; proving and
-//! verification run on their own threads and report back over bounded channels.
+//! The roles a node runs on the network, wired between gossip and the role engines, one
+//! file each: the challenger publishes proof requests ([`challenger`]), the validator
+//! issues challenges, verifies every proof to them and sets weights ([`validator`]), the
+//! miner proves validators' challenges on a worker pool ([`miner`]), and every node with a
+//! genesis keeps the ledger (commit-reveal and consensus). Everything here runs on one
+//! task; proving and verification run on their own threads and report back over bounded
+//! channels.
 
-use std::collections::{BTreeMap, VecDeque};
+mod challenger;
+mod miner;
+mod validator;
+
+pub use miner::Adversary;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use clap::ValueEnum;
 use provnet_kernels::Model;
 use provnet_miner::{Done, Miner, MinerConfig, ProvingModel};
 use provnet_p2p::{InboundSync, NetEvent, NetworkHandle, Received};
 use provnet_validator::{
-    EngineConfig, Epochs, Ledger, LedgerConfig, Store, Validator, Verdict, VerifyPool,
+    EngineConfig, Epochs, IssueConfig, Ledger, LedgerConfig, Store, Validator, VerifyPool,
     VerifyingModel,
 };
 use provnet_wire::{
-    unix_ms, Challenge, ChallengeStatus, ChallengerStatus, Gate, GateConfig, Message, Network,
-    NodeStatus, ProofSubmission, PublicKey, Role,
+    unix_ms, Challenge, Gate, GateConfig, Message, Network, NodeStatus, PublicKey, Role,
 };
-use rand::{Rng, RngCore};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use self::challenger::ChallengerRole;
+use self::miner::MinerRole;
+use self::validator::ValidatorRole;
 use crate::genesis::Genesis;
 use crate::identity::hex32;
 use crate::sync::{Fetched, CATCH_UP_LIMIT};
@@ -33,25 +41,12 @@ use crate::sync::{Fetched, CATCH_UP_LIMIT};
 /// Where catching up on missed weights logs.
 pub const LOG_TARGET_SYNC: &str = "sync";
 
-/// Test-only miner behaviours, for the adversarial tests. Hidden from `--help`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Adversary {
-    /// Publishes proofs with a corrupted byte.
-    Invalid,
-    /// Re-publishes other miners' proofs under its own key instead of proving.
-    Copy,
-    /// Proves one challenge, then answers every later one with that old proof.
-    Replay,
-    /// Proves honestly but publishes after the deadline.
-    Late,
-}
-
 /// What the roles need beyond the network.
 pub struct RoleConfig {
     pub roles: Vec<Role>,
     pub genesis: Genesis,
     pub data_dir: PathBuf,
-    /// Challenges per second (challenger).
+    /// Requests per second (challenger); benchmark challenges per second (validator).
     pub rate: f64,
     pub deadline_ms: u64,
     pub miner: MinerConfig,
@@ -62,127 +57,19 @@ pub struct RoleConfig {
     pub status_tx: tokio::sync::watch::Sender<NodeStatus>,
 }
 
-fn now_f64() -> f64 {
+pub(crate) fn now_f64() -> f64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64() * 1e3)
         .unwrap_or(0.0)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
 }
 
-fn short(b: &[u8]) -> String {
+pub(crate) fn short(b: &[u8]) -> String {
     hex::encode(&b[..8.min(b.len())])
-}
-
-struct ChallengerRole {
-    models: Vec<Arc<Model>>,
-    rate: f64,
-    deadline_ms: u64,
-    next_at: f64,
-    status: ChallengerStatus,
-    index: BTreeMap<[u8; 32], usize>,
-}
-
-impl ChallengerRole {
-    /// A fresh challenge: a random segment of the next model, a random input in the
-    /// segment's range, a fresh nonce.
-    fn make(&mut self, n: u64) -> Challenge {
-        let mut rng = rand::rngs::OsRng;
-        let model = &self.models[(n as usize) % self.models.len()];
-        let segment = rng.gen_range(0..model.segments.len());
-        let seg = &model.segments[segment];
-        let (lo, hi) = (seg.input.lo() as i64, seg.input.hi() as i64);
-        let input = (0..seg.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
-        let mut nonce = [0u8; 32];
-        rng.fill_bytes(&mut nonce);
-        Challenge {
-            model_id: model.id(),
-            segment: segment as u32,
-            input,
-            nonce,
-            deadline_ms: now_ms() + self.deadline_ms,
-        }
-    }
-
-    fn record(&mut self, id: [u8; 32], c: &Challenge) {
-        self.index.insert(id, self.status.recent.len());
-        self.status.recent.push(ChallengeStatus {
-            id: hex::encode(id),
-            model: short(&c.model_id),
-            segment: c.segment,
-            received_ms: now_ms(),
-            deadline_ms: c.deadline_ms,
-            proofs: 0,
-            valid: 0,
-            fastest_ms: None,
-            status: "open".into(),
-        });
-        if self.status.recent.len() > 64 {
-            self.status.recent.remove(0);
-            self.index = self
-                .status
-                .recent
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| Some((hex32("id", &s.id).ok()?, i)))
-                .collect();
-        }
-    }
-
-    /// A proof went by on gossip: count it against the challenge (unverified: the
-    /// challenger only watches; validators judge).
-    fn saw_proof(&mut self, p: &ProofSubmission) {
-        if let Some(&i) = self.index.get(&p.challenge_id) {
-            let s = &mut self.status.recent[i];
-            s.proofs += 1;
-            let after = now_ms().saturating_sub(s.received_ms) as f64;
-            if s.fastest_ms.is_none_or(|f| after < f) {
-                s.fastest_ms = Some(after);
-            }
-        }
-    }
-
-    fn close_expired(&mut self) {
-        let now = now_ms();
-        for s in &mut self.status.recent {
-            if s.status == "open" && s.deadline_ms <= now {
-                s.status = "closed".into();
-            }
-        }
-    }
-}
-
-struct MinerRole {
-    miner: Miner,
-    done: mpsc::Receiver<Done>,
-    adversary: Option<Adversary>,
-    /// Replay: the proof kept to answer later challenges with.
-    kept: Option<ProofSubmission>,
-    /// Copy: challenges already copied.
-    copied: VecDeque<[u8; 32]>,
-    /// Late: proofs held until after their deadline.
-    held: Vec<(u64, ProofSubmission)>,
-    published: u64,
-}
-
-struct ValidatorRole {
-    engine: Validator,
-    pool: VerifyPool,
-    verdicts: mpsc::Receiver<Verdict>,
-}
-
-impl ValidatorRole {
-    /// Queues a verification; a full queue drops it, and the answer counts neither way.
-    fn submit(&mut self, job: provnet_validator::VerifyJob) {
-        let (id, miner) = (job.challenge_id, job.miner);
-        if !self.pool.submit(job) {
-            self.engine.forget(&id, &miner);
-            warn!(target: "validator", "verification queue full: proof dropped");
-        }
-    }
 }
 
 pub struct Roles {
@@ -242,20 +129,14 @@ impl Roles {
                 .into_iter()
                 .map(|p| Ok(Arc::new(Model::load(p)?)))
                 .collect::<Result<Vec<_>>>()?;
-            Some(ChallengerRole {
-                models,
-                rate: cfg.rate,
-                deadline_ms: cfg.deadline_ms,
-                next_at: now_f64() + 1000.0,
-                status: ChallengerStatus {
-                    rate: cfg.rate,
-                    ..Default::default()
-                },
-                index: BTreeMap::new(),
-            })
+            if !g.challenger_quotas()?.contains_key(&me) {
+                warn!(target: "challenger", "this node's key is not an admitted challenger in the genesis: its requests are dropped at the first hop");
+            }
+            Some(ChallengerRole::new(models, cfg.rate, cfg.deadline_ms))
         } else {
             None
         };
+        let validators = g.validator_keys()?;
 
         let miner = if cfg.roles.contains(&Role::Miner) {
             let models = genesis_models(g)
@@ -266,6 +147,11 @@ impl Roles {
                 .map_err(|why| anyhow::anyhow!("miner: --backend {}: {why}", cfg.backend))?;
             let (tx, rx) = mpsc::channel(cfg.miner.queue_capacity.max(1) * 2);
             let mut miner_cfg = cfg.miner.clone();
+            let mut issuers = validators.clone();
+            if cfg.adversary == Some(Adversary::SelfChallenge) {
+                issuers.insert(me); // it proves its own challenges: that is the attack
+            }
+            miner_cfg.issuers = Some(issuers);
             if miner_cfg.batch == 0 {
                 miner_cfg.batch = if backend.name() == "cpu" { 1 } else { 16 };
             }
@@ -283,15 +169,16 @@ impl Roles {
                 adversary = ?cfg.adversary,
                 "miner started"
             );
-            Some(MinerRole {
-                miner,
-                done: rx,
-                adversary: cfg.adversary,
-                kept: None,
-                copied: VecDeque::new(),
-                held: Vec::new(),
-                published: 0,
-            })
+            let own = (cfg.adversary == Some(Adversary::SelfChallenge))
+                .then(|| -> Result<ChallengerRole> {
+                    let models = genesis_models(g)
+                        .into_iter()
+                        .map(|p| Ok(Arc::new(Model::load(p)?)))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(ChallengerRole::new(models, 1.0, 5_000))
+                })
+                .transpose()?;
+            Some(MinerRole::new(miner, rx, cfg.adversary, own))
         } else {
             None
         };
@@ -309,12 +196,14 @@ impl Roles {
                     ))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let engine = Validator::open(
-                store,
-                models,
-                EngineConfig::new(g.scoring.clone(), epochs),
-                now_ms(),
-            )?;
+            let mut engine_cfg = EngineConfig::new(g.scoring.clone(), epochs);
+            engine_cfg.issue = IssueConfig {
+                rate: cfg.rate,
+                deadline_ms: cfg.deadline_ms,
+                challengers: g.challenger_quotas()?,
+            };
+            engine_cfg.validators = validators.clone();
+            let engine = Validator::open(store, models, engine_cfg, me, now_ms())?;
             let (tx, rx) = mpsc::channel(4096);
             let pool = VerifyPool::start(1024, move |v| {
                 let _ = tx.blocking_send(v);
@@ -385,9 +274,7 @@ impl Roles {
                 Some(d) = recv_opt(self.miner.as_mut().map(|m| &mut m.done)) => self.on_done(d).await,
                 Some(v) = recv_opt(self.validator.as_mut().map(|v| &mut v.verdicts)) => {
                     let vr = self.validator.as_mut().expect("has a verdict channel");
-                    if let Err(e) = vr.engine.on_verdict(v, now_f64()) {
-                        warn!(target: "validator", "recording a verdict: {e}");
-                    }
+                    vr.on_verdict(v, now_f64());
                 }
                 Some(req) = recv_opt(sync_requests.as_mut()) => self.answer_sync(req),
                 fetched = async { catch_up.as_mut().expect("guarded").await }, if catch_up.is_some() => {
@@ -426,30 +313,22 @@ impl Roles {
         let now = now_f64();
         match &m.verified.message {
             Message::Challenge(c) => {
-                let id = c.id(&sender);
-                if let Some(v) = self.validator.as_mut() {
-                    if let Err(r) = v.engine.on_challenge(&sender, c, now) {
-                        info!(target: "validator", challenge = %short(&id), reason = r.as_str(), "challenge refused: {r}");
-                    }
-                    // Proofs that arrived before this challenge.
-                    for job in v.engine.take_ready() {
-                        v.submit(job);
-                    }
+                if let Some(ch) = self.challenger.as_mut() {
+                    ch.saw_challenge(&sender, c);
                 }
-                if let Some(mr) = self.miner.as_mut() {
-                    match mr.adversary {
-                        Some(Adversary::Copy) => {}
-                        Some(Adversary::Replay) if mr.kept.is_some() => {
-                            let mut old = mr.kept.clone().expect("checked");
-                            old.challenge_id = id;
-                            self.publish_proof(old).await;
-                        }
-                        _ => {
-                            if let Err(r) = mr.miner.offer(id, c.clone()) {
-                                info!(target: "miner", challenge = %short(&id), reason = r.as_str(), "challenge refused: {r}");
-                            }
-                        }
-                    }
+                let adopted = self
+                    .validator
+                    .as_mut()
+                    .and_then(|v| v.on_challenge(&sender, c, now));
+                if let Some(a) = adopted {
+                    self.publish_issued(a).await;
+                }
+                if let Some(out) = self
+                    .miner
+                    .as_mut()
+                    .and_then(|mr| mr.on_challenge(&sender, c))
+                {
+                    self.publish_mined(out).await;
                 }
             }
             Message::ProofSubmission(p) => {
@@ -457,23 +336,10 @@ impl Roles {
                     c.saw_proof(p);
                 }
                 if let Some(v) = self.validator.as_mut() {
-                    match v.engine.on_proof(&sender, p, now) {
-                        Ok(Some(job)) => v.submit(job),
-                        Ok(None) => {}
-                        Err(r) => {
-                            info!(target: "validator", miner = %short(&sender), reason = r.as_str(), "proof refused: {r}");
-                        }
-                    }
+                    v.on_proof(&sender, p, now);
                 }
-                let copy = self.miner.as_mut().filter(|mr| {
-                    mr.adversary == Some(Adversary::Copy) && !mr.copied.contains(&p.challenge_id)
-                });
-                if let Some(mr) = copy {
-                    mr.copied.push_back(p.challenge_id);
-                    if mr.copied.len() > 1024 {
-                        mr.copied.pop_front();
-                    }
-                    self.publish_proof(p.clone()).await;
+                if let Some(out) = self.miner.as_mut().and_then(|mr| mr.on_proof(p)) {
+                    self.publish_mined(out).await;
                 }
             }
             Message::WeightsCommit(c) => {
@@ -488,13 +354,18 @@ impl Roles {
         }
     }
 
-    async fn publish_proof(&mut self, p: ProofSubmission) {
-        let id = p.challenge_id;
-        if self.publish(Message::ProofSubmission(p)).await {
-            if let Some(mr) = self.miner.as_mut() {
+    /// Publishes what the miner role made: a proof (counted), or the self-challenge
+    /// adversary's own challenge.
+    async fn publish_mined(&mut self, m: Message) {
+        let proof = match &m {
+            Message::ProofSubmission(p) => Some(p.challenge_id),
+            _ => None,
+        };
+        if self.publish(m).await {
+            if let (Some(id), Some(mr)) = (proof, self.miner.as_mut()) {
                 mr.published += 1;
+                debug!(target: "miner", challenge = %short(&id), "proof published");
             }
-            debug!(target: "miner", challenge = %short(&id), "proof published");
         }
     }
 
@@ -502,64 +373,55 @@ impl Roles {
         let Some(mr) = self.miner.as_mut() else {
             return;
         };
-        match d {
-            Done::Proved(p) => {
-                info!(
-                    target: "miner",
-                    challenge = %short(&p.challenge_id),
-                    prove_ms = format!("{:.1}", p.prove_ms),
-                    waited_ms = format!("{:.1}", p.waited_ms),
-                    "proved"
-                );
-                let mut sub = p.submission;
-                match mr.adversary {
-                    Some(Adversary::Invalid) => {
-                        let last = sub.proof.len() - 1;
-                        sub.proof[last] ^= 0x01;
-                    }
-                    Some(Adversary::Replay) => {
-                        mr.kept.get_or_insert(sub.clone());
-                    }
-                    Some(Adversary::Late) => {
-                        mr.held.push((p.deadline_ms + 300, sub));
-                        return;
-                    }
-                    _ => {}
+        for m in mr.on_done(d) {
+            self.publish_mined(m).await;
+        }
+    }
+
+    /// Publishes a challenge this validator opened; one that does not go out is withdrawn.
+    async fn publish_issued(&mut self, c: Challenge) {
+        let id = c.id(&self.me);
+        let (seg, request) = (c.segment, c.request);
+        let ok = self.publish(Message::Challenge(c)).await;
+        let Some(v) = self.validator.as_mut() else {
+            return;
+        };
+        if ok {
+            self.published_challenges += 1;
+            match request {
+                Some(r) => {
+                    info!(target: "validator", challenge = %short(&id), request = %short(&r), segment = seg, "request adopted: challenge published")
                 }
-                self.publish_proof(sub).await;
+                None => {
+                    debug!(target: "validator", challenge = %short(&id), segment = seg, "challenge published")
+                }
             }
-            Done::Failed {
-                challenge_id,
-                error,
-            } => {
-                warn!(target: "miner", challenge = %short(&challenge_id), "proving failed: {error}")
-            }
-            Done::Expired { challenge_id } => {
-                info!(target: "miner", challenge = %short(&challenge_id), "dropped: the deadline came before a worker was free")
-            }
+        } else {
+            v.engine.withdraw(&id);
         }
     }
 
     async fn on_tick(&mut self) {
         let now = now_ms();
-        // Late adversary: release what is due.
+        let me = self.me;
         if let Some(mr) = self.miner.as_mut() {
-            let (due, keep): (Vec<_>, Vec<_>) = mr.held.drain(..).partition(|(t, _)| *t <= now);
-            mr.held = keep;
-            for (_, sub) in due {
-                self.publish_proof(sub).await;
+            for m in mr.tick(&me) {
+                self.publish_mined(m).await;
             }
         }
         if let Some(c) = self.challenger.as_mut() {
             c.close_expired();
-            if c.rate > 0.0 && now_f64() >= c.next_at {
-                c.next_at += 1000.0 / c.rate;
-                if c.next_at < now_f64() {
-                    c.next_at = now_f64() + 1000.0 / c.rate;
-                }
-                let ch = c.make(self.published_challenges);
-                self.publish_challenge(ch).await;
+            if let Some(request) = c.due(self.published_challenges) {
+                self.publish_challenge(request).await;
             }
+        }
+        let issued = self
+            .validator
+            .as_mut()
+            .map(|v| v.engine.issue_due(now_f64()))
+            .unwrap_or_default();
+        for c in issued {
+            self.publish_issued(c).await;
         }
         if let Some(v) = self.validator.as_mut() {
             match v.engine.tick(now) {
@@ -667,7 +529,7 @@ impl Roles {
             self.published_challenges += 1;
             c.status.published += 1;
             c.record(id, &ch);
-            info!(target: "challenger", challenge = %short(&id), segment = seg, "challenge published");
+            info!(target: "challenger", request = %short(&id), segment = seg, "request published");
             Some(id)
         } else {
             c.status.publish_failures += 1;
