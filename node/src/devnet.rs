@@ -20,7 +20,7 @@ use provnet_wire::NodeStatus;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::genesis::{Genesis, GenesisChallenger, GenesisModel, GenesisValidator};
+use crate::genesis::{Genesis, GenesisChallenger, GenesisMiner, GenesisModel, GenesisValidator};
 
 #[derive(Args, Debug)]
 pub struct DevnetArgs {
@@ -175,6 +175,14 @@ pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
                 quota_per_epoch: 1_000,
             })
             .collect(),
+        miners: nodes
+            .iter()
+            .filter(|n| n.role == "miner")
+            .map(|n| GenesisMiner {
+                hotkey: n.public_key.clone(),
+            })
+            .collect(),
+        registration: Default::default(),
         scoring: Default::default(),
         consensus: Default::default(),
     };
@@ -219,6 +227,9 @@ fn toml_string(g: &Genesis) -> Result<String> {
             "\n[[validators]]\nhotkey = {:?}\nstake = {}\n",
             v.hotkey, v.stake
         );
+    }
+    for m in &g.miners {
+        s += &format!("\n[[miners]]\nhotkey = {:?}\n", m.hotkey);
     }
     for c in &g.challengers {
         s += &format!(

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use provnet_kernels::{Model, ModelKeys};
-use provnet_validator::{ConsensusParams, ScoreParams};
+use provnet_validator::{ConsensusParams, RegistryParams, ScoreParams};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::hex32;
@@ -29,6 +29,14 @@ pub struct Genesis {
     /// forwarded. Left out of the hash's encoding when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub challengers: Vec<GenesisChallenger>,
+    /// Miners registered from the start (uids in this order); the rest register with
+    /// proof of work. Left out of the hash's encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub miners: Vec<GenesisMiner>,
+    /// Miner slots, immunity and the work a registration needs. Left out of the hash's
+    /// encoding when at its defaults.
+    #[serde(default, skip_serializing_if = "is_default_registry")]
+    pub registration: RegistryParams,
     #[serde(default)]
     pub scoring: ScoreParams,
     #[serde(default)]
@@ -53,6 +61,17 @@ pub struct GenesisValidator {
     /// Hex of the validator's ed25519 public key.
     pub hotkey: String,
     pub stake: u64,
+}
+
+fn is_default_registry(p: &RegistryParams) -> bool {
+    *p == RegistryParams::default()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisMiner {
+    /// Hex of the miner's ed25519 public key.
+    pub hotkey: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,13 +134,27 @@ impl Genesis {
             .collect()
     }
 
-    /// Who may publish challenges: validators (which issue them) and admitted challengers
-    /// (whose requests validators adopt).
+    /// The genesis miners' keys, in uid order.
+    pub fn miner_keys(&self) -> Result<Vec<[u8; 32]>> {
+        self.miners
+            .iter()
+            .map(|m| hex32("miner hotkey", &m.hotkey))
+            .collect()
+    }
+
+    /// Who may publish what: challenges from validators (which issue them) and admitted
+    /// challengers (whose requests validators adopt); registrations with the genesis's
+    /// work. Proof filtering by registration is the roles' to add (they keep the registry).
     pub fn admission(&self) -> Result<provnet_wire::Admission> {
         let mut keys = self.validator_keys()?;
         keys.extend(self.challenger_quotas()?.into_keys());
         Ok(provnet_wire::Admission {
             challengers: Some(keys.into_iter().collect()),
+            registration: Some(provnet_wire::RegistrationRule {
+                work_bits: self.registration.work_bits,
+                epoch_ms: self.epoch_secs * 1000,
+            }),
+            miners: None,
         })
     }
 
@@ -137,6 +170,27 @@ impl Genesis {
             self.validators.iter().any(|v| v.stake > 0),
             "no validator has stake"
         );
+        let r = &self.registration;
+        ensure!(
+            (1..=provnet_wire::message::MAX_WEIGHTS as u16).contains(&r.max_miners),
+            "registration.max_miners must be 1 to {}",
+            provnet_wire::message::MAX_WEIGHTS
+        );
+        ensure!(
+            r.work_bits <= 40,
+            "registration.work_bits must be at most 40"
+        );
+        ensure!(
+            self.miners.len() <= r.max_miners as usize,
+            "{} genesis miners for {} slots",
+            self.miners.len(),
+            r.max_miners
+        );
+        let mut miners = BTreeSet::new();
+        for m in &self.miners {
+            let key = hex32("miner hotkey", &m.hotkey)?;
+            ensure!(miners.insert(key), "miner {} is listed twice", m.hotkey);
+        }
         let mut challengers = BTreeSet::new();
         for c in &self.challengers {
             let key = hex32("challenger hotkey", &c.hotkey)?;

@@ -171,6 +171,10 @@ async fn serve(args: RunArgs) -> Result<()> {
         bail!("--rate must be a non-negative number");
     }
     cfg.roles = roles.clone();
+    // A node with roles keeps the miner registry: its gate drops proofs from keys without
+    // a slot, reading the set the roles keep current.
+    let registered = (!roles.is_empty()).then(provnet_wire::SharedKeys::default);
+    cfg.admission.miners = registered.clone();
     let admin = crate::admin::bind(args.admin_listen, args.admin_allow_remote).await?;
     let admin_addr = admin.local_addr()?;
     let admin_file = args.data_dir.join("admin.json");
@@ -211,6 +215,7 @@ async fn serve(args: RunArgs) -> Result<()> {
             adversary: args.adversary,
             status_file: args.data_dir.join("status.json"),
             status_tx,
+            registered,
         };
         let started = crate::roles::Roles::start(role_cfg, net.clone());
         let result = match started {
@@ -263,6 +268,7 @@ fn log_event(ev: &NetEvent) {
                 Message::ProofSubmission(p) => format!("segment {}", p.segment),
                 Message::WeightsCommit(w) => format!("epoch {}", w.epoch),
                 Message::WeightsReveal(w) => format!("epoch {}", w.epoch),
+                Message::Register(r) => format!("epoch {}", r.epoch),
             };
             info!(
                 target: "node::gossip",

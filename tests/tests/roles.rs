@@ -437,6 +437,30 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
     let boot = first_addr(&ready);
     let mut m1 = net.start("miner-1", "miner", Some(&boot), &["--threads", "1"]);
     m1.ready(T);
+    // A miner the genesis does not name: it registers itself with proof of work.
+    let genesis_path = net.genesis.to_str().expect("utf-8").to_string();
+    let mut newcomer = Node::start(
+        "newcomer",
+        &[
+            "run",
+            "--genesis",
+            &genesis_path,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--role",
+            "miner",
+            "--status-every",
+            "0",
+            "--threads",
+            "1",
+            "--bootstrap",
+            &boot,
+        ],
+    );
+    let newcomer_key = newcomer.ready(T)["public_key"]
+        .as_str()
+        .expect("public key")
+        .to_string();
 
     // `--backend auto` (the default) says in the log where it proves; `--backend cuda`
     // without a usable GPU refuses to start, saying why.
@@ -518,6 +542,7 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
                     .map(|n| key(&net.node(n).1))
                     .collect(),
             ),
+            ..Default::default()
         };
         let join = |key: ed25519_dalek::SigningKey| {
             let mut cfg = NetworkConfig::loopback(netuid);
@@ -555,8 +580,9 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
             deadline_ms: deadline,
             request: None,
         };
-        // Requests the validator cannot adopt, and a proof to a challenge it never issued:
-        // each refused by the validator, the sender's gossip standing untouched.
+        // Requests the validator cannot adopt (refused by the validator), and a proof from
+        // a key with no miner slot (dropped at the gate): the senders' gossip standing
+        // untouched.
         req.publish(Message::Challenge(Challenge {
             model_id: [0xab; 32],
             ..good.clone()
@@ -580,7 +606,7 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
             proof: vec![0; 128],
         }))
         .await
-        .expect("proof for a challenge nobody issued");
+        .expect("proof from an unregistered key");
         let counted_v1 = |path: &[&str]| -> u64 {
             let mut v: Value = v1.status().unwrap_or_default();
             for p in path {
@@ -590,7 +616,7 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
         };
         // Those land before the garbage below costs us the validator's ear.
         let landed = async {
-            while counted_v1(&["validator", "refused", "not_ours"]) < 1 {
+            while counted_v1(&["gossip", "received", "ignored", "unregistered"]) < 1 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
@@ -639,7 +665,7 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
     let ok = wait_until(T, || {
         counted(&v1, &["validator", "refused", "unknown_model"]) >= 1
             && counted(&v1, &["validator", "refused", "bad_input"]) >= 1
-            && counted(&v1, &["validator", "refused", "not_ours"]) >= 1
+            && counted(&v1, &["gossip", "received", "ignored", "unregistered"]) >= 1
             && counted(&v1, &["gossip", "received", "rejected", "malformed"]) >= 1
             && counted(&v1, &["gossip", "received", "rejected", "unadmitted"]) >= 1
     });
@@ -713,16 +739,31 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         provnet_tests::provnet(&refs)
     };
+    // First, the newcomer holds a slot in the validator's registry.
+    assert!(
+        wait_until(T, || v1.status().unwrap_or_default()["ledger"]
+            ["registered_miners"]
+            == 2),
+        "the newcomer never registered:\n{}",
+        newcomer.log_text()
+    );
     let (ok, out, err) = run(challenge_args(&ch_key_file));
     assert!(ok, "provnet challenge failed:\n{out}\n{err}");
     let answer: Value = serde_json::from_str(&out).expect("JSON");
-    assert_eq!(answer["valid"], 1, "{answer}");
-    assert_eq!(answer["proofs"][0]["valid"], true, "{answer}");
-    assert_eq!(
-        answer["proofs"][0]["miner"],
-        net.node("miner-1").1.as_str(),
-        "{answer}"
-    );
+    assert_eq!(answer["valid"], 2, "{answer}");
+    let mut provers: Vec<&str> = answer["proofs"]
+        .as_array()
+        .expect("proofs")
+        .iter()
+        .map(|p| {
+            assert_eq!(p["valid"], true, "{answer}");
+            p["miner"].as_str().expect("miner")
+        })
+        .collect();
+    provers.sort_unstable();
+    let mut want = vec![net.node("miner-1").1, newcomer_key.clone()];
+    want.sort_unstable();
+    assert_eq!(provers, want, "{answer}");
     assert_eq!(
         answer["adopted_by"][0],
         net.node("validator-1").1.as_str(),
@@ -737,7 +778,7 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
         &net.node("miner-1").0.join("keys").join("node.key"),
     ));
     assert!(!ok && err.contains("not an admitted challenger"), "{err}");
-    stop_all(&mut [&mut v1, &mut m1]);
+    stop_all(&mut [&mut v1, &mut m1, &mut newcomer]);
 }
 
 /// The model id and, per segment, (lowest input value, input length).

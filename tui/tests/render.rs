@@ -38,6 +38,7 @@ fn ranking(i: u8, weight: u16, score: f64, valid: u64, invalid: u64, p50: f64) -
         proof_bytes: Some(128),
         reward_last_epoch: weight as u64 * 6_000,
         reward_total: weight as u64 * 60_000,
+        uid: Some(i as u16),
         recent_proofs: vec![
             ProofNote {
                 challenge: "c0ffee0011223344".into(),
@@ -176,6 +177,9 @@ fn fixture() -> NodeStatus {
             ]),
             refused: BTreeMap::new(),
             catching_up_from: None,
+            registered_miners: 2,
+            max_miners: 256,
+            registrations_refused: BTreeMap::new(),
         }),
         log: vec![LogLine {
             at_ms: NOW - 12_000,

@@ -108,6 +108,8 @@ pub enum Refusal {
     ClosedChallenge(String),
     #[error("this miner already answered the challenge")]
     DuplicateAnswer,
+    #[error("the miner holds no slot in the registry")]
+    Unregistered,
 }
 
 impl Refusal {
@@ -126,6 +128,7 @@ impl Refusal {
             Refusal::TooManyAnswers(..) => "too_many_answers",
             Refusal::ClosedChallenge(_) => "closed_challenge",
             Refusal::DuplicateAnswer => "duplicate_answer",
+            Refusal::Unregistered => "unregistered",
         }
     }
 }
@@ -179,12 +182,16 @@ pub struct Validator {
     /// Each miner's latest verdicts, for operators (memory only).
     notes: HashMap<PublicKey, VecDeque<ProofNote>>,
     verified: u64,
+    /// The registered miners, the only ones scored (see [`Validator::set_roster`]).
+    roster: Option<HashSet<PublicKey>>,
 }
 
 /// Verdicts kept per miner for its detail view.
 const NOTES_PER_MINER: usize = 16;
 /// Miners whose verdict notes are kept (the rest are dropped at the next epoch's close).
 const NOTES_MINERS: usize = 1024;
+/// Miners a status snapshot ranks, at most.
+pub const MAX_RANKINGS: usize = 256;
 /// Per-miner counters kept before those of forgotten miners are deleted.
 const MINER_RECORDS: usize = 4096;
 /// Most answers one challenge takes (each from a different miner).
@@ -231,6 +238,7 @@ impl Validator {
             recent: Vec::new(),
             notes: HashMap::new(),
             verified: 0,
+            roster: None,
         })
     }
 
@@ -347,6 +355,22 @@ impl Validator {
         }
     }
 
+    /// The miners this validator scores: the registry's, kept current by the node. Proofs
+    /// from anyone else are refused before any verification work, and a miner that leaves
+    /// the registry leaves the scores with it. `None` scores anyone (tests, development).
+    pub fn set_roster(&mut self, roster: Option<HashSet<PublicKey>>) -> Result<()> {
+        if let Some(r) = &roster {
+            let before = self.scores.ema.len();
+            self.scores.ema.retain(|m, _| r.contains(m));
+            self.notes.retain(|m, _| r.contains(m));
+            if self.scores.ema.len() != before {
+                self.store.set_scores(&self.scores)?;
+            }
+        }
+        self.roster = roster;
+        Ok(())
+    }
+
     /// A proof arrived from `miner`. Returns the verification job, or `None` when the
     /// answer was settled without one (a claim that cannot even be assembled is invalid).
     pub fn on_proof(
@@ -355,6 +379,9 @@ impl Validator {
         p: &ProofSubmission,
         now_ms: f64,
     ) -> std::result::Result<Option<VerifyJob>, Refusal> {
+        if self.roster.as_ref().is_some_and(|r| !r.contains(miner)) {
+            return self.refuse(Refusal::Unregistered);
+        }
         let Some(open) = self.open.get_mut(&p.challenge_id) else {
             let known = matches!(self.store.challenge(&p.challenge_id), Ok(Some(_)));
             let id = short(&p.challenge_id);
@@ -749,6 +776,7 @@ impl Validator {
                         .get(m)
                         .map(|n| n.iter().cloned().collect())
                         .unwrap_or_default(),
+                    uid: None, // the registry's: the node fills it in
                 }
             })
             .collect();
@@ -758,6 +786,8 @@ impl Validator {
                 .then(b.score.total_cmp(&a.score))
                 .then(a.miner.cmp(&b.miner))
         });
+        // The status is copied every second: the best miners only.
+        rankings.truncate(MAX_RANKINGS);
         let mut recent = self.recent.clone();
         for (id, o) in &self.open {
             if !o.finalized {

@@ -435,6 +435,10 @@ impl Ledger {
                 .collect(),
             refused: self.refused.clone(),
             catching_up_from: self.hold_from,
+            // The registry's: the node fills these in.
+            registered_miners: 0,
+            max_miners: 0,
+            registrations_refused: BTreeMap::new(),
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod epoch;
 pub mod issue;
 pub mod ledger;
+pub mod registry;
 pub mod score;
 pub mod store;
 
@@ -21,5 +22,8 @@ pub use engine::{
 pub use epoch::Epochs;
 pub use issue::{IssueConfig, Issuer, RequestRefusal};
 pub use ledger::{Ledger, LedgerConfig, LedgerRefusal, SyncReport};
+pub use registry::{
+    Metagraph, MinerRegistry, RegisterRefusal, Registered, Registrar, RegistryParams, Slot,
+};
 pub use score::{challenge_samples, Outcome, ScoreParams, Scores};
 pub use store::{Archived, Store, StoreError, ARCHIVE_EPOCHS};

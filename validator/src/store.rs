@@ -165,6 +165,7 @@ pub enum Archived {
 
 const META_OPEN_EPOCH: &[u8] = b"open_epoch";
 const META_SCORES: &[u8] = b"scores";
+const META_METAGRAPH: &[u8] = b"metagraph";
 const META_BONDS: &[u8] = b"bonds";
 const META_TOTALS: &[u8] = b"reward_totals";
 const META_LEDGER_FROM: &[u8] = b"ledger_from_epoch";
@@ -259,6 +260,15 @@ impl Store {
 
     pub fn set_open_epoch(&self, epoch: u64) -> Result<()> {
         Self::put(&self.meta, META_OPEN_EPOCH, &epoch)
+    }
+
+    /// The miner registry (see [`crate::registry`]).
+    pub fn metagraph(&self) -> Result<Option<crate::registry::Metagraph>> {
+        Self::get(&self.meta, "meta", META_METAGRAPH)
+    }
+
+    pub fn put_metagraph(&self, g: &crate::registry::Metagraph) -> Result<()> {
+        Self::put(&self.meta, META_METAGRAPH, g)
     }
 
     pub fn scores(&self) -> Result<Scores> {

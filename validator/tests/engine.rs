@@ -481,3 +481,152 @@ fn every_issued_challenge_scores_every_tracked_miner_and_silence_decays_to_nothi
     assert_eq!(opened, 8, "max_open caps what is in flight");
     assert_eq!(v.refusals().get("too_many_open"), Some(&12));
 }
+
+#[test]
+fn fifty_keys_that_register_prove_once_and_go_silent_lose_their_weight_and_their_slots() {
+    use provnet_validator::{MinerRegistry, Registrar, RegistryParams};
+    use provnet_wire::Register;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let me = key();
+    let mut cfg = EngineConfig::new(ScoreParams::default(), Epochs::new(EPOCH));
+    cfg.settle_ms = 0;
+    cfg.issue.rate = 0.0;
+    let (mut v, prover, model) = engine(tmp.path(), cfg, me);
+    let genesis = [3u8; 8];
+    let params = RegistryParams {
+        max_miners: 32,
+        immunity_epochs: 1,
+        work_bits: 6,
+    };
+    let honest = key();
+    let mut reg = Registrar::open(
+        v.store().clone(),
+        params,
+        &[honest],
+        genesis,
+        Epochs::new(EPOCH),
+        BASE,
+    )
+    .expect("registry");
+    let e0 = BASE / EPOCH;
+    let sybils: Vec<PublicKey> = (0..50).map(|_| key()).collect();
+    let mut taken = Vec::new();
+    for (i, s) in sybils.iter().enumerate() {
+        let r = Register::solve(&genesis, s, e0, 6, i as u64 * 1_000_000);
+        match reg.on_register(s, &r, BASE).expect("store") {
+            Ok(_) => taken.push(*s),
+            Err(e) => assert_eq!(e.as_str(), "all_immune"),
+        }
+    }
+    assert_eq!(taken.len(), 31, "31 slots left beside the genesis miner's");
+    assert_eq!(reg.graph().len(), 32, "slots stay capped");
+    // Too little work, or work for an old epoch, takes nothing.
+    let lazy = key();
+    let weak = Register {
+        epoch: e0,
+        nonce: 0,
+    };
+    if weak.work_bits(&genesis, &lazy) < 6 {
+        assert_eq!(
+            reg.on_register(&lazy, &weak, BASE)
+                .expect("store")
+                .expect_err("no work")
+                .as_str(),
+            "not_enough_work"
+        );
+    }
+    let old = Register::solve(&genesis, &lazy, e0 - 2, 6, 0);
+    assert_eq!(
+        reg.on_register(&lazy, &old, BASE)
+            .expect("store")
+            .expect_err("stale")
+            .as_str(),
+        "stale_registration"
+    );
+    let roster = |reg: &Registrar| Some(reg.graph().slots().iter().map(|s| s.hotkey).collect());
+    v.set_roster(roster(&reg)).expect("store");
+
+    // Every registered key proves the first challenge; an unregistered one is refused
+    // before any verification.
+    let mut t = BASE + 100;
+    let c = challenge(&model, 1, t + 1_000);
+    let id = v.issue(&c, t as f64).expect("issued");
+    let mut everyone = taken.clone();
+    everyone.push(honest);
+    let jobs = everyone
+        .iter()
+        .map(|m| {
+            let p = prover.prove(&c, id, m);
+            v.on_proof(m, &p, t as f64 + 20.0)
+                .expect("ours")
+                .expect("job")
+        })
+        .collect();
+    verify_all(&mut v, jobs, t as f64 + 30.0);
+    let outsider = sybils
+        .iter()
+        .find(|s| !taken.contains(s))
+        .expect("refused key");
+    let p = prover.prove(&c, id, outsider);
+    assert_eq!(
+        v.on_proof(outsider, &p, t as f64 + 40.0).err(),
+        Some(Refusal::Unregistered)
+    );
+    // Then only the honest miner works, 20 challenges an epoch.
+    let mut n = 1u8;
+    let mut epochs = 0;
+    loop {
+        let epoch = t / EPOCH;
+        for _ in 0..20 {
+            n = n.wrapping_add(1);
+            t += 200;
+            let c = challenge(&model, n, t + 100);
+            let id = v.issue(&c, t as f64).expect("issued");
+            let p = prover.prove(&c, id, &honest);
+            let job = v
+                .on_proof(&honest, &p, t as f64 + 10.0)
+                .expect("ours")
+                .expect("job");
+            verify_all(&mut v, vec![job], t as f64 + 20.0);
+            v.tick(t + 150).expect("tick");
+        }
+        t = (epoch + 1) * EPOCH + 100;
+        v.tick(t).expect("tick");
+        epochs += 1;
+        let w = v.store().weights(epoch).expect("store").expect("weights");
+        if w.weights.iter().all(|x| x.miner == honest) {
+            break;
+        }
+        assert!(
+            epochs < 8,
+            "silent keys still weighted after {epochs} epochs"
+        );
+    }
+    assert!(epochs <= 5, "{epochs} epochs of 20 challenges to decay");
+
+    // Consensus ran on those weights (this validator alone holds the stake).
+    let last = t / EPOCH - 1;
+    let w = v.store().weights(last).expect("store").expect("weights");
+    let outcome = provnet_validator::yuma(
+        &Default::default(),
+        &BTreeMap::from([(me, 1)]),
+        &BTreeMap::from([(me, w.weights)]),
+        &Default::default(),
+        1_000,
+    );
+    v.store().put_epoch_outcome(last, &outcome).expect("store");
+    // Immunity is over: an honest newcomer takes a silent key's slot, which leaves the
+    // scores with it. The honest miner, with incentive, is not the one replaced.
+    let newcomer = key();
+    let r = Register::solve(&genesis, &newcomer, t / EPOCH, 6, 7);
+    let done = reg
+        .on_register(&newcomer, &r, t)
+        .expect("store")
+        .expect("a newcomer registers when slots are full");
+    let gone = done.replaced.expect("replaced someone");
+    assert!(taken.contains(&gone), "replaced {}", hex::encode(gone));
+    assert_eq!(reg.graph().len(), 32);
+    assert!(reg.graph().is_registered(&newcomer) && reg.graph().is_registered(&honest));
+    v.set_roster(roster(&reg)).expect("store");
+    assert!(!v.scores().ema.contains_key(&gone));
+}

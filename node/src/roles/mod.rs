@@ -22,8 +22,8 @@ use provnet_kernels::Model;
 use provnet_miner::{Done, Miner, MinerConfig, ProvingModel};
 use provnet_p2p::{InboundSync, NetEvent, NetworkHandle, Received};
 use provnet_validator::{
-    EngineConfig, Epochs, IssueConfig, Ledger, LedgerConfig, Store, Validator, VerifyPool,
-    VerifyingModel,
+    EngineConfig, Epochs, IssueConfig, Ledger, LedgerConfig, MinerRegistry, Registrar, Store,
+    Validator, VerifyPool, VerifyingModel,
 };
 use provnet_wire::{
     unix_ms, Challenge, Gate, GateConfig, Message, Network, NodeStatus, PublicKey, Role,
@@ -55,6 +55,8 @@ pub struct RoleConfig {
     pub status_file: PathBuf,
     /// Where each snapshot goes for the admin endpoint.
     pub status_tx: tokio::sync::watch::Sender<NodeStatus>,
+    /// The registered miners as the gate reads them (kept current here).
+    pub registered: Option<provnet_wire::SharedKeys>,
 }
 
 pub(crate) fn now_f64() -> f64 {
@@ -77,6 +79,12 @@ pub struct Roles {
     me: PublicKey,
     net: NetworkHandle,
     ledger: Ledger,
+    /// The miner registry (the metagraph), fed registrations from gossip.
+    registrar: Registrar,
+    /// The epoch this miner last sent its registration for.
+    registering: Option<u64>,
+    /// The genesis id envelopes carry (registration work covers it).
+    genesis_id: [u8; 8],
     challenger: Option<ChallengerRole>,
     miner: Option<MinerRole>,
     validator: Option<ValidatorRole>,
@@ -118,11 +126,16 @@ impl Roles {
         if let Some((from, _)) = missed {
             ledger.hold(from);
         }
-        let archive_gate = Gate::new(
-            Network::with_genesis(g.netuid, &g.hash()),
-            me,
-            GateConfig::default(),
-        );
+        let network = Network::with_genesis(g.netuid, &g.hash());
+        let archive_gate = Gate::new(network, me, GateConfig::default());
+        let registrar = Registrar::open(
+            store.clone(),
+            g.registration.clone(),
+            &g.miner_keys()?,
+            network.genesis,
+            epochs,
+            now_ms(),
+        )?;
 
         let challenger = if cfg.roles.contains(&Role::Challenger) {
             let models = genesis_models(g)
@@ -217,19 +230,98 @@ impl Roles {
             None
         };
 
-        Ok(Roles {
+        let mut roles = Roles {
             cfg,
             me,
             net,
             ledger,
+            registrar,
+            registering: None,
+            genesis_id: network.genesis,
             challenger,
             miner,
             validator,
             published_challenges: 0,
             archive_gate,
             missed,
-        })
+        };
+        roles.roster_changed()?;
+        Ok(roles)
     }
+
+    /// The registry changed (or the node started): the gate and the validator's scores
+    /// follow it.
+    fn roster_changed(&mut self) -> Result<()> {
+        let keys: std::collections::HashSet<PublicKey> = self
+            .registrar
+            .graph()
+            .slots()
+            .iter()
+            .map(|s| s.hotkey)
+            .collect();
+        if let Some(shared) = &self.cfg.registered {
+            if let Ok(mut set) = shared.write() {
+                set.clone_from(&keys);
+            }
+        }
+        if let Some(v) = self.validator.as_mut() {
+            v.engine.set_roster(Some(keys))?;
+        }
+        Ok(())
+    }
+
+    /// A registration, from gossip or our own.
+    fn on_register(&mut self, hotkey: &PublicKey, r: &provnet_wire::Register) {
+        match self.registrar.on_register(hotkey, r, now_ms()) {
+            Ok(Ok(done)) => {
+                info!(
+                    target: "ledger",
+                    miner = %short(hotkey),
+                    uid = done.uid,
+                    replaced = ?done.replaced.map(|k| short(&k)),
+                    "miner registered"
+                );
+                if let Err(e) = self.roster_changed() {
+                    warn!(target: "ledger", "store: {e}");
+                }
+            }
+            Ok(Err(x)) => {
+                debug!(target: "ledger", miner = %short(hotkey), reason = x.as_str(), "registration refused: {x}")
+            }
+            Err(e) => warn!(target: "ledger", "store: {e}"),
+        }
+    }
+
+    /// A miner without a slot registers, once an epoch until it holds one: the work runs
+    /// off the async runtime.
+    async fn register_if_needed(&mut self) {
+        if self.miner.is_none() || self.registrar.graph().is_registered(&self.me) {
+            return;
+        }
+        let epoch = self.ledger.epochs().of(now_ms());
+        if self.registering == Some(epoch) {
+            return;
+        }
+        self.registering = Some(epoch);
+        let (genesis, me) = (self.genesis_id, self.me);
+        let bits = self.registrar.graph().params.work_bits;
+        let start = rand::random::<u64>();
+        let solved = tokio::task::spawn_blocking(move || {
+            provnet_wire::Register::solve(&genesis, &me, epoch, bits, start)
+        })
+        .await;
+        let Ok(r) = solved else {
+            return;
+        };
+        info!(target: "miner", epoch, bits, "registering: work done, asking for a slot");
+        if self.publish(Message::Register(r)).await {
+            self.on_register(&me, &r);
+        } else {
+            self.registering = None; // no peers yet: try again on the next tick
+        }
+    }
+
+
 
     /// Runs until `stop` resolves.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
@@ -351,6 +443,7 @@ impl Roles {
                 log_weights("reveal", &sender, r.epoch, x);
             }
             Message::Announce(_) => {}
+            Message::Register(r) => self.on_register(&sender, r),
         }
     }
 
@@ -402,6 +495,7 @@ impl Roles {
     }
 
     async fn on_tick(&mut self) {
+        self.register_if_needed().await;
         let now = now_ms();
         let me = self.me;
         if let Some(mr) = self.miner.as_mut() {
@@ -568,13 +662,27 @@ impl Roles {
                 s
             }),
             validator: self.validator.as_ref().and_then(|v| {
-                v.engine
+                let mut st = v
+                    .engine
                     .status(&self.ledger, v.pool.queued(), v.pool.batches())
                     .map_err(log)
-                    .ok()
+                    .ok()?;
+                let g = self.registrar.graph();
+                for r in &mut st.rankings {
+                    r.uid = crate::identity::hex32("miner", &r.miner)
+                        .ok()
+                        .and_then(|k| g.uid(&k));
+                }
+                Some(st)
             }),
             challenger: self.challenger.as_ref().map(|c| c.status.clone()),
-            ledger: self.ledger.status(16).map_err(log).ok(),
+            ledger: self.ledger.status(16).map_err(log).ok().map(|mut l| {
+                let g = self.registrar.graph();
+                l.registered_miners = g.len() as u32;
+                l.max_miners = g.params.max_miners;
+                l.registrations_refused = self.registrar.refused().clone();
+                l
+            }),
             log: crate::logring::LogRing::global().recent(LOG_LINES),
         }
     }

@@ -26,6 +26,7 @@ crate::tag::byte_tag! {
         WeightsCommit = 3 => "weights_commit",
         WeightsReveal = 4 => "weights_reveal",
         Announce = 5 => "announce",
+        Register = 6 => "register",
     }
 }
 
@@ -41,6 +42,7 @@ impl Kind {
             // 4096 miners at ~40 bytes each.
             Kind::WeightsReveal => 192 * 1024,
             Kind::Announce => 4 * 1024,
+            Kind::Register => 64,
         }
     }
 

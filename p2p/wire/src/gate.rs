@@ -6,6 +6,7 @@
 //! payload decoded and checked. Every outcome is counted by reason.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +53,24 @@ pub struct Admission {
     /// challengers the genesis admits, whose requests validators adopt. `None` admits
     /// anyone (a development network without a genesis).
     pub challengers: Option<HashSet<PublicKey>>,
+    /// The work and freshness a registration needs. `None`: registrations are not checked.
+    pub registration: Option<RegistrationRule>,
+    /// The registered miners, kept current by the node as its metagraph changes. Proofs
+    /// from anyone else are dropped without being forwarded (ignored, not penalised: two
+    /// honest nodes may briefly disagree on a registration). `None`: anyone's proofs.
+    pub miners: Option<SharedKeys>,
+}
+
+/// A set of keys the node updates while the gate reads it.
+pub type SharedKeys = Arc<RwLock<HashSet<PublicKey>>>;
+
+/// What a registration must carry to be forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistrationRule {
+    /// Leading zero bits of [`crate::Register::work_hash`].
+    pub work_bits: u32,
+    /// The network's epoch length: work is for the current or the previous epoch.
+    pub epoch_ms: u64,
 }
 
 impl Admission {
@@ -60,6 +79,12 @@ impl Admission {
             Kind::Challenge => self.challengers.as_ref().is_none_or(|s| s.contains(sender)),
             _ => true,
         }
+    }
+
+    fn registered(&self, miner: &PublicKey) -> bool {
+        self.miners
+            .as_ref()
+            .is_none_or(|m| m.read().map(|m| m.contains(miner)).unwrap_or(true))
     }
 }
 
@@ -107,8 +132,12 @@ impl RejectReason {
 pub enum IgnoreReason {
     /// Our own message came back to us.
     OwnMessage,
-    /// A challenge whose deadline has passed.
+    /// A challenge whose deadline has passed, or a registration for an old epoch.
     Expired,
+    /// A proof from a key that holds no miner slot.
+    Unregistered,
+    /// A registration from a miner that holds a slot already.
+    Registered,
 }
 
 impl IgnoreReason {
@@ -116,6 +145,8 @@ impl IgnoreReason {
         match self {
             IgnoreReason::OwnMessage => "own_message",
             IgnoreReason::Expired => "expired",
+            IgnoreReason::Unregistered => "unregistered",
+            IgnoreReason::Registered => "registered",
         }
     }
 }
@@ -374,6 +405,9 @@ impl Gate {
             let (kind, who) = (env.kind.as_str(), hex::encode(&env.sender[..8]));
             return reject(R::Unadmitted, format!("{kind} from {who}, not admitted"));
         }
+        if env.kind == Kind::ProofSubmission && !self.admission.registered(&env.sender) {
+            return Verdict::Ignore(IgnoreReason::Unregistered);
+        }
         if now_ms.saturating_sub(env.timestamp_ms) > self.cfg.max_age_ms {
             let age = now_ms - env.timestamp_ms;
             return reject(R::Stale, format!("sent {age} ms ago"));
@@ -414,6 +448,29 @@ impl Gate {
         if let Message::Challenge(c) = &message {
             if c.deadline_ms <= now_ms {
                 return Verdict::Ignore(IgnoreReason::Expired);
+            }
+        }
+        if let (Message::Register(r), Some(rule)) = (&message, self.admission.registration) {
+            let epoch = |t: u64| t / rule.epoch_ms.max(1);
+            if r.epoch > epoch(now_ms + self.cfg.max_future_ms) {
+                return reject(
+                    R::InvalidPayload,
+                    format!("registration for epoch {}, ahead", r.epoch),
+                );
+            }
+            if r.epoch.saturating_add(1) < epoch(now_ms) {
+                return Verdict::Ignore(IgnoreReason::Expired);
+            }
+            let bits = r.work_bits(&self.net.genesis, &env.sender);
+            if bits < rule.work_bits {
+                let need = rule.work_bits;
+                return reject(
+                    R::InvalidPayload,
+                    format!("registration with {bits} bits of work, {need} needed"),
+                );
+            }
+            if self.admission.miners.is_some() && self.admission.registered(&env.sender) {
+                return Verdict::Ignore(IgnoreReason::Registered);
             }
         }
         Verdict::Accept(Box::new(Verified {

@@ -21,11 +21,12 @@ pub mod topic;
 pub use envelope::{Envelope, Kind, Network, Signer, PROTOCOL_VERSION};
 pub use error::WireError;
 pub use gate::{
-    Admission, Counters, Gate, GateConfig, IgnoreReason, RejectReason, Verdict, Verified,
+    Admission, Counters, Gate, GateConfig, IgnoreReason, RegistrationRule, RejectReason,
+    SharedKeys, Verdict, Verified,
 };
 pub use message::{
-    Announce, Challenge, Message, MinerWeight, ProofSubmission, ProofSystem, Role, SeenCommit,
-    WeightsCommit, WeightsReveal,
+    Announce, Challenge, Message, MinerWeight, ProofSubmission, ProofSystem, Register, Role,
+    SeenCommit, WeightsCommit, WeightsReveal,
 };
 pub use status::{
     ChallengeStatus, ChallengerStatus, EpochRewards, GossipStatus, LedgerStatus, MinerRanking,

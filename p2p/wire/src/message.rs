@@ -186,6 +186,65 @@ pub struct Announce {
     pub software_version: String,
 }
 
+/// A miner's registration: the sender's hotkey asks for a slot in the metagraph, paying
+/// with a proof of work over its key, the network and a recent epoch (the embedded stand-in
+/// for Bittensor's burn). See [`Register::work_bits`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    /// The epoch the work was done for: registrations older than the previous epoch are
+    /// stale, so work cannot be stockpiled.
+    pub epoch: u64,
+    pub nonce: u64,
+}
+
+impl Register {
+    /// The work's hash: `blake3("provnet/register/v1" ‖ genesis id ‖ hotkey ‖ epoch ‖
+    /// nonce)`.
+    pub fn work_hash(&self, genesis: &[u8; 8], hotkey: &PublicKey) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"provnet/register/v1");
+        h.update(genesis);
+        h.update(hotkey);
+        h.update(&self.epoch.to_le_bytes());
+        h.update(&self.nonce.to_le_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    /// Leading zero bits of the work's hash: the work done, on average `2^bits` hashes.
+    pub fn work_bits(&self, genesis: &[u8; 8], hotkey: &PublicKey) -> u32 {
+        let hash = self.work_hash(genesis, hotkey);
+        let mut bits = 0;
+        for b in hash {
+            if b == 0 {
+                bits += 8;
+            } else {
+                bits += b.leading_zeros();
+                break;
+            }
+        }
+        bits
+    }
+
+    /// Finds a registration with at least `bits` bits of work for `epoch` (about `2^bits`
+    /// hashes; `start` spreads searches apart).
+    pub fn solve(
+        genesis: &[u8; 8],
+        hotkey: &PublicKey,
+        epoch: u64,
+        bits: u32,
+        start: u64,
+    ) -> Register {
+        let mut r = Register {
+            epoch,
+            nonce: start,
+        };
+        while r.work_bits(genesis, hotkey) < bits {
+            r.nonce = r.nonce.wrapping_add(1);
+        }
+        r
+    }
+}
+
 /// Any message, tagged by its [`Kind`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -194,6 +253,7 @@ pub enum Message {
     WeightsCommit(WeightsCommit),
     WeightsReveal(WeightsReveal),
     Announce(Announce),
+    Register(Register),
 }
 
 impl Message {
@@ -204,6 +264,7 @@ impl Message {
             Message::WeightsCommit(_) => Kind::WeightsCommit,
             Message::WeightsReveal(_) => Kind::WeightsReveal,
             Message::Announce(_) => Kind::Announce,
+            Message::Register(_) => Kind::Register,
         }
     }
 
@@ -214,6 +275,7 @@ impl Message {
             Message::WeightsCommit(m) => codec::encode(m),
             Message::WeightsReveal(m) => codec::encode(m),
             Message::Announce(m) => codec::encode(m),
+            Message::Register(m) => codec::encode(m),
         }
     }
 
@@ -224,6 +286,7 @@ impl Message {
             Kind::WeightsCommit => Message::WeightsCommit(codec::decode(payload)?),
             Kind::WeightsReveal => Message::WeightsReveal(codec::decode(payload)?),
             Kind::Announce => Message::Announce(codec::decode(payload)?),
+            Kind::Register => Message::Register(codec::decode(payload)?),
         })
     }
 
@@ -265,7 +328,7 @@ impl Message {
                     ));
                 }
             }
-            Message::WeightsCommit(_) => {}
+            Message::WeightsCommit(_) | Message::Register(_) => {}
             Message::WeightsReveal(r) => {
                 if r.weights.len() > MAX_WEIGHTS {
                     return invalid(format!(

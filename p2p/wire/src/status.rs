@@ -174,6 +174,9 @@ pub struct MinerRanking {
     /// Its latest proofs, newest last (since this validator started).
     #[serde(default)]
     pub recent_proofs: Vec<ProofNote>,
+    /// Its slot in the miner registry; `None` once it has left it.
+    #[serde(default)]
+    pub uid: Option<u16>,
 }
 
 /// One epoch's rewards.
@@ -206,6 +209,14 @@ pub struct LedgerStatus {
     /// consensus for this epoch and later waits until then.
     #[serde(default)]
     pub catching_up_from: Option<u64>,
+    /// Miners holding a slot in the registry, and the slots there are.
+    #[serde(default)]
+    pub registered_miners: u32,
+    #[serde(default)]
+    pub max_miners: u16,
+    /// Registrations refused, by reason.
+    #[serde(default)]
+    pub registrations_refused: std::collections::BTreeMap<String, u64>,
 }
 
 /// The validator role.

@@ -54,7 +54,8 @@ impl Topic {
             Kind::Challenge => Topic::Challenge,
             Kind::ProofSubmission => Topic::Proof,
             Kind::WeightsCommit | Kind::WeightsReveal => Topic::Weights,
-            Kind::Announce => Topic::Announce,
+            // Registrations say who a node is, like announcements.
+            Kind::Announce | Kind::Register => Topic::Announce,
         }
     }
 

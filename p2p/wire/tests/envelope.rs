@@ -491,6 +491,7 @@ fn challenges_from_keys_the_genesis_does_not_admit_are_rejected_before_the_signa
     let admitted = key(1);
     let admission = Admission {
         challengers: Some(HashSet::from([admitted.verifying_key().to_bytes()])),
+        ..Default::default()
     };
     let mut g = gate().with_admission(admission);
     let msg = challenge(10);
@@ -551,4 +552,87 @@ fn a_challenge_naming_a_request_round_trips_and_changes_its_id() {
         let bytes = m.encode().unwrap();
         assert_eq!(Message::decode(Kind::Challenge, &bytes).unwrap(), m);
     }
+}
+
+#[test]
+fn registrations_need_their_work_and_proofs_need_a_slot() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, RwLock};
+    const EPOCH_MS: u64 = 10_000;
+    let miners = Arc::new(RwLock::new(HashSet::new()));
+    let admission = Admission {
+        registration: Some(RegistrationRule {
+            work_bits: 8,
+            epoch_ms: EPOCH_MS,
+        }),
+        miners: Some(miners.clone()),
+        ..Default::default()
+    };
+    let mut g = gate().with_admission(admission);
+    let m = key(4);
+    let mk = m.verifying_key().to_bytes();
+    let epoch = NOW / EPOCH_MS;
+    let reg = |r: Register, seq: u64| {
+        sealed(&m, &Message::Register(r), NOW, seq)
+            .encode()
+            .unwrap()
+    };
+
+    // Without a slot, a miner's proofs are dropped unforwarded, without penalty.
+    let proof = Message::ProofSubmission(ProofSubmission {
+        challenge_id: [1; 32],
+        model_id: [2; 32],
+        segment: 0,
+        vk_id: [3; 32],
+        system: ProofSystem::Groth16Bn254,
+        output: vec![1],
+        proof: vec![0; GROTH16_BN254_PROOF_LEN],
+    });
+    let p = sealed(&m, &proof, NOW, 1).encode().unwrap();
+    assert_eq!(
+        g.check(Topic::Proof, &p, NOW),
+        Verdict::Ignore(IgnoreReason::Unregistered)
+    );
+    // A registration with too little work is refused; old work is ignored; work for the
+    // current epoch passes.
+    let mut lazy = Register { epoch, nonce: 0 };
+    while lazy.work_bits(&NET.genesis, &mk) >= 8 {
+        lazy.nonce += 1;
+    }
+    assert_eq!(
+        reason(g.check(Topic::Announce, &reg(lazy, 2), NOW)),
+        Some(RejectReason::InvalidPayload)
+    );
+    let stale = Register::solve(&NET.genesis, &mk, epoch - 2, 8, 0);
+    assert_eq!(
+        g.check(Topic::Announce, &reg(stale, 3), NOW),
+        Verdict::Ignore(IgnoreReason::Expired)
+    );
+    let ahead = Register::solve(&NET.genesis, &mk, epoch + 5, 8, 0);
+    assert_eq!(
+        reason(g.check(Topic::Announce, &reg(ahead, 4), NOW)),
+        Some(RejectReason::InvalidPayload)
+    );
+    let good = Register::solve(&NET.genesis, &mk, epoch, 8, 0);
+    assert!(matches!(
+        g.check(Topic::Announce, &reg(good, 5), NOW),
+        Verdict::Accept(_)
+    ));
+    // Work is bound to the key: another key cannot reuse it.
+    let thief = key(5);
+    let stolen = sealed(&thief, &Message::Register(good), NOW, 1)
+        .encode()
+        .unwrap();
+    assert_eq!(
+        reason(g.check(Topic::Announce, &stolen, NOW)),
+        Some(RejectReason::InvalidPayload)
+    );
+    // Once it holds a slot, its proofs pass and a second registration is not forwarded.
+    miners.write().unwrap().insert(mk);
+    let p = sealed(&m, &proof, NOW, 6).encode().unwrap();
+    assert!(matches!(g.check(Topic::Proof, &p, NOW), Verdict::Accept(_)));
+    assert_eq!(
+        g.check(Topic::Announce, &reg(good, 7), NOW),
+        Verdict::Ignore(IgnoreReason::Registered)
+    );
 }
