@@ -255,6 +255,15 @@ impl ModelKeys {
         })
     }
 
+    /// The id of the verifying key embedded in a proving key: what its proofs verify under.
+    pub fn embedded_vk_id(pk: &ProvingKey<Bn254>) -> [u8; 32] {
+        let mut vk_bytes = Vec::new();
+        pk.vk
+            .serialize_compressed(&mut vk_bytes)
+            .expect("serializing to memory cannot fail");
+        *blake3::hash(&vk_bytes).as_bytes()
+    }
+
     /// Loads and fully checks a verifying key; returns it with its id.
     pub fn verifying_key(&self, segment: usize) -> Result<(VerifyingKey<Bn254>, [u8; 32])> {
         let entry = self.entry(segment)?;

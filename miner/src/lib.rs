@@ -66,12 +66,31 @@ impl ProvingModel {
         let model = Model::load(dir)?;
         let index = ModelKeys::open(dir, &model)?;
         let keys = (0..model.segments.len())
-            .map(|i| Ok((index.proving_key(i)?, index.vk_id(i)?)))
+            .map(|i| {
+                let (key, vk_id) = (index.proving_key(i)?, index.vk_id(i)?);
+                // Proofs verify under the key embedded in the proving key, whatever the
+                // index says: the two must agree, or every proof would be refused.
+                if ModelKeys::embedded_vk_id(&key.pk) != vk_id {
+                    return Err(KernelError::BadKeys {
+                        segment: i,
+                        reason: "the proving key embeds another verifying key than the index names"
+                            .into(),
+                    });
+                }
+                Ok((key, vk_id))
+            })
             .collect::<Result<Vec<_>, KernelError>>()?;
         Ok(ProvingModel {
             model: Arc::new(model),
             keys,
         })
+    }
+}
+
+impl ProvingModel {
+    /// Each segment's verifying-key id (checked against the proving key at load).
+    pub fn vk_ids(&self) -> Vec<[u8; 32]> {
+        self.keys.iter().map(|(_, id)| *id).collect()
     }
 }
 

@@ -239,3 +239,20 @@ fn queued_challenges_for_one_segment_are_proved_as_a_batch() {
     assert_eq!(miner.stats().proved, 5);
     miner.stop();
 }
+
+#[test]
+fn a_proving_key_that_embeds_another_verifying_key_is_refused_at_load() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = setup(tmp.path());
+    let index = dir.join("keys").join("index.json");
+    let text = std::fs::read_to_string(&index).expect("index");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let entry = v["segments"][0].as_object_mut().expect("segment 0");
+    entry.insert("vk_id".into(), serde_json::Value::String("ab".repeat(32)));
+    std::fs::write(&index, serde_json::to_vec(&v).expect("json")).expect("write");
+    let err = match ProvingModel::load(&dir) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("loaded keys whose index names another verifying key"),
+    };
+    assert!(err.contains("embeds another verifying key"), "{err}");
+}

@@ -74,7 +74,7 @@ pub fn run(args: ChallengeArgs) -> Result<ExitCode> {
     let seg = model
         .segment(args.segment as usize)
         .with_context(|| format!("model {}", gm.name))?;
-    let input = crate::inputs::segment_input(&model, args.segment as usize, &args.input)?;
+    let input = crate::inputs::segment_input(&model, &gm.path, args.segment as usize, &args.input)?;
     seg.check_input(&input)
         .with_context(|| format!("{}", args.input.display()))?;
     let key = crate::identity::load(&args.key)?;

@@ -35,8 +35,15 @@ fn parse_float_input(bytes: &[u8]) -> Result<Vec<f64>> {
 }
 
 /// The quantized input of `segment`: from ezkl JSON (floats, quantized at the model's
-/// scale) or, for a later segment, from the proof file of the segment before it.
-pub fn segment_input(model: &Model, segment: usize, path: &Path) -> Result<Vec<i64>> {
+/// scale) or, for a later segment, from the proof file of the segment before it, which is
+/// verified first (with the keys in `model_dir`, for the context it names): an output is
+/// taken as input only if a valid proof says the model computes it.
+pub fn segment_input(
+    model: &Model,
+    model_dir: &Path,
+    segment: usize,
+    path: &Path,
+) -> Result<Vec<i64>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if let Ok(prev) = ProofFile::from_bytes(&bytes) {
         if prev.model_id != model.id() {
@@ -50,6 +57,17 @@ pub fn segment_input(model: &Model, segment: usize, path: &Path) -> Result<Vec<i
                 prev.segment + 1
             );
         }
+        let keys = provnet_kernels::ModelKeys::open(model_dir, model)?;
+        let (vk, vk_id) = keys.verifying_key(prev.segment as usize)?;
+        provnet_kernels::SegmentVerifier::new(prev.segment as usize, vk, vk_id)
+            .verify(model, &prev, &prev.context())
+            .with_context(|| {
+                format!(
+                    "{}: the segment {} proof does not verify, so its output is not an input",
+                    path.display(),
+                    prev.segment
+                )
+            })?;
         return Ok(prev.output);
     }
     let floats = parse_float_input(&bytes).with_context(|| format!("{}", path.display()))?;

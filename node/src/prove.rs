@@ -70,7 +70,7 @@ pub fn prove(args: ProveArgs) -> Result<ExitCode> {
     let backend = crate::bench::open_backend(args.backend)?;
     let model = Model::load(&args.model)?;
     let seg = model.segment(args.segment)?;
-    let input = inputs::segment_input(&model, args.segment, &args.input)?;
+    let input = inputs::segment_input(&model, &args.model, args.segment, &args.input)?;
     seg.check_input(&input)?;
     let keys = ModelKeys::open(&args.model, &model)?;
     let pk = keys.proving_key(seg.index)?;
@@ -130,7 +130,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let verifier = SegmentVerifier::new(segment, vk, vk_id);
     let mut result = verifier.verify(&model, &pf, &expected);
     if let (Ok(()), Some(path)) = (&result, &args.input) {
-        let want = inputs::segment_input(&model, segment, path)?;
+        let want = inputs::segment_input(&model, &args.model, segment, path)?;
         if want != pf.input {
             result = Err(provnet_kernels::KernelError::Rejected(
                 "the proof is for a different input".into(),
@@ -138,11 +138,32 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
         }
     }
     let ms = round3(start.elapsed().as_secs_f64() * 1e3);
+    // Which input the proof is for: checked against the caller's, or only the one the file
+    // names (the proof is valid for it, but the file chose it).
+    let input_source = match &args.input {
+        Some(p) => format!("checked against {}", p.display()),
+        None => "as written in the proof file (pass --input to require yours)".to_string(),
+    };
+    let input_digest = {
+        let mut h = blake3::Hasher::new();
+        for v in &pf.input {
+            h.update(&v.to_le_bytes());
+        }
+        hex::encode(&h.finalize().as_bytes()[..16])
+    };
     match result {
         Ok(()) => {
+            if args.input.is_none() {
+                eprintln!(
+                    "valid for the input the proof file names ({} values, digest {input_digest}): pass --input to check it is yours",
+                    pf.input.len()
+                );
+            }
             println!(
                 "{}",
                 json!({"valid": true, "segment": segment, "verify_ms": ms,
+                       "input": input_source, "input_digest": input_digest,
+                       "input_quantized": pf.input,
                        "output": model.dequantize(&pf.output)})
             );
             Ok(ExitCode::SUCCESS)

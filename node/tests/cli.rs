@@ -225,6 +225,50 @@ fn a_two_segment_model_proves_segment_by_segment_and_verifies() {
         ]),
         "",
     );
+    // Without --input, verify says the input is the file's own choice.
+    let out = ok(provnet(&[
+        "verify",
+        "--model",
+        s(&model),
+        "--proof",
+        s(&p0),
+        "--challenge",
+        CH,
+        "--miner",
+        &miner,
+    ]));
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        said["input"]
+            .as_str()
+            .unwrap()
+            .contains("as written in the proof file"),
+        "{said}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --input"));
+    // A previous segment's proof with a forged output is no input: it is verified first.
+    let mut forged = provnet_kernels::ProofFile::from_bytes(&std::fs::read(&p0).unwrap()).unwrap();
+    forged.output[0] += 1;
+    let forged_path = t.join("forged.cbor");
+    std::fs::write(&forged_path, forged.to_bytes()).unwrap();
+    fails(
+        provnet(&[
+            "prove",
+            "--model",
+            s(&model),
+            "--segment",
+            "1",
+            "--input",
+            s(&forged_path),
+            "--challenge",
+            CH,
+            "--key",
+            s(&key),
+            "--out",
+            s(&t.join("p1-forged.cbor")),
+        ]),
+        "does not verify",
+    );
     // A tampered proof byte.
     let mut bytes = std::fs::read(&p0).unwrap();
     let at = bytes.len() - 40;

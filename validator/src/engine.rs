@@ -450,10 +450,10 @@ impl Validator {
         }
     }
 
-    /// Forgets an answer that could not be verified (the verification queue was full): it
-    /// neither counts for nor against the miner.
+    /// Forgets an answer that could not be verified (shed from a full verification
+    /// backlog): it neither counts for nor against the miner.
     pub fn forget(&mut self, challenge_id: &[u8; 32], miner: &PublicKey) {
-        *self.refused.entry("verify_queue_full".into()).or_default() += 1;
+        *self.refused.entry("verify_shed".into()).or_default() += 1;
         if let Some(o) = self.open.get_mut(challenge_id) {
             o.pending.remove(miner);
         }
@@ -826,7 +826,7 @@ impl Validator {
 pub use provnet_wire::status::percentile;
 
 /// Verifies proofs on a dedicated thread: whatever has queued up while it worked is
-/// verified as one batch per segment (one shared final exponentiation), bisected when a
+/// verified as one batch per segment (one shared final exponentiation), checked one by one when a
 /// batch fails so every proof gets its own verdict.
 pub struct VerifyPool {
     tx: Option<mpsc::SyncSender<VerifyJob>>,
@@ -862,16 +862,17 @@ impl VerifyPool {
         })
     }
 
-    /// Queues a job; returns false (and drops the job) if the queue is full.
-    pub fn submit(&self, job: VerifyJob) -> bool {
+    /// Queues a job; hands it back if the queue is full.
+    pub fn submit(&self, job: VerifyJob) -> std::result::Result<(), Box<VerifyJob>> {
         use std::sync::atomic::Ordering;
         let tx = self.tx.as_ref().expect("open until dropped");
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        let sent = tx.try_send(job).is_ok();
-        if !sent {
+        tx.try_send(job).map_err(|e| {
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-        }
-        sent
+            match e {
+                mpsc::TrySendError::Full(j) | mpsc::TrySendError::Disconnected(j) => Box::new(j),
+            }
+        })
     }
 
     pub fn queued(&self) -> usize {

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod epoch;
 pub mod issue;
 pub mod ledger;
+pub mod queue;
 pub mod registry;
 pub mod score;
 pub mod store;
@@ -22,6 +23,7 @@ pub use engine::{
 pub use epoch::Epochs;
 pub use issue::{IssueConfig, Issuer, RequestRefusal};
 pub use ledger::{Ledger, LedgerConfig, LedgerRefusal, SyncReport};
+pub use queue::VerifyQueue;
 pub use registry::{
     Metagraph, MinerRegistry, RegisterRefusal, Registered, Registrar, RegistryParams, Slot,
 };

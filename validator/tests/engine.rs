@@ -93,7 +93,7 @@ fn verify_all(v: &mut Validator, jobs: Vec<provnet_validator::VerifyJob>, at: f6
     let pool = VerifyPool::start(64, move |x| tx.send(x).expect("test receives")).expect("pool");
     let n = jobs.len();
     for j in jobs {
-        assert!(pool.submit(j));
+        assert!(pool.submit(j).is_ok());
     }
     for _ in 0..n {
         let verdict = rx.recv().expect("a verdict per job");
@@ -629,4 +629,88 @@ fn fifty_keys_that_register_prove_once_and_go_silent_lose_their_weight_and_their
     assert!(reg.graph().is_registered(&newcomer) && reg.graph().is_registered(&honest));
     v.set_roster(roster(&reg)).expect("store");
     assert!(!v.scores().ema.contains_key(&gone));
+}
+
+#[test]
+fn a_flood_of_junk_proofs_is_shed_before_any_honest_proof() {
+    use provnet_validator::VerifyQueue;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let me = key();
+    let mut cfg = EngineConfig::new(ScoreParams::default(), Epochs::new(EPOCH));
+    cfg.settle_ms = 0;
+    cfg.issue.rate = 0.0;
+    let (mut v, prover, model) = engine(tmp.path(), cfg, me);
+    let honest: Vec<PublicKey> = (0..4).map(|_| key()).collect();
+    let junk: Vec<PublicKey> = (0..100).map(|_| key()).collect();
+    let (tx, rx) = mpsc::channel::<Verdict>();
+    let pool = VerifyPool::start(16, move |x| tx.send(x).expect("test receives")).expect("pool");
+    let mut queue = VerifyQueue::new(pool, 64);
+    let mut t = BASE as f64 + 100.0;
+    // Runs the validator's loop: verdicts in, waiting proofs on, until each of the
+    // `expected` proofs not shed has its verdict.
+    let settle = |v: &mut Validator, q: &mut VerifyQueue, t: f64, expected: usize| {
+        for _ in 0..expected {
+            let verdict = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("a verdict");
+            v.on_verdict(verdict, t).expect("store");
+            q.drain();
+        }
+        assert_eq!(q.waiting(), 0);
+    };
+
+    // The honest miners have a record: one challenge answered and scored.
+    let c0 = challenge(&model, 1, BASE + 500);
+    let id0 = v.issue(&c0, t).expect("issued");
+    for m in &honest {
+        let job = v
+            .on_proof(m, &prover.prove(&c0, id0, m), t + 10.0)
+            .expect("ours");
+        assert!(queue.submit(job.expect("job"), &mut v).is_none());
+    }
+    settle(&mut v, &mut queue, t + 20.0, honest.len());
+    v.tick(BASE + 600).expect("tick");
+    t = BASE as f64 + 700.0;
+    assert!(honest.iter().all(|m| v.scores().ema[m] > 0.0));
+
+    // Ten challenges; on each, 100 junk keys re-send an honest proof (it decodes, so each
+    // costs a pairing) around the honest answers: 1,000 junk proofs against 40.
+    let mut shed = Vec::new();
+    let mut ids = Vec::new();
+    for k in 0..10u8 {
+        t += 100.0;
+        let c = challenge(&model, 10 + k, BASE + 60_000);
+        let id = v.issue(&c, t).expect("issued");
+        ids.push(id);
+        let proofs: Vec<ProofSubmission> = honest.iter().map(|m| prover.prove(&c, id, m)).collect();
+        for (i, j) in junk.iter().enumerate() {
+            if i % 25 == 0 {
+                let h = i / 25;
+                let job = v.on_proof(&honest[h], &proofs[h], t + 1.0).expect("ours");
+                shed.extend(queue.submit(job.expect("job"), &mut v));
+            }
+            let job = v.on_proof(j, &proofs[i % 4], t + 2.0).expect("ours");
+            shed.extend(queue.submit(job.expect("job"), &mut v));
+        }
+    }
+    settle(&mut v, &mut queue, t + 50.0, 1_040 - shed.len());
+    assert!(!shed.is_empty(), "the flood overflowed the backlog");
+    assert!(
+        shed.iter().all(|m| junk.contains(m)),
+        "an honest proof was shed"
+    );
+    assert_eq!(queue.shed() as usize, shed.len());
+    // Every honest proof got its verdict: valid.
+    v.tick(BASE + 61_000).expect("tick");
+    for id in ids {
+        let log = v.store().challenge(&id).expect("store").expect("scored");
+        for m in &honest {
+            assert!(
+                log.answers
+                    .iter()
+                    .any(|a| a.miner == *m && matches!(a.outcome, Outcome::Valid { .. })),
+                "an honest proof lost its verdict"
+            );
+        }
+    }
 }

@@ -152,9 +152,24 @@ impl Roles {
         let validators = g.validator_keys()?;
 
         let miner = if cfg.roles.contains(&Role::Miner) {
-            let models = genesis_models(g)
-                .into_iter()
-                .map(|p| ProvingModel::load(p).with_context(|| format!("loading {}", p.display())))
+            let models = g
+                .models
+                .iter()
+                .map(|gm| {
+                    let p = &gm.path;
+                    let pm = ProvingModel::load(p)
+                        .with_context(|| format!("loading {}", p.display()))?;
+                    let have: Vec<String> = pm.vk_ids().iter().map(hex::encode).collect();
+                    if have != gm.vk_ids {
+                        bail!(
+                            "model {}: the proving keys in {} verify under {have:?}, the genesis names {:?}: every proof would be refused",
+                            gm.name,
+                            p.display(),
+                            gm.vk_ids
+                        );
+                    }
+                    Ok(pm)
+                })
                 .collect::<Result<Vec<_>>>()?;
             let backend = provnet_kernels::gpu::select(cfg.backend)
                 .map_err(|why| anyhow::anyhow!("miner: --backend {}: {why}", cfg.backend))?;
@@ -221,11 +236,7 @@ impl Roles {
             let pool = VerifyPool::start(1024, move |v| {
                 let _ = tx.blocking_send(v);
             })?;
-            Some(ValidatorRole {
-                engine,
-                pool,
-                verdicts: rx,
-            })
+            Some(ValidatorRole::new(engine, pool, rx))
         } else {
             None
         };
@@ -321,8 +332,6 @@ impl Roles {
         }
     }
 
-
-
     /// Runs until `stop` resolves.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let mut events = self.net.subscribe();
@@ -382,7 +391,7 @@ impl Roles {
             m.miner.stop();
         }
         if let Some(v) = self.validator.take() {
-            drop(v.pool);
+            drop(v.queue);
             v.engine.store().flush()?;
         }
         self.ledger.store().flush()?;
@@ -518,6 +527,7 @@ impl Roles {
             self.publish_issued(c).await;
         }
         if let Some(v) = self.validator.as_mut() {
+            v.drain();
             match v.engine.tick(now) {
                 Ok(msgs) => {
                     for m in msgs {
@@ -664,7 +674,7 @@ impl Roles {
             validator: self.validator.as_ref().and_then(|v| {
                 let mut st = v
                     .engine
-                    .status(&self.ledger, v.pool.queued(), v.pool.batches())
+                    .status(&self.ledger, v.queue.waiting(), v.queue.pool().batches())
                     .map_err(log)
                     .ok()?;
                 let g = self.registrar.graph();

@@ -4,28 +4,45 @@
 //! publishes its weights. Where a challenge is born is `provnet_validator::issue`; where a
 //! verdict becomes a score is `provnet_validator::score`.
 
-use provnet_validator::{Validator, Verdict, VerifyJob, VerifyPool};
+use provnet_validator::{Validator, Verdict, VerifyJob, VerifyPool, VerifyQueue};
 use provnet_wire::{Challenge, ProofSubmission, PublicKey};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::short;
 
+/// Proofs waiting for room in the verification queue, at most.
+const BACKLOG: usize = 8192;
+
 pub struct ValidatorRole {
     pub engine: Validator,
-    pub pool: VerifyPool,
+    pub queue: VerifyQueue,
     pub verdicts: mpsc::Receiver<Verdict>,
 }
 
 impl ValidatorRole {
-    /// Queues a verification; a full queue drops it, and the answer counts neither way
-    /// (counted as `verify_queue_full`).
-    fn submit(&mut self, job: VerifyJob) {
-        let (id, miner) = (job.challenge_id, job.miner);
-        if !self.pool.submit(job) {
-            self.engine.forget(&id, &miner);
-            warn!(target: "validator", "verification queue full: proof dropped");
+    pub fn new(
+        engine: Validator,
+        pool: VerifyPool,
+        verdicts: mpsc::Receiver<Verdict>,
+    ) -> ValidatorRole {
+        ValidatorRole {
+            engine,
+            queue: VerifyQueue::new(pool, BACKLOG),
+            verdicts,
         }
+    }
+
+    /// Queues a verification (see [`VerifyQueue`]: junk is shed first when it is full).
+    fn submit(&mut self, job: VerifyJob) {
+        if let Some(miner) = self.queue.submit(job, &mut self.engine) {
+            warn!(target: "validator", miner = %short(&miner), "verification backlog full: the least valuable proof shed");
+        }
+    }
+
+    /// Moves waiting proofs into the verification queue while it has room.
+    pub fn drain(&mut self) {
+        self.queue.drain();
     }
 
     /// A challenge from gossip: another validator's (not ours to score), or an admitted
@@ -62,5 +79,6 @@ impl ValidatorRole {
         if let Err(e) = self.engine.on_verdict(v, now) {
             warn!(target: "validator", "recording a verdict: {e}");
         }
+        self.drain();
     }
 }
