@@ -360,7 +360,16 @@ fn hex8(b: &[u8]) -> String {
 /// segment; expired ones met on the way are dropped and reported.
 fn take_batch(s: &Shared, st: &mut State, expired: &mut Vec<[u8; 32]>) -> Vec<Job> {
     let now = unix_ms(SystemTime::now());
-    let live = |j: &Job| j.challenge.deadline_ms > now + s.cfg.deadline_margin_ms;
+    // A job is worth starting only if a proof made now would still arrive in time: its
+    // deadline must be further than the margin plus the recent median prove time. Under
+    // overload this sheds what would be late instead of proving it anyway, so the worker
+    // goes on to jobs it can still answer on time.
+    let expected_ms = {
+        let mut recent: Vec<f64> = st.prove_ms.iter().copied().collect();
+        recent.sort_by(f64::total_cmp);
+        recent.get(recent.len() / 2).copied().unwrap_or(0.0) as u64
+    };
+    let live = |j: &Job| j.challenge.deadline_ms > now + s.cfg.deadline_margin_ms + expected_ms;
     let mut batch: Vec<Job> = Vec::new();
     let mut rest = VecDeque::with_capacity(st.queue.len());
     while let Some(job) = st.queue.pop_front() {

@@ -146,10 +146,12 @@ impl Genesis {
     /// challengers (whose requests validators adopt); registrations with the genesis's
     /// work. Proof filtering by registration is the roles' to add (they keep the registry).
     pub fn admission(&self) -> Result<provnet_wire::Admission> {
-        let mut keys = self.validator_keys()?;
+        let validators = self.validator_keys()?;
+        let mut keys = validators.clone();
         keys.extend(self.challenger_quotas()?.into_keys());
         Ok(provnet_wire::Admission {
             challengers: Some(keys.into_iter().collect()),
+            validators: Some(validators.into_iter().collect()),
             registration: Some(provnet_wire::RegistrationRule {
                 work_bits: self.registration.work_bits,
                 epoch_ms: self.epoch_secs * 1000,

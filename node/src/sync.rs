@@ -13,12 +13,12 @@ use tracing::{info, warn};
 
 use crate::roles::LOG_TARGET_SYNC;
 
-/// Peers asked, validators first.
+/// Peers asked: genesis validators first.
 const PEERS_ASKED: usize = 3;
-/// How long to wait for a first peer.
+/// How long to wait for a genesis validator to be connected (others are asked after).
 const PEER_WAIT: Duration = Duration::from_secs(20);
-/// After the first peer connects, how long to let others connect before asking.
-const SETTLE: Duration = Duration::from_millis(1500);
+/// Most envelope bytes kept from one peer (a few pages): a peer cannot fill memory.
+const MAX_BYTES_PER_PEER: usize = 8 * 1024 * 1024;
 /// The whole catch-up gives up after this; consensus then goes on with what it has.
 pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
 
@@ -32,33 +32,47 @@ pub struct Fetched {
 
 /// Asks up to [`PEERS_ASKED`] connected peers for epochs `from..=to`, page by page, and
 /// returns every envelope they sent (duplicates included: applying one twice is harmless).
-pub async fn fetch(net: NetworkHandle, from: u64, to: u64) -> Fetched {
+/// Genesis validators come first, recognised by their PeerId (derived from the key), never
+/// by what a peer announces; at most [`MAX_BYTES_PER_PEER`] are kept from each.
+pub async fn fetch(
+    net: NetworkHandle,
+    from: u64,
+    to: u64,
+    validators: &std::collections::BTreeSet<[u8; 32]>,
+) -> Fetched {
     let mut out = Fetched::default();
+    let me = net.public_key();
+    let validator_peers: Vec<PeerId> = validators
+        .iter()
+        .filter(|k| **k != me)
+        .filter_map(provnet_p2p::identity::peer_id)
+        .collect();
     let waited = Instant::now();
-    let mut peers = Vec::new();
+    let mut peers: Vec<PeerId> = Vec::new();
     while waited.elapsed() < PEER_WAIT {
-        peers = net.peers().await.unwrap_or_default();
-        if !peers.is_empty() {
-            tokio::time::sleep(SETTLE).await;
-            peers = net.peers().await.unwrap_or_default();
+        peers = net
+            .peers()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.peer_id.parse().ok())
+            .collect();
+        if peers.iter().any(|p| validator_peers.contains(p)) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if peers.is_empty() {
         warn!(target: LOG_TARGET_SYNC, "no peer to catch up from within {PEER_WAIT:?}: going on with what this node has");
         return out;
     }
-    // Validators first: they keep every commit and reveal by construction.
-    peers.sort_by_key(|p| !p.roles.iter().any(|r| r == "validator"));
-    for p in peers.iter().take(PEERS_ASKED) {
-        let Ok(peer) = p.peer_id.parse::<PeerId>() else {
-            continue;
-        };
+    peers.sort_by_key(|p| !validator_peers.contains(p));
+    for peer in peers.into_iter().take(PEERS_ASKED) {
         out.peers_asked += 1;
         let mut at = from;
         let mut answered = false;
-        while at <= to {
+        let mut bytes = 0usize;
+        while at <= to && bytes < MAX_BYTES_PER_PEER {
             let req = SyncRequest {
                 from_epoch: at,
                 to_epoch: to.min(at + provnet_wire::sync::MAX_SYNC_EPOCHS - 1),
@@ -67,6 +81,7 @@ pub async fn fetch(net: NetworkHandle, from: u64, to: u64) -> Fetched {
                 Ok(r) if !r.serving => break,
                 Ok(r) => {
                     answered = true;
+                    bytes += r.envelopes.iter().map(|e| e.len()).sum::<usize>();
                     out.envelopes.extend(r.envelopes);
                     let next = match r.more_from {
                         Some(n) => n,

@@ -53,6 +53,7 @@ pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Status(oneshot::Sender<GossipStatus>),
     ServeSync(mpsc::Sender<InboundSync>, oneshot::Sender<()>),
+    SubscribeLedger(mpsc::Sender<Arc<Received>>, oneshot::Sender<()>),
     Sync(
         PeerId,
         SyncRequest,
@@ -95,6 +96,21 @@ impl NetworkHandle {
     /// node that keeps its own weights to serve to peers catching up).
     pub async fn publish_sealed(&self, msg: Message) -> Result<Vec<u8>, P2pError> {
         self.request(|tx| Command::Publish(msg, tx)).await?
+    }
+
+    /// Weights commits and reveals and registrations from now on, on a channel of their
+    /// own instead of [`subscribe`](NetworkHandle::subscribe)'s bus, so a flood of
+    /// challenges or proofs can never make a subscriber miss them. Only genesis validators
+    /// may send weights (see `Admission`), so `capacity` is reached only if the subscriber
+    /// stalls; a message that finds it full is counted (`ledger_dropped`) and logged.
+    pub async fn subscribe_ledger(
+        &self,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<Arc<Received>>, P2pError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.request(|done| Command::SubscribeLedger(tx, done))
+            .await?;
+        Ok(rx)
     }
 
     /// Answers peers' sync requests from now on: each arrives on the returned channel

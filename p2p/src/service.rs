@@ -109,6 +109,8 @@ pub async fn spawn(
     let (sync_replies, sync_replies_rx) = mpsc::channel(64);
     let mut service = Service {
         sync_server: None,
+        ledger_tx: None,
+        ledger_dropped: 0,
         sync_pending: HashMap::new(),
         sync_asked: HashMap::new(),
         sync_replies,
@@ -164,6 +166,9 @@ struct Service {
     last_kad_bootstrap: Instant,
     /// Where peers' sync requests go, once the node serves them.
     sync_server: Option<mpsc::Sender<InboundSync>>,
+    /// Where weights and registrations go, when someone subscribed (never the lossy bus).
+    ledger_tx: Option<mpsc::Sender<Arc<Received>>>,
+    ledger_dropped: u64,
     /// Our sync requests in flight.
     sync_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<SyncResponse, P2pError>>>,
     /// Per peer: when its current window began, and its requests in it.
@@ -237,6 +242,10 @@ impl Service {
             }
             Command::ServeSync(server, done) => {
                 self.sync_server = Some(server);
+                let _ = done.send(());
+            }
+            Command::SubscribeLedger(tx, done) => {
+                self.ledger_tx = Some(tx);
                 let _ = done.send(());
             }
             Command::Sync(peer, request, reply) => {
@@ -612,7 +621,23 @@ impl Service {
                     verified: *verified,
                     raw: message.data,
                 };
-                let _ = self.events.send(NetEvent::Message(Arc::new(received)));
+                let ledger = matches!(
+                    received.verified.message,
+                    provnet_wire::Message::WeightsCommit(_)
+                        | provnet_wire::Message::WeightsReveal(_)
+                        | provnet_wire::Message::Register(_)
+                );
+                match (&self.ledger_tx, ledger) {
+                    (Some(tx), true) => {
+                        if tx.try_send(Arc::new(received)).is_err() {
+                            self.ledger_dropped += 1;
+                            warn!(target: "p2p::gossip", dropped = self.ledger_dropped, "the ledger subscriber is not keeping up: a weights message was dropped");
+                        }
+                    }
+                    _ => {
+                        let _ = self.events.send(NetEvent::Message(Arc::new(received)));
+                    }
+                }
             }
             Verdict::Ignore(reason) => {
                 debug!(target: "p2p::gossip", peer = %source, reason = reason.as_str(), "ignored");

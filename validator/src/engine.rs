@@ -162,6 +162,8 @@ struct Open {
     pending: HashMap<PublicKey, Pending>,
     /// First sender of each proof's bytes.
     first_sender: HashMap<[u8; 32], PublicKey>,
+    /// The hash of each miner's answer (to find copies that beat their original here).
+    answer_hash: HashMap<PublicKey, [u8; 32]>,
     outcomes: BTreeMap<PublicKey, Outcome>,
     finalized: bool,
 }
@@ -297,6 +299,7 @@ impl Validator {
                 received_ms: now_ms,
                 pending: HashMap::new(),
                 first_sender: HashMap::new(),
+                answer_hash: HashMap::new(),
                 outcomes: BTreeMap::new(),
                 finalized: false,
             },
@@ -401,6 +404,7 @@ impl Validator {
         }
         let hash = hash_proof(&p.proof);
         open.first_sender.entry(hash).or_insert(*miner);
+        open.answer_hash.insert(*miner, hash);
         open.pending.insert(
             *miner,
             Pending {
@@ -574,6 +578,12 @@ impl Validator {
         for id in due {
             let o = self.open.get_mut(&id).expect("listed above");
             o.finalized = true;
+            for miner in reclassify_copies(o) {
+                let mut rec = self.store.miner(&miner)?;
+                rec.invalid = rec.invalid.saturating_sub(1);
+                rec.copied += 1;
+                self.store.put_miner(&miner, &rec)?;
+            }
             self.scores.record(&self.cfg.score, &o.outcomes);
             self.store.put_challenge(&o.record)?;
             changed = true;
@@ -824,6 +834,39 @@ impl Validator {
 }
 
 pub use provnet_wire::status::percentile;
+
+/// A copy that reached this validator before its original was judged invalid (its bytes
+/// were another miner's, first seen from the copier). Once the challenge is scored, an
+/// invalid answer whose bytes another miner sent as a valid proof is a copy: relabelled
+/// here (both forfeit the epoch alike). Returns the relabelled miners.
+fn reclassify_copies(o: &mut Open) -> Vec<PublicKey> {
+    let valid: HashMap<[u8; 32], PublicKey> = o
+        .outcomes
+        .iter()
+        .filter(|(_, x)| matches!(x, Outcome::Valid { .. } | Outcome::Late))
+        .filter_map(|(m, _)| Some((*o.answer_hash.get(m)?, *m)))
+        .collect();
+    let copies: Vec<PublicKey> = o
+        .outcomes
+        .iter()
+        .filter(|(m, x)| {
+            **x == Outcome::Invalid
+                && o.answer_hash
+                    .get(*m)
+                    .and_then(|h| valid.get(h))
+                    .is_some_and(|owner| owner != *m)
+        })
+        .map(|(m, _)| *m)
+        .collect();
+    for m in &copies {
+        o.outcomes.insert(*m, Outcome::Copied);
+        if let Some(a) = o.record.answers.iter_mut().find(|a| a.miner == *m) {
+            a.outcome = Outcome::Copied;
+            a.detail = "another miner's proof, which reached this validator after the copy".into();
+        }
+    }
+    copies
+}
 
 /// Verifies proofs on a dedicated thread: whatever has queued up while it worked is
 /// verified as one batch per segment (one shared final exponentiation), checked one by one when a

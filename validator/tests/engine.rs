@@ -118,6 +118,8 @@ fn every_answer_is_classified_scored_weighted_committed_revealed_and_paid() {
     let me = key();
     let challenger = key();
     let [fast, slow, copier, replayer, late, liar] = [key(), key(), key(), key(), key(), key()];
+    // Copies the slow miner's proof and gets it here before the original.
+    let early_copier = key();
 
     {
         let store = Store::open(&db).expect("store");
@@ -150,6 +152,7 @@ fn every_answer_is_classified_scored_weighted_committed_revealed_and_paid() {
         for (who, p, at) in [
             (&fast, &p_fast, 40.0),
             (&copier, &p_fast, 45.0),
+            (&early_copier, &p_slow, 150.0),
             (&slow, &p_slow, 160.0),
             (&replayer, &p_replay, 50.0),
             (&liar, &p_liar, 60.0),
@@ -195,6 +198,11 @@ fn every_answer_is_classified_scored_weighted_committed_revealed_and_paid() {
         assert!(matches!(outcome(&fast), Outcome::Valid { latency_ms, .. } if latency_ms == 40.0));
         assert!(matches!(outcome(&slow), Outcome::Valid { latency_ms, .. } if latency_ms == 160.0));
         assert_eq!(outcome(&copier), Outcome::Copied);
+        assert_eq!(
+            outcome(&early_copier),
+            Outcome::Copied,
+            "relabelled once scored"
+        );
         assert_eq!(outcome(&replayer), Outcome::Replayed);
         assert_eq!(outcome(&liar), Outcome::Invalid);
         assert_eq!(outcome(&late), Outcome::Late);
@@ -300,6 +308,13 @@ fn every_answer_is_classified_scored_weighted_committed_revealed_and_paid() {
     assert_eq!(records[&replayer].replayed, 1);
     assert_eq!(records[&replayer].valid, 1);
     assert_eq!(records[&copier].copied, 1);
+    assert_eq!(
+        (
+            records[&early_copier].copied,
+            records[&early_copier].invalid
+        ),
+        (1, 0)
+    );
     assert_eq!(records[&late].late, 1);
     assert_eq!(records[&liar].invalid, 1);
 }

@@ -335,6 +335,9 @@ impl Roles {
     /// Runs until `stop` resolves.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let mut events = self.net.subscribe();
+        // Weights and registrations on a channel of their own: no flood on the bus can
+        // make this node miss a commit or a reveal.
+        let mut ledger_rx = self.net.subscribe_ledger(4096).await?;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut status_every = tokio::time::interval(Duration::from_secs(1));
@@ -349,8 +352,9 @@ impl Roles {
             info!(target: LOG_TARGET_SYNC, from, to, "catching up: asking peers for the commits and reveals of epochs this node may have missed; their consensus waits");
             let (tx, rx) = oneshot::channel();
             let net = self.net.clone();
+            let validators = self.cfg.genesis.validator_keys().unwrap_or_default();
             tokio::spawn(async move {
-                let fetched = tokio::time::timeout(CATCH_UP_LIMIT, crate::sync::fetch(net, from, to))
+                let fetched = tokio::time::timeout(CATCH_UP_LIMIT, crate::sync::fetch(net, from, to, &validators))
                     .await
                     .unwrap_or_else(|_| {
                         warn!(target: LOG_TARGET_SYNC, "catching up took over {CATCH_UP_LIMIT:?}: going on with what this node has");
@@ -363,7 +367,23 @@ impl Roles {
         tokio::pin!(stop);
         loop {
             tokio::select! {
+                // In this order: a flood on the gossip bus (last) never starves the
+                // ledger, verdicts, proofs done or the clock.
+                biased;
                 _ = &mut stop => break,
+                Some(m) = ledger_rx.recv() => self.on_message(&m).await,
+                Some(v) = recv_opt(self.validator.as_mut().map(|v| &mut v.verdicts)) => {
+                    let vr = self.validator.as_mut().expect("has a verdict channel");
+                    vr.on_verdict(v, now_f64());
+                }
+                Some(d) = recv_opt(self.miner.as_mut().map(|m| &mut m.done)) => self.on_done(d).await,
+                _ = tick.tick() => self.on_tick().await,
+                _ = status_every.tick() => self.write_status().await,
+                Some(req) = recv_opt(sync_requests.as_mut()) => self.answer_sync(req),
+                fetched = async { catch_up.as_mut().expect("guarded").await }, if catch_up.is_some() => {
+                    catch_up = None;
+                    self.apply_fetched(fetched.unwrap_or_default());
+                }
                 ev = events.recv() => match ev {
                     Ok(NetEvent::Message(m)) => self.on_message(&m).await,
                     Ok(_) => {}
@@ -372,18 +392,6 @@ impl Roles {
                     }
                     Err(_) => break,
                 },
-                Some(d) = recv_opt(self.miner.as_mut().map(|m| &mut m.done)) => self.on_done(d).await,
-                Some(v) = recv_opt(self.validator.as_mut().map(|v| &mut v.verdicts)) => {
-                    let vr = self.validator.as_mut().expect("has a verdict channel");
-                    vr.on_verdict(v, now_f64());
-                }
-                Some(req) = recv_opt(sync_requests.as_mut()) => self.answer_sync(req),
-                fetched = async { catch_up.as_mut().expect("guarded").await }, if catch_up.is_some() => {
-                    catch_up = None;
-                    self.apply_fetched(fetched.unwrap_or_default());
-                }
-                _ = tick.tick() => self.on_tick().await,
-                _ = status_every.tick() => self.write_status().await,
             }
         }
         self.write_status().await;

@@ -53,6 +53,9 @@ pub struct Admission {
     /// challengers the genesis admits, whose requests validators adopt. `None` admits
     /// anyone (a development network without a genesis).
     pub challengers: Option<HashSet<PublicKey>>,
+    /// Keys that may publish weights commits and reveals: the genesis validators. `None`
+    /// admits anyone (the ledger still refuses outsiders).
+    pub validators: Option<HashSet<PublicKey>>,
     /// The work and freshness a registration needs. `None`: registrations are not checked.
     pub registration: Option<RegistrationRule>,
     /// The registered miners, kept current by the node as its metagraph changes. Proofs
@@ -77,6 +80,9 @@ impl Admission {
     fn admits(&self, kind: Kind, sender: &PublicKey) -> bool {
         match kind {
             Kind::Challenge => self.challengers.as_ref().is_none_or(|s| s.contains(sender)),
+            Kind::WeightsCommit | Kind::WeightsReveal => {
+                self.validators.as_ref().is_none_or(|s| s.contains(sender))
+            }
             _ => true,
         }
     }

@@ -636,3 +636,28 @@ fn registrations_need_their_work_and_proofs_need_a_slot() {
         Verdict::Ignore(IgnoreReason::Registered)
     );
 }
+
+#[test]
+fn weights_from_outside_the_validator_set_are_refused_unforwarded() {
+    use std::collections::HashSet;
+    let validator = key(1);
+    let admission = Admission {
+        validators: Some(HashSet::from([validator.verifying_key().to_bytes()])),
+        ..Default::default()
+    };
+    let mut g = gate().with_admission(admission);
+    let commit = Message::WeightsCommit(WeightsCommit {
+        epoch: 3,
+        commitment: [4; 32],
+    });
+    let ok = sealed(&validator, &commit, NOW, 1).encode().unwrap();
+    assert!(matches!(
+        g.check(Topic::Weights, &ok, NOW),
+        Verdict::Accept(_)
+    ));
+    let outsider = sealed(&key(2), &commit, NOW, 1).encode().unwrap();
+    assert_eq!(
+        reason(g.check(Topic::Weights, &outsider, NOW)),
+        Some(RejectReason::Unadmitted)
+    );
+}
