@@ -183,6 +183,7 @@ pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
             })
             .collect(),
         registration: Default::default(),
+        keep_epochs: 256,
         scoring: Default::default(),
         consensus: Default::default(),
     };

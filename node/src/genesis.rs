@@ -37,6 +37,13 @@ pub struct Genesis {
     /// encoding when at its defaults.
     #[serde(default, skip_serializing_if = "is_default_registry")]
     pub registration: RegistryParams,
+    /// Epochs of weights, challenge logs and ledger records a node keeps in sled; older
+    /// ones are pruned. Left out of the hash's encoding at its default.
+    #[serde(
+        default = "default_keep_epochs",
+        skip_serializing_if = "is_default_keep"
+    )]
+    pub keep_epochs: u64,
     #[serde(default)]
     pub scoring: ScoreParams,
     #[serde(default)]
@@ -61,6 +68,14 @@ pub struct GenesisValidator {
     /// Hex of the validator's ed25519 public key.
     pub hotkey: String,
     pub stake: u64,
+}
+
+fn default_keep_epochs() -> u64 {
+    256
+}
+
+fn is_default_keep(k: &u64) -> bool {
+    *k == default_keep_epochs()
 }
 
 fn is_default_registry(p: &RegistryParams) -> bool {
@@ -171,6 +186,10 @@ impl Genesis {
         ensure!(
             self.validators.iter().any(|v| v.stake > 0),
             "no validator has stake"
+        );
+        ensure!(
+            (2..=1_000_000).contains(&self.keep_epochs),
+            "keep_epochs must be 2 to 1000000"
         );
         let r = &self.registration;
         ensure!(

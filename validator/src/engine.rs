@@ -67,6 +67,9 @@ pub struct EngineConfig {
     pub max_miners: usize,
     /// The genesis validators: their challenges are theirs to score, not requests.
     pub validators: std::collections::BTreeSet<PublicKey>,
+    /// Epochs of weights and of the challenge log kept in sled (the genesis's
+    /// `keep_epochs`); older ones are pruned at each epoch's close.
+    pub keep_epochs: u64,
 }
 
 impl EngineConfig {
@@ -81,6 +84,7 @@ impl EngineConfig {
             max_open: 4096,
             max_miners: provnet_wire::message::MAX_WEIGHTS,
             validators: Default::default(),
+            keep_epochs: 256,
         }
     }
 }
@@ -650,6 +654,9 @@ impl Validator {
             self.open_epoch += 1;
             self.store
                 .close_epoch(&rec, self.open_epoch, &self.scores)?;
+            let keep_from = self.open_epoch.saturating_sub(self.cfg.keep_epochs.max(2));
+            self.store
+                .prune_validator(keep_from, self.cfg.epochs.start(keep_from))?;
             // The salt must be on disk before its commitment leaves the node.
             self.store.flush()?;
             info!(target: "validator", epoch, miners = rec.weights.len(), "epoch closed: weights set");

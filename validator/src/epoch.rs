@@ -27,7 +27,8 @@ impl Epochs {
 
     /// Commits for `epoch` are accepted from the start of `epoch + 1` until this time.
     pub fn commit_deadline(&self, epoch: u64) -> u64 {
-        self.start(epoch + 1) + self.length_ms / 2
+        self.start(epoch.saturating_add(1))
+            .saturating_add(self.length_ms / 2)
     }
 
     /// Validators reveal `epoch`'s weights from this time.
@@ -37,6 +38,7 @@ impl Epochs {
 
     /// Reveals for `epoch` are accepted until this time, when consensus for it runs.
     pub fn consensus_at(&self, epoch: u64) -> u64 {
-        self.start(epoch + 2) + (self.length_ms / 10).min(2_000)
+        self.start(epoch.saturating_add(2))
+            .saturating_add((self.length_ms / 10).min(2_000))
     }
 }

@@ -260,7 +260,7 @@ impl Ledger {
             return Ok(self.refuse(LedgerRefusal::NotAValidator));
         }
         let e = self.cfg.epochs;
-        if now_ms < e.start(c.epoch + 1) || now_ms >= e.commit_deadline(c.epoch) {
+        if now_ms < e.start(c.epoch.saturating_add(1)) || now_ms >= e.commit_deadline(c.epoch) {
             return Ok(self.refuse(LedgerRefusal::OutsideCommitWindow { epoch: c.epoch }));
         }
         match self.store.commit(c.epoch, validator)? {
@@ -324,8 +324,9 @@ impl Ledger {
         {
             let outcome = self.run_consensus(next)?;
             self.store.put_epoch_outcome(next, &outcome)?;
-            self.store
-                .prune_archive(next.saturating_sub(ARCHIVE_EPOCHS))?;
+            let keep_from = next.saturating_sub(ARCHIVE_EPOCHS);
+            self.store.prune_archive(keep_from)?;
+            self.store.prune_ledger(keep_from)?;
             self.store.flush()?;
             ran.push(next);
             next += 1;

@@ -506,8 +506,61 @@ impl Store {
 
     /// Forgets archived envelopes of epochs before `epoch`.
     pub fn prune_archive(&self, epoch: u64) -> Result<()> {
-        for k in self.archive.range(..epoch_key(epoch)).keys() {
-            self.archive.remove(k?)?;
+        Self::prune_tree(&self.archive, epoch)
+    }
+
+    /// Forgets the ledger's per-epoch records (commits, reveals, reveals heard, consensus,
+    /// rewards) of epochs before `epoch`; totals and bonds carry everything forward.
+    pub fn prune_ledger(&self, epoch: u64) -> Result<()> {
+        for t in [
+            &self.commits,
+            &self.reveals,
+            &self.heard,
+            &self.consensus,
+            &self.rewards,
+        ] {
+            Self::prune_tree(t, epoch)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a validator's weights of epochs before `epoch`, its challenge log from
+    /// before `before_ms`, and the proof hashes that named those challenges (replays of
+    /// older proofs are then judged merely invalid: misconduct all the same).
+    pub fn prune_validator(&self, epoch: u64, before_ms: u64) -> Result<()> {
+        Self::prune_tree(&self.weights, epoch)?;
+        let mut removed = std::collections::HashSet::new();
+        for kv in self.challenges.iter() {
+            let (k, v) = kv?;
+            let old = serde_cbor::from_slice::<ChallengeRecord>(&v)
+                .map(|r| r.received_ms < before_ms)
+                .unwrap_or(true); // a corrupt record goes too
+            if old {
+                self.challenges.remove(&k)?;
+                removed.insert(k.to_vec());
+            }
+        }
+        if removed.is_empty() {
+            return Ok(());
+        }
+        // Only hashes naming a challenge just forgotten: a challenge still open has no
+        // record yet, and its proofs' hashes must stay.
+        for kv in self.proofs.iter() {
+            let (k, v) = kv?;
+            let gone = match serde_cbor::from_slice::<([u8; 32], PublicKey)>(&v) {
+                Ok((challenge, _)) => removed.contains(challenge.as_slice()),
+                Err(_) => true,
+            };
+            if gone {
+                self.proofs.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn prune_tree(tree: &sled::Tree, epoch: u64) -> Result<()> {
+        for k in tree.range(..epoch_key(epoch)).keys() {
+            tree.remove(k?)?;
         }
         Ok(())
     }

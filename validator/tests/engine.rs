@@ -506,6 +506,7 @@ fn fifty_keys_that_register_prove_once_and_go_silent_lose_their_weight_and_their
     let mut cfg = EngineConfig::new(ScoreParams::default(), Epochs::new(EPOCH));
     cfg.settle_ms = 0;
     cfg.issue.rate = 0.0;
+    cfg.keep_epochs = 2;
     let (mut v, prover, model) = engine(tmp.path(), cfg, me);
     let genesis = [3u8; 8];
     let params = RegistryParams {
@@ -568,16 +569,19 @@ fn fifty_keys_that_register_prove_once_and_go_silent_lose_their_weight_and_their
     let id = v.issue(&c, t as f64).expect("issued");
     let mut everyone = taken.clone();
     everyone.push(honest);
+    let first: Vec<ProofSubmission> = everyone.iter().map(|m| prover.prove(&c, id, m)).collect();
     let jobs = everyone
         .iter()
-        .map(|m| {
-            let p = prover.prove(&c, id, m);
-            v.on_proof(m, &p, t as f64 + 20.0)
+        .zip(&first)
+        .map(|(m, p)| {
+            v.on_proof(m, p, t as f64 + 20.0)
                 .expect("ours")
                 .expect("job")
         })
         .collect();
     verify_all(&mut v, jobs, t as f64 + 30.0);
+    let first_hash = provnet_validator::engine::hash_proof(&first[0].proof);
+    assert!(v.store().proof_seen(&first_hash).expect("store").is_some());
     let outsider = sybils
         .iter()
         .find(|s| !taken.contains(s))
@@ -618,6 +622,18 @@ fn fifty_keys_that_register_prove_once_and_go_silent_lose_their_weight_and_their
         );
     }
     assert!(epochs <= 5, "{epochs} epochs of 20 challenges to decay");
+    // Two epochs are kept: the first epoch's weights, challenge log and proof hashes are
+    // gone, the last epoch's are there.
+    let s = v.store();
+    assert!(s.weights(e0).expect("store").is_none());
+    assert!(s.weights(t / EPOCH - 1).expect("store").is_some());
+    assert!(s.challenge(&id).expect("store").is_none());
+    assert!(s.proof_seen(&first_hash).expect("store").is_none());
+    assert!(
+        s.challenge_count() <= 40,
+        "{} challenges kept",
+        s.challenge_count()
+    );
 
     // Consensus ran on those weights (this validator alone holds the stake).
     let last = t / EPOCH - 1;
@@ -728,4 +744,67 @@ fn a_flood_of_junk_proofs_is_shed_before_any_honest_proof() {
             );
         }
     }
+}
+
+#[test]
+fn overflowing_epochs_and_fields_are_refused_not_a_panic() {
+    use provnet_wire::{Register, WeightsCommit, WeightsReveal};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(&tmp.path().join("db")).expect("store");
+    let me = key();
+    let epochs = Epochs::new(EPOCH);
+    let mut ledger = Ledger::open(
+        store.clone(),
+        LedgerConfig {
+            stake: BTreeMap::from([(me, 1)]),
+            params: Default::default(),
+            emission_per_epoch: 1_000,
+            epochs,
+        },
+        BASE,
+    )
+    .expect("ledger");
+    for epoch in [u64::MAX, u64::MAX - 1, u64::MAX / EPOCH + 1] {
+        let commit = WeightsCommit {
+            epoch,
+            commitment: [1; 32],
+        };
+        assert_eq!(
+            ledger.on_commit(&me, &commit, BASE).expect("store"),
+            Err(LedgerRefusal::OutsideCommitWindow { epoch })
+        );
+        let reveal = WeightsReveal {
+            epoch,
+            salt: [0; 32],
+            weights: Vec::new(),
+            seen_commits: Vec::new(),
+        };
+        assert_eq!(
+            ledger.on_reveal(&me, &reveal, BASE).expect("store"),
+            Err(LedgerRefusal::OutsideRevealWindow { epoch })
+        );
+        // At the end of time too.
+        assert!(ledger
+            .on_commit(&me, &commit, u64::MAX)
+            .expect("store")
+            .is_err());
+    }
+    let mut reg =
+        provnet_validator::Registrar::open(store, Default::default(), &[], [0; 8], epochs, BASE)
+            .expect("registry");
+    let far = Register {
+        epoch: u64::MAX,
+        nonce: u64::MAX,
+    };
+    assert_eq!(
+        reg.on_register(&key(), &far, BASE)
+            .expect("store")
+            .expect_err("stale")
+            .as_str(),
+        "stale_registration"
+    );
+    assert!(reg
+        .on_register(&key(), &far, u64::MAX)
+        .expect("store")
+        .is_err());
 }

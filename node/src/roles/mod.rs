@@ -231,6 +231,7 @@ impl Roles {
                 challengers: g.challenger_quotas()?,
             };
             engine_cfg.validators = validators.clone();
+            engine_cfg.keep_epochs = g.keep_epochs;
             let engine = Validator::open(store, models, engine_cfg, me, now_ms())?;
             let (tx, rx) = mpsc::channel(4096);
             let pool = VerifyPool::start(1024, move |v| {
