@@ -53,8 +53,12 @@ pub enum Command {
     /// Run a whole subnet on this machine (challenger, validators, miners as separate
     /// processes on 127.0.0.1) and print the final rankings.
     Devnet(devnet::DevnetArgs),
-    /// Publish one challenge to a network and report the proofs that answer it.
+    /// Publish one proof request (as an admitted challenger) and report the verified proofs
+    /// that answer it.
     Challenge(challenge::ChallengeArgs),
+    /// Load testing: flood a network with junk from fresh keys.
+    #[command(hide = true)]
+    Flood(crate::flood::FloodArgs),
     /// Network genesis files.
     #[command(subcommand)]
     Genesis(GenesisCommand),
@@ -130,6 +134,7 @@ impl Cli {
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
             Command::Run(_) | Command::Challenge(_) => "info",
+            Command::Flood(_) => "error",
             _ => "warn",
         }
     }
@@ -159,6 +164,7 @@ impl Cli {
             Command::Run(args) => run::run(args),
             Command::Devnet(args) => devnet::run(args),
             Command::Challenge(args) => challenge::run(args),
+            Command::Flood(args) => crate::flood::run(args),
             Command::Tui(args) => {
                 let targets = args
                     .connect

@@ -41,6 +41,10 @@ pub struct DevnetArgs {
     /// adopts each one with a challenge of its own.
     #[arg(long, default_value_t = 0.2)]
     pub request_rate: f64,
+    /// Load test: junk challenges and proofs per second (each) from fresh keys, flooded by
+    /// one more process while the devnet runs (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub junk_rate: f64,
     /// Milliseconds from a challenge to its deadline.
     #[arg(long, default_value_t = 3_000)]
     pub deadline_ms: u64,
@@ -432,6 +436,9 @@ pub fn run(args: DevnetArgs) -> Result<ExitCode> {
         for (p, n) in procs.iter_mut().zip(&manifest.nodes).skip(1) {
             wait_ready(p, &n.data_dir, Duration::from_secs(60))?;
         }
+        if args.junk_rate > 0.0 {
+            procs.push(spawn_flood(&dir, &manifest.genesis, &args, &bootstrap)?);
+        }
         Ok(())
     })();
     if let Err(e) = started {
@@ -445,10 +452,18 @@ pub fn run(args: DevnetArgs) -> Result<ExitCode> {
         if args.tui { "q" } else { "Ctrl-C" }
     ));
 
+    let mut rss: Vec<serde_json::Value> = Vec::new();
     let interrupted = if args.tui {
         watch(&manifest, Duration::from_secs(args.duration))
     } else {
         wait_or_interrupt(Duration::from_secs(args.duration), |elapsed| {
+            rss.push(json!({
+                "at_s": elapsed,
+                "rss_mb": procs
+                    .iter()
+                    .map(|p| (p.name.clone(), rss_mb(p.child.id())))
+                    .collect::<BTreeMap<_, _>>(),
+            }));
             if let Some(s) = read_status(&manifest.nodes[1].data_dir) {
                 let v = s.validator.unwrap_or_default();
                 let consensus = s
@@ -474,7 +489,8 @@ pub fn run(args: DevnetArgs) -> Result<ExitCode> {
     }
     terminate_all(&mut procs);
 
-    let report = report(&manifest, &raw)?;
+    let mut report = report(&manifest, &raw)?;
+    report["rss"] = json!(rss);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -541,6 +557,44 @@ fn wait_or_interrupt(total: Duration, mut progress: impl FnMut(u64)) -> Result<b
                 _ = every.tick() => progress(start.elapsed().as_secs()),
             }
         }
+    })
+}
+
+/// A process's resident memory in MB, from /proc (None where there is no /proc).
+fn rss_mb(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// The junk flood's process (`provnet flood`), bootstrapped like every node.
+fn spawn_flood(
+    dir: &Path,
+    genesis: &Path,
+    args: &DevnetArgs,
+    bootstrap: &[String],
+) -> Result<Proc> {
+    let exe = std::env::current_exe().context("locating the provnet binary")?;
+    let log = File::create(dir.join("flood.log"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("flood")
+        .arg("--genesis")
+        .arg(genesis)
+        .args(["--rate", &args.junk_rate.to_string()])
+        .args(["--duration", &(args.duration + 60).to_string()]);
+    for b in bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the flood")?;
+    Ok(Proc {
+        name: "flood".into(),
+        child,
     })
 }
 
@@ -623,7 +677,15 @@ fn report(manifest: &Manifest, raw_prove_ms: &[f64]) -> Result<serde_json::Value
     let mut first_verified = Vec::new();
     let mut all_verified = Vec::new();
     let log = store.challenges()?;
+    let (mut valid_n, mut late_n, mut other_n) = (0u64, 0u64, 0u64);
     for c in &log {
+        for a in &c.answers {
+            match a.outcome {
+                Outcome::Valid { .. } => valid_n += 1,
+                Outcome::Late => late_n += 1,
+                _ => other_n += 1,
+            }
+        }
         let valid: Vec<f64> = c
             .answers
             .iter()
@@ -637,11 +699,23 @@ fn report(manifest: &Manifest, raw_prove_ms: &[f64]) -> Result<serde_json::Value
     }
     let raw_mean = raw_prove_ms.iter().sum::<f64>() / raw_prove_ms.len().max(1) as f64;
     let p50 = percentile(&mut first_verified, 0.5);
+    let answered = (valid_n + late_n + other_n).max(1) as f64;
     Ok(json!({
-        "challenges_published": read_status(&manifest.nodes[0].data_dir)
+        "requests_published": read_status(&manifest.nodes[0].data_dir)
             .and_then(|s| s.challenger)
             .map(|c| c.published),
         "challenges_logged": log.len(),
+        "answers": {
+            "valid": valid_n,
+            "late": late_n,
+            "other": other_n,
+            "late_percent": (late_n as f64 / answered * 1000.0).round() / 10.0,
+        },
+        "per_validator": statuses.iter().map(|s| json!({
+            "verify_shed": s.validator.as_ref().and_then(|v| v.refused.get("verify_shed").copied()).unwrap_or(0),
+            "gossip_rejected": s.gossip.received.rejected,
+            "gossip_ignored": s.gossip.received.ignored,
+        })).collect::<Vec<_>>(),
         "miners": miners,
         "epochs_with_consensus": common_epochs,
         "validators_agree": agreed,
@@ -723,6 +797,34 @@ fn print_report(r: &serde_json::Value) {
             None => "no data",
         }
     );
+    let a = &r["answers"];
+    println!(
+        "validator-1: {} challenges, answers {} valid, {} late ({}%), {} bad; shed unverified per validator: {}",
+        r["challenges_logged"],
+        a["valid"],
+        a["late"],
+        a["late_percent"],
+        a["other"],
+        r["per_validator"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v["verify_shed"].to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // Memory over the run, for the first validator and the first miner.
+    let series = r["rss"].as_array().cloned().unwrap_or_default();
+    for name in ["validator-1", "miner-1"] {
+        let mb: Vec<String> = series
+            .iter()
+            .filter_map(|s| s["rss_mb"][name].as_f64())
+            .map(|x| format!("{x:.0}"))
+            .collect();
+        if !mb.is_empty() {
+            println!("{name} RSS (MB, every 10 s): {}", mb.join(" "));
+        }
+    }
 }
 
 fn fmt_ms(v: &serde_json::Value) -> String {

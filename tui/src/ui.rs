@@ -320,7 +320,8 @@ fn render_detail(s: &NodeStatus, m: &MinerRanking, f: &mut Frame) {
     let lines = vec![
         Line::from(m.miner.clone()),
         Line::from(format!(
-            "score {:.3}  weight {:.3}  consensus {:.3}  incentive {:.3}",
+            "uid {}  score {:.3}  weight {:.3}  consensus {:.3}  incentive {:.3}",
+            m.uid.map_or("-".into(), |u| u.to_string()),
             m.score,
             m.weight as f64 / 65535.0,
             m.consensus,
