@@ -44,6 +44,7 @@ impl NetArgs {
         let mut netuid = self.netuid.unwrap_or(1);
         let mut genesis_id = [0u8; 8];
         let mut admission = provnet_wire::Admission::default();
+        let mut reserved = Vec::new();
         if let Some(path) = &self.genesis {
             let g = Genesis::load(path)?;
             if let Some(n) = self.netuid.filter(|n| *n != g.netuid) {
@@ -55,6 +56,11 @@ impl NetArgs {
             netuid = g.netuid;
             genesis_id = Network::with_genesis(netuid, &g.hash()).genesis;
             admission = g.admission()?;
+            reserved = g
+                .validator_keys()?
+                .iter()
+                .filter_map(provnet_p2p::identity::peer_id)
+                .collect();
             info!(target: "node", genesis = %hex::encode(g.hash()), netuid, "genesis loaded");
         }
         let mut cfg = NetworkConfig {
@@ -64,6 +70,7 @@ impl NetArgs {
             mdns: self.mdns,
             ready_file: Some(data_dir.join("ready.json")),
             admission,
+            reserved_peers: reserved,
             ..NetworkConfig::default()
         };
         if !self.listen.is_empty() {

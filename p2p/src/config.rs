@@ -30,6 +30,16 @@ pub struct NetworkConfig {
     pub kademlia: bool,
     pub max_connections: u32,
     pub max_pending_incoming: u32,
+    /// Of `max_connections`, slots only `reserved_peers` may take: a flood of peers never
+    /// crowds the genesis validators out.
+    pub reserved_slots: u32,
+    /// Most peers from one IP address (loopback excepted: a devnet runs on one machine);
+    /// `reserved_peers` are not counted.
+    pub max_peers_per_ip: u32,
+    /// Peers that may use the reserved slots and are exempt from the per-IP limit (the
+    /// genesis validators); not part of a config file.
+    #[serde(skip)]
+    pub reserved_peers: Vec<libp2p::PeerId>,
     #[serde(with = "millis")]
     pub heartbeat: Duration,
     #[serde(with = "millis")]
@@ -70,6 +80,9 @@ impl Default for NetworkConfig {
             kademlia: true,
             max_connections: 128,
             max_pending_incoming: 32,
+            reserved_slots: 16,
+            max_peers_per_ip: 8,
+            reserved_peers: Vec::new(),
             heartbeat: Duration::from_millis(700),
             idle_timeout: Duration::from_secs(120),
             redial: Duration::from_secs(5),

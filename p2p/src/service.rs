@@ -111,6 +111,7 @@ pub async fn spawn(
         sync_server: None,
         ledger_tx: None,
         ledger_dropped: 0,
+        connections_refused: 0,
         sync_pending: HashMap::new(),
         sync_asked: HashMap::new(),
         sync_replies,
@@ -169,6 +170,7 @@ struct Service {
     /// Where weights and registrations go, when someone subscribed (never the lossy bus).
     ledger_tx: Option<mpsc::Sender<Arc<Received>>>,
     ledger_dropped: u64,
+    connections_refused: u64,
     /// Our sync requests in flight.
     sync_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<SyncResponse, P2pError>>>,
     /// Per peer: when its current window began, and its requests in it.
@@ -497,6 +499,12 @@ impl Service {
     }
 
     fn on_connected(&mut self, peer_id: PeerId, address: Multiaddr) {
+        if let Some(why) = self.refuse_connection(&peer_id, &address) {
+            debug!(target: "p2p::swarm", peer = %peer_id, %address, "{why}: disconnecting");
+            self.connections_refused += 1;
+            let _ = self.swarm.disconnect_peer_id(peer_id);
+            return;
+        }
         info!(target: "p2p::swarm", peer = %peer_id, %address, "peer connected");
         let first = self.peers.is_empty();
         let since_ms = unix_ms(SystemTime::now());
@@ -511,6 +519,37 @@ impl Service {
         if first {
             self.kad_bootstrap();
         }
+    }
+
+    /// Why a new peer may not stay: the unreserved slots are full, or its IP address has
+    /// enough peers. Reserved peers (genesis validators) always stay.
+    fn refuse_connection(&self, peer: &PeerId, address: &Multiaddr) -> Option<&'static str> {
+        if self.cfg.reserved_peers.contains(peer) {
+            return None;
+        }
+        let open = self
+            .cfg
+            .max_connections
+            .saturating_sub(self.cfg.reserved_slots) as usize;
+        let unreserved = self
+            .peers
+            .keys()
+            .filter(|p| !self.cfg.reserved_peers.contains(p))
+            .count();
+        if unreserved >= open {
+            return Some("only reserved slots are left");
+        }
+        let ip = ip_of(address)?;
+        if ip.is_loopback() {
+            return None;
+        }
+        let same_ip = self
+            .peers
+            .iter()
+            .filter(|(p, e)| !self.cfg.reserved_peers.contains(p) && ip_of(&e.address) == Some(ip))
+            .count();
+        (same_ip >= self.cfg.max_peers_per_ip as usize)
+            .then_some("too many peers from its IP address")
     }
 
     fn kad_bootstrap(&mut self) {
@@ -721,6 +760,8 @@ impl Service {
             published: self.published,
             publish_failures: self.publish_failures,
             recent_rejections: self.recent_rejections.iter().cloned().collect(),
+            connections_refused: self.connections_refused,
+            ledger_dropped: self.ledger_dropped,
         }
     }
 }
@@ -775,4 +816,14 @@ fn write_ready_file(path: &std::path::Path, ready: &Ready) -> Result<(), P2pErro
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, json).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// The IP address a multiaddr starts with, if any.
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    use libp2p::multiaddr::Protocol;
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    })
 }

@@ -49,7 +49,10 @@ struct Node {
 
 impl Node {
     async fn start(cfg: NetworkConfig) -> Node {
-        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        Node::start_with(SigningKey::generate(&mut rand::rngs::OsRng), cfg).await
+    }
+
+    async fn start_with(key: SigningKey, cfg: NetworkConfig) -> Node {
         let (net, _task) = spawn(key.clone(), cfg).await.expect("network starts");
         let inbox = net.subscribe();
         let ready = net.wait_ready(WAIT).await.expect("listening");
@@ -487,4 +490,47 @@ async fn sync_requests_reach_the_serving_node_and_others_say_not_serving() {
         b.net.shutdown().await;
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_slots_keep_room_for_validators_when_other_peers_fill_the_rest() {
+    init_logs();
+    let validator = SigningKey::generate(&mut rand::rngs::OsRng);
+    let validator_peer =
+        provnet_p2p::identity::peer_id(&validator.verifying_key().to_bytes()).expect("peer id");
+    let mut cfg = NetworkConfig::loopback(NETUID);
+    cfg.max_connections = 4;
+    cfg.reserved_slots = 2;
+    cfg.reserved_peers = vec![validator_peer];
+    cfg.kademlia = false;
+    let hub = Node::start(cfg).await;
+    let _a = Node::attacker(&hub.addr).await;
+    let _b = Node::attacker(&hub.addr).await;
+    within(wait_for("two peers", || async {
+        hub.connected().await == 2
+    }))
+    .await;
+    // A third ordinary peer finds only reserved slots left.
+    let _c = Node::attacker(&hub.addr).await;
+    within(wait_for("the third refused", || async {
+        hub.net.status().await.expect("status").connections_refused >= 1
+    }))
+    .await;
+    assert_eq!(hub.connected().await, 2);
+    // The validator still gets in.
+    let mut vcfg = NetworkConfig::loopback(NETUID);
+    vcfg.bootstrap = vec![hub.addr.clone()];
+    vcfg.kademlia = false;
+    let _v = Node::start_with(validator, vcfg).await;
+    let want = validator_peer.to_string();
+    within(wait_for("the validator connected", || async {
+        hub.net
+            .peers()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p.peer_id == want)
+    }))
+    .await;
+    assert_eq!(hub.connected().await, 3);
 }

@@ -130,6 +130,8 @@ fn fixture() -> NodeStatus {
                 reason: "bad_signature".into(),
                 detail: "envelope signature does not verify".into(),
             }],
+            connections_refused: 0,
+            ledger_dropped: 0,
         },
         peers: vec![
             PeerStatus {

@@ -47,6 +47,13 @@ pub struct GossipStatus {
     pub publish_failures: u64,
     /// Newest last.
     pub recent_rejections: Vec<RejectionRecord>,
+    /// Connections closed at once: the unreserved slots were full, or the peer's IP had
+    /// enough peers.
+    #[serde(default)]
+    pub connections_refused: u64,
+    /// Weights messages dropped because the ledger's channel was full (should stay 0).
+    #[serde(default)]
+    pub ledger_dropped: u64,
 }
 
 /// A miner's queue and prover.
