@@ -219,9 +219,11 @@ impl Service {
             Command::Publish(msg, reply) => {
                 let topic = Topic::of(msg.kind());
                 let now = unix_ms(SystemTime::now());
-                let result = self
-                    .signer
-                    .seal(&msg, now)
+                // Our own messages obey the rules peers apply: one that would be refused
+                // is never sent (and never costs us their score).
+                let result = msg
+                    .check(now)
+                    .and_then(|()| self.signer.seal(&msg, now))
                     .map_err(P2pError::from)
                     .and_then(|bytes| self.publish_bytes(topic, bytes.clone()).map(|()| bytes));
                 let _ = reply.send(result);

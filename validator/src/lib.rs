@@ -11,6 +11,7 @@ pub mod engine;
 pub mod epoch;
 pub mod issue;
 pub mod ledger;
+pub mod pool;
 pub mod queue;
 pub mod registry;
 pub mod score;

@@ -153,6 +153,9 @@ pub struct Store {
     archive: sled::Tree,
 }
 
+/// sled's page cache, per store.
+const STORE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Epochs of signed commits and reveals kept to serve to peers catching up.
 pub const ARCHIVE_EPOCHS: u64 = 256;
 
@@ -185,8 +188,11 @@ fn pair_key(epoch: u64, who: &PublicKey) -> [u8; 40] {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
+        // sled caches up to 1 GiB by default, which reads as a node's memory growing
+        // without bound; what a node reads back is small and recent.
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(STORE_CACHE_BYTES)
             .flush_every_ms(Some(200))
             .open()
             .map_err(|source| StoreError::Open {

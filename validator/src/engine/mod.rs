@@ -9,21 +9,21 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use provnet_kernels::{KernelError, Model, ModelKeys, ProofContext, ProofFile, SegmentVerifier};
 use provnet_wire::{
-    status::ProofNote, Challenge, ChallengeStatus, Message, MinerRanking, ProofSubmission,
-    PublicKey, SeenCommit, ValidatorStatus, WeightsCommit, WeightsReveal,
+    status::ProofNote, Challenge, ChallengeStatus, Message, ProofSubmission, PublicKey, SeenCommit,
+    WeightsCommit, WeightsReveal,
 };
 use rand::RngCore;
 use tracing::{debug, info, warn};
 
+mod status;
+
 use crate::epoch::Epochs;
 use crate::issue::{IssueConfig, Issuer, RequestRefusal};
-use crate::ledger::Ledger;
+pub use crate::pool::{Verdict, VerifyJob, VerifyPool, MAX_BATCH};
 use crate::score::{Outcome, ScoreParams, Scores};
 use crate::store::{AnswerRecord, ChallengeRecord, Result, Store, WeightsRecord};
 
@@ -135,21 +135,6 @@ impl Refusal {
             Refusal::Unregistered => "unregistered",
         }
     }
-}
-
-/// One proof to verify.
-pub struct VerifyJob {
-    pub challenge_id: [u8; 32],
-    pub miner: PublicKey,
-    pub model: Arc<VerifyingModel>,
-    pub file: ProofFile,
-}
-
-/// A verdict on a [`VerifyJob`].
-pub struct Verdict {
-    pub challenge_id: [u8; 32],
-    pub miner: PublicKey,
-    pub result: std::result::Result<(), String>,
 }
 
 struct Pending {
@@ -727,117 +712,6 @@ impl Validator {
     pub fn store(&self) -> &Store {
         &self.store
     }
-
-    /// The role's snapshot, rankings joined with the ledger's consensus and rewards.
-    pub fn status(
-        &self,
-        ledger: &Ledger,
-        verify_queue: usize,
-        batches: u64,
-    ) -> Result<ValidatorStatus> {
-        let miners = self.store.miners()?;
-        let history = self.store.weights_history()?;
-        let last_weights: BTreeMap<PublicKey, u16> = history
-            .last()
-            .map(|r| r.weights.iter().map(|w| (w.miner, w.weight)).collect())
-            .unwrap_or_default();
-        let ls = ledger.store();
-        let last_consensus = ls.last_consensus_epoch()?;
-        let outcome = match last_consensus {
-            Some(e) => ls.consensus(e)?,
-            None => None,
-        };
-        let totals = ls.totals()?;
-        let mut keys: Vec<PublicKey> = miners.keys().copied().collect();
-        keys.extend(self.scores.ema.keys().copied());
-        keys.sort_unstable();
-        keys.dedup();
-        let mut rankings: Vec<MinerRanking> = keys
-            .iter()
-            .map(|m| {
-                let rec = miners.get(m).cloned().unwrap_or_default();
-                let sorted = |v: &[f64]| {
-                    let mut v = v.to_vec();
-                    v.sort_by(f64::total_cmp);
-                    v
-                };
-                let lat = sorted(&rec.latency_ms);
-                let ver = sorted(&rec.verified_ms);
-                let of = |map: Option<&BTreeMap<PublicKey, f64>>| {
-                    map.and_then(|x| x.get(m)).copied().unwrap_or(0.0)
-                };
-                MinerRanking {
-                    miner: hex::encode(m),
-                    score: self.scores.ema.get(m).copied().unwrap_or(0.0),
-                    weight: last_weights.get(m).copied().unwrap_or(0),
-                    consensus: of(outcome.as_ref().map(|o| &o.consensus)),
-                    incentive: of(outcome.as_ref().map(|o| &o.incentive)),
-                    valid: rec.valid,
-                    invalid: rec.invalid,
-                    copied: rec.copied,
-                    replayed: rec.replayed,
-                    late: rec.late,
-                    latency_ms_p50: percentile(&lat, 0.5),
-                    latency_ms_p95: percentile(&lat, 0.95),
-                    verified_ms_p50: percentile(&ver, 0.5),
-                    verified_ms_p95: percentile(&ver, 0.95),
-                    proof_bytes: rec.last_proof_bytes,
-                    reward_last_epoch: outcome
-                        .as_ref()
-                        .and_then(|o| o.rewards.miners.get(m))
-                        .copied()
-                        .unwrap_or(0),
-                    reward_total: totals.miners.get(m).copied().unwrap_or(0),
-                    recent_proofs: self
-                        .notes
-                        .get(m)
-                        .map(|n| n.iter().cloned().collect())
-                        .unwrap_or_default(),
-                    uid: None, // the registry's: the node fills it in
-                }
-            })
-            .collect();
-        rankings.sort_by(|a, b| {
-            b.weight
-                .cmp(&a.weight)
-                .then(b.score.total_cmp(&a.score))
-                .then(a.miner.cmp(&b.miner))
-        });
-        // The status is copied every second: the best miners only.
-        rankings.truncate(MAX_RANKINGS);
-        let mut recent = self.recent.clone();
-        for (id, o) in &self.open {
-            if !o.finalized {
-                recent.push(ChallengeStatus {
-                    id: hex::encode(id),
-                    model: short(&o.record.model_id),
-                    segment: o.record.segment,
-                    received_ms: o.record.received_ms,
-                    deadline_ms: o.record.deadline_ms,
-                    proofs: (o.outcomes.len() + o.pending.len()) as u32,
-                    valid: 0,
-                    fastest_ms: None,
-                    status: "open".into(),
-                });
-            }
-        }
-        Ok(ValidatorStatus {
-            open_challenges: self.open.values().filter(|o| !o.finalized).count(),
-            verified: self.verified,
-            verify_batches: batches,
-            verify_queue,
-            last_committed_epoch: history.last().map(|r| r.epoch),
-            last_revealed_epoch: self
-                .sent
-                .iter()
-                .filter(|(_, p)| *p >= 2)
-                .map(|(e, _)| *e)
-                .max(),
-            rankings,
-            recent_challenges: recent,
-            refused: self.refused.clone(),
-        })
-    }
 }
 
 pub use provnet_wire::status::percentile;
@@ -873,124 +747,4 @@ fn reclassify_copies(o: &mut Open) -> Vec<PublicKey> {
         }
     }
     copies
-}
-
-/// Verifies proofs on a dedicated thread: whatever has queued up while it worked is
-/// verified as one batch per segment (one shared final exponentiation), checked one by one when a
-/// batch fails so every proof gets its own verdict.
-pub struct VerifyPool {
-    tx: Option<mpsc::SyncSender<VerifyJob>>,
-    thread: Option<JoinHandle<()>>,
-    stats: Arc<PoolStats>,
-}
-
-#[derive(Default)]
-struct PoolStats {
-    queued: std::sync::atomic::AtomicUsize,
-    batches: std::sync::atomic::AtomicU64,
-}
-
-/// Most proofs verified together.
-pub const MAX_BATCH: usize = 256;
-
-impl VerifyPool {
-    /// `capacity` bounds the queue; `on_verdict` is called on the pool's thread.
-    pub fn start(
-        capacity: usize,
-        on_verdict: impl Fn(Verdict) + Send + 'static,
-    ) -> std::io::Result<VerifyPool> {
-        let (tx, rx) = mpsc::sync_channel::<VerifyJob>(capacity);
-        let stats = Arc::new(PoolStats::default());
-        let st = stats.clone();
-        let thread = std::thread::Builder::new()
-            .name("verifier".into())
-            .spawn(move || verify_loop(&rx, &st, &on_verdict))?;
-        Ok(VerifyPool {
-            tx: Some(tx),
-            thread: Some(thread),
-            stats,
-        })
-    }
-
-    /// Queues a job; hands it back if the queue is full.
-    pub fn submit(&self, job: VerifyJob) -> std::result::Result<(), Box<VerifyJob>> {
-        use std::sync::atomic::Ordering;
-        let tx = self.tx.as_ref().expect("open until dropped");
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        tx.try_send(job).map_err(|e| {
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            match e {
-                mpsc::TrySendError::Full(j) | mpsc::TrySendError::Disconnected(j) => Box::new(j),
-            }
-        })
-    }
-
-    pub fn queued(&self) -> usize {
-        self.stats.queued.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn batches(&self) -> u64 {
-        self.stats
-            .batches
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl Drop for VerifyPool {
-    fn drop(&mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn verify_loop(rx: &mpsc::Receiver<VerifyJob>, st: &PoolStats, on_verdict: &dyn Fn(Verdict)) {
-    use std::sync::atomic::Ordering;
-    let mut rng = rand::rngs::OsRng;
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        st.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
-        // One batch per (model, segment).
-        let mut groups: BTreeMap<([u8; 32], u32), Vec<VerifyJob>> = BTreeMap::new();
-        for j in jobs {
-            groups
-                .entry((j.model.model.id(), j.file.segment))
-                .or_default()
-                .push(j);
-        }
-        for ((_, segment), group) in groups {
-            st.batches.fetch_add(1, Ordering::Relaxed);
-            let vm = group[0].model.clone();
-            let results: Vec<std::result::Result<(), String>> =
-                match vm.verifiers.get(segment as usize) {
-                    None => group
-                        .iter()
-                        .map(|_| Err(format!("segment {segment} does not exist")))
-                        .collect(),
-                    Some(verifier) => {
-                        let items: Vec<(&ProofFile, ProofContext)> =
-                            group.iter().map(|j| (&j.file, j.file.context())).collect();
-                        verifier
-                            .verify_files(&vm.model, &items, &mut rng)
-                            .into_iter()
-                            .map(|r| r.map_err(|e| e.to_string()))
-                            .collect()
-                    }
-                };
-            for (job, result) in group.into_iter().zip(results) {
-                on_verdict(Verdict {
-                    challenge_id: job.challenge_id,
-                    miner: job.miner,
-                    result,
-                });
-            }
-        }
-    }
 }
