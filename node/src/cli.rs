@@ -56,7 +56,8 @@ pub enum Command {
     /// Publish one proof request (as an admitted challenger) and report the verified proofs
     /// that answer it.
     Challenge(challenge::ChallengeArgs),
-    /// Load testing: flood a network with junk from fresh keys.
+    /// Load testing: flood a network with junk from fresh keys (`adversary` builds only).
+    #[cfg(feature = "adversary")]
     #[command(hide = true)]
     Flood(crate::flood::FloodArgs),
     /// Network genesis files.
@@ -134,6 +135,7 @@ impl Cli {
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
             Command::Run(_) | Command::Challenge(_) => "info",
+            #[cfg(feature = "adversary")]
             Command::Flood(_) => "error",
             _ => "warn",
         }
@@ -164,6 +166,7 @@ impl Cli {
             Command::Run(args) => run::run(args),
             Command::Devnet(args) => devnet::run(args),
             Command::Challenge(args) => challenge::run(args),
+            #[cfg(feature = "adversary")]
             Command::Flood(args) => crate::flood::run(args),
             Command::Tui(args) => {
                 let targets = args

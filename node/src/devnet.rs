@@ -98,6 +98,9 @@ const MODEL: &str = "digits_mlp";
 
 /// Writes the model, the keys and the genesis under `dir`.
 pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
+    if args.junk_rate > 0.0 && !cfg!(feature = "adversary") {
+        bail!("--junk-rate needs a build with the adversary feature (cargo run --release --features provnet-node/adversary -- devnet ...)");
+    }
     if args.miners == 0 || args.validators == 0 {
         bail!("a devnet needs at least one miner and one validator");
     }

@@ -8,6 +8,7 @@ mod challenge;
 mod cli;
 mod demo;
 mod devnet;
+#[cfg(feature = "adversary")]
 mod flood;
 mod genesis;
 mod identity;

@@ -130,7 +130,8 @@ pub struct RunArgs {
     /// whoever reaches it: put a firewall or an authenticating proxy in front).
     #[arg(long)]
     pub admin_allow_remote: bool,
-    /// Test only: make the miner misbehave.
+    /// Test only: make the miner misbehave (builds with the `adversary` feature).
+    #[cfg(feature = "adversary")]
     #[arg(long, value_enum, hide = true)]
     pub adversary: Option<crate::roles::Adversary>,
 }
@@ -219,7 +220,10 @@ async fn serve(args: RunArgs) -> Result<()> {
                 ..Default::default()
             },
             backend: args.backend,
+            #[cfg(feature = "adversary")]
             adversary: args.adversary,
+            #[cfg(not(feature = "adversary"))]
+            adversary: None,
             status_file: args.data_dir.join("status.json"),
             status_tx,
             registered,

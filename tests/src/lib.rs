@@ -15,7 +15,8 @@ use serde_json::Value;
 /// The `provnet` binary of this workspace, built (once per test run) if needed.
 ///
 /// It is built the way `cargo test --workspace` builds it (every member's tests, so every
-/// dev-dependency's features), which makes this a no-op under that command. Building only
+/// dev-dependency's features), plus provnet-node's `adversary` feature, which only that
+/// crate has: under `cargo test` this recompiles `provnet-node` alone. Building only
 /// `-p provnet-node` would resolve features differently and recompile half the dependency
 /// tree (minutes on two cores) in the middle of the test run.
 pub fn provnet_bin() -> &'static Path {
@@ -46,7 +47,10 @@ pub fn provnet_bin() -> &'static Path {
         }
         let status = cmd
             .current_dir(&root)
+            // With the test-only adversaries (`--adversary`, `flood`), which a release
+            // build leaves out.
             .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
+            .args(["--features", "provnet-node/adversary"])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building provnet failed");
