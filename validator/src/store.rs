@@ -307,12 +307,7 @@ impl Store {
                 m.insert(META_SCORES, sc.clone())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
-                sled::transaction::TransactionError::Abort(()) => {
-                    unreachable!("the transaction never aborts")
-                }
-            })?;
+            .map_err(tx_error)?;
         Ok(())
     }
 
@@ -642,13 +637,18 @@ impl Store {
                 rw.insert(&epoch_key(epoch), enc(&outcome.rewards))?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
-                sled::transaction::TransactionError::Abort(()) => {
-                    unreachable!("the transaction never aborts")
-                }
-            })?;
+            .map_err(tx_error)?;
         Ok(())
+    }
+}
+
+/// A transaction's failure: only storage can fail, as ours never abort.
+fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
+        sled::transaction::TransactionError::Abort(()) => {
+            unreachable!("the transaction never aborts")
+        }
     }
 }
 
