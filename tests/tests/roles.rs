@@ -426,6 +426,26 @@ fn a_validator_killed_mid_epoch_keeps_its_state_and_catches_up() {
     }
 }
 
+/// Checks `pred` on every tick of a 50 ms clock until it holds; panics, naming `what`, once
+/// `T` has passed.
+async fn wait_for_async<F, Fut>(what: &str, mut pred: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let waited = tokio::time::timeout(T, async {
+        loop {
+            tick.tick().await;
+            if pred().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out after {T:?} waiting for {what}");
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -561,18 +581,13 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
             async move {
                 let (h, task) = provnet_p2p::spawn(key, cfg).await.expect("node starts");
                 // Wait until validator-1 has it in its mesh for challenges and proofs.
-                let meshed = async {
-                    loop {
-                        let peers = h.peers().await.unwrap_or_default();
-                        let has =
-                            |t: Topic| peers.iter().any(|p| p.mesh.iter().any(|m| m == t.as_str()));
-                        if has(Topic::Challenge) && has(Topic::Proof) {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                };
-                tokio::time::timeout(T, meshed).await.expect("meshed");
+                wait_for_async("the mesh", || async {
+                    let peers = h.peers().await.unwrap_or_default();
+                    let has =
+                        |t: Topic| peers.iter().any(|p| p.mesh.iter().any(|m| m == t.as_str()));
+                    has(Topic::Challenge) && has(Topic::Proof)
+                })
+                .await;
                 (h, task)
             }
         };
@@ -624,14 +639,10 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
             v.as_u64().unwrap_or(0)
         };
         // Those land before the garbage below costs us the validator's ear.
-        let landed = async {
-            while counted_v1(&["gossip", "received", "ignored", "unregistered"]) < 1 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(T, landed)
-            .await
-            .expect("the proof reached validator-1");
+        wait_for_async("the proof to reach validator-1", || async {
+            counted_v1(&["gossip", "received", "ignored", "unregistered"]) >= 1
+        })
+        .await;
         // Garbage, then challenges signed by FLOOD fresh keys nobody admitted.
         att.publish_raw(Topic::Challenge, b"\xa1garbage".to_vec())
             .await
