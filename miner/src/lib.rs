@@ -87,13 +87,6 @@ impl ProvingModel {
     }
 }
 
-impl ProvingModel {
-    /// Each segment's verifying-key id (checked against the proving key at load).
-    pub fn vk_ids(&self) -> Vec<[u8; 32]> {
-        self.keys.iter().map(|(_, id)| *id).collect()
-    }
-}
-
 /// Why a challenge was not queued.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {

@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use provnet_kernels::Model;
+
+use crate::engine::VerifyingModel;
 use provnet_wire::{Challenge, PublicKey};
 use rand::{Rng, RngCore};
 
@@ -64,7 +66,7 @@ const MIN_REQUEST_MS: u64 = 200;
 
 pub struct Issuer {
     cfg: IssueConfig,
-    models: Vec<Arc<Model>>,
+    models: Vec<Arc<VerifyingModel>>,
     issued: u64,
     next_at: f64,
     /// Per admitted challenger: (epoch, requests adopted in it). Keyed by genesis keys only.
@@ -74,7 +76,7 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    pub fn new(cfg: IssueConfig, models: Vec<Arc<Model>>, now_ms: f64) -> Issuer {
+    pub fn new(cfg: IssueConfig, models: Vec<Arc<VerifyingModel>>, now_ms: f64) -> Issuer {
         Issuer {
             cfg,
             models,
@@ -97,29 +99,15 @@ impl Issuer {
 
     /// The benchmark challenge due at `now_ms`, if one is.
     pub fn benchmark(&mut self, now_ms: f64) -> Option<Challenge> {
-        if self.cfg.rate <= 0.0 || self.models.is_empty() || now_ms < self.next_at {
+        if self.models.is_empty() || !pace(&mut self.next_at, self.cfg.rate, now_ms) {
             return None;
         }
-        let every = 1000.0 / self.cfg.rate;
-        self.next_at += every;
-        if self.next_at < now_ms {
-            self.next_at = now_ms + every; // fell behind: do not burst to catch up
-        }
-        let mut rng = rand::rngs::OsRng;
         let model = &self.models[(self.issued as usize) % self.models.len()];
         self.issued += 1;
-        let segment = rng.gen_range(0..model.segments.len());
-        let seg = &model.segments[segment];
-        let (lo, hi) = (seg.input.lo() as i64, seg.input.hi() as i64);
-        let input = (0..seg.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
-        Some(Challenge {
-            model_id: model.id(),
-            segment: segment as u32,
-            input,
-            nonce: fresh_nonce(),
-            deadline_ms: now_ms as u64 + self.cfg.deadline_ms,
-            request: None,
-        })
+        Some(random_challenge(
+            &model.model,
+            now_ms as u64 + self.cfg.deadline_ms,
+        ))
     }
 
     /// This validator's challenge for `request` from `challenger`, or why not. The
@@ -167,6 +155,38 @@ impl Issuer {
                 .min(now.saturating_add(self.cfg.deadline_ms)),
             request: Some(id),
         })
+    }
+}
+
+/// Whether an event at `rate` per second is due at `now_ms`, moving `next_at` on if so. One
+/// that fell behind starts over from now rather than bursting to catch up.
+pub fn pace(next_at: &mut f64, rate: f64, now_ms: f64) -> bool {
+    if rate <= 0.0 || now_ms < *next_at {
+        return false;
+    }
+    let every = 1000.0 / rate;
+    *next_at += every;
+    if *next_at < now_ms {
+        *next_at = now_ms + every;
+    }
+    true
+}
+
+/// A challenge on a random segment of `model`, with a random input in that segment's range
+/// and a fresh nonce.
+pub fn random_challenge(model: &Model, deadline_ms: u64) -> Challenge {
+    let mut rng = rand::rngs::OsRng;
+    let segment = rng.gen_range(0..model.segments.len());
+    let seg = &model.segments[segment];
+    let (lo, hi) = (seg.input.lo() as i64, seg.input.hi() as i64);
+    let input = (0..seg.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
+    Challenge {
+        model_id: model.id(),
+        segment: segment as u32,
+        input,
+        nonce: fresh_nonce(),
+        deadline_ms,
+        request: None,
     }
 }
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use provnet_kernels::Model;
 use provnet_wire::{Challenge, ChallengeStatus, ChallengerStatus, ProofSubmission, PublicKey};
-use rand::{Rng, RngCore};
 
 use super::{now_f64, now_ms, short};
 use crate::identity::hex32;
@@ -47,29 +46,14 @@ impl ChallengerRole {
     /// The request due now, if one is: a random segment of the next model, a random input
     /// in the segment's range, a fresh nonce.
     pub fn due(&mut self, n: u64) -> Option<Challenge> {
-        if self.rate <= 0.0 || now_f64() < self.next_at {
+        if !provnet_validator::issue::pace(&mut self.next_at, self.rate, now_f64()) {
             return None;
         }
-        self.next_at += 1000.0 / self.rate;
-        if self.next_at < now_f64() {
-            self.next_at = now_f64() + 1000.0 / self.rate;
-        }
-        let mut rng = rand::rngs::OsRng;
         let model = &self.models[(n as usize) % self.models.len()];
-        let segment = rng.gen_range(0..model.segments.len());
-        let seg = &model.segments[segment];
-        let (lo, hi) = (seg.input.lo() as i64, seg.input.hi() as i64);
-        let input = (0..seg.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
-        let mut nonce = [0u8; 32];
-        rng.fill_bytes(&mut nonce);
-        Some(Challenge {
-            model_id: model.id(),
-            segment: segment as u32,
-            input,
-            nonce,
-            deadline_ms: now_ms() + self.deadline_ms,
-            request: None,
-        })
+        Some(provnet_validator::issue::random_challenge(
+            model,
+            now_ms() + self.deadline_ms,
+        ))
     }
 
     pub fn record(&mut self, id: [u8; 32], c: &Challenge) {

@@ -81,8 +81,8 @@ pub struct Roles {
     ledger: Ledger,
     /// The miner registry (the metagraph), fed registrations from gossip.
     registrar: Registrar,
-    /// The epoch this miner last sent its registration for.
-    registering: Option<u64>,
+    /// The epoch this miner last registered for, and its work while not yet sent.
+    registering: Option<(u64, Option<provnet_wire::Register>)>,
     /// The genesis id envelopes carry (registration work covers it).
     genesis_id: [u8; 8],
     challenger: Option<ChallengerRole>,
@@ -152,24 +152,11 @@ impl Roles {
         let validators = g.validator_keys()?;
 
         let miner = if cfg.roles.contains(&Role::Miner) {
-            let models = g
-                .models
-                .iter()
-                .map(|gm| {
-                    let p = &gm.path;
-                    let pm = ProvingModel::load(p)
-                        .with_context(|| format!("loading {}", p.display()))?;
-                    let have: Vec<String> = pm.vk_ids().iter().map(hex::encode).collect();
-                    if have != gm.vk_ids {
-                        bail!(
-                            "model {}: the proving keys in {} verify under {have:?}, the genesis names {:?}: every proof would be refused",
-                            gm.name,
-                            p.display(),
-                            gm.vk_ids
-                        );
-                    }
-                    Ok(pm)
-                })
+            // `Genesis::load` checked each key index against the genesis's vk ids, and
+            // `ProvingModel::load` checks each proving key's embedded vk against its index.
+            let models = genesis_models(g)
+                .into_iter()
+                .map(|p| ProvingModel::load(p).with_context(|| format!("loading {}", p.display())))
                 .collect::<Result<Vec<_>>>()?;
             let backend = provnet_kernels::gpu::select(cfg.backend)
                 .map_err(|why| anyhow::anyhow!("miner: --backend {}: {why}", cfg.backend))?;
@@ -311,25 +298,31 @@ impl Roles {
             return;
         }
         let epoch = self.ledger.epochs().of(now_ms());
-        if self.registering == Some(epoch) {
-            return;
-        }
-        self.registering = Some(epoch);
-        let (genesis, me) = (self.genesis_id, self.me);
-        let bits = self.registrar.graph().params.work_bits;
-        let start = rand::random::<u64>();
-        let solved = tokio::task::spawn_blocking(move || {
-            provnet_wire::Register::solve(&genesis, &me, epoch, bits, start)
-        })
-        .await;
-        let Ok(r) = solved else {
-            return;
+        let r = match self.registering {
+            Some((e, None)) if e == epoch => return, // sent this epoch
+            Some((e, Some(r))) if e == epoch => r,   // done, not yet sent
+            _ => {
+                let (genesis, me) = (self.genesis_id, self.me);
+                let bits = self.registrar.graph().params.work_bits;
+                let start = rand::random::<u64>();
+                let solved = tokio::task::spawn_blocking(move || {
+                    provnet_wire::Register::solve(&genesis, &me, epoch, bits, start)
+                })
+                .await;
+                let Ok(r) = solved else {
+                    return;
+                };
+                info!(target: "miner", epoch, bits, "registering: work done, asking for a slot");
+                r
+            }
         };
-        info!(target: "miner", epoch, bits, "registering: work done, asking for a slot");
         if self.publish(Message::Register(r)).await {
+            self.registering = Some((epoch, None));
+            let me = self.me;
             self.on_register(&me, &r);
         } else {
-            self.registering = None; // no peers yet: try again on the next tick
+            // No peers yet: the same work goes out on a later tick of this epoch.
+            self.registering = Some((epoch, Some(r)));
         }
     }
 

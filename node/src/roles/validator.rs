@@ -4,7 +4,7 @@
 //! publishes its weights. Where a challenge is born is `provnet_validator::issue`; where a
 //! verdict becomes a score is `provnet_validator::score`.
 
-use provnet_validator::{Validator, Verdict, VerifyJob, VerifyPool, VerifyQueue};
+use provnet_validator::{Refusal, Validator, Verdict, VerifyJob, VerifyPool, VerifyQueue};
 use provnet_wire::{Challenge, ProofSubmission, PublicKey};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -68,7 +68,7 @@ impl ValidatorRole {
         match self.engine.on_proof(sender, p, now) {
             Ok(Some(job)) => self.submit(job),
             Ok(None) => {}
-            Err(r) if r.as_str() == "not_ours" => {} // another validator's challenge
+            Err(Refusal::NotOurs(_)) => {} // another validator's challenge
             Err(r) => {
                 info!(target: "validator", miner = %short(sender), reason = r.as_str(), "proof refused: {r}");
             }

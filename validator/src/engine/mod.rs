@@ -213,11 +213,9 @@ impl Validator {
                 e
             }
         };
-        let plain: Vec<Arc<provnet_kernels::Model>> =
-            models.iter().map(|m| Arc::new(m.model.clone())).collect();
         Ok(Validator {
             store,
-            issuer: Issuer::new(cfg.issue.clone(), plain, now_ms as f64),
+            issuer: Issuer::new(cfg.issue.clone(), models.clone(), now_ms as f64),
             me,
             models: models.into_iter().map(|m| (m.model.id(), m)).collect(),
             cfg,
@@ -318,7 +316,7 @@ impl Validator {
         now_ms: f64,
     ) -> std::result::Result<Option<Challenge>, Refusal> {
         if !self.issuer.is_admitted(sender) {
-            if self.cfg_is_validator(sender) {
+            if self.is_validator(sender) {
                 return Ok(None);
             }
             return self.refuse(Refusal::Request(RequestRefusal::NotAdmitted));
@@ -335,7 +333,7 @@ impl Validator {
 
     /// Whether `key` is a validator: itself, or one whose challenges it hears but does
     /// not score.
-    fn cfg_is_validator(&self, key: &PublicKey) -> bool {
+    fn is_validator(&self, key: &PublicKey) -> bool {
         *key == self.me || self.cfg.validators.contains(key)
     }
 
