@@ -134,6 +134,10 @@ pub struct RunArgs {
     #[cfg(feature = "adversary")]
     #[arg(long, value_enum, hide = true)]
     pub adversary: Option<crate::roles::Adversary>,
+    /// Test only: skip catching up from peers after downtime (`adversary` builds).
+    #[cfg(feature = "adversary")]
+    #[arg(long, hide = true)]
+    pub no_catch_up: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -224,6 +228,10 @@ async fn serve(args: RunArgs) -> Result<()> {
             adversary: args.adversary,
             #[cfg(not(feature = "adversary"))]
             adversary: None,
+            #[cfg(feature = "adversary")]
+            no_catch_up: args.no_catch_up,
+            #[cfg(not(feature = "adversary"))]
+            no_catch_up: false,
             status_file: args.data_dir.join("status.json"),
             status_tx,
             registered,

@@ -290,6 +290,18 @@ impl Subnet {
     /// Starts `name` with `provnet run --role ROLE` on loopback, plus `extra` flags.
     pub fn start(&self, name: &str, role: &str, bootstrap: Option<&str>, extra: &[&str]) -> Node {
         let (data_dir, _) = self.node(name);
+        self.start_at(name, &data_dir, role, bootstrap, extra)
+    }
+
+    /// [`Subnet::start`] in another data dir (a copy of a node's, say).
+    pub fn start_at(
+        &self,
+        name: &str,
+        data_dir: &Path,
+        role: &str,
+        bootstrap: Option<&str>,
+        extra: &[&str],
+    ) -> Node {
         let mut args = vec![
             "run",
             "--genesis",
@@ -305,7 +317,21 @@ impl Subnet {
             args.extend(["--bootstrap", b]);
         }
         args.extend_from_slice(extra);
-        Node::start_in(name, &args, &data_dir)
+        Node::start_in(name, &args, data_dir)
+    }
+}
+
+/// Copies a directory tree (a killed node's data dir, to start it again elsewhere).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's dir");
+    for entry in std::fs::read_dir(from).expect("read the dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
     }
 }
 

@@ -348,6 +348,13 @@ fn a_validator_killed_mid_epoch_keeps_its_state_and_catches_up() {
     };
     assert!(!history.is_empty() && !consensus.is_empty() && challenges > 0);
     assert!(totals.miners.values().sum::<u64>() > 0, "{totals:?}");
+    // The same state, to restart later without the fetch: that run must disagree, or the
+    // catch-up below shows nothing.
+    let frozen = tempfile::tempdir().expect("temp dir");
+    provnet_tests::copy_dir(&dir2, frozen.path());
+    for stale in ["ready.json", "status.json"] {
+        let _ = std::fs::remove_file(frozen.path().join(stale));
+    }
 
     // Stay down until validator-1 has run consensus for the epoch of the kill: validator-2
     // then missed that epoch's commits and reveals.
@@ -424,6 +431,34 @@ fn a_validator_killed_mid_epoch_keeps_its_state_and_catches_up() {
             "validators disagree on epoch {e} after the restart"
         );
     }
+
+    // The control: the killed state again, with the fetch switched off, alone. Missing the
+    // kill epoch's commits and reveals, it reaches another consensus for that epoch.
+    let mut cold = net.start_at(
+        "validator-2-no-catch-up",
+        frozen.path(),
+        "validator",
+        None,
+        &["--rate", "1", "--no-catch-up"],
+    );
+    cold.ready(T);
+    assert!(
+        wait_until(T, || consensus_epoch(&cold) >= Some(killed_in)),
+        "the control ran no consensus for epoch {killed_in}:\n{}",
+        cold.log_text()
+    );
+    stop_all(&mut [&mut cold]);
+    let log = cold.log_text();
+    assert!(
+        log.contains("--no-catch-up") && !log.contains("caught up: consensus goes on"),
+        "{log}"
+    );
+    let s3 = open_store(frozen.path());
+    assert_ne!(
+        s1.consensus(killed_in).expect("store"),
+        s3.consensus(killed_in).expect("store"),
+        "without the fetch, validator-2 still agreed on epoch {killed_in}: the catch-up test shows nothing"
+    );
 }
 
 /// Checks `pred` on every tick of a 50 ms clock until it holds; panics, naming `what`, once

@@ -57,6 +57,9 @@ pub struct RoleConfig {
     pub status_tx: tokio::sync::watch::Sender<NodeStatus>,
     /// The registered miners as the gate reads them (kept current here).
     pub registered: Option<provnet_wire::SharedKeys>,
+    /// Test only: do not catch up from peers after downtime, so a test can show what the
+    /// fetch is for (`--no-catch-up`, `adversary` builds).
+    pub no_catch_up: bool,
 }
 
 pub(crate) fn now_f64() -> f64 {
@@ -121,7 +124,12 @@ impl Roles {
             },
             now_ms(),
         )?;
-        let missed = ledger.missed_epochs(now_ms())?;
+        let missed = ledger
+            .missed_epochs(now_ms())?
+            .filter(|_| !cfg.no_catch_up);
+        if cfg.no_catch_up {
+            warn!(target: LOG_TARGET_SYNC, "--no-catch-up: epochs missed while down run their consensus on what this node has");
+        }
         let mut ledger = ledger;
         if let Some((from, _)) = missed {
             ledger.hold(from);
