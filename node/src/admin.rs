@@ -224,6 +224,24 @@ pub fn metrics(s: &NodeStatus) -> String {
         &[&[]],
         &[s.gossip.publish_failures as f64],
     );
+    m.counter(
+        "provnet_gossip_connections_refused_total",
+        "Connections refused by the connection limits.",
+        &[&[]],
+        &[s.gossip.connections_refused as f64],
+    );
+    m.gauge(
+        "provnet_ledger_backlog",
+        "Weights messages and registrations waiting for the node's ledger loop.",
+        &[&[]],
+        &[s.gossip.ledger_backlog as f64],
+    );
+    m.counter(
+        "provnet_ledger_dropped_total",
+        "Registrations dropped past the ledger backlog's bound.",
+        &[&[]],
+        &[s.gossip.ledger_dropped as f64],
+    );
     if let Some(mi) = &s.miner {
         m.gauge(
             "provnet_miner_queue_depth",

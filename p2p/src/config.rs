@@ -33,6 +33,12 @@ pub struct NetworkConfig {
     /// Of `max_connections`, slots only `reserved_peers` may take: a flood of peers never
     /// crowds the genesis validators out.
     pub reserved_slots: u32,
+    /// Most peers that dialed us, reserved peers not counted: what is left of the slots
+    /// stays for peers this node dials, so inbound floods cannot eclipse it.
+    pub max_inbound: u32,
+    /// Most peers this node dialed, reserved peers not counted: discovery that a poisoned
+    /// DHT steers cannot fill the slots either.
+    pub max_outbound: u32,
     /// Most peers from one IP address (loopback excepted: a devnet runs on one machine);
     /// `reserved_peers` are not counted.
     pub max_peers_per_ip: u32,
@@ -81,6 +87,8 @@ impl Default for NetworkConfig {
             max_connections: 128,
             max_pending_incoming: 32,
             reserved_slots: 16,
+            max_inbound: 96,
+            max_outbound: 64,
             max_peers_per_ip: 8,
             reserved_peers: Vec::new(),
             heartbeat: Duration::from_millis(700),

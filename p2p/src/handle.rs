@@ -24,6 +24,9 @@ pub struct Received {
     pub verified: Verified,
     /// The signed envelope as received.
     pub raw: Vec<u8>,
+    /// When the gate accepted it (Unix ms, sub-ms precision): a proof's latency is measured
+    /// to here, so however long the node takes to get to it costs the miner nothing.
+    pub received_at_ms: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -102,7 +105,9 @@ impl NetworkHandle {
     /// own instead of [`subscribe`](NetworkHandle::subscribe)'s bus, so a flood of
     /// challenges or proofs can never make a subscriber miss them. Only genesis validators
     /// may send weights (see `Admission`), so `capacity` is reached only if the subscriber
-    /// stalls; a message that finds it full is counted (`ledger_dropped`) and logged.
+    /// stalls; then messages wait, in order, in the network's backlog (`ledger_backlog`)
+    /// until it takes them. Weights are kept; registrations past the backlog's bound are
+    /// dropped and counted (`ledger_dropped`).
     pub async fn subscribe_ledger(
         &self,
         capacity: usize,

@@ -28,6 +28,12 @@ use crate::{identity, NetworkConfig, P2pError};
 const COMMAND_BUFFER: usize = 256;
 const RECENT_REJECTIONS: usize = 64;
 const TICK: Duration = Duration::from_millis(250);
+/// Registrations waiting for a ledger subscriber that fell behind, at most.
+const LEDGER_BACKLOG_REGISTRATIONS: usize = 4_096;
+/// Ledger messages waiting in all, at most: weights come only from genesis validators,
+/// one commit and one reveal an epoch each, so a live subscriber never lets this fill
+/// (it is the last bound, for one that has stopped taking messages altogether).
+const LEDGER_BACKLOG_MAX: usize = 65_536;
 /// Least time between two Announces prompted by peers subscribing.
 const ANNOUNCE_SPACING: Duration = Duration::from_secs(1);
 /// How often to refresh the DHT routing table while connected.
@@ -110,6 +116,8 @@ pub async fn spawn(
     let mut service = Service {
         sync_server: None,
         ledger_tx: None,
+        ledger_backlog: VecDeque::new(),
+        ledger_backlog_registrations: 0,
         ledger_dropped: 0,
         connections_refused: 0,
         sync_pending: HashMap::new(),
@@ -143,6 +151,8 @@ pub async fn spawn(
 
 struct PeerEntry {
     address: Multiaddr,
+    /// This node dialed it (outbound), rather than it us.
+    dialed: bool,
     since_ms: u64,
     agent: Option<String>,
     roles: Vec<String>,
@@ -169,6 +179,11 @@ struct Service {
     sync_server: Option<mpsc::Sender<InboundSync>>,
     /// Where weights and registrations go, when someone subscribed (never the lossy bus).
     ledger_tx: Option<mpsc::Sender<Arc<Received>>>,
+    /// Ledger messages the subscriber has not taken yet, in arrival order (see
+    /// [`Service::send_to_ledger`]).
+    ledger_backlog: VecDeque<Arc<Received>>,
+    /// How many of those are registrations (bounded by [`LEDGER_BACKLOG_REGISTRATIONS`]).
+    ledger_backlog_registrations: usize,
     ledger_dropped: u64,
     connections_refused: u64,
     /// Our sync requests in flight.
@@ -200,10 +215,74 @@ impl Service {
                     // Fails only if the peer gave up waiting; nothing to do then.
                     let _ = self.swarm.behaviour_mut().sync.send_response(channel, answer);
                 }
+                permit = reserve(self.ledger_tx.clone()), if !self.ledger_backlog.is_empty() => {
+                    self.drain_ledger(permit);
+                }
                 _ = tick.tick() => self.housekeeping(),
             }
         }
         self.stop();
+    }
+
+    /// Hands a weights message or registration to the ledger subscriber. When its channel
+    /// is full the message waits in the backlog, in order, and goes as soon as the
+    /// subscriber takes one (backpressure, never a silent drop: the network loop itself
+    /// never waits on the subscriber, which may be waiting on the network). Only genesis
+    /// validators may send weights, one commit and one reveal an epoch each past the gate,
+    /// so weights are kept; registrations come from anyone who paid the work, so past
+    /// [`LEDGER_BACKLOG_REGISTRATIONS`] waiting a newer one is dropped and counted.
+    fn send_to_ledger(&mut self, received: Arc<Received>) {
+        let Some(tx) = &self.ledger_tx else { return };
+        if self.ledger_backlog.is_empty() {
+            match tx.try_send(received) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.ledger_tx = None;
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(r)) => return self.hold_for_ledger(r),
+            }
+        }
+        self.hold_for_ledger(received);
+    }
+
+    fn hold_for_ledger(&mut self, received: Arc<Received>) {
+        let registration = matches!(
+            received.verified.message,
+            provnet_wire::Message::Register(_)
+        );
+        let full = if registration {
+            self.ledger_backlog_registrations >= LEDGER_BACKLOG_REGISTRATIONS
+        } else {
+            self.ledger_backlog.len() >= LEDGER_BACKLOG_MAX
+        };
+        if full {
+            self.ledger_dropped += 1;
+            warn!(target: "p2p::gossip", dropped = self.ledger_dropped, waiting = self.ledger_backlog.len(), registration, "the ledger subscriber is far behind: a message past the backlog's bound was dropped");
+            return;
+        }
+        if self.ledger_backlog.is_empty() {
+            info!(target: "p2p::gossip", "the ledger subscriber is behind: weights messages and registrations wait for it");
+        }
+        self.ledger_backlog_registrations += usize::from(registration);
+        self.ledger_backlog.push_back(received);
+    }
+
+    /// One slot freed on the ledger channel: the oldest waiting message takes it.
+    fn drain_ledger(&mut self, permit: Option<mpsc::OwnedPermit<Arc<Received>>>) {
+        let Some(permit) = permit else {
+            // The subscriber is gone: nothing will take these.
+            self.ledger_tx = None;
+            self.ledger_backlog.clear();
+            self.ledger_backlog_registrations = 0;
+            return;
+        };
+        if let Some(r) = self.ledger_backlog.pop_front() {
+            if matches!(r.verified.message, provnet_wire::Message::Register(_)) {
+                self.ledger_backlog_registrations -= 1;
+            }
+            permit.send(r);
+        }
     }
 
     fn stop(&mut self) {
@@ -477,9 +556,11 @@ impl Service {
                 endpoint,
                 num_established,
                 ..
-            } if num_established.get() == 1 => {
-                self.on_connected(peer_id, endpoint.get_remote_address().clone())
-            }
+            } if num_established.get() == 1 => self.on_connected(
+                peer_id,
+                endpoint.get_remote_address().clone(),
+                endpoint.is_dialer(),
+            ),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
@@ -500,8 +581,8 @@ impl Service {
         }
     }
 
-    fn on_connected(&mut self, peer_id: PeerId, address: Multiaddr) {
-        if let Some(why) = self.refuse_connection(&peer_id, &address) {
+    fn on_connected(&mut self, peer_id: PeerId, address: Multiaddr, dialed: bool) {
+        if let Some(why) = self.refuse_connection(&peer_id, &address, dialed) {
             debug!(target: "p2p::swarm", peer = %peer_id, %address, "{why}: disconnecting");
             self.connections_refused += 1;
             let _ = self.swarm.disconnect_peer_id(peer_id);
@@ -512,6 +593,7 @@ impl Service {
         let since_ms = unix_ms(SystemTime::now());
         let entry = PeerEntry {
             address,
+            dialed,
             since_ms,
             agent: None,
             roles: Vec::new(),
@@ -523,9 +605,15 @@ impl Service {
         }
     }
 
-    /// Why a new peer may not stay: the unreserved slots are full, or its IP address has
-    /// enough peers. Reserved peers (genesis validators) always stay.
-    fn refuse_connection(&self, peer: &PeerId, address: &Multiaddr) -> Option<&'static str> {
+    /// Why a new peer may not stay: the unreserved slots are full, those of its direction
+    /// (inbound or outbound) are, or its IP address has enough peers. Reserved peers
+    /// (genesis validators) always stay.
+    fn refuse_connection(
+        &self,
+        peer: &PeerId,
+        address: &Multiaddr,
+        dialed: bool,
+    ) -> Option<&'static str> {
         if self.cfg.reserved_peers.contains(peer) {
             return None;
         }
@@ -533,13 +621,28 @@ impl Service {
             .cfg
             .max_connections
             .saturating_sub(self.cfg.reserved_slots) as usize;
-        let unreserved = self
-            .peers
-            .keys()
-            .filter(|p| !self.cfg.reserved_peers.contains(p))
-            .count();
-        if unreserved >= open {
+        let unreserved = || {
+            self.peers
+                .iter()
+                .filter(|(p, _)| !self.cfg.reserved_peers.contains(p))
+        };
+        if unreserved().count() >= open {
             return Some("only reserved slots are left");
+        }
+        let (same_way, cap, why) = match dialed {
+            true => (
+                unreserved().filter(|(_, e)| e.dialed).count(),
+                self.cfg.max_outbound,
+                "enough peers dialed out",
+            ),
+            false => (
+                unreserved().filter(|(_, e)| !e.dialed).count(),
+                self.cfg.max_inbound,
+                "enough peers dialed in",
+            ),
+        };
+        if same_way >= cap as usize {
+            return Some(why);
         }
         let ip = ip_of(address)?;
         if ip.is_loopback() {
@@ -661,6 +764,9 @@ impl Service {
                     via: source,
                     verified: *verified,
                     raw: message.data,
+                    received_at_ms: SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64() * 1e3),
                 };
                 let ledger = matches!(
                     received.verified.message,
@@ -669,12 +775,7 @@ impl Service {
                         | provnet_wire::Message::Register(_)
                 );
                 match (&self.ledger_tx, ledger) {
-                    (Some(tx), true) => {
-                        if tx.try_send(Arc::new(received)).is_err() {
-                            self.ledger_dropped += 1;
-                            warn!(target: "p2p::gossip", dropped = self.ledger_dropped, "the ledger subscriber is not keeping up: a weights message was dropped");
-                        }
-                    }
+                    (Some(_), true) => self.send_to_ledger(Arc::new(received)),
                     _ => {
                         let _ = self.events.send(NetEvent::Message(Arc::new(received)));
                     }
@@ -764,8 +865,16 @@ impl Service {
             recent_rejections: self.recent_rejections.iter().cloned().collect(),
             connections_refused: self.connections_refused,
             ledger_dropped: self.ledger_dropped,
+            ledger_backlog: self.ledger_backlog.len() as u64,
         }
     }
+}
+
+/// A slot on the ledger channel, once the subscriber frees one (`None`: it is gone).
+async fn reserve(
+    tx: Option<mpsc::Sender<Arc<Received>>>,
+) -> Option<mpsc::OwnedPermit<Arc<Received>>> {
+    tx?.reserve_owned().await.ok()
 }
 
 /// libp2p binds its listeners with SO_REUSEPORT, so a second node on a taken port would

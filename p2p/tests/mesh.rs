@@ -9,6 +9,7 @@ use ed25519_dalek::SigningKey;
 use provnet_p2p::{spawn, Multiaddr, NetEvent, NetworkConfig, NetworkHandle, Received};
 use provnet_wire::{
     unix_ms, Announce, Challenge, Envelope, Kind, Message, Network, RejectReason, Topic,
+    WeightsCommit,
 };
 use tokio::sync::broadcast;
 
@@ -524,6 +525,76 @@ async fn reserved_slots_keep_room_for_validators_when_other_peers_fill_the_rest(
     let _v = Node::start_with(validator, vcfg).await;
     let want = validator_peer.to_string();
     within(wait_for("the validator connected", || async {
+        hub.net
+            .peers()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p.peer_id == want)
+    }))
+    .await;
+    assert_eq!(hub.connected().await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_wait_for_a_ledger_subscriber_that_falls_behind_and_none_is_dropped() {
+    init_logs();
+    let hub = Node::honest(None).await;
+    // A one-slot channel nobody reads yet: the subscriber is stalled.
+    let mut ledger = hub.net.subscribe_ledger(1).await.expect("subscribe");
+    let validator = Node::honest(Some(&hub.addr)).await;
+    const SENT: u64 = 40;
+    for epoch in 1..=SENT {
+        validator
+            .publish(Message::WeightsCommit(WeightsCommit {
+                epoch,
+                commitment: [epoch as u8; 32],
+            }))
+            .await;
+    }
+    within(wait_for("the hub to hold every commit", || async {
+        hub.net.status().await.expect("status").ledger_backlog == SENT - 1
+    }))
+    .await;
+    // The subscriber wakes: every commit arrives, in the order sent.
+    let mut epochs = Vec::new();
+    while epochs.len() < SENT as usize {
+        let m = within(ledger.recv()).await.expect("the channel stays open");
+        match &m.verified.message {
+            Message::WeightsCommit(c) => epochs.push(c.epoch),
+            other => panic!("not a commit: {other:?}"),
+        }
+    }
+    assert_eq!(epochs, (1..=SENT).collect::<Vec<_>>());
+    let status = hub.net.status().await.expect("status");
+    assert_eq!((status.ledger_backlog, status.ledger_dropped), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_dial_in_leave_room_for_the_peers_a_node_dials() {
+    init_logs();
+    let mut cfg = NetworkConfig::loopback(NETUID);
+    cfg.max_inbound = 2;
+    cfg.kademlia = false;
+    let hub = Node::start(cfg).await;
+    let _a = Node::attacker(&hub.addr).await;
+    let _b = Node::attacker(&hub.addr).await;
+    within(wait_for("two peers in", || async {
+        hub.connected().await == 2
+    }))
+    .await;
+    let _c = Node::attacker(&hub.addr).await;
+    within(wait_for("the third refused", || async {
+        hub.net.status().await.expect("status").connections_refused >= 1
+    }))
+    .await;
+    // The inbound slots are full, yet the hub still dials out.
+    let mut other = NetworkConfig::loopback(NETUID);
+    other.kademlia = false;
+    let out = Node::start(other).await;
+    hub.net.dial(out.addr.clone()).await.expect("dial");
+    let want = out.net.peer_id().to_string();
+    within(wait_for("the dialed peer connected", || async {
         hub.net
             .peers()
             .await

@@ -132,6 +132,7 @@ fn fixture() -> NodeStatus {
             }],
             connections_refused: 0,
             ledger_dropped: 0,
+            ledger_backlog: 0,
         },
         peers: vec![
             PeerStatus {

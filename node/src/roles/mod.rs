@@ -96,6 +96,8 @@ pub struct Roles {
     archive_gate: Gate,
     /// Epochs to fetch from peers before running their consensus (set at start).
     missed: Option<(u64, u64)>,
+    /// The status file's write in progress, on a blocking thread.
+    status_write: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Loads every genesis model's directory.
@@ -124,9 +126,7 @@ impl Roles {
             },
             now_ms(),
         )?;
-        let missed = ledger
-            .missed_epochs(now_ms())?
-            .filter(|_| !cfg.no_catch_up);
+        let missed = ledger.missed_epochs(now_ms())?.filter(|_| !cfg.no_catch_up);
         if cfg.no_catch_up {
             warn!(target: LOG_TARGET_SYNC, "--no-catch-up: epochs missed while down run their consensus on what this node has");
         }
@@ -251,6 +251,7 @@ impl Roles {
             published_challenges: 0,
             archive_gate,
             missed,
+            status_write: None,
         };
         roles.roster_changed()?;
         Ok(roles)
@@ -380,7 +381,7 @@ impl Roles {
                 }
                 Some(d) = recv_opt(self.miner.as_mut().map(|m| &mut m.done)) => self.on_done(d).await,
                 _ = tick.tick() => self.on_tick().await,
-                _ = status_every.tick() => self.write_status().await,
+                _ = status_every.tick() => self.write_status(false).await,
                 Some(req) = recv_opt(sync_requests.as_mut()) => self.answer_sync(req),
                 fetched = async { catch_up.as_mut().expect("guarded").await }, if catch_up.is_some() => {
                     catch_up = None;
@@ -396,7 +397,7 @@ impl Roles {
                 },
             }
         }
-        self.write_status().await;
+        self.write_status(true).await;
         if let Some(m) = self.miner.take() {
             m.miner.stop();
         }
@@ -421,7 +422,9 @@ impl Roles {
 
     async fn on_message(&mut self, m: &Received) {
         let sender = m.verified.sender;
-        let now = now_f64();
+        // Timed from arrival: a busy roles task (an epoch's close, a consensus) never
+        // lengthens a miner's measured latency.
+        let now = m.received_at_ms;
         match &m.verified.message {
             Message::Challenge(c) => {
                 if let Some(ch) = self.challenger.as_mut() {
@@ -707,20 +710,33 @@ impl Roles {
         }
     }
 
-    async fn write_status(&self) {
+    /// Publishes a status snapshot to the admin endpoint and writes it to `status.json`.
+    /// The file is written on a blocking thread, never on this task; a write still going
+    /// when the next is due makes that one skip (`wait` waits for it: at shutdown).
+    async fn write_status(&mut self, wait: bool) {
         let s = self.snapshot().await;
         self.cfg.status_tx.send_replace(s.clone());
-        let path = &self.cfg.status_file;
-        let tmp = path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            std::fs::write(
-                &tmp,
-                serde_json::to_vec_pretty(&s).map_err(std::io::Error::other)?,
-            )?;
-            std::fs::rename(&tmp, path)
-        };
-        if let Err(e) = write() {
-            warn!(target: "node", path = %path.display(), "writing status: {e}");
+        if self.status_write.as_ref().is_some_and(|w| !w.is_finished()) && !wait {
+            return;
+        }
+        if let Some(previous) = self.status_write.take() {
+            let _ = previous.await;
+        }
+        let path = self.cfg.status_file.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("json.tmp");
+            let written = serde_json::to_vec_pretty(&s)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| std::fs::write(&tmp, bytes))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                warn!(target: "node", path = %path.display(), "writing status: {e}");
+            }
+        });
+        if wait {
+            let _ = write.await;
+        } else {
+            self.status_write = Some(write);
         }
     }
 }

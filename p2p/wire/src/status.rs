@@ -51,9 +51,14 @@ pub struct GossipStatus {
     /// enough peers.
     #[serde(default)]
     pub connections_refused: u64,
-    /// Weights messages dropped because the ledger's channel was full (should stay 0).
+    /// Ledger messages dropped: registrations past the backlog's bound while the ledger
+    /// subscriber was behind (weights are kept; see `ledger_backlog`).
     #[serde(default)]
     pub ledger_dropped: u64,
+    /// Weights messages and registrations accepted but not yet taken by the ledger
+    /// subscriber (it fell behind; they wait here instead of being dropped).
+    #[serde(default)]
+    pub ledger_backlog: u64,
 }
 
 /// A miner's queue and prover.
