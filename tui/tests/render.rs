@@ -183,6 +183,7 @@ fn fixture() -> NodeStatus {
             registered_miners: 2,
             max_miners: 256,
             registrations_refused: BTreeMap::new(),
+            registrations_pending: 0,
         }),
         log: vec![LogLine {
             at_ms: NOW - 12_000,

@@ -36,6 +36,14 @@ impl Epochs {
         self.commit_deadline(epoch)
     }
 
+    /// Registrations whose work is for `epoch` are heard until this time, when every node
+    /// applies them as one batch (a tenth of an epoch, at most 2 s, into `epoch + 1`: the
+    /// slack for gossip to reach everyone).
+    pub fn registrations_at(&self, epoch: u64) -> u64 {
+        self.start(epoch.saturating_add(1))
+            .saturating_add((self.length_ms / 10).min(2_000))
+    }
+
     /// Reveals for `epoch` are accepted until this time, when consensus for it runs.
     pub fn consensus_at(&self, epoch: u64) -> u64 {
         self.start(epoch.saturating_add(2))

@@ -441,6 +441,7 @@ impl Ledger {
             registered_miners: 0,
             max_miners: 0,
             registrations_refused: BTreeMap::new(),
+            registrations_pending: 0,
         })
     }
 }

@@ -26,7 +26,7 @@ pub use issue::{IssueConfig, Issuer, RequestRefusal};
 pub use ledger::{Ledger, LedgerConfig, LedgerRefusal, SyncReport};
 pub use queue::VerifyQueue;
 pub use registry::{
-    Metagraph, MinerRegistry, RegisterRefusal, Registered, Registrar, RegistryParams, Slot,
+    Metagraph, MinerRegistry, Queued, RegisterRefusal, Registered, Registrar, RegistryParams, Slot,
 };
 pub use score::{challenge_samples, Outcome, ScoreParams, Scores};
 pub use store::{Archived, Store, StoreError, ARCHIVE_EPOCHS};

@@ -512,7 +512,7 @@ fn fifty_keys_that_register_prove_once_and_go_silent_lose_their_weight_and_their
     let genesis = [3u8; 8];
     let params = RegistryParams {
         max_miners: 32,
-        immunity_epochs: 1,
+        immunity_epochs: 2,
         work_bits: 6,
     };
     let honest = key();
@@ -527,31 +527,60 @@ fn fifty_keys_that_register_prove_once_and_go_silent_lose_their_weight_and_their
     .expect("registry");
     let e0 = BASE / EPOCH;
     let sybils: Vec<PublicKey> = (0..50).map(|_| key()).collect();
-    let mut taken = Vec::new();
+    let mut batch_full = 0;
     for (i, s) in sybils.iter().enumerate() {
         let r = Register::solve(&genesis, s, e0, 6, i as u64 * 1_000_000);
         match reg.on_register(s, &r, BASE).expect("store") {
-            Ok(_) => taken.push(*s),
-            Err(e) => assert_eq!(e.as_str(), "all_immune"),
+            Ok(q) => assert_eq!(q.epoch, e0),
+            Err(e) => {
+                assert_eq!(e.as_str(), "batch_full");
+                batch_full += 1;
+            }
         }
     }
+    // A batch holds at most `max_miners`, those with the most work (the rest refused, or
+    // pushed out later by more work: 18 counted either way); nothing takes a slot before
+    // the batch's time.
+    assert_eq!(reg.graph().pending(), 32);
+    assert!(batch_full <= 18);
+    assert_eq!(reg.refused().get("batch_full"), Some(&18));
+    assert!(reg.tick(BASE).expect("store").is_empty());
+    let applies = Epochs::new(EPOCH).registrations_at(e0);
+    let taken: Vec<PublicKey> = reg
+        .tick(applies)
+        .expect("store")
+        .iter()
+        .map(|r| r.hotkey)
+        .collect();
     assert_eq!(taken.len(), 31, "31 slots left beside the genesis miner's");
     assert_eq!(reg.graph().len(), 32, "slots stay capped");
+    assert_eq!(reg.refused().get("all_immune"), Some(&1));
+    // The batch is gone: late work for its epoch is stale.
+    let late = key();
+    let r = Register::solve(&genesis, &late, e0, 6, 0);
+    assert_eq!(
+        reg.on_register(&late, &r, applies)
+            .expect("store")
+            .expect_err("applied")
+            .as_str(),
+        "stale_registration"
+    );
     // Too little work, or work for an old epoch, takes nothing.
     let lazy = key();
-    let weak = Register {
-        epoch: e0,
-        nonce: 0,
-    };
-    if weak.work_bits(&genesis, &lazy) < 6 {
-        assert_eq!(
-            reg.on_register(&lazy, &weak, BASE)
-                .expect("store")
-                .expect_err("no work")
-                .as_str(),
-            "not_enough_work"
-        );
-    }
+    let weak = (0..)
+        .map(|nonce| Register {
+            epoch: e0 + 1,
+            nonce,
+        })
+        .find(|r| r.work_bits(&genesis, &lazy) < 6)
+        .expect("most nonces are too little work");
+    assert_eq!(
+        reg.on_register(&lazy, &weak, applies)
+            .expect("store")
+            .expect_err("no work")
+            .as_str(),
+        "not_enough_work"
+    );
     let old = Register::solve(&genesis, &lazy, e0 - 2, 6, 0);
     assert_eq!(
         reg.on_register(&lazy, &old, BASE)
@@ -648,14 +677,19 @@ fn fifty_keys_that_register_prove_once_and_go_silent_lose_their_weight_and_their
     );
     v.store().put_epoch_outcome(last, &outcome).expect("store");
     // Immunity is over: an honest newcomer takes a silent key's slot, which leaves the
-    // scores with it. The honest miner, with incentive, is not the one replaced.
+    // scores with it. The honest miner, with incentive, is not the one replaced. Its batch
+    // (epoch `last + 2`) replaces by the consensus of `last`.
     let newcomer = key();
-    let r = Register::solve(&genesis, &newcomer, t / EPOCH, 6, 7);
-    let done = reg
-        .on_register(&newcomer, &r, t)
+    let at = Epochs::new(EPOCH).start(last + 2) + 100;
+    let r = Register::solve(&genesis, &newcomer, last + 2, 6, 7);
+    reg.on_register(&newcomer, &r, at)
         .expect("store")
-        .expect("a newcomer registers when slots are full");
-    let gone = done.replaced.expect("replaced someone");
+        .expect("a newcomer is heard when slots are full");
+    let applied = reg
+        .tick(Epochs::new(EPOCH).registrations_at(last + 2))
+        .expect("store");
+    assert_eq!(applied.len(), 1, "the newcomer registers: {applied:?}");
+    let gone = applied[0].replaced.expect("replaced someone");
     assert!(taken.contains(&gone), "replaced {}", hex::encode(gone));
     assert_eq!(reg.graph().len(), 32);
     assert!(reg.graph().is_registered(&newcomer) && reg.graph().is_registered(&honest));

@@ -84,8 +84,8 @@ pub struct Roles {
     ledger: Ledger,
     /// The miner registry (the metagraph), fed registrations from gossip.
     registrar: Registrar,
-    /// The epoch this miner last registered for, and its work while not yet sent.
-    registering: Option<(u64, Option<provnet_wire::Register>)>,
+    /// Where this miner's registration for an epoch stands.
+    registering: Option<Registering>,
     /// The genesis id envelopes carry (registration work covers it).
     genesis_id: [u8; 8],
     challenger: Option<ChallengerRole>,
@@ -98,6 +98,14 @@ pub struct Roles {
     missed: Option<(u64, u64)>,
     /// The status file's write in progress, on a blocking thread.
     status_write: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A miner's registration for one epoch: the work running, done but not yet sent (no
+/// peers), or sent.
+enum Registering {
+    Solving(u64, tokio::task::JoinHandle<provnet_wire::Register>),
+    Solved(u64, provnet_wire::Register),
+    Sent(u64),
 }
 
 /// Loads every genesis model's directory.
@@ -278,20 +286,11 @@ impl Roles {
         Ok(())
     }
 
-    /// A registration, from gossip or our own.
+    /// A registration, from gossip or our own: it waits for its epoch's batch.
     fn on_register(&mut self, hotkey: &PublicKey, r: &provnet_wire::Register) {
         match self.registrar.on_register(hotkey, r, now_ms()) {
-            Ok(Ok(done)) => {
-                info!(
-                    target: "ledger",
-                    miner = %short(hotkey),
-                    uid = done.uid,
-                    replaced = ?done.replaced.map(|k| short(&k)),
-                    "miner registered"
-                );
-                if let Err(e) = self.roster_changed() {
-                    warn!(target: "ledger", "store: {e}");
-                }
+            Ok(Ok(q)) => {
+                debug!(target: "ledger", miner = %short(hotkey), epoch = q.epoch, "registration heard: it waits for its epoch's batch")
             }
             Ok(Err(x)) => {
                 debug!(target: "ledger", miner = %short(hotkey), reason = x.as_str(), "registration refused: {x}")
@@ -300,38 +299,69 @@ impl Roles {
         }
     }
 
-    /// A miner without a slot registers, once an epoch until it holds one: the work runs
-    /// off the async runtime.
+    /// Applies the registration batches whose time has come.
+    fn apply_registrations(&mut self) {
+        let taken = match self.registrar.tick(now_ms()) {
+            Ok(t) => t,
+            Err(e) => return warn!(target: "ledger", "store: {e}"),
+        };
+        for done in &taken {
+            info!(
+                target: "ledger",
+                miner = %short(&done.hotkey),
+                uid = done.uid,
+                replaced = ?done.replaced.map(|k| short(&k)),
+                "miner registered"
+            );
+        }
+        if !taken.is_empty() {
+            if let Err(e) = self.roster_changed() {
+                warn!(target: "ledger", "store: {e}");
+            }
+        }
+    }
+
+    /// A miner without a slot registers, once an epoch until it holds one. The work runs
+    /// on a blocking thread; this only looks whether it is done.
     async fn register_if_needed(&mut self) {
-        if self.miner.is_none() || self.registrar.graph().is_registered(&self.me) {
+        let g = self.registrar.graph();
+        if self.miner.is_none() || g.is_registered(&self.me) || g.is_pending(&self.me) {
             return;
         }
         let epoch = self.ledger.epochs().of(now_ms());
-        let r = match self.registering {
-            Some((e, None)) if e == epoch => return, // sent this epoch
-            Some((e, Some(r))) if e == epoch => r,   // done, not yet sent
+        let r = match self.registering.take() {
+            Some(Registering::Sent(e)) if e == epoch => {
+                self.registering = Some(Registering::Sent(e));
+                return;
+            }
+            Some(Registering::Solving(e, work)) if e == epoch => {
+                if !work.is_finished() {
+                    self.registering = Some(Registering::Solving(e, work));
+                    return;
+                }
+                let Ok(r) = work.await else { return };
+                info!(target: "miner", epoch, "registering: work done, asking for a slot");
+                r
+            }
+            Some(Registering::Solved(e, r)) if e == epoch => r,
             _ => {
                 let (genesis, me) = (self.genesis_id, self.me);
                 let bits = self.registrar.graph().params.work_bits;
                 let start = rand::random::<u64>();
-                let solved = tokio::task::spawn_blocking(move || {
+                let work = tokio::task::spawn_blocking(move || {
                     provnet_wire::Register::solve(&genesis, &me, epoch, bits, start)
-                })
-                .await;
-                let Ok(r) = solved else {
-                    return;
-                };
-                info!(target: "miner", epoch, bits, "registering: work done, asking for a slot");
-                r
+                });
+                self.registering = Some(Registering::Solving(epoch, work));
+                return;
             }
         };
         if self.publish(Message::Register(r)).await {
-            self.registering = Some((epoch, None));
+            self.registering = Some(Registering::Sent(epoch));
             let me = self.me;
             self.on_register(&me, &r);
         } else {
             // No peers yet: the same work goes out on a later tick of this epoch.
-            self.registering = Some((epoch, Some(r)));
+            self.registering = Some(Registering::Solved(epoch, r));
         }
     }
 
@@ -517,6 +547,7 @@ impl Roles {
     }
 
     async fn on_tick(&mut self) {
+        self.apply_registrations();
         self.register_if_needed().await;
         let now = now_ms();
         let me = self.me;
@@ -704,6 +735,7 @@ impl Roles {
                 l.registered_miners = g.len() as u32;
                 l.max_miners = g.params.max_miners;
                 l.registrations_refused = self.registrar.refused().clone();
+                l.registrations_pending = g.pending() as u32;
                 l
             }),
             log: crate::logring::LogRing::global().recent(LOG_LINES),

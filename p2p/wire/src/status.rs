@@ -229,6 +229,9 @@ pub struct LedgerStatus {
     /// Registrations refused, by reason.
     #[serde(default)]
     pub registrations_refused: std::collections::BTreeMap<String, u64>,
+    /// Registrations heard and waiting for their epoch's batch.
+    #[serde(default)]
+    pub registrations_pending: u32,
 }
 
 /// The validator role.
