@@ -242,6 +242,44 @@ pub fn metrics(s: &NodeStatus) -> String {
         &[&[]],
         &[s.gossip.ledger_dropped as f64],
     );
+    if let Some(c) = &s.court {
+        m.per_key(
+            "provnet_disputes_total",
+            "Disputes whose verdict became final, by verdict.",
+            "verdict",
+            &c.verdicts,
+        );
+        m.histogram(
+            "provnet_dispute_verdict_seconds",
+            "Time from a dispute's opening to its final verdict.",
+            &c.verdict_seconds,
+        );
+        m.gauge(
+            "provnet_disputes_open",
+            "Disputes running.",
+            &[&[]],
+            &[f64::from(c.disputes_open)],
+        );
+        m.gauge(
+            "provnet_claims_open",
+            "Claims inside their dispute window (or with a dispute running).",
+            &[&[]],
+            &[f64::from(c.claims_open)],
+        );
+        m.by_reason(
+            "provnet_court_refused_total",
+            "Claims, disputes, reveals, leaf states and attestations the court refused, by reason.",
+            &c.refused,
+        );
+        if let Some(b) = c.balance {
+            m.gauge(
+                "provnet_account_balance",
+                "This node's balance (bonds held not counted).",
+                &[&[]],
+                &[b as f64],
+            );
+        }
+    }
     if let Some(mi) = &s.miner {
         m.gauge(
             "provnet_miner_queue_depth",

@@ -9,7 +9,8 @@ use provnet_kernels::{import, keys, trace, ImportOptions, Model, ModelSummary};
 use serde_json::json;
 
 use crate::{
-    bench, bench_msm, bench_verify, challenge, demo, devnet, genesis, identity, inputs, prove, run,
+    bench, bench_dispute, bench_msm, bench_verify, challenge, demo, devnet, genesis, identity,
+    inputs, prove, run,
 };
 
 #[derive(Parser, Debug)]
@@ -128,6 +129,8 @@ pub enum BenchCommand {
     Verify(bench_verify::VerifyBenchArgs),
     /// G1 multi-scalar multiplication per backend (cpu, cuda) over a range of sizes.
     Msm(bench_msm::MsmBenchArgs),
+    /// A dispute's bisection over a synthetic trace: rounds, reveal sizes, times.
+    Dispute(bench_dispute::DisputeBenchArgs),
 }
 
 impl Cli {
@@ -162,6 +165,7 @@ impl Cli {
             Command::Bench(BenchCommand::Prove(args)) => bench::run(args),
             Command::Bench(BenchCommand::Verify(args)) => bench_verify::run(args),
             Command::Bench(BenchCommand::Msm(args)) => bench_msm::run(args),
+            Command::Bench(BenchCommand::Dispute(args)) => bench_dispute::run(args),
             Command::Demo(args) => demo::run(args),
             Command::Run(args) => run::run(args),
             Command::Devnet(args) => devnet::run(args),

@@ -20,7 +20,9 @@ use provnet_wire::NodeStatus;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::genesis::{Genesis, GenesisChallenger, GenesisMiner, GenesisModel, GenesisValidator};
+use crate::genesis::{
+    Genesis, GenesisAccount, GenesisChallenger, GenesisMiner, GenesisModel, GenesisValidator,
+};
 
 #[derive(Args, Debug)]
 pub struct DevnetArgs {
@@ -45,6 +47,27 @@ pub struct DevnetArgs {
     /// one more process while the devnet runs (0: none).
     #[arg(long, default_value_t = 0.0)]
     pub junk_rate: f64,
+    /// Import and set up this ONNX model instead of the bundled one (digits_mlp).
+    #[arg(long, value_name = "FILE.onnx")]
+    pub model: Option<PathBuf>,
+    /// Honest inference nodes: each claims runs of the model (with trace commitments and
+    /// bonds) at `--claim-rate`.
+    #[arg(long, default_value_t = 0)]
+    pub inference: usize,
+    /// Inference nodes that corrupt one boundary tensor, at a random segment, in half of
+    /// their claims (`adversary` builds).
+    #[arg(long, default_value_t = 0)]
+    pub cheaters: usize,
+    /// Challengers that dispute half of the claims they hear, honest ones included, with a
+    /// corrupted trace (`adversary` builds).
+    #[arg(long, default_value_t = 0)]
+    pub false_challengers: usize,
+    /// Claims per second per inference node.
+    #[arg(long, default_value_t = 0.2)]
+    pub claim_rate: f64,
+    /// The share of claims the honest challenger re-executes.
+    #[arg(long, default_value_t = 1.0)]
+    pub audit_rate: f64,
     /// Milliseconds from a challenge to its deadline.
     #[arg(long, default_value_t = 3_000)]
     pub deadline_ms: u64,
@@ -95,11 +118,15 @@ pub struct Manifest {
 }
 
 const MODEL: &str = "digits_mlp";
+/// What each devnet account starts with (bonds are 100 by default).
+pub const ACCOUNT_BALANCE: u64 = 1_000_000;
 
 /// Writes the model, the keys and the genesis under `dir`.
 pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
-    if args.junk_rate > 0.0 && !cfg!(feature = "adversary") {
-        bail!("--junk-rate needs a build with the adversary feature (cargo run --release --features provnet-node/adversary -- devnet ...)");
+    if (args.junk_rate > 0.0 || args.cheaters > 0 || args.false_challengers > 0)
+        && !cfg!(feature = "adversary")
+    {
+        bail!("--junk-rate, --cheaters and --false-challengers need a build with the adversary feature (cargo run --release --features provnet-node/adversary -- devnet ...)");
     }
     if args.miners == 0 || args.validators == 0 {
         bail!("a devnet needs at least one miner and one validator");
@@ -111,20 +138,34 @@ pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
         bail!("--epoch-secs must be at least 2");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let onnx = dir.join(format!("{MODEL}.onnx"));
-    std::fs::write(
-        &onnx,
-        include_bytes!("../../kernels/fixtures/digits_mlp.onnx"),
-    )?;
-    let model_dir = dir.join("models").join(MODEL);
+    let (name, onnx, opts) = match &args.model {
+        Some(file) => {
+            let name = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .filter(|s| !s.is_empty())
+                .context("--model: a file name")?
+                .to_string();
+            (name, file.clone(), ImportOptions::default())
+        }
+        None => {
+            let onnx = dir.join(format!("{MODEL}.onnx"));
+            std::fs::write(
+                &onnx,
+                include_bytes!("../../kernels/fixtures/digits_mlp.onnx"),
+            )?;
+            let opts = ImportOptions {
+                input_min: 0.0,
+                input_max: 1.0,
+                ..Default::default()
+            };
+            (MODEL.to_string(), onnx, opts)
+        }
+    };
+    let model_dir = dir.join("models").join(&name);
     if model_dir.exists() {
         bail!("{} exists: pass a fresh --dir", model_dir.display());
     }
-    let opts = ImportOptions {
-        input_min: 0.0,
-        input_max: 1.0,
-        ..Default::default()
-    };
     import(&onnx, &model_dir, &opts)?;
     let model = Model::load(&model_dir)?;
     keys::setup(&model_dir, &model, &mut rand::rngs::OsRng)?;
@@ -154,13 +195,22 @@ pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
         let threads = args.miner_threads[(i - 1) % args.miner_threads.len()];
         add(format!("miner-{i}"), "miner", threads)?;
     }
+    for i in 1..=args.inference {
+        add(format!("inference-{i}"), "inference", 0)?;
+    }
+    for i in 1..=args.cheaters {
+        add(format!("cheater-{i}"), "inference", 0)?;
+    }
+    for i in 1..=args.false_challengers {
+        add(format!("false-challenger-{i}"), "challenger", 0)?;
+    }
     let genesis = Genesis {
         netuid: 1,
         epoch_secs: args.epoch_secs,
         emission_per_epoch: 1_000_000_000,
         models: vec![GenesisModel {
-            name: MODEL.into(),
-            path: PathBuf::from("models").join(MODEL),
+            name: name.clone(),
+            path: PathBuf::from("models").join(&name),
             model_id: hex::encode(model.id()),
             vk_ids,
         }],
@@ -193,6 +243,16 @@ pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
         keep_epochs: 256,
         scoring: Default::default(),
         consensus: Default::default(),
+        // Inference nodes and challengers post bonds.
+        accounts: nodes
+            .iter()
+            .filter(|n| n.role == "inference" || n.role == "challenger")
+            .map(|n| GenesisAccount {
+                hotkey: n.public_key.clone(),
+                balance: ACCOUNT_BALANCE,
+            })
+            .collect(),
+        disputes: Default::default(),
     };
     let genesis_path = dir.join("genesis.toml");
     std::fs::write(
@@ -243,6 +303,12 @@ fn toml_string(g: &Genesis) -> Result<String> {
         s += &format!(
             "\n[[challengers]]\nhotkey = {:?}\nquota_per_epoch = {}\n",
             c.hotkey, c.quota_per_epoch
+        );
+    }
+    for a in &g.accounts {
+        s += &format!(
+            "\n[[accounts]]\nhotkey = {:?}\nbalance = {}\n",
+            a.hotkey, a.balance
         );
     }
     Ok(s)
@@ -313,9 +379,26 @@ fn spawn(
         cmd.args(["--bootstrap", b]);
     }
     match node.role.as_str() {
+        "challenger" if node.name.starts_with("false-") => {
+            cmd.args([
+                "--rate",
+                "0",
+                "--audit-rate",
+                "0",
+                "--false-dispute-rate",
+                "0.5",
+            ]);
+        }
         "challenger" => {
             cmd.args(["--rate", &args.request_rate.to_string()]);
             cmd.args(["--deadline-ms", &args.deadline_ms.to_string()]);
+            cmd.args(["--audit-rate", &args.audit_rate.to_string()]);
+        }
+        "inference" => {
+            cmd.args(["--claim-rate", &args.claim_rate.to_string()]);
+            if node.name.starts_with("cheater-") {
+                cmd.args(["--cheat-rate", "0.5"]);
+            }
         }
         "validator" => {
             let share = args.rate / args.validators.max(1) as f64;
@@ -700,6 +783,60 @@ fn report(manifest: &Manifest, raw_prove_ms: &[f64]) -> Result<serde_json::Value
             first_verified.push(f);
         }
     }
+    // Disputes as validator-1's court settled them, against the cheaters' own record of
+    // what they corrupted; every account's bonds before and after.
+    let court0 = statuses[0].court.clone().unwrap_or_default();
+    let mut corrupted: BTreeMap<String, u32> = BTreeMap::new();
+    for n in manifest.nodes.iter().filter(|n| n.role == "inference") {
+        if let Some(c) = read_status(&n.data_dir).and_then(|s| s.court) {
+            corrupted.extend(c.corrupted);
+        }
+    }
+    let name_of = |k: &str| names.get(k).map(|(n, _)| n.clone()).unwrap_or_default();
+    let disputes: Vec<serde_json::Value> = court0
+        .disputes
+        .iter()
+        .rev()
+        .map(|d| {
+            json!({
+                "claim": d.claim,
+                "claimant": d.claimant,
+                "claimant_name": name_of(&d.claimant),
+                "challenger": d.challenger,
+                "challenger_name": name_of(&d.challenger),
+                "segment": d.segment,
+                "verdict": d.final_verdict.clone().or_else(|| d.verdict.clone()),
+                "final": d.final_verdict.is_some(),
+                "stage": d.stage,
+                "rounds": d.rounds,
+                "corrupted_segment": corrupted.get(&d.claim),
+                "ms_to_verdict": d.ms_to_verdict,
+                "phases_ms": {
+                    "audit": d.audit_ms,
+                    "bisection": d.bisect_ms,
+                    "leaf": d.leaf_ms,
+                    "attestation": d.attest_ms,
+                },
+            })
+        })
+        .collect();
+    let bank = provnet_validator::court::bank::Bank::open(&store, &BTreeMap::new())?;
+    let balances = bank.balances()?;
+    let held = bank.held_by()?;
+    let bonds: BTreeMap<String, serde_json::Value> = manifest
+        .nodes
+        .iter()
+        .filter(|n| n.role == "inference" || n.role == "challenger")
+        .map(|n| {
+            let key = crate::identity::hex32("key", &n.public_key).unwrap_or([0; 32]);
+            let after = balances.get(&key).copied().unwrap_or(0);
+            let bonded = held.get(&key).copied().unwrap_or(0);
+            (
+                n.public_key.clone(),
+                json!({"name": n.name, "before": ACCOUNT_BALANCE, "after": after, "held": bonded}),
+            )
+        })
+        .collect();
     let raw_mean = raw_prove_ms.iter().sum::<f64>() / raw_prove_ms.len().max(1) as f64;
     let p50 = percentile(&mut first_verified, 0.5);
     let answered = (valid_n + late_n + other_n).max(1) as f64;
@@ -723,6 +860,11 @@ fn report(manifest: &Manifest, raw_prove_ms: &[f64]) -> Result<serde_json::Value
         "epochs_with_consensus": common_epochs,
         "validators_agree": agreed,
         "rewards": ledger0.recent,
+        "claims": court0.claims_total,
+        "disputes": disputes,
+        "verdicts": court0.verdicts,
+        "bonds": bonds,
+        "burned": court0.burned,
         "latency": {
             "raw_prove_ms_per_segment": raw_prove_ms,
             "raw_prove_ms_mean": raw_mean,
@@ -816,6 +958,56 @@ fn print_report(r: &serde_json::Value) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let disputes = r["disputes"].as_array().cloned().unwrap_or_default();
+    if r["claims"].as_u64().unwrap_or(0) > 0 || !disputes.is_empty() {
+        println!(
+            "claims: {}; disputes: {} (validator-1's court)",
+            r["claims"],
+            disputes.len()
+        );
+        for d in &disputes {
+            let text = |k: &str| match &d[k] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "-".into(),
+                v => v.to_string(),
+            };
+            println!(
+                "  claim {} by {:<12} disputed by {:<18} segment {:>3} (corrupted: {:>3}) {:<18} {} in {} ms",
+                &text("claim")[..16.min(text("claim").len())],
+                text("claimant_name"),
+                text("challenger_name"),
+                text("segment"),
+                text("corrupted_segment"),
+                text("verdict"),
+                if d["final"] == true { "final" } else { "not final" },
+                text("ms_to_verdict"),
+            );
+        }
+        let phase = |k: &str| {
+            let mut v: Vec<f64> = disputes
+                .iter()
+                .filter(|d| d["final"] == true && !d["phases_ms"]["leaf"].is_null())
+                .filter_map(|d| d["phases_ms"][k].as_f64())
+                .collect();
+            percentile(&mut v, 0.5).map_or("-".into(), |x| format!("{x:.0}"))
+        };
+        println!(
+            "  claim to verdict, p50 over disputes decided by a leaf (ms): audit {}, bisection {}, leaf proof {}, attestation {}",
+            phase("audit"),
+            phase("bisection"),
+            phase("leaf"),
+            phase("attestation")
+        );
+        for (_, b) in r["bonds"].as_object().into_iter().flatten() {
+            println!(
+                "  {:<20} balance {} -> {} (+ {} in bonds still held)",
+                b["name"].as_str().unwrap_or(""),
+                b["before"],
+                b["after"],
+                b["held"]
+            );
+        }
+    }
     // Memory over the run, for the first validator and the first miner.
     let series = r["rss"].as_array().cloned().unwrap_or_default();
     for name in ["validator-1", "miner-1"] {

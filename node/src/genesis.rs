@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use provnet_kernels::{Model, ModelKeys};
+use provnet_validator::court::CourtParams;
 use provnet_validator::{ConsensusParams, RegistryParams, ScoreParams};
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,27 @@ pub struct Genesis {
     pub scoring: ScoreParams,
     #[serde(default)]
     pub consensus: ConsensusParams,
+    /// Funded accounts: inference nodes and challengers lock their claims' and disputes'
+    /// bonds from these balances; nobody else may post claims. Left out of the hash's
+    /// encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<GenesisAccount>,
+    /// Bonds, clocks and payouts of the dispute game. Left out of the hash's encoding at
+    /// its defaults.
+    #[serde(default, skip_serializing_if = "is_default_court")]
+    pub disputes: CourtParams,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAccount {
+    /// Hex of the account's ed25519 public key (the node's key).
+    pub hotkey: String,
+    pub balance: u64,
+}
+
+fn is_default_court(p: &CourtParams) -> bool {
+    *p == CourtParams::default()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,6 +171,14 @@ impl Genesis {
             .collect()
     }
 
+    /// The funded accounts and their opening balances.
+    pub fn account_balances(&self) -> Result<std::collections::BTreeMap<[u8; 32], u64>> {
+        self.accounts
+            .iter()
+            .map(|a| Ok((hex32("account hotkey", &a.hotkey)?, a.balance)))
+            .collect()
+    }
+
     /// The genesis miners' keys, in uid order.
     pub fn miner_keys(&self) -> Result<Vec<[u8; 32]>> {
         self.miners
@@ -172,6 +202,8 @@ impl Genesis {
                 epoch_ms: self.epoch_secs * 1000,
             }),
             miners: None,
+            accounts: Some(self.account_balances()?.into_keys().collect()),
+            disputers: Some(self.challenger_quotas()?.into_keys().collect()),
         })
     }
 
@@ -226,6 +258,29 @@ impl Genesis {
                 c.hotkey
             );
         }
+        let mut accounts = BTreeSet::new();
+        for a in &self.accounts {
+            let key = hex32("account hotkey", &a.hotkey)?;
+            ensure!(accounts.insert(key), "account {} is listed twice", a.hotkey);
+        }
+        let d = &self.disputes;
+        ensure!(
+            (2..=256).contains(&d.arity),
+            "disputes.arity must be 2 to 256"
+        );
+        ensure!(
+            u16::from(d.winner_percent) + u16::from(d.miner_percent) <= 100,
+            "disputes.winner_percent and miner_percent must add up to at most 100"
+        );
+        ensure!(
+            d.round_ms > 0 && d.leaf_ms > 0 && d.window_ms > 0,
+            "disputes: window_ms, round_ms and leaf_ms must be positive"
+        );
+        ensure!(
+            d.leaf_ms <= provnet_wire::message::MAX_CHALLENGE_TTL_MS,
+            "disputes.leaf_ms must be at most {} (a challenge's longest deadline)",
+            provnet_wire::message::MAX_CHALLENGE_TTL_MS
+        );
         let c = &self.consensus;
         ensure!(
             c.owner_percent + c.miners_percent + c.validators_percent == 100,

@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod bench_dispute;
 mod bench_msm;
 mod bench_verify;
 mod challenge;

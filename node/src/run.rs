@@ -134,6 +134,24 @@ pub struct RunArgs {
     #[cfg(feature = "adversary")]
     #[arg(long, value_enum, hide = true)]
     pub adversary: Option<crate::roles::Adversary>,
+    /// Inference: claims per second (runs of a genesis model on random inputs, each with
+    /// its trace commitment and a bond).
+    #[arg(long, default_value_t = 0.2)]
+    pub claim_rate: f64,
+    /// Challenger: the share of claims heard that it re-executes; a claim whose trace is
+    /// not what it gets is disputed.
+    #[arg(long, default_value_t = 0.25)]
+    pub audit_rate: f64,
+    /// Test only: the share of this inference node's claims with one corrupted boundary
+    /// tensor (`adversary` builds).
+    #[cfg(feature = "adversary")]
+    #[arg(long, default_value_t = 0.0, hide = true)]
+    pub cheat_rate: f64,
+    /// Test only: the share of claims heard that this challenger disputes with a corrupted
+    /// trace of its own (`adversary` builds).
+    #[cfg(feature = "adversary")]
+    #[arg(long, default_value_t = 0.0, hide = true)]
+    pub false_dispute_rate: f64,
     /// Test only: skip catching up from peers after downtime (`adversary` builds).
     #[cfg(feature = "adversary")]
     #[arg(long, hide = true)]
@@ -232,6 +250,18 @@ async fn serve(args: RunArgs) -> Result<()> {
             no_catch_up: args.no_catch_up,
             #[cfg(not(feature = "adversary"))]
             no_catch_up: false,
+            disputes: crate::roles::DisputeConfig {
+                claim_rate: args.claim_rate,
+                audit_rate: args.audit_rate,
+                #[cfg(feature = "adversary")]
+                cheat_rate: args.cheat_rate,
+                #[cfg(not(feature = "adversary"))]
+                cheat_rate: 0.0,
+                #[cfg(feature = "adversary")]
+                false_dispute_rate: args.false_dispute_rate,
+                #[cfg(not(feature = "adversary"))]
+                false_dispute_rate: 0.0,
+            },
             status_file: args.data_dir.join("status.json"),
             status_tx,
             registered,
@@ -288,6 +318,11 @@ fn log_event(ev: &NetEvent) {
                 Message::WeightsCommit(w) => format!("epoch {}", w.epoch),
                 Message::WeightsReveal(w) => format!("epoch {}", w.epoch),
                 Message::Register(r) => format!("epoch {}", r.epoch),
+                Message::Claim(c) => format!("{} cuts", c.cuts),
+                Message::DisputeOpen(d) => format!("claim {}", hex::encode(&d.claim_id[..8])),
+                Message::DisputeReveal(r) => format!("round {}", r.round),
+                Message::LeafState(l) => format!("cut {}", l.cut),
+                Message::Attestation(a) => a.verdict.as_str().to_string(),
             };
             info!(
                 target: "node::gossip",

@@ -858,3 +858,83 @@ fn provnet_kernels_model(dir: &Path) -> ([u8; 32], Vec<(i64, usize)>) {
         .collect();
     (id, segs)
 }
+
+#[test]
+fn a_devnet_with_cheating_inference_and_false_challengers_settles_every_dispute_right() {
+    // An 8-segment model, an honest inference node and a cheater (half its claims carry
+    // one corrupted tensor at a random segment), the honest challenger auditing every
+    // claim, and a false challenger disputing half of all claims with a corrupted trace.
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/fixtures/deep_mlp.onnx");
+    let (ok, out, err) = provnet_tests::provnet(&[
+        "devnet",
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--miners",
+        "2",
+        "--inference",
+        "1",
+        "--cheaters",
+        "1",
+        "--false-challengers",
+        "1",
+        "--claim-rate",
+        "0.5",
+        "--rate",
+        "1",
+        "--duration",
+        "30",
+        "--json",
+        "--dir",
+        dir.path().join("net").to_str().expect("utf-8"),
+    ]);
+    assert!(ok, "devnet failed:\n{out}\n{err}");
+    let r: Value = serde_json::from_str(&out).expect("the report is JSON");
+    let disputes = r["disputes"].as_array().expect("disputes");
+    let finals: Vec<&Value> = disputes.iter().filter(|d| d["final"] == true).collect();
+    assert!(finals.len() >= 4, "too few final disputes: {disputes:#?}");
+    let (mut caught, mut beaten) = (0, 0);
+    for d in &finals {
+        let verdict = d["verdict"].as_str().expect("verdict");
+        let segment = d["segment"].as_u64();
+        let corrupted = d["corrupted_segment"].as_u64();
+        let honest_challenger = d["challenger_name"] == "challenger";
+        match corrupted {
+            // An honest claimant never loses.
+            None => {
+                assert_eq!(verdict, "challenger_wrong", "{d:#}");
+                beaten += 1;
+            }
+            // An honest challenger never loses, and finds the corrupted segment exactly.
+            Some(c) if honest_challenger => {
+                assert_eq!((verdict, segment), ("claimant_wrong", Some(c)), "{d:#}");
+                caught += 1;
+            }
+            // Two liars: the first segment where their traces part decides.
+            Some(c) => match verdict {
+                "claimant_wrong" | "both_wrong" => assert_eq!(segment, Some(c), "{d:#}"),
+                "challenger_wrong" => assert!(segment.is_some_and(|s| s < c), "{d:#}"),
+                other => panic!("{other}: {d:#}"),
+            },
+        }
+    }
+    assert!(
+        caught > 0 && beaten > 0,
+        "caught {caught}, beaten {beaten}: {finals:#?}"
+    );
+    // Money: the honest keep theirs (bonds still held count), the liars lose.
+    for (_, b) in r["bonds"].as_object().expect("bonds") {
+        let (before, after, held) = (
+            b["before"].as_u64().expect("before"),
+            b["after"].as_u64().expect("after"),
+            b["held"].as_u64().expect("held"),
+        );
+        let name = b["name"].as_str().expect("name");
+        if name.starts_with("cheater") || name.starts_with("false-") {
+            assert!(after + held < before, "{name} lost nothing: {b}");
+        } else {
+            assert!(after + held >= before, "{name} lost: {b}");
+        }
+    }
+}

@@ -14,15 +14,17 @@ pub enum Tab {
     Rankings,
     Rewards,
     Challenges,
+    Disputes,
     Peers,
     Log,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 6] = [
         Tab::Rankings,
         Tab::Rewards,
         Tab::Challenges,
+        Tab::Disputes,
         Tab::Peers,
         Tab::Log,
     ];
@@ -32,6 +34,7 @@ impl Tab {
             Tab::Rankings => "Rankings",
             Tab::Rewards => "Rewards",
             Tab::Challenges => "Challenges",
+            Tab::Disputes => "Disputes",
             Tab::Peers => "Peers",
             Tab::Log => "Log",
         }
@@ -159,7 +162,7 @@ pub struct App {
     /// Flip the sort's natural order.
     pub reversed: bool,
     /// Selected row per tab.
-    pub selected: [usize; 5],
+    pub selected: [usize; Tab::ALL.len()],
     /// The selected miner's detail is open (Rankings).
     pub detail: bool,
     pub help: bool,
@@ -176,7 +179,7 @@ impl App {
             tab: Tab::Rankings,
             sort: SortKey::Weight,
             reversed: false,
-            selected: [0; 5],
+            selected: [0; Tab::ALL.len()],
             detail: false,
             help: false,
             quit: false,
@@ -257,6 +260,7 @@ impl App {
             Tab::Rankings => s.validator.as_ref().map_or(0, |v| v.rankings.len()),
             Tab::Rewards => s.ledger.as_ref().map_or(0, |l| l.recent.len()),
             Tab::Challenges => crate::ui::challenges(s).len(),
+            Tab::Disputes => s.court.as_ref().map_or(0, |c| c.disputes.len()),
             Tab::Peers => s.peers.len(),
             Tab::Log => crate::ui::log_lines(s).len(),
         }

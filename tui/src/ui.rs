@@ -43,6 +43,7 @@ pub fn render(app: &App, f: &mut Frame) {
             Tab::Rankings => render_rankings(app, s, f, body),
             Tab::Rewards => render_rewards(app, s, f, body),
             Tab::Challenges => render_challenges(app, s, f, body),
+            Tab::Disputes => render_disputes(app, s, f, body),
             Tab::Peers => render_peers(app, s, f, body),
             Tab::Log => render_log(app, s, f, body),
         },
@@ -629,6 +630,101 @@ fn render_peers(app: &App, s: &NodeStatus, f: &mut Frame, area: Rect) {
     .highlight_symbol(MARK)
     .block(panel(app, title));
     f.render_stateful_widget(table, area, &mut table_state(app, Tab::Peers));
+}
+
+/// Disputes, newest first: open ones with their round, clock and the cut range left;
+/// finished ones with the segment, the verdict and what was slashed.
+fn render_disputes(app: &App, s: &NodeStatus, f: &mut Frame, area: Rect) {
+    let Some(c) = &s.court else {
+        let p = Paragraph::new("this node keeps no court (no genesis)")
+            .block(panel(app, " Disputes ".to_string()));
+        f.render_widget(p, area);
+        return;
+    };
+    let wide = area.width >= WIDE;
+    let rows: Vec<Row> = c
+        .disputes
+        .iter()
+        .map(|d| {
+            let open = d.final_verdict.is_none() && d.stage != "abandoned";
+            let clock = match d.deadline_ms {
+                Some(t) if open => format!("{:.1}s", t.saturating_sub(s.at_ms) as f64 / 1e3),
+                _ => "-".into(),
+            };
+            let range = if open && d.hi > d.lo {
+                format!("{}..{}", d.lo, d.hi)
+            } else {
+                "-".into()
+            };
+            let verdict = d
+                .final_verdict
+                .clone()
+                .or_else(|| d.verdict.clone().map(|v| format!("{v} (not final)")))
+                .unwrap_or_else(|| "-".into());
+            let color = match d.final_verdict.as_deref() {
+                Some("claimant_wrong") | Some("timeout_claimant") | Some("both_wrong") => {
+                    Color::Red
+                }
+                Some(_) => Color::Green,
+                None => Color::Yellow,
+            };
+            let mut cells = vec![Cell::from(short(&d.claim))];
+            if wide {
+                cells.push(Cell::from(short(&d.claimant)));
+                cells.push(Cell::from(short(&d.challenger)));
+            }
+            cells.extend([
+                Cell::from(d.stage.clone()),
+                Cell::from(range),
+                Cell::from(clock),
+                Cell::from(d.segment.map_or("-".into(), |k| k.to_string())),
+                Cell::from(verdict).fg(color),
+                Cell::from(d.slashed.to_string()),
+                Cell::from(d.ms_to_verdict.map_or("-".into(), |ms| format!("{ms}"))),
+            ]);
+            Row::new(cells)
+        })
+        .collect();
+    let title = format!(
+        " Disputes: {} open, {} shown; claims {} open of {}; burned {}{} ",
+        c.disputes_open,
+        c.disputes.len(),
+        c.claims_open,
+        c.claims_total,
+        c.burned,
+        c.balance
+            .map_or(String::new(), |b| format!("; balance {b}"))
+    );
+    let mut widths = vec![Constraint::Length(9)];
+    let mut header = vec!["claim"];
+    if wide {
+        widths.extend([Constraint::Length(10), Constraint::Length(10)]);
+        header.extend(["claimant", "challenger"]);
+    }
+    widths.extend([
+        Constraint::Length(8),
+        Constraint::Length(11),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Min(14),
+        Constraint::Length(7),
+        Constraint::Length(6),
+    ]);
+    header.extend([
+        "stage",
+        "cuts left",
+        "clock",
+        "segment",
+        "verdict",
+        "slashed",
+        "ms",
+    ]);
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(Style::new().bold().underlined()))
+        .row_highlight_style(highlight())
+        .highlight_symbol(MARK)
+        .block(panel(app, title));
+    f.render_stateful_widget(table, area, &mut table_state(app, Tab::Disputes));
 }
 
 /// Warnings from the node's log and messages its gossip layer refused, newest first.

@@ -10,8 +10,9 @@ use provnet_tui::app::{App, Conn, Feed, SortKey, Tab};
 use provnet_tui::input::Action;
 use provnet_wire::status::{Histogram, LogLine, ProofNote};
 use provnet_wire::{
-    ChallengeStatus, Counters, EpochRewards, GossipStatus, LedgerStatus, MinerRanking, MinerStatus,
-    NodeStatus, PeerStatus, RejectionRecord, ValidatorStatus,
+    ChallengeStatus, Counters, CourtStatus, DisputeStatus, EpochRewards, GossipStatus,
+    LedgerStatus, MinerRanking, MinerStatus, NodeStatus, PeerStatus, RejectionRecord,
+    ValidatorStatus,
 };
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -185,6 +186,45 @@ fn fixture() -> NodeStatus {
             registrations_refused: BTreeMap::new(),
             registrations_pending: 0,
         }),
+        court: Some(CourtStatus {
+            claims_open: 3,
+            claims_total: 9,
+            disputes_open: 1,
+            disputes: vec![
+                DisputeStatus {
+                    id: key(0x31),
+                    claim: key(0x41),
+                    claimant: key(0xc1),
+                    challenger: key(0xd1),
+                    stage: "round 1".into(),
+                    rounds: 1,
+                    lo: 781,
+                    hi: 1_562,
+                    deadline_ms: Some(NOW + 6_500),
+                    opened_ms: NOW - 3_000,
+                    ..Default::default()
+                },
+                DisputeStatus {
+                    id: key(0x32),
+                    claim: key(0x42),
+                    claimant: key(0xc2),
+                    challenger: key(0xd1),
+                    stage: "final".into(),
+                    rounds: 1,
+                    opened_ms: NOW - 30_000,
+                    verdict: Some("claimant_wrong".into()),
+                    final_verdict: Some("claimant_wrong".into()),
+                    segment: Some(5),
+                    prover: Some(key(0xa1)),
+                    ms_to_verdict: Some(453),
+                    slashed: 100,
+                    ..Default::default()
+                },
+            ],
+            burned: 40,
+            balance: Some(1_000_200),
+            ..Default::default()
+        }),
         log: vec![LogLine {
             at_ms: NOW - 12_000,
             level: "WARN".into(),
@@ -261,6 +301,7 @@ fn every_tab_renders_as_committed() {
     check("rankings", &app);
     check("rewards", &tab(&app, Tab::Rewards));
     check("challenges", &tab(&app, Tab::Challenges));
+    check("disputes", &tab(&app, Tab::Disputes));
     check("peers", &tab(&app, Tab::Peers));
     check("log", &tab(&app, Tab::Log));
 }
@@ -344,7 +385,7 @@ fn keys_switch_tabs_sort_select_open_and_quit() {
     assert_eq!(app.tab, Tab::Log, "Shift-Tab wraps around");
     press(&mut app, KeyCode::Tab);
     assert_eq!(app.tab, Tab::Rankings);
-    press(&mut app, KeyCode::Char('4'));
+    press(&mut app, KeyCode::Char('5'));
     assert_eq!(app.tab, Tab::Peers, "the number in the tab bar jumps there");
     press(&mut app, KeyCode::Char('1'));
 

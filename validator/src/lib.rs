@@ -7,6 +7,7 @@
 //! publishes what they return, passing the time in, so every rule can be tested directly.
 
 pub mod consensus;
+pub mod court;
 pub mod engine;
 pub mod epoch;
 pub mod issue;
@@ -19,7 +20,7 @@ pub mod store;
 
 pub use consensus::{yuma, Bonds, ConsensusParams, EpochOutcome, Rewards};
 pub use engine::{
-    EngineConfig, Refusal, Validator, Verdict, VerifyJob, VerifyPool, VerifyingModel,
+    EngineConfig, Proved, Refusal, Validator, Verdict, VerifyJob, VerifyPool, VerifyingModel,
 };
 pub use epoch::Epochs;
 pub use issue::{IssueConfig, Issuer, RequestRefusal};

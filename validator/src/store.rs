@@ -216,13 +216,19 @@ impl Store {
         })
     }
 
+    /// A tree of this store's database, for state kept beside the validator's (the
+    /// court's claims, disputes and bonds).
+    pub(crate) fn tree(&self, name: &str) -> Result<sled::Tree> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// Waits until every write so far is on disk.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
     }
 
-    fn get<T: DeserializeOwned>(
+    pub(crate) fn get<T: DeserializeOwned>(
         tree: &sled::Tree,
         name: &'static str,
         key: &[u8],
@@ -239,13 +245,16 @@ impl Store {
         }
     }
 
-    fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<()> {
+    pub(crate) fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<()> {
         let bytes = serde_cbor::to_vec(value).expect("plain data serializes");
         tree.insert(key, bytes)?;
         Ok(())
     }
 
-    fn all<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str) -> Result<Vec<T>> {
+    pub(crate) fn all<T: DeserializeOwned>(
+        tree: &sled::Tree,
+        name: &'static str,
+    ) -> Result<Vec<T>> {
         tree.iter()
             .map(|kv| {
                 let (k, v) = kv?;
@@ -643,7 +652,7 @@ impl Store {
 }
 
 /// A transaction's failure: only storage can fail, as ours never abort.
-fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
+pub(crate) fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
     match e {
         sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
         sled::transaction::TransactionError::Abort(()) => {

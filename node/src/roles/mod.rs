@@ -7,9 +7,11 @@
 //! channels.
 
 mod challenger;
+mod disputes;
 mod miner;
 mod validator;
 
+pub use disputes::DisputeConfig;
 pub use miner::Adversary;
 
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use self::challenger::ChallengerRole;
+use self::disputes::DisputeRole;
 use self::miner::MinerRole;
 use self::validator::ValidatorRole;
 use crate::genesis::Genesis;
@@ -60,6 +63,8 @@ pub struct RoleConfig {
     /// Test only: do not catch up from peers after downtime, so a test can show what the
     /// fetch is for (`--no-catch-up`, `adversary` builds).
     pub no_catch_up: bool,
+    /// Claims, audits (and the test-only liars).
+    pub disputes: DisputeConfig,
 }
 
 pub(crate) fn now_f64() -> f64 {
@@ -98,6 +103,9 @@ pub struct Roles {
     missed: Option<(u64, u64)>,
     /// The status file's write in progress, on a blocking thread.
     status_write: Option<tokio::task::JoinHandle<()>>,
+    /// The court every node keeps; claims and audits for the roles that make them.
+    disputes: DisputeRole,
+    ticks: u64,
 }
 
 /// A miner's registration for one epoch: the work running, done but not yet sent (no
@@ -124,6 +132,36 @@ impl Roles {
             .map(|v| Ok((hex32("validator hotkey", &v.hotkey)?, v.stake)))
             .collect::<Result<_>>()?;
         let store = Store::open(&cfg.data_dir.join("db"))?;
+        let all_models = genesis_models(g)
+            .into_iter()
+            .map(|p| Ok(Arc::new(Model::load(p)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let court = {
+            use provnet_validator::court::{bank::Bank, Court, CourtConfig};
+            let bank = Bank::open(&store, &g.account_balances()?)?;
+            let referee = cfg.roles.contains(&Role::Validator) && stake.contains_key(&me);
+            let court_cfg = CourtConfig {
+                params: g.disputes.clone(),
+                stake: stake.clone(),
+                me,
+                referee,
+                models: all_models
+                    .iter()
+                    .map(|m| (m.id(), m.segments.len() as u32 + 1))
+                    .collect(),
+            };
+            Court::open(&store, court_cfg, Box::new(bank))?
+        };
+        let mut dispute_cfg = cfg.disputes.clone();
+        if !cfg.roles.contains(&Role::Inference) {
+            dispute_cfg.claim_rate = 0.0;
+            dispute_cfg.cheat_rate = 0.0;
+        }
+        if !cfg.roles.contains(&Role::Challenger) {
+            dispute_cfg.audit_rate = 0.0;
+            dispute_cfg.false_dispute_rate = 0.0;
+        }
+        let disputes = DisputeRole::new(court, me, dispute_cfg, all_models);
         let ledger = Ledger::open(
             store.clone(),
             LedgerConfig {
@@ -260,6 +298,8 @@ impl Roles {
             archive_gate,
             missed,
             status_write: None,
+            disputes,
+            ticks: 0,
         };
         roles.roster_changed()?;
         Ok(roles)
@@ -496,6 +536,149 @@ impl Roles {
             }
             Message::Announce(_) => {}
             Message::Register(r) => self.on_register(&sender, r),
+            Message::Claim(_)
+            | Message::DisputeOpen(_)
+            | Message::DisputeReveal(_)
+            | Message::LeafState(_)
+            | Message::Attestation(_) => {
+                self.on_dispute_message(&sender, &m.verified.message).await
+            }
+        }
+    }
+
+    /// A dispute-game message, from gossip or this node's own (which gossip does not
+    /// echo): the court takes it, and says what to do.
+    async fn on_dispute_message(&mut self, sender: &PublicKey, msg: &Message) {
+        let now = now_ms();
+        let court = &mut self.disputes.court;
+        let (what, result) = match msg {
+            Message::Claim(c) => {
+                let taken = court.on_claim(sender, c, now);
+                if let Ok(Ok(id)) = &taken {
+                    if let Some((d, run)) = self.disputes.audit(sender, *id, c) {
+                        if self.publish(Message::DisputeOpen(d.clone())).await {
+                            let me = self.me;
+                            self.disputes.disputed(*id, run);
+                            Box::pin(self.on_dispute_message(&me, &Message::DisputeOpen(d))).await;
+                        }
+                    }
+                }
+                ("claim", taken.map(|r| r.map(|_| Vec::new())))
+            }
+            Message::DisputeOpen(d) => (
+                "dispute",
+                court
+                    .on_dispute(sender, d, now)
+                    .map(|r| r.map(|_| Vec::new())),
+            ),
+            Message::DisputeReveal(r) => ("reveal", court.on_reveal(sender, r, now)),
+            Message::LeafState(l) => ("leaf state", court.on_leaf_state(sender, l, now)),
+            Message::Attestation(a) => (
+                "attestation",
+                court
+                    .on_attestation(sender, a, now)
+                    .map(|r| r.map(|()| Vec::new())),
+            ),
+            _ => return,
+        };
+        match result {
+            Ok(Ok(actions)) => self.court_actions(actions).await,
+            Ok(Err(x)) => {
+                debug!(target: "court", from = %short(sender), reason = x.as_str(), "{what} refused: {x}")
+            }
+            Err(e) => warn!(target: "court", "store: {e}"),
+        }
+    }
+
+    /// Publishes a dispute-game message of ours and, once it is out, gives it to our court.
+    async fn publish_dispute(&mut self, m: Message) -> bool {
+        if !self.publish(m.clone()).await {
+            return false;
+        }
+        if !matches!(m, Message::Attestation(_)) {
+            // An attestation of ours is counted when the court makes it.
+            let me = self.me;
+            Box::pin(self.on_dispute_message(&me, &m)).await;
+        }
+        true
+    }
+
+    /// Carries out what the court asks: leaf challenges (a referee's), attestations.
+    async fn court_actions(&mut self, actions: Vec<provnet_validator::court::Action>) {
+        use provnet_validator::court::Action;
+        for a in actions {
+            match a {
+                Action::Publish(m) => {
+                    self.publish_dispute(m).await;
+                }
+                Action::IssueLeaf {
+                    dispute,
+                    model_id,
+                    segment,
+                    input,
+                } => {
+                    let Some(v) = self.validator.as_mut() else {
+                        continue;
+                    };
+                    let deadline_ms = now_ms() + self.disputes.court.params().leaf_ms;
+                    let c = Challenge {
+                        model_id,
+                        segment,
+                        input,
+                        nonce: rand::random(),
+                        deadline_ms,
+                        request: Some(dispute),
+                    };
+                    match v.engine.issue_watched(&c, now_f64()) {
+                        Ok(id) => {
+                            info!(target: "court", dispute = %short(&dispute), segment, challenge = %short(&id), "leaf issued as a challenge");
+                            self.disputes.court.leaf_issued(&dispute, deadline_ms);
+                            self.publish_issued(c).await;
+                        }
+                        Err(r) => {
+                            warn!(target: "court", dispute = %short(&dispute), "the leaf could not be issued: {r}")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The dispute game's share of a tick: a claim due, what our disputes owe, leaf proofs
+    /// verified, and the court's clocks.
+    async fn dispute_tick(&mut self) {
+        let now = now_ms();
+        if let Some((claim, run, corrupt)) = self.disputes.due_claim() {
+            let id = claim.id(&self.me);
+            if self.publish(Message::Claim(claim.clone())).await {
+                self.disputes.claimed(id, run, corrupt);
+                let me = self.me;
+                self.on_dispute_message(&me, &Message::Claim(claim)).await;
+                info!(target: "court", claim = %short(&id), corrupted = ?corrupt, "claim published");
+            }
+        }
+        for m in self.disputes.owed(now) {
+            self.publish_dispute(m).await;
+        }
+        let proved = self
+            .validator
+            .as_mut()
+            .map(|v| v.engine.take_proved())
+            .unwrap_or_default();
+        for p in proved {
+            let Some(dispute) = p.request else { continue };
+            match self
+                .disputes
+                .court
+                .on_proved(&dispute, &p.miner, &p.output, now)
+            {
+                Ok(actions) => self.court_actions(actions).await,
+                Err(e) => warn!(target: "court", "store: {e}"),
+            }
+        }
+        match self.disputes.tick(now) {
+            Ok(actions) => self.court_actions(actions).await,
+            Err(e) => warn!(target: "court", "store: {e}"),
         }
     }
 
@@ -549,6 +732,10 @@ impl Roles {
     async fn on_tick(&mut self) {
         self.apply_registrations();
         self.register_if_needed().await;
+        self.ticks += 1;
+        if self.ticks % 4 == 0 {
+            self.dispute_tick().await;
+        }
         let now = now_ms();
         let me = self.me;
         if let Some(mr) = self.miner.as_mut() {
@@ -738,6 +925,7 @@ impl Roles {
                 l.registrations_pending = g.pending() as u32;
                 l
             }),
+            court: self.disputes.status(),
             log: crate::logring::LogRing::global().recent(LOG_LINES),
         }
     }
@@ -808,7 +996,8 @@ pub fn parse_roles(names: &[String]) -> Result<Vec<Role>> {
                 "challenger" => Role::Challenger,
                 "miner" => Role::Miner,
                 "validator" => Role::Validator,
-                other => bail!("unknown role {other:?} (challenger, miner, validator)"),
+                "inference" => Role::Inference,
+                other => bail!("unknown role {other:?} (challenger, miner, validator, inference)"),
             };
             roles.push(r);
         }

@@ -27,6 +27,11 @@ crate::tag::byte_tag! {
         WeightsReveal = 4 => "weights_reveal",
         Announce = 5 => "announce",
         Register = 6 => "register",
+        Claim = 7 => "claim",
+        DisputeOpen = 8 => "dispute_open",
+        DisputeReveal = 9 => "dispute_reveal",
+        LeafState = 10 => "leaf_state",
+        Attestation = 11 => "attestation",
     }
 }
 
@@ -43,6 +48,13 @@ impl Kind {
             Kind::WeightsReveal => 192 * 1024,
             Kind::Announce => 4 * 1024,
             Kind::Register => 64,
+            // An input and an output tensor of up to 16k values each.
+            Kind::Claim => 320 * 1024,
+            Kind::DisputeOpen => 256,
+            // 4,096 hashes, or 129 hashes with their Merkle proofs.
+            Kind::DisputeReveal => 160 * 1024,
+            Kind::LeafState => 160 * 1024,
+            Kind::Attestation => 256,
         }
     }
 

@@ -62,6 +62,12 @@ pub struct Admission {
     /// from anyone else are dropped without being forwarded (ignored, not penalised: two
     /// honest nodes may briefly disagree on a registration). `None`: anyone's proofs.
     pub miners: Option<SharedKeys>,
+    /// Keys that may publish claims, reveals and leaf states: the genesis accounts, which
+    /// can post the bonds. `None` admits anyone (the court still refuses outsiders).
+    pub accounts: Option<HashSet<PublicKey>>,
+    /// Keys that may open disputes: the challengers the genesis admits. `None` admits
+    /// anyone.
+    pub disputers: Option<HashSet<PublicKey>>,
 }
 
 /// A set of keys the node updates while the gate reads it.
@@ -80,10 +86,14 @@ impl Admission {
     fn admits(&self, kind: Kind, sender: &PublicKey) -> bool {
         match kind {
             Kind::Challenge => self.challengers.as_ref().is_none_or(|s| s.contains(sender)),
-            Kind::WeightsCommit | Kind::WeightsReveal => {
+            Kind::WeightsCommit | Kind::WeightsReveal | Kind::Attestation => {
                 self.validators.as_ref().is_none_or(|s| s.contains(sender))
             }
-            _ => true,
+            Kind::Claim | Kind::DisputeReveal | Kind::LeafState => {
+                self.accounts.as_ref().is_none_or(|s| s.contains(sender))
+            }
+            Kind::DisputeOpen => self.disputers.as_ref().is_none_or(|s| s.contains(sender)),
+            Kind::ProofSubmission | Kind::Announce | Kind::Register => true,
         }
     }
 

@@ -8,6 +8,7 @@
 //! Proofs are opaque bytes here; the kernels crate gives them meaning.
 
 pub mod codec;
+pub mod dispute;
 pub mod envelope;
 pub mod error;
 pub mod gate;
@@ -18,6 +19,9 @@ pub mod sync;
 mod tag;
 pub mod topic;
 
+pub use dispute::{
+    Attestation, Claim, Digest, DisputeOpen, DisputeReveal, DisputeVerdict, LeafState,
+};
 pub use envelope::{Envelope, Kind, Network, Signer, PROTOCOL_VERSION};
 pub use error::WireError;
 pub use gate::{
@@ -29,8 +33,9 @@ pub use message::{
     SeenCommit, WeightsCommit, WeightsReveal,
 };
 pub use status::{
-    ChallengeStatus, ChallengerStatus, EpochRewards, GossipStatus, LedgerStatus, MinerRanking,
-    MinerStatus, NodeStatus, PeerStatus, RejectionRecord, ValidatorStatus,
+    ChallengeStatus, ChallengerStatus, CourtStatus, DisputeStatus, EpochRewards, GossipStatus,
+    LedgerStatus, MinerRanking, MinerStatus, NodeStatus, PeerStatus, RejectionRecord,
+    ValidatorStatus,
 };
 pub use sync::{SyncRequest, SyncResponse};
 pub use topic::Topic;

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dispute::{Attestation, Claim, DisputeOpen, DisputeReveal, LeafState};
 use crate::envelope::Kind;
 use crate::{codec, PublicKey, WireError};
 
@@ -174,6 +175,7 @@ crate::tag::byte_tag! {
         Challenger = 1 => "challenger",
         Miner = 2 => "miner",
         Validator = 3 => "validator",
+        Inference = 4 => "inference",
     }
 }
 
@@ -254,6 +256,11 @@ pub enum Message {
     WeightsReveal(WeightsReveal),
     Announce(Announce),
     Register(Register),
+    Claim(Claim),
+    DisputeOpen(DisputeOpen),
+    DisputeReveal(DisputeReveal),
+    LeafState(LeafState),
+    Attestation(Attestation),
 }
 
 impl Message {
@@ -265,6 +272,11 @@ impl Message {
             Message::WeightsReveal(_) => Kind::WeightsReveal,
             Message::Announce(_) => Kind::Announce,
             Message::Register(_) => Kind::Register,
+            Message::Claim(_) => Kind::Claim,
+            Message::DisputeOpen(_) => Kind::DisputeOpen,
+            Message::DisputeReveal(_) => Kind::DisputeReveal,
+            Message::LeafState(_) => Kind::LeafState,
+            Message::Attestation(_) => Kind::Attestation,
         }
     }
 
@@ -276,6 +288,11 @@ impl Message {
             Message::WeightsReveal(m) => codec::encode(m),
             Message::Announce(m) => codec::encode(m),
             Message::Register(m) => codec::encode(m),
+            Message::Claim(m) => codec::encode(m),
+            Message::DisputeOpen(m) => codec::encode(m),
+            Message::DisputeReveal(m) => codec::encode(m),
+            Message::LeafState(m) => codec::encode(m),
+            Message::Attestation(m) => codec::encode(m),
         }
     }
 
@@ -287,6 +304,11 @@ impl Message {
             Kind::WeightsReveal => Message::WeightsReveal(codec::decode(payload)?),
             Kind::Announce => Message::Announce(codec::decode(payload)?),
             Kind::Register => Message::Register(codec::decode(payload)?),
+            Kind::Claim => Message::Claim(codec::decode(payload)?),
+            Kind::DisputeOpen => Message::DisputeOpen(codec::decode(payload)?),
+            Kind::DisputeReveal => Message::DisputeReveal(codec::decode(payload)?),
+            Kind::LeafState => Message::LeafState(codec::decode(payload)?),
+            Kind::Attestation => Message::Attestation(codec::decode(payload)?),
         })
     }
 
@@ -328,7 +350,13 @@ impl Message {
                     ));
                 }
             }
-            Message::WeightsCommit(_) | Message::Register(_) => {}
+            Message::WeightsCommit(_)
+            | Message::Register(_)
+            | Message::DisputeOpen(_)
+            | Message::Attestation(_) => {}
+            Message::Claim(c) => return c.check().or_else(invalid),
+            Message::DisputeReveal(r) => return r.check().or_else(invalid),
+            Message::LeafState(l) => return l.check().or_else(invalid),
             Message::WeightsReveal(r) => {
                 if r.weights.len() > MAX_WEIGHTS {
                     return invalid(format!(

@@ -284,6 +284,9 @@ pub struct NodeStatus {
     pub validator: Option<ValidatorStatus>,
     pub challenger: Option<ChallengerStatus>,
     pub ledger: Option<LedgerStatus>,
+    /// Claims, disputes and bonds as this node's court keeps them.
+    #[serde(default)]
+    pub court: Option<CourtStatus>,
     /// Recent warnings and errors from the node's log, newest last.
     #[serde(default)]
     pub log: Vec<LogLine>,
@@ -296,4 +299,71 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     Some(sorted[rank - 1])
+}
+
+/// Disputed inference as one node sees it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CourtStatus {
+    pub claims_open: u32,
+    pub claims_total: u32,
+    pub disputes_open: u32,
+    /// Newest first, at most 64.
+    pub disputes: Vec<DisputeStatus>,
+    /// Messages the court refused, by reason.
+    pub refused: std::collections::BTreeMap<String, u64>,
+    /// Final verdicts, by verdict.
+    pub verdicts: std::collections::BTreeMap<String, u64>,
+    /// Dispute opened to verdict final, ms, newest last (at most 256).
+    pub ms_to_verdict: Vec<u64>,
+    /// The same, every dispute since the node started, in seconds.
+    #[serde(default)]
+    pub verdict_seconds: Histogram,
+    /// This node's balance (none: not a funded account).
+    pub balance: Option<u64>,
+    pub burned: u64,
+    /// An inference node's claims published.
+    pub claims_published: u64,
+    /// A challenger's disputes opened.
+    pub disputes_opened: u64,
+    /// A cheating inference node's own record (test builds): claim -> the segment whose
+    /// output it corrupted.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub corrupted: std::collections::BTreeMap<String, u32>,
+}
+
+/// One dispute.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DisputeStatus {
+    pub id: String,
+    pub claim: String,
+    pub claimant: String,
+    pub challenger: String,
+    /// `round N`, `leaf`, `decided`, `final` or `abandoned`.
+    pub stage: String,
+    pub rounds: u32,
+    /// The cut range still disputed (the leaf: `hi = lo + 1`).
+    pub lo: u32,
+    pub hi: u32,
+    /// When the current clock runs out (Unix ms), while one runs.
+    pub deadline_ms: Option<u64>,
+    pub opened_ms: u64,
+    /// This node's verdict, and the final one.
+    pub verdict: Option<String>,
+    pub final_verdict: Option<String>,
+    pub segment: Option<u32>,
+    pub prover: Option<String>,
+    pub ms_to_verdict: Option<u64>,
+    /// Bonds slashed by the final verdict.
+    pub slashed: u64,
+    /// Where the time went, ms: the claim's receipt to the dispute (the audit), the
+    /// dispute to the leaf (bisection), the leaf to this node's verdict (its proof), the
+    /// verdict to finality (attestations).
+    #[serde(default)]
+    pub audit_ms: Option<u64>,
+    #[serde(default)]
+    pub bisect_ms: Option<u64>,
+    #[serde(default)]
+    pub leaf_ms: Option<u64>,
+    #[serde(default)]
+    pub attest_ms: Option<u64>,
 }

@@ -9,14 +9,16 @@ pub enum Topic {
     Proof,
     Weights,
     Announce,
+    Dispute,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 4] = [
+    pub const ALL: [Topic; 5] = [
         Topic::Challenge,
         Topic::Proof,
         Topic::Weights,
         Topic::Announce,
+        Topic::Dispute,
     ];
 
     fn parts(self) -> (&'static str, u32) {
@@ -25,6 +27,7 @@ impl Topic {
             Topic::Proof => ("proof", 1),
             Topic::Weights => ("weights", 1),
             Topic::Announce => ("announce", 1),
+            Topic::Dispute => ("dispute", 1),
         }
     }
 
@@ -56,6 +59,11 @@ impl Topic {
             Kind::WeightsCommit | Kind::WeightsReveal => Topic::Weights,
             // Registrations say who a node is, like announcements.
             Kind::Announce | Kind::Register => Topic::Announce,
+            Kind::Claim
+            | Kind::DisputeOpen
+            | Kind::DisputeReveal
+            | Kind::LeafState
+            | Kind::Attestation => Topic::Dispute,
         }
     }
 

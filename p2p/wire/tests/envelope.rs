@@ -661,3 +661,98 @@ fn weights_from_outside_the_validator_set_are_refused_unforwarded() {
         Some(RejectReason::Unadmitted)
     );
 }
+
+#[test]
+fn dispute_messages_come_only_from_the_keys_the_genesis_names_and_keep_their_shape() {
+    use std::collections::HashSet;
+    let (account, challenger, validator, outsider) = (key(1), key(2), key(3), key(4));
+    let pk = |k: &SigningKey| k.verifying_key().to_bytes();
+    let admission = Admission {
+        accounts: Some(HashSet::from([pk(&account), pk(&challenger)])),
+        disputers: Some(HashSet::from([pk(&challenger)])),
+        validators: Some(HashSet::from([pk(&validator)])),
+        ..Default::default()
+    };
+    let mut g = gate().with_admission(admission);
+    let claim = Message::Claim(Claim {
+        model_id: [1; 32],
+        input: vec![1, 2, 3],
+        output: vec![4],
+        cuts: 9,
+        trace_root: [2; 32],
+        bond: 100,
+        nonce: [3; 16],
+    });
+    let open = Message::DisputeOpen(DisputeOpen {
+        claim_id: [5; 32],
+        trace_root: [6; 32],
+        bond: 100,
+    });
+    let reveal = |hashes: usize, proofs: usize| {
+        Message::DisputeReveal(DisputeReveal {
+            dispute_id: [7; 32],
+            round: 0,
+            hashes: vec![Digest([8; 32]); hashes],
+            proofs: vec![vec![Digest([9; 32]); 3]; proofs],
+        })
+    };
+    let attest = Message::Attestation(Attestation {
+        dispute_id: [7; 32],
+        verdict: DisputeVerdict::ClaimantWrong,
+        segment: Some(3),
+        prover: Some(Digest([1; 32])),
+    });
+    let mut seq = 0;
+    let mut check = |k: &SigningKey, m: &Message| {
+        seq += 1;
+        let bytes = sealed(k, m, NOW, seq).encode().unwrap();
+        // Every dispute kind travels on the dispute topic, and round-trips.
+        let v = g.check(Topic::Dispute, &bytes, NOW);
+        if let Verdict::Accept(got) = &v {
+            assert_eq!(&got.message, m);
+        }
+        reason(v)
+    };
+    assert_eq!(check(&account, &claim), None);
+    assert_eq!(check(&outsider, &claim), Some(RejectReason::Unadmitted));
+    assert_eq!(check(&challenger, &open), None);
+    assert_eq!(check(&account, &open), Some(RejectReason::Unadmitted));
+    assert_eq!(check(&account, &reveal(4, 4)), None);
+    assert_eq!(check(&account, &reveal(4096, 0)), None);
+    assert_eq!(
+        check(&outsider, &reveal(4, 4)),
+        Some(RejectReason::Unadmitted)
+    );
+    assert_eq!(check(&validator, &attest), None);
+    assert_eq!(check(&account, &attest), Some(RejectReason::Unadmitted));
+    // Shapes: proofs that do not pair with the hashes, an empty reveal, a claim of one
+    // cut, a leaf state with no tensor.
+    for bad in [
+        reveal(4, 3),
+        reveal(0, 0),
+        Message::Claim(Claim {
+            cuts: 1,
+            ..match &claim {
+                Message::Claim(c) => c.clone(),
+                _ => unreachable!(),
+            }
+        }),
+        Message::LeafState(LeafState {
+            dispute_id: [7; 32],
+            cut: 2,
+            tensors: vec![],
+        }),
+    ] {
+        assert_eq!(
+            check(&account, &bad),
+            Some(RejectReason::InvalidPayload),
+            "{bad:?}"
+        );
+    }
+    // On another topic, a dispute message is refused as such.
+    let bytes = sealed(&account, &claim, NOW, 99).encode().unwrap();
+    assert_eq!(
+        reason(g.check(Topic::Challenge, &bytes, NOW)),
+        Some(RejectReason::WrongTopic)
+    );
+}

@@ -141,7 +141,22 @@ struct Pending {
     received_ms: f64,
     proof_bytes: usize,
     hash: [u8; 32],
+    /// The output the proof claims, kept only for watched challenges.
+    output: Option<Vec<i64>>,
 }
+
+/// A valid, on-time proof to a watched challenge (a dispute's leaf): what it proved, and
+/// who.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proved {
+    pub challenge_id: [u8; 32],
+    pub request: Option<[u8; 32]>,
+    pub miner: PublicKey,
+    pub output: Vec<i64>,
+}
+
+/// Watched results waiting to be taken, at most (one per watched challenge is enough).
+const MAX_PROVED: usize = 1024;
 
 struct Open {
     record: ChallengeRecord,
@@ -154,6 +169,8 @@ struct Open {
     /// The hash of each miner's answer (to find copies that beat their original here).
     answer_hash: HashMap<PublicKey, [u8; 32]>,
     outcomes: BTreeMap<PublicKey, Outcome>,
+    /// The request it names, when its valid proofs are wanted ([`Validator::issue_watched`]).
+    watched: Option<Option<[u8; 32]>>,
     finalized: bool,
 }
 
@@ -175,6 +192,8 @@ pub struct Validator {
     verified: u64,
     /// The registered miners, the only ones scored (see [`Validator::set_roster`]).
     roster: Option<HashSet<PublicKey>>,
+    /// Valid proofs to watched challenges, until taken ([`Validator::take_proved`]).
+    proved: Vec<Proved>,
 }
 
 /// Verdicts kept per miner for its detail view.
@@ -228,6 +247,7 @@ impl Validator {
             notes: HashMap::new(),
             verified: 0,
             roster: None,
+            proved: Vec::new(),
         })
     }
 
@@ -256,6 +276,25 @@ impl Validator {
             return self.refuse(Refusal::BadInput(e.to_string()));
         }
         Ok(())
+    }
+
+    /// [`Validator::issue`], keeping the output of every valid, on-time proof for
+    /// [`Validator::take_proved`]: a dispute's leaf, scored like any other challenge.
+    pub fn issue_watched(
+        &mut self,
+        c: &Challenge,
+        now_ms: f64,
+    ) -> std::result::Result<[u8; 32], Refusal> {
+        let id = self.issue(c, now_ms)?;
+        if let Some(open) = self.open.get_mut(&id) {
+            open.watched = Some(c.request);
+        }
+        Ok(id)
+    }
+
+    /// Valid, on-time proofs to watched challenges since the last call.
+    pub fn take_proved(&mut self) -> Vec<Proved> {
+        std::mem::take(&mut self.proved)
     }
 
     /// Opens a challenge this validator is about to publish: its clock starts at `now_ms`.
@@ -288,6 +327,7 @@ impl Validator {
                 first_sender: HashMap::new(),
                 answer_hash: HashMap::new(),
                 outcomes: BTreeMap::new(),
+                watched: None,
                 finalized: false,
             },
         );
@@ -398,6 +438,7 @@ impl Validator {
                 received_ms: now_ms,
                 proof_bytes: p.proof.len(),
                 hash,
+                output: open.watched.is_some().then(|| p.output.clone()),
             },
         );
         let vm = self.models[&open.record.model_id].clone();
@@ -490,6 +531,18 @@ impl Validator {
         if v.result.is_ok() {
             self.store
                 .put_proof_seen(&p.hash, &v.challenge_id, &v.miner)?;
+        }
+        if let (Some(request), Some(output), Outcome::Valid { .. }) =
+            (open.watched, p.output, &outcome)
+        {
+            if self.proved.len() < MAX_PROVED {
+                self.proved.push(Proved {
+                    challenge_id: v.challenge_id,
+                    request,
+                    miner: v.miner,
+                    output,
+                });
+            }
         }
         let verified_ms = now_ms - open.received_ms;
         let mut rec = self.store.miner(&v.miner)?;

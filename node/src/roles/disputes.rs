@@ -1,0 +1,293 @@
+//! Disputed inference on a node: every node keeps the court (claims, disputes, bonds; see
+//! `provnet_validator::court`); an inference node (`--role inference`) claims runs of the
+//! genesis models at `--claim-rate`; a challenger audits a fraction (`--audit-rate`) of
+//! the claims it hears by running them itself, and disputes those whose trace differs;
+//! both sides answer what their disputes ask of them from the traces they keep. Also the
+//! test-only liars (`adversary` builds): an inference node that corrupts one boundary
+//! tensor of some claims, a challenger that disputes honest claims.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use provnet_kernels::trace::{self, MerkleTree};
+use provnet_kernels::Model;
+use provnet_validator::court::{self, Court, Owed, SegmentRunner};
+use provnet_wire::{Claim, CourtStatus, DisputeOpen, LeafState, Message, PublicKey};
+use rand::Rng;
+use tracing::{info, warn};
+
+use super::short;
+
+/// Runs this node stands behind (its claims, and its own runs of the claims it disputes),
+/// at most.
+const MAX_RUNS: usize = 4_096;
+/// A message a dispute owes goes out again after this long if it did not take.
+const RESEND_MS: u64 = 2_000;
+/// Disputes shown in the status.
+const STATUS_DISPUTES: usize = 64;
+/// Corrupted claims a cheater remembers for the devnet's report.
+const MAX_CORRUPTED: usize = 1_024;
+
+/// One run of a model: the tensor at every cut and the tree over their state hashes.
+pub struct Run {
+    pub tensors: Vec<Vec<i64>>,
+    pub tree: MerkleTree,
+}
+
+impl Run {
+    /// Runs `model` on `input`; with `corrupt`, the output of that segment is off by one
+    /// in its first value (kept inside its range) and the rest is run on from there, as a
+    /// node that cut a corner would.
+    pub fn of(model: &Model, input: &[i64], corrupt: Option<u32>) -> Option<Run> {
+        let mut tensors = vec![input.to_vec()];
+        for seg in &model.segments {
+            let x = tensors.last().expect("starts non-empty");
+            seg.check_input(x).ok()?;
+            let mut y = seg.eval(x);
+            if corrupt == Some(seg.index as u32) {
+                let hi = seg.output.hi() as i64;
+                y[0] = if y[0] < hi { y[0] + 1 } else { y[0] - 1 };
+            }
+            tensors.push(y);
+        }
+        let states: Vec<[u8; 32]> = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| trace::leaf(i, t))
+            .collect();
+        Some(Run {
+            tree: MerkleTree::new(&states),
+            tensors,
+        })
+    }
+}
+
+struct Runner<'a>(&'a HashMap<[u8; 32], Arc<Model>>);
+
+impl SegmentRunner for Runner<'_> {
+    fn run(&self, model_id: &[u8; 32], segment: u32, input: &[i64]) -> Option<Vec<i64>> {
+        let seg = self.0.get(model_id)?.segments.get(segment as usize)?;
+        seg.check_input(input).ok()?;
+        Some(seg.eval(input))
+    }
+}
+
+/// How this node takes part.
+#[derive(Clone, Debug, Default)]
+pub struct DisputeConfig {
+    /// Claims per second (inference nodes).
+    pub claim_rate: f64,
+    /// Share of heard claims re-executed (challengers).
+    pub audit_rate: f64,
+    /// Test only: share of this node's claims with one corrupted tensor.
+    pub cheat_rate: f64,
+    /// Test only: share of heard claims disputed with a corrupted trace of its own.
+    pub false_dispute_rate: f64,
+}
+
+pub struct DisputeRole {
+    pub court: Court,
+    me: PublicKey,
+    cfg: DisputeConfig,
+    models: HashMap<[u8; 32], Arc<Model>>,
+    /// Claim id -> the run this node stands behind for it.
+    runs: HashMap<[u8; 32], Run>,
+    next_claim_at: f64,
+    /// Dispute id -> (what was last sent for it: round, or u32::MAX for the leaf; when).
+    sent: HashMap<[u8; 32], (u32, u64)>,
+    corrupted: BTreeMap<[u8; 32], u32>,
+    claims_published: u64,
+    disputes_opened: u64,
+}
+
+impl DisputeRole {
+    pub fn new(
+        court: Court,
+        me: PublicKey,
+        cfg: DisputeConfig,
+        models: Vec<Arc<Model>>,
+    ) -> DisputeRole {
+        DisputeRole {
+            court,
+            me,
+            cfg,
+            models: models.into_iter().map(|m| (m.id(), m)).collect(),
+            runs: HashMap::new(),
+            next_claim_at: super::now_f64() + 1_000.0,
+            sent: HashMap::new(),
+            corrupted: BTreeMap::new(),
+            claims_published: 0,
+            disputes_opened: 0,
+        }
+    }
+
+    /// The claim due now, if this is an inference node and one is: a random input in the
+    /// first segment's range, run natively (corrupted at a random segment for the share
+    /// `cheat_rate`).
+    pub fn due_claim(&mut self) -> Option<(Claim, Run, Option<u32>)> {
+        let rate = self.cfg.claim_rate;
+        if rate <= 0.0
+            || !provnet_validator::issue::pace(&mut self.next_claim_at, rate, super::now_f64())
+        {
+            return None;
+        }
+        let mut rng = rand::rngs::OsRng;
+        let model = self.models.values().min_by_key(|m| m.id())?.clone();
+        let first = model.segments.first()?;
+        let (lo, hi) = (first.input.lo() as i64, first.input.hi() as i64);
+        let input: Vec<i64> = (0..first.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
+        let corrupt = (rng.gen::<f64>() < self.cfg.cheat_rate)
+            .then(|| rng.gen_range(0..model.segments.len() as u32));
+        let run = Run::of(&model, &input, corrupt)?;
+        let claim = Claim {
+            model_id: model.id(),
+            input,
+            output: run.tensors.last()?.clone(),
+            cuts: run.tensors.len() as u32,
+            trace_root: run.tree.root(),
+            bond: self.court.params().claim_bond,
+            nonce: rng.gen(),
+        };
+        Some((claim, run, corrupt))
+    }
+
+    /// Our claim went out: stand behind it.
+    pub fn claimed(&mut self, id: [u8; 32], run: Run, corrupt: Option<u32>) {
+        self.claims_published += 1;
+        if let Some(seg) = corrupt {
+            if self.corrupted.len() < MAX_CORRUPTED {
+                self.corrupted.insert(id, seg);
+            }
+        }
+        self.keep_run(id, run);
+    }
+
+    fn keep_run(&mut self, claim: [u8; 32], run: Run) {
+        if self.runs.len() >= MAX_RUNS {
+            let court = &self.court;
+            self.runs.retain(|c, _| {
+                court
+                    .claims()
+                    .get(c)
+                    .is_some_and(|r| r.finished_ms.is_none())
+            });
+        }
+        if self.runs.len() < MAX_RUNS {
+            self.runs.insert(claim, run);
+        }
+    }
+
+    /// Someone else's claim went by: a challenger audits a share of them, and disputes
+    /// one whose trace is not what it gets itself (the false challenger: any it picks).
+    pub fn audit(
+        &mut self,
+        claimant: &PublicKey,
+        id: [u8; 32],
+        c: &Claim,
+    ) -> Option<(DisputeOpen, Run)> {
+        if *claimant == self.me {
+            return None;
+        }
+        let mut rng = rand::rngs::OsRng;
+        let model = self.models.get(&c.model_id)?.clone();
+        let run = if rng.gen::<f64>() < self.cfg.false_dispute_rate {
+            let seg = rng.gen_range(0..model.segments.len() as u32);
+            Run::of(&model, &c.input, Some(seg))?
+        } else if rng.gen::<f64>() < self.cfg.audit_rate {
+            Run::of(&model, &c.input, None)?
+        } else {
+            return None;
+        };
+        if run.tree.root() == c.trace_root {
+            return None;
+        }
+        info!(target: "court", claim = %short(&id), claimant = %short(claimant), "audit: the claim's trace is not this node's: disputing it");
+        let d = DisputeOpen {
+            claim_id: id,
+            trace_root: run.tree.root(),
+            bond: self.court.params().dispute_bond,
+        };
+        Some((d, run))
+    }
+
+    /// Our dispute went out: stand behind our run.
+    pub fn disputed(&mut self, claim: [u8; 32], run: Run) {
+        self.disputes_opened += 1;
+        self.keep_run(claim, run);
+    }
+
+    /// What our disputes ask of us now (not sent within the last [`RESEND_MS`]).
+    pub fn owed(&mut self, now_ms: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        for o in self.court.owed(&self.me) {
+            let (dispute, claim, tag) = match &o {
+                Owed::Reveal {
+                    dispute,
+                    claim,
+                    round,
+                    ..
+                } => (*dispute, *claim, *round),
+                Owed::Leaf { dispute, claim, .. } => (*dispute, *claim, u32::MAX),
+            };
+            if self
+                .sent
+                .get(&dispute)
+                .is_some_and(|(t, at)| *t == tag && now_ms < at + RESEND_MS)
+            {
+                continue;
+            }
+            let Some(run) = self.runs.get(&claim) else {
+                warn!(target: "court", dispute = %short(&dispute), "a dispute asks for a run this node no longer holds: it will lose on its clock");
+                self.sent.insert(dispute, (tag, now_ms));
+                continue;
+            };
+            let msg = match o {
+                Owed::Reveal {
+                    round,
+                    points,
+                    full,
+                    ..
+                } => court::reveal(dispute, round, &points, full, &run.tree)
+                    .map(Message::DisputeReveal),
+                Owed::Leaf { cut, .. } => run.tensors.get(cut as usize).map(|t| {
+                    Message::LeafState(LeafState {
+                        dispute_id: dispute,
+                        cut,
+                        tensors: vec![t.clone()],
+                    })
+                }),
+            };
+            self.sent.insert(dispute, (tag, now_ms));
+            out.extend(msg);
+        }
+        if self.sent.len() > 4 * court::MAX_OPEN_DISPUTES {
+            let disputes = self.court.disputes();
+            self.sent
+                .retain(|d, _| disputes.get(d).is_some_and(|d| !d.finished()));
+        }
+        out
+    }
+
+    /// The court's clocks, with this node's models for a leaf nobody proved.
+    pub fn tick(&mut self, now_ms: u64) -> provnet_validator::store::Result<Vec<court::Action>> {
+        self.court.tick(now_ms, &Runner(&self.models))
+    }
+
+    pub fn status(&self) -> Option<CourtStatus> {
+        let mut s = match self.court.status(STATUS_DISPUTES) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(target: "court", "store: {e}");
+                return None;
+            }
+        };
+        s.claims_published = self.claims_published;
+        s.disputes_opened = self.disputes_opened;
+        s.corrupted = self
+            .corrupted
+            .iter()
+            .map(|(c, seg)| (hex::encode(c), *seg))
+            .collect();
+        Some(s)
+    }
+}

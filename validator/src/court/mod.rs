@@ -1,0 +1,1319 @@
+//! The court: disputed inference, end to end, as every node keeps it.
+//!
+//! 1. An inference node publishes a [`Claim`] (model, input, output, the Merkle root over
+//!    its state hashes at every cut) and locks a bond.
+//! 2. Within the claim's window, an admitted challenger that got another result publishes a
+//!    [`DisputeOpen`] with its own trace root, and locks a bond.
+//! 3. Bisection ([`bisect`]): each round asks both sides for their state hashes at a few
+//!    cuts ([`bisect::query`]); each side answers with a [`DisputeReveal`] whose hashes
+//!    are proved against its own root. The first cut where they differ narrows the range,
+//!    until one segment is left: its input state is agreed, its output state is not. Each
+//!    side has `round_ms` per round; a side that does not answer in time loses.
+//! 4. The leaf: either side sends the agreed input state ([`LeafState`], checked against
+//!    the agreed hash); each validator issues it as a challenge of its own, which miners
+//!    race like any other (key-bound, scored). The proven output's state hash matches one
+//!    side, both or neither: that is the verdict. With no valid proof by the deadline the
+//!    validator executes the segment itself.
+//! 5. Each validator publishes an [`Attestation`]; when validators with at least 2/3 of
+//!    the genesis stake attest the same verdict, it is final, and the bonds are settled in
+//!    one transaction ([`bank`]).
+//!
+//! Every record is in sled and written on every change, so a node killed mid-dispute
+//! resumes it. Rules that every node applies (bonds, reveals, finality) run everywhere; only
+//! a referee (a validator) issues leaves and attests.
+
+pub mod bank;
+pub mod bisect;
+
+use std::collections::BTreeMap;
+
+use provnet_kernels::trace::{self, MerkleProof, MerkleTree};
+use provnet_wire::{
+    Attestation, Claim, Digest, DisputeOpen, DisputeReveal, DisputeVerdict, LeafState, Message,
+    PublicKey,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::store::{Result, Store};
+use bank::{Bonds, Settlement};
+
+/// The genesis's dispute rules (`[disputes]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CourtParams {
+    /// Smallest bond a claim may carry.
+    pub claim_bond: u64,
+    /// Smallest bond a dispute may carry.
+    pub dispute_bond: u64,
+    /// How long a claim may be disputed (ms from its receipt).
+    pub window_ms: u64,
+    /// Each side's clock per bisection round, and for the leaf's state.
+    pub round_ms: u64,
+    /// The leaf challenge's deadline.
+    pub leaf_ms: u64,
+    /// Pieces a range is cut into per round.
+    pub arity: u32,
+    /// Percent of a slashed bond paid to the side that won.
+    pub winner_percent: u8,
+    /// Percent of the slashed bonds paid to the miner whose proof decided.
+    pub miner_percent: u8,
+    /// A dispute not final this long after it opened is abandoned: both bonds go back.
+    pub abandon_ms: u64,
+    /// Finished claims and their disputes are kept this long, then pruned.
+    pub keep_ms: u64,
+}
+
+impl Default for CourtParams {
+    fn default() -> Self {
+        CourtParams {
+            claim_bond: 100,
+            dispute_bond: 100,
+            window_ms: 30_000,
+            round_ms: 10_000,
+            leaf_ms: 15_000,
+            arity: 128,
+            winner_percent: 50,
+            miner_percent: 10,
+            abandon_ms: 600_000,
+            keep_ms: 3_600_000,
+        }
+    }
+}
+
+/// Claims open at once, at most (each also locks a bond).
+pub const MAX_OPEN_CLAIMS: usize = 16_384;
+/// Disputes running at once, at most.
+pub const MAX_OPEN_DISPUTES: usize = 1_024;
+/// Disputes of one claim, at most.
+pub const MAX_DISPUTES_PER_CLAIM: usize = 8;
+
+/// Who a court works for.
+#[derive(Clone, Debug)]
+pub struct CourtConfig {
+    pub params: CourtParams,
+    /// The genesis validators and their stake: attestations count by it.
+    pub stake: BTreeMap<PublicKey, u64>,
+    /// This node's key.
+    pub me: PublicKey,
+    /// Whether this node referees (a validator): issues leaves and attests.
+    pub referee: bool,
+    /// The cuts (segments + 1) of each genesis model.
+    pub models: BTreeMap<[u8; 32], u32>,
+}
+
+/// Runs one segment natively: the referee's fallback when no proof came in time.
+pub trait SegmentRunner {
+    fn run(&self, model_id: &[u8; 32], segment: u32, input: &[i64]) -> Option<Vec<i64>>;
+}
+
+/// What the node must do for the court.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Issue the leaf as this validator's own challenge (watched), then
+    /// [`Court::leaf_issued`].
+    IssueLeaf {
+        dispute: [u8; 32],
+        model_id: [u8; 32],
+        segment: u32,
+        input: Vec<i64>,
+    },
+    /// Publish this (this node's attestation; the court has counted it already).
+    Publish(Message),
+}
+
+/// What a side of a dispute owes it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owed {
+    /// Its state hashes at `points` (with Merkle proofs unless `full`).
+    Reveal {
+        dispute: [u8; 32],
+        claim: [u8; 32],
+        round: u32,
+        points: Vec<u32>,
+        full: bool,
+    },
+    /// The agreed state at `cut`.
+    Leaf {
+        dispute: [u8; 32],
+        claim: [u8; 32],
+        cut: u32,
+    },
+}
+
+/// Why the court refused a message (counted by [`CourtRefusal::as_str`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CourtRefusal {
+    #[error("the model is not in the genesis")]
+    UnknownModel,
+    #[error("the claim says {got} cuts, the model has {want}")]
+    WrongCuts { got: u32, want: u32 },
+    #[error("a bond of {got}, at least {need} needed")]
+    BondTooSmall { got: u64, need: u64 },
+    #[error("the balance cannot cover the bond")]
+    InsufficientBalance,
+    #[error("seen already")]
+    Duplicate,
+    #[error("no such claim")]
+    UnknownClaim,
+    #[error("no such dispute")]
+    UnknownDispute,
+    #[error("the claim's dispute window has closed")]
+    WindowClosed,
+    #[error("the dispute's trace root is the claim's: nothing is disputed")]
+    SameTrace,
+    #[error("the claim was already overturned")]
+    Overturned,
+    #[error("too many claims or disputes open")]
+    Full,
+    #[error("the sender is neither side of this dispute")]
+    NotASide,
+    #[error("not the round the dispute is in")]
+    WrongRound,
+    #[error("a reveal that does not hold: {0}")]
+    BadReveal(String),
+    #[error("the state does not hash to the agreed state: {0}")]
+    BadLeaf(String),
+    #[error("the dispute is not waiting for that")]
+    NotWaiting,
+    #[error("not a genesis validator")]
+    NotAValidator,
+}
+
+impl CourtRefusal {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CourtRefusal::UnknownModel => "unknown_model",
+            CourtRefusal::WrongCuts { .. } => "wrong_cuts",
+            CourtRefusal::BondTooSmall { .. } => "bond_too_small",
+            CourtRefusal::InsufficientBalance => "insufficient_balance",
+            CourtRefusal::Duplicate => "duplicate",
+            CourtRefusal::UnknownClaim => "unknown_claim",
+            CourtRefusal::UnknownDispute => "unknown_dispute",
+            CourtRefusal::WindowClosed => "window_closed",
+            CourtRefusal::SameTrace => "same_trace",
+            CourtRefusal::Overturned => "overturned",
+            CourtRefusal::Full => "full",
+            CourtRefusal::NotASide => "not_a_side",
+            CourtRefusal::WrongRound => "wrong_round",
+            CourtRefusal::BadReveal(_) => "bad_reveal",
+            CourtRefusal::BadLeaf(_) => "bad_leaf",
+            CourtRefusal::NotWaiting => "not_waiting",
+            CourtRefusal::NotAValidator => "not_a_validator",
+        }
+    }
+}
+
+/// A claim as the court keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    pub id: [u8; 32],
+    pub claimant: PublicKey,
+    pub claim: Claim,
+    pub received_ms: u64,
+    pub disputes: Vec<[u8; 32]>,
+    /// A dispute's final verdict took its bond.
+    pub overturned: bool,
+    /// Its bond went back (window over, no dispute running, not overturned) or was taken.
+    pub finished_ms: Option<u64>,
+}
+
+/// Where a dispute stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    /// Round `round` of the range `lo..=hi` asks for `points`; `got` is each side's
+    /// answer (claimant, challenger).
+    Bisect {
+        round: u32,
+        lo: u32,
+        hi: u32,
+        points: Vec<u32>,
+        got: [bool; 2],
+        deadline_ms: u64,
+    },
+    /// Segment `segment` is the leaf; its input state, once known, and the proof's clock.
+    Leaf {
+        segment: u32,
+        state: Option<Vec<Vec<i64>>>,
+        deadline_ms: u64,
+        /// When this referee's leaf challenge expires (none yet: not issued since start).
+        #[serde(skip)]
+        proof_deadline_ms: Option<u64>,
+    },
+    /// This node's verdict is in; attestations decide.
+    Decided,
+}
+
+/// A verdict with what it rests on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub verdict: DisputeVerdict,
+    pub segment: Option<u32>,
+    pub prover: Option<PublicKey>,
+}
+
+/// A dispute as the court keeps it: its whole transcript.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeRecord {
+    pub id: [u8; 32],
+    pub claim_id: [u8; 32],
+    pub claimant: PublicKey,
+    pub challenger: PublicKey,
+    /// The challenger's trace root.
+    pub root: [u8; 32],
+    pub bond: u64,
+    pub opened_ms: u64,
+    pub stage: Stage,
+    /// Every state hash each side revealed (claimant, challenger), by cut.
+    pub known: [BTreeMap<u32, [u8; 32]>; 2],
+    /// Rounds played.
+    pub rounds: u32,
+    /// This node's verdict.
+    pub local: Option<Decision>,
+    pub decided_ms: Option<u64>,
+    /// Each validator's attestation.
+    pub attestations: BTreeMap<PublicKey, Decision>,
+    /// The verdict validators with 2/3 of the stake attest, once they do.
+    pub final_verdict: Option<Decision>,
+    pub final_ms: Option<u64>,
+    /// No final verdict in time: both bonds went back.
+    pub abandoned: bool,
+    /// What the settlement took from the losing bonds.
+    #[serde(default)]
+    pub slashed: u64,
+    /// When bisection ended at the leaf (Unix ms).
+    #[serde(default)]
+    pub leaf_from_ms: Option<u64>,
+}
+
+impl DisputeRecord {
+    pub fn finished(&self) -> bool {
+        self.final_verdict.is_some() || self.abandoned
+    }
+}
+
+/// Counts for operators.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CourtCounters {
+    pub refused: BTreeMap<String, u64>,
+    pub verdicts: BTreeMap<String, u64>,
+    /// Open to final, ms, newest last (at most 256).
+    pub ms_to_verdict: Vec<u64>,
+    /// Open to final, seconds, all of them.
+    pub verdict_seconds: provnet_wire::status::Histogram,
+}
+
+/// Buckets of [`CourtCounters::verdict_seconds`].
+pub const VERDICT_SECONDS: [f64; 9] = [0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+pub struct Court {
+    cfg: CourtConfig,
+    claims_tree: sled::Tree,
+    disputes_tree: sled::Tree,
+    bank: Box<dyn Bonds + Send>,
+    claims: BTreeMap<[u8; 32], ClaimRecord>,
+    disputes: BTreeMap<[u8; 32], DisputeRecord>,
+    counters: CourtCounters,
+}
+
+const SIDES: [&str; 2] = ["claimant", "challenger"];
+
+fn short(b: &[u8]) -> String {
+    hex::encode(&b[..8.min(b.len())])
+}
+
+impl Court {
+    /// Opens the court's records in `store` (trees `claims` and `disputes`).
+    pub fn open(store: &Store, cfg: CourtConfig, bank: Box<dyn Bonds + Send>) -> Result<Court> {
+        let claims_tree = store.tree("claims")?;
+        let disputes_tree = store.tree("disputes")?;
+        let claims = Store::all::<ClaimRecord>(&claims_tree, "claims")?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect();
+        let disputes = Store::all::<DisputeRecord>(&disputes_tree, "disputes")?
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+        Ok(Court {
+            cfg,
+            claims_tree,
+            disputes_tree,
+            bank,
+            claims,
+            disputes,
+            counters: CourtCounters {
+                verdict_seconds: provnet_wire::status::Histogram::with_bounds(&VERDICT_SECONDS),
+                ..Default::default()
+            },
+        })
+    }
+
+    pub fn params(&self) -> &CourtParams {
+        &self.cfg.params
+    }
+
+    pub fn claims(&self) -> &BTreeMap<[u8; 32], ClaimRecord> {
+        &self.claims
+    }
+
+    pub fn disputes(&self) -> &BTreeMap<[u8; 32], DisputeRecord> {
+        &self.disputes
+    }
+
+    pub fn counters(&self) -> &CourtCounters {
+        &self.counters
+    }
+
+    pub fn bank(&self) -> &dyn Bonds {
+        self.bank.as_ref()
+    }
+
+    fn refuse<T>(&mut self, r: CourtRefusal) -> Result<std::result::Result<T, CourtRefusal>> {
+        *self
+            .counters
+            .refused
+            .entry(r.as_str().to_string())
+            .or_default() += 1;
+        Ok(Err(r))
+    }
+
+    fn save_claim(&self, id: &[u8; 32]) -> Result<()> {
+        match self.claims.get(id) {
+            Some(c) => Store::put(&self.claims_tree, id, c),
+            None => Ok(()),
+        }
+    }
+
+    fn save_dispute(&self, id: &[u8; 32]) -> Result<()> {
+        match self.disputes.get(id) {
+            Some(d) => Store::put(&self.disputes_tree, id, d),
+            None => Ok(()),
+        }
+    }
+
+    /// A claim from gossip (or this node's own): its bond is locked.
+    pub fn on_claim(
+        &mut self,
+        claimant: &PublicKey,
+        c: &Claim,
+        now_ms: u64,
+    ) -> Result<std::result::Result<[u8; 32], CourtRefusal>> {
+        let id = c.id(claimant);
+        let Some(&cuts) = self.cfg.models.get(&c.model_id) else {
+            return self.refuse(CourtRefusal::UnknownModel);
+        };
+        if c.cuts != cuts {
+            return self.refuse(CourtRefusal::WrongCuts {
+                got: c.cuts,
+                want: cuts,
+            });
+        }
+        if c.bond < self.cfg.params.claim_bond {
+            let need = self.cfg.params.claim_bond;
+            return self.refuse(CourtRefusal::BondTooSmall { got: c.bond, need });
+        }
+        if self.claims.contains_key(&id) {
+            return self.refuse(CourtRefusal::Duplicate);
+        }
+        if self
+            .claims
+            .values()
+            .filter(|c| c.finished_ms.is_none())
+            .count()
+            >= MAX_OPEN_CLAIMS
+        {
+            return self.refuse(CourtRefusal::Full);
+        }
+        if !self.bank.lock(&id, claimant, c.bond)? {
+            return self.refuse(CourtRefusal::InsufficientBalance);
+        }
+        self.claims.insert(
+            id,
+            ClaimRecord {
+                id,
+                claimant: *claimant,
+                claim: c.clone(),
+                received_ms: now_ms,
+                disputes: Vec::new(),
+                overturned: false,
+                finished_ms: None,
+            },
+        );
+        self.save_claim(&id)?;
+        Ok(Ok(id))
+    }
+
+    /// A dispute of a claim: the challenger's bond is locked and round 0 opens.
+    pub fn on_dispute(
+        &mut self,
+        challenger: &PublicKey,
+        d: &DisputeOpen,
+        now_ms: u64,
+    ) -> Result<std::result::Result<[u8; 32], CourtRefusal>> {
+        let id = d.id(challenger);
+        let Some(claim) = self.claims.get(&d.claim_id) else {
+            return self.refuse(CourtRefusal::UnknownClaim);
+        };
+        let p = &self.cfg.params;
+        let refusal = if self.disputes.contains_key(&id) {
+            Some(CourtRefusal::Duplicate)
+        } else if claim.overturned {
+            Some(CourtRefusal::Overturned)
+        } else if claim.finished_ms.is_some()
+            || now_ms > claim.received_ms.saturating_add(p.window_ms)
+        {
+            Some(CourtRefusal::WindowClosed)
+        } else if d.trace_root == claim.claim.trace_root {
+            Some(CourtRefusal::SameTrace)
+        } else if d.bond < p.dispute_bond {
+            Some(CourtRefusal::BondTooSmall {
+                got: d.bond,
+                need: p.dispute_bond,
+            })
+        } else if claim.disputes.len() >= MAX_DISPUTES_PER_CLAIM
+            || self.disputes.values().filter(|d| !d.finished()).count() >= MAX_OPEN_DISPUTES
+        {
+            Some(CourtRefusal::Full)
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            return self.refuse(r);
+        }
+        if !self.bank.lock(&id, challenger, d.bond)? {
+            return self.refuse(CourtRefusal::InsufficientBalance);
+        }
+        let cuts = claim.claim.cuts;
+        let claimant = claim.claimant;
+        let arity = p.arity;
+        let deadline_ms = now_ms.saturating_add(p.round_ms);
+        let record = DisputeRecord {
+            id,
+            claim_id: d.claim_id,
+            claimant,
+            challenger: *challenger,
+            root: d.trace_root,
+            bond: d.bond,
+            opened_ms: now_ms,
+            stage: Stage::Bisect {
+                round: 0,
+                lo: 0,
+                hi: cuts - 1,
+                points: bisect::query(0, 0, cuts - 1, cuts, arity),
+                got: [false; 2],
+                deadline_ms,
+            },
+            known: Default::default(),
+            rounds: 0,
+            local: None,
+            decided_ms: None,
+            attestations: BTreeMap::new(),
+            final_verdict: None,
+            final_ms: None,
+            abandoned: false,
+            slashed: 0,
+            leaf_from_ms: None,
+        };
+        info!(target: "court", dispute = %short(&id), claim = %short(&d.claim_id), challenger = %short(challenger), "dispute opened");
+        self.disputes.insert(id, record);
+        if let Some(c) = self.claims.get_mut(&d.claim_id) {
+            c.disputes.push(id);
+        }
+        self.save_claim(&d.claim_id)?;
+        self.save_dispute(&id)?;
+        Ok(Ok(id))
+    }
+
+    /// One side's answer to a round. A reveal that does not hold is refused (and counted);
+    /// the side may still send a good one before its clock runs out.
+    pub fn on_reveal(
+        &mut self,
+        sender: &PublicKey,
+        r: &DisputeReveal,
+        now_ms: u64,
+    ) -> Result<std::result::Result<Vec<Action>, CourtRefusal>> {
+        let Some(d) = self.disputes.get(&r.dispute_id) else {
+            return self.refuse(CourtRefusal::UnknownDispute);
+        };
+        let side = if *sender == d.claimant {
+            0
+        } else if *sender == d.challenger {
+            1
+        } else {
+            return self.refuse(CourtRefusal::NotASide);
+        };
+        let Stage::Bisect {
+            round, points, got, ..
+        } = &d.stage
+        else {
+            return self.refuse(CourtRefusal::NotWaiting);
+        };
+        if r.round != *round {
+            return self.refuse(CourtRefusal::WrongRound);
+        }
+        if got[side] {
+            return self.refuse(CourtRefusal::Duplicate);
+        }
+        let claim = &self.claims[&d.claim_id].claim;
+        let root = if side == 0 { claim.trace_root } else { d.root };
+        let hashes: Vec<[u8; 32]> = r.hashes.iter().map(|h| h.0).collect();
+        if let Err(why) = check_reveal(*round, claim.cuts, points, &root, &hashes, &r.proofs)
+            .and_then(|()| consistent(&d.known[side], points, &hashes))
+        {
+            warn!(target: "court", dispute = %short(&r.dispute_id), side = SIDES[side], "reveal refused: {why}");
+            return self.refuse(CourtRefusal::BadReveal(why));
+        }
+        let points = points.clone();
+        let input_state = trace::leaf(0, &claim.input);
+        let output_state = trace::leaf(claim.cuts as usize - 1, &claim.output);
+        let last = claim.cuts - 1;
+        let d = self.disputes.get_mut(&r.dispute_id).expect("looked up");
+        for (k, h) in points.iter().zip(&hashes) {
+            d.known[side].insert(*k, *h);
+        }
+        if let Stage::Bisect { got, .. } = &mut d.stage {
+            got[side] = true;
+        }
+        // What a side's own revealed trace says against the claim settles it at once: a
+        // trace that does not start from the claim's input, or (the claimant's) that does
+        // not end at the output it claimed.
+        let mut decided = None;
+        if d.known[side].get(&0).is_some_and(|h| *h != input_state) {
+            decided = Some(if side == 0 {
+                DisputeVerdict::ClaimantWrong
+            } else {
+                DisputeVerdict::ChallengerWrong
+            });
+        } else if side == 0 && d.known[0].get(&last).is_some_and(|h| *h != output_state) {
+            decided = Some(DisputeVerdict::ClaimantWrong);
+        }
+        let actions = match decided {
+            Some(v) => self.decide(&r.dispute_id, v, None, None, now_ms)?,
+            None => self.advance(&r.dispute_id, now_ms)?,
+        };
+        self.save_dispute(&r.dispute_id)?;
+        Ok(Ok(actions))
+    }
+
+    /// Both sides answered the round: narrow the range, to the next round or the leaf.
+    fn advance(&mut self, id: &[u8; 32], now_ms: u64) -> Result<Vec<Action>> {
+        let (arity, round_ms) = (self.cfg.params.arity, self.cfg.params.round_ms);
+        let d = self.disputes.get_mut(id).expect("caller looked it up");
+        let Stage::Bisect {
+            round,
+            points,
+            got: [true, true],
+            ..
+        } = &d.stage
+        else {
+            return Ok(Vec::new());
+        };
+        let (round, points) = (*round, points.clone());
+        let a: Vec<[u8; 32]> = points.iter().map(|k| d.known[0][k]).collect();
+        let b: Vec<[u8; 32]> = points.iter().map(|k| d.known[1][k]).collect();
+        d.rounds = round + 1;
+        let Some((lo, hi)) = bisect::narrow(&points, &a, &b) else {
+            // Same states everywhere asked, the output included: the challenger disputes
+            // a result its own trace agrees with.
+            return self.decide(id, DisputeVerdict::ChallengerWrong, None, None, now_ms);
+        };
+        let cuts = self.claims[&d.claim_id].claim.cuts;
+        if hi == lo + 1 {
+            let input = self.claims[&d.claim_id].claim.input.clone();
+            d.leaf_from_ms = Some(now_ms);
+            d.stage = Stage::Leaf {
+                segment: lo,
+                state: (lo == 0).then(|| vec![input]),
+                deadline_ms: now_ms.saturating_add(round_ms),
+                proof_deadline_ms: None,
+            };
+            info!(target: "court", dispute = %short(id), segment = lo, rounds = round + 1, "bisection done: the leaf is one segment");
+            return Ok(self.issue_leaf(id));
+        }
+        d.stage = Stage::Bisect {
+            round: round + 1,
+            lo,
+            hi,
+            points: bisect::query(round + 1, lo, hi, cuts, arity),
+            got: [false; 2],
+            deadline_ms: now_ms.saturating_add(round_ms),
+        };
+        Ok(Vec::new())
+    }
+
+    /// The agreed state at the leaf's input cut, from either side.
+    pub fn on_leaf_state(
+        &mut self,
+        sender: &PublicKey,
+        l: &LeafState,
+        _now_ms: u64,
+    ) -> Result<std::result::Result<Vec<Action>, CourtRefusal>> {
+        let Some(d) = self.disputes.get(&l.dispute_id) else {
+            return self.refuse(CourtRefusal::UnknownDispute);
+        };
+        if *sender != d.claimant && *sender != d.challenger {
+            return self.refuse(CourtRefusal::NotASide);
+        }
+        let Stage::Leaf {
+            segment,
+            state: None,
+            ..
+        } = &d.stage
+        else {
+            return self.refuse(CourtRefusal::NotWaiting);
+        };
+        if l.cut != *segment {
+            let why = format!("cut {}, the leaf starts at {segment}", l.cut);
+            return self.refuse(CourtRefusal::BadLeaf(why));
+        }
+        let agreed = d.known[0].get(segment).copied();
+        let views: Vec<&[i64]> = l.tensors.iter().map(Vec::as_slice).collect();
+        let got = trace::state_hash(l.cut as usize, &views);
+        if agreed != Some(got) {
+            let why = format!("hash {} is not the agreed state", short(&got));
+            return self.refuse(CourtRefusal::BadLeaf(why));
+        }
+        if l.tensors.len() != 1 {
+            let why = "a state of several tensors: segments take one".to_string();
+            return self.refuse(CourtRefusal::BadLeaf(why));
+        }
+        let id = l.dispute_id;
+        if let Some(d) = self.disputes.get_mut(&id) {
+            if let Stage::Leaf { state, .. } = &mut d.stage {
+                *state = Some(l.tensors.clone());
+            }
+        }
+        self.save_dispute(&id)?;
+        Ok(Ok(self.issue_leaf(&id)))
+    }
+
+    /// The leaf challenge, for a referee that has the state and has not issued it yet.
+    fn issue_leaf(&mut self, id: &[u8; 32]) -> Vec<Action> {
+        if !self.cfg.referee {
+            return Vec::new();
+        }
+        let Some(d) = self.disputes.get(id) else {
+            return Vec::new();
+        };
+        let Stage::Leaf {
+            segment,
+            state: Some(state),
+            proof_deadline_ms: None,
+            ..
+        } = &d.stage
+        else {
+            return Vec::new();
+        };
+        vec![Action::IssueLeaf {
+            dispute: *id,
+            model_id: self.claims[&d.claim_id].claim.model_id,
+            segment: *segment,
+            input: state[0].clone(),
+        }]
+    }
+
+    /// The referee issued the leaf challenge; its proofs are due by `deadline_ms`.
+    pub fn leaf_issued(&mut self, dispute: &[u8; 32], deadline_ms: u64) {
+        if let Some(d) = self.disputes.get_mut(dispute) {
+            if let Stage::Leaf {
+                proof_deadline_ms, ..
+            } = &mut d.stage
+            {
+                *proof_deadline_ms = Some(deadline_ms);
+            }
+        }
+    }
+
+    /// A valid proof of the leaf (from this validator's engine): the verdict.
+    pub fn on_proved(
+        &mut self,
+        dispute: &[u8; 32],
+        miner: &PublicKey,
+        output: &[i64],
+        now_ms: u64,
+    ) -> Result<Vec<Action>> {
+        let Some(d) = self.disputes.get(dispute) else {
+            return Ok(Vec::new());
+        };
+        let Stage::Leaf { segment, .. } = d.stage else {
+            return Ok(Vec::new());
+        };
+        let v = leaf_verdict(d, segment, output);
+        info!(target: "court", dispute = %short(dispute), segment, miner = %short(miner), verdict = v.as_str(), "the leaf is proved");
+        let actions = self.decide(dispute, v, Some(segment), Some(*miner), now_ms)?;
+        self.save_dispute(dispute)?;
+        Ok(actions)
+    }
+
+    /// This node's verdict: recorded, and (a referee's) attested.
+    fn decide(
+        &mut self,
+        id: &[u8; 32],
+        verdict: DisputeVerdict,
+        segment: Option<u32>,
+        prover: Option<PublicKey>,
+        now_ms: u64,
+    ) -> Result<Vec<Action>> {
+        let referee = self.cfg.referee;
+        let me = self.cfg.me;
+        let Some(d) = self.disputes.get_mut(id) else {
+            return Ok(Vec::new());
+        };
+        if d.local.is_some() {
+            return Ok(Vec::new());
+        }
+        let decision = Decision {
+            verdict,
+            segment,
+            prover,
+        };
+        info!(target: "court", dispute = %short(id), verdict = verdict.as_str(), ?segment, "verdict");
+        d.local = Some(decision.clone());
+        d.decided_ms = Some(now_ms);
+        d.stage = Stage::Decided;
+        if !referee || !self.cfg.stake.contains_key(&me) {
+            return Ok(Vec::new());
+        }
+        let a = Attestation {
+            dispute_id: *id,
+            verdict,
+            segment,
+            prover: prover.map(Digest),
+        };
+        self.count_attestation(&me, &a, now_ms)?;
+        Ok(vec![Action::Publish(Message::Attestation(a))])
+    }
+
+    /// A validator's attestation.
+    pub fn on_attestation(
+        &mut self,
+        validator: &PublicKey,
+        a: &Attestation,
+        now_ms: u64,
+    ) -> Result<std::result::Result<(), CourtRefusal>> {
+        if !self.cfg.stake.contains_key(validator) {
+            return self.refuse(CourtRefusal::NotAValidator);
+        }
+        if !self.disputes.contains_key(&a.dispute_id) {
+            return self.refuse(CourtRefusal::UnknownDispute);
+        }
+        self.count_attestation(validator, a, now_ms)?;
+        Ok(Ok(()))
+    }
+
+    fn count_attestation(
+        &mut self,
+        validator: &PublicKey,
+        a: &Attestation,
+        now_ms: u64,
+    ) -> Result<()> {
+        let Some(d) = self.disputes.get_mut(&a.dispute_id) else {
+            return Ok(());
+        };
+        if d.finished() {
+            return Ok(());
+        }
+        d.attestations.insert(
+            *validator,
+            Decision {
+                verdict: a.verdict,
+                segment: a.segment,
+                prover: a.prover.map(|p| p.0),
+            },
+        );
+        let total: u128 = self.cfg.stake.values().map(|s| u128::from(*s)).sum();
+        // Stake behind each (verdict, segment); the prover named by the most stake of the
+        // winning group is the one paid.
+        let mut behind: BTreeMap<(DisputeVerdict, Option<u32>), u128> = BTreeMap::new();
+        for (v, dec) in &d.attestations {
+            *behind.entry((dec.verdict, dec.segment)).or_default() +=
+                u128::from(self.cfg.stake.get(v).copied().unwrap_or(0));
+        }
+        let Some((&(verdict, segment), _)) = behind
+            .iter()
+            .find(|(_, s)| **s * 3 >= total * 2 && total > 0)
+        else {
+            self.save_dispute(&a.dispute_id)?;
+            return Ok(());
+        };
+        let mut provers: BTreeMap<PublicKey, u128> = BTreeMap::new();
+        for (v, dec) in &d.attestations {
+            if let (true, Some(p)) = ((dec.verdict, dec.segment) == (verdict, segment), dec.prover)
+            {
+                *provers.entry(p).or_default() +=
+                    u128::from(self.cfg.stake.get(v).copied().unwrap_or(0));
+            }
+        }
+        let prover = provers
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(p, _)| *p);
+        let decision = Decision {
+            verdict,
+            segment,
+            prover,
+        };
+        d.final_verdict = Some(decision);
+        d.final_ms = Some(now_ms);
+        let elapsed = now_ms.saturating_sub(d.opened_ms);
+        info!(target: "court", dispute = %short(&a.dispute_id), verdict = verdict.as_str(), ?segment, ms = elapsed, "verdict final");
+        *self
+            .counters
+            .verdicts
+            .entry(verdict.as_str().to_string())
+            .or_default() += 1;
+        if self.counters.ms_to_verdict.len() >= 256 {
+            self.counters.ms_to_verdict.remove(0);
+        }
+        self.counters.ms_to_verdict.push(elapsed);
+        self.counters.verdict_seconds.observe(elapsed as f64 / 1e3);
+        let id = a.dispute_id;
+        self.settle(&id)?;
+        Ok(())
+    }
+
+    /// Pays out a dispute that is final (or abandoned): one transaction in the bank, under
+    /// the dispute's id, so repeating it after a restart changes nothing.
+    fn settle(&mut self, id: &[u8; 32]) -> Result<()> {
+        let d = self.disputes[id].clone();
+        let claim_held = self.bank.held(&d.claim_id)?;
+        let mut s = Settlement {
+            bonds: vec![*id],
+            ..Default::default()
+        };
+        let p = &self.cfg.params;
+        let share = |v: u64, pct: u8| (u128::from(v) * u128::from(pct.min(100)) / 100) as u64;
+        let mut overturn = false;
+        match &d.final_verdict {
+            None => s.pay.push((d.challenger, d.bond)), // abandoned: the bond goes back
+            Some(f) => {
+                let mut slashed = 0u64;
+                if f.verdict.challenger_loses() {
+                    slashed += d.bond;
+                } else {
+                    s.pay.push((d.challenger, d.bond));
+                }
+                let mut from_claim = 0;
+                if f.verdict.claimant_loses() {
+                    if let Some((_, bond)) = claim_held {
+                        s.bonds.push(d.claim_id);
+                        from_claim = bond;
+                        slashed += bond;
+                    }
+                    overturn = true;
+                }
+                let to_winner = match f.verdict {
+                    DisputeVerdict::ClaimantWrong | DisputeVerdict::TimeoutClaimant => {
+                        let w = share(from_claim, p.winner_percent);
+                        s.pay.push((d.challenger, w));
+                        w
+                    }
+                    DisputeVerdict::ChallengerWrong | DisputeVerdict::TimeoutChallenger => {
+                        let w = share(d.bond, p.winner_percent);
+                        s.pay.push((d.claimant, w));
+                        w
+                    }
+                    DisputeVerdict::BothWrong => 0,
+                };
+                let to_miner = match f.prover {
+                    Some(m) => {
+                        let v = share(slashed, p.miner_percent).min(slashed - to_winner);
+                        s.pay.push((m, v));
+                        v
+                    }
+                    None => 0,
+                };
+                s.burn = slashed - to_winner - to_miner;
+                if let Some(d) = self.disputes.get_mut(id) {
+                    d.slashed = slashed;
+                }
+            }
+        }
+        s.pay.retain(|(_, v)| *v > 0);
+        if !self.bank.settle(id, &s)? {
+            warn!(target: "court", dispute = %short(id), "settlement refused by the bank: its bonds are not held as recorded");
+        }
+        if overturn {
+            if let Some(c) = self.claims.get_mut(&d.claim_id) {
+                c.overturned = true;
+                c.finished_ms.get_or_insert(d.final_ms.unwrap_or(0));
+            }
+            self.save_claim(&d.claim_id)?;
+        }
+        self.save_dispute(id)?;
+        Ok(())
+    }
+
+    /// The clocks: rounds and leaves past their deadline, leaf proofs that did not come
+    /// (the referee runs the segment itself), claims past their window, disputes never
+    /// made final, and records old enough to prune.
+    pub fn tick(&mut self, now_ms: u64, runner: &dyn SegmentRunner) -> Result<Vec<Action>> {
+        let mut actions = Vec::new();
+        let ids: Vec<[u8; 32]> = self
+            .disputes
+            .iter()
+            .filter(|(_, d)| !d.finished())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let before = self.disputes[&id].clone();
+            let d = &before;
+            match &d.stage {
+                Stage::Bisect {
+                    got, deadline_ms, ..
+                } if now_ms > *deadline_ms => {
+                    let v = if !got[0] {
+                        DisputeVerdict::TimeoutClaimant
+                    } else {
+                        DisputeVerdict::TimeoutChallenger
+                    };
+                    info!(target: "court", dispute = %short(&id), verdict = v.as_str(), "a side ran out of time");
+                    actions.extend(self.decide(&id, v, None, None, now_ms)?);
+                }
+                Stage::Leaf {
+                    state: None,
+                    deadline_ms,
+                    segment,
+                    ..
+                } if now_ms > *deadline_ms => {
+                    // Both sides hold the agreed state: a claimant that does not give it
+                    // up loses its claim.
+                    let seg = Some(*segment);
+                    let v = DisputeVerdict::TimeoutClaimant;
+                    actions.extend(self.decide(&id, v, seg, None, now_ms)?);
+                }
+                Stage::Leaf {
+                    state: Some(state),
+                    proof_deadline_ms: Some(due),
+                    segment,
+                    ..
+                } if now_ms > *due && self.cfg.referee => {
+                    let (segment, input) = (*segment, state[0].clone());
+                    let model = self.claims[&d.claim_id].claim.model_id;
+                    match runner.run(&model, segment, &input) {
+                        Some(out) => {
+                            let v = leaf_verdict(d, segment, &out);
+                            info!(target: "court", dispute = %short(&id), segment, verdict = v.as_str(), "no proof of the leaf in time: executed it here");
+                            actions.extend(self.decide(&id, v, Some(segment), None, now_ms)?);
+                        }
+                        None => {
+                            warn!(target: "court", dispute = %short(&id), segment, "no proof of the leaf, and this node cannot run the segment");
+                        }
+                    }
+                }
+                Stage::Leaf {
+                    proof_deadline_ms: None,
+                    state: Some(_),
+                    ..
+                } => actions.extend(self.issue_leaf(&id)),
+                _ => {}
+            }
+            let d = &self.disputes[&id];
+            if !d.finished() && now_ms > d.opened_ms.saturating_add(self.cfg.params.abandon_ms) {
+                warn!(target: "court", dispute = %short(&id), "no final verdict in time: abandoned, bonds go back");
+                if let Some(d) = self.disputes.get_mut(&id) {
+                    d.abandoned = true;
+                }
+                self.settle(&id)?;
+            }
+            if self.disputes.get(&id) != Some(&before) {
+                self.save_dispute(&id)?;
+            }
+        }
+        self.finish_claims(now_ms)?;
+        self.prune(now_ms)?;
+        Ok(actions)
+    }
+
+    /// Claims past their window with no dispute running: an upheld claim's bond goes back.
+    fn finish_claims(&mut self, now_ms: u64) -> Result<()> {
+        let window = self.cfg.params.window_ms;
+        let due: Vec<[u8; 32]> = self
+            .claims
+            .values()
+            .filter(|c| {
+                c.finished_ms.is_none()
+                    && now_ms > c.received_ms.saturating_add(window)
+                    && c.disputes
+                        .iter()
+                        .all(|d| self.disputes.get(d).is_none_or(DisputeRecord::finished))
+            })
+            .map(|c| c.id)
+            .collect();
+        for id in due {
+            let c = &self.claims[&id];
+            if let Some((who, bond)) = self.bank.held(&id)? {
+                let s = Settlement {
+                    bonds: vec![id],
+                    pay: vec![(who, bond)],
+                    burn: 0,
+                };
+                self.bank.settle(&id, &s)?;
+            }
+            info!(target: "court", claim = %short(&id), claimant = %short(&c.claimant), disputes = c.disputes.len(), "claim final: upheld");
+            if let Some(c) = self.claims.get_mut(&id) {
+                c.finished_ms = Some(now_ms);
+            }
+            self.save_claim(&id)?;
+        }
+        Ok(())
+    }
+
+    fn prune(&mut self, now_ms: u64) -> Result<()> {
+        let keep = self.cfg.params.keep_ms;
+        let old: Vec<[u8; 32]> = self
+            .claims
+            .values()
+            .filter(|c| {
+                c.finished_ms
+                    .is_some_and(|f| now_ms > f.saturating_add(keep))
+            })
+            .filter(|c| {
+                c.disputes
+                    .iter()
+                    .all(|d| self.disputes.get(d).is_none_or(DisputeRecord::finished))
+            })
+            .map(|c| c.id)
+            .collect();
+        for id in old {
+            if let Some(c) = self.claims.remove(&id) {
+                for d in &c.disputes {
+                    self.disputes.remove(d);
+                    self.disputes_tree.remove(d)?;
+                }
+            }
+            self.claims_tree.remove(id)?;
+        }
+        Ok(())
+    }
+
+    /// The court for operators: counts, and the newest `limit` disputes.
+    pub fn status(&self, limit: usize) -> Result<provnet_wire::CourtStatus> {
+        let mut disputes: Vec<&DisputeRecord> = self.disputes.values().collect();
+        disputes.sort_by_key(|d| std::cmp::Reverse((d.opened_ms, d.id)));
+        let me = self.cfg.me;
+        let balance = self.bank.balance(&me)?;
+        let claimed = self.claims.values().any(|c| c.claimant == me);
+        Ok(provnet_wire::CourtStatus {
+            claims_open: self
+                .claims
+                .values()
+                .filter(|c| c.finished_ms.is_none())
+                .count() as u32,
+            claims_total: self.claims.len() as u32,
+            disputes_open: self.disputes.values().filter(|d| !d.finished()).count() as u32,
+            disputes: disputes
+                .into_iter()
+                .take(limit)
+                .map(|d| self.dispute_status(d))
+                .collect(),
+            refused: self.counters.refused.clone(),
+            verdicts: self.counters.verdicts.clone(),
+            ms_to_verdict: self.counters.ms_to_verdict.clone(),
+            verdict_seconds: self.counters.verdict_seconds.clone(),
+            balance: (balance > 0 || claimed).then_some(balance),
+            burned: self.bank.burned()?,
+            ..Default::default()
+        })
+    }
+
+    fn dispute_status(&self, d: &DisputeRecord) -> provnet_wire::DisputeStatus {
+        let (stage, lo, hi, deadline_ms) = match &d.stage {
+            _ if d.abandoned => ("abandoned".to_string(), 0, 0, None),
+            _ if d.final_verdict.is_some() => ("final".to_string(), 0, 0, None),
+            Stage::Bisect {
+                round,
+                lo,
+                hi,
+                deadline_ms,
+                ..
+            } => (format!("round {round}"), *lo, *hi, Some(*deadline_ms)),
+            Stage::Leaf {
+                segment,
+                state,
+                deadline_ms,
+                proof_deadline_ms,
+            } => {
+                let due = if state.is_some() {
+                    *proof_deadline_ms
+                } else {
+                    Some(*deadline_ms)
+                };
+                ("leaf".to_string(), *segment, segment + 1, due)
+            }
+            Stage::Decided => ("decided".to_string(), 0, 0, None),
+        };
+        let decided = d.final_verdict.as_ref().or(d.local.as_ref());
+        provnet_wire::DisputeStatus {
+            id: hex::encode(d.id),
+            claim: hex::encode(d.claim_id),
+            claimant: hex::encode(d.claimant),
+            challenger: hex::encode(d.challenger),
+            stage,
+            rounds: d.rounds,
+            lo,
+            hi,
+            deadline_ms,
+            opened_ms: d.opened_ms,
+            verdict: d.local.as_ref().map(|v| v.verdict.as_str().to_string()),
+            final_verdict: d
+                .final_verdict
+                .as_ref()
+                .map(|v| v.verdict.as_str().to_string()),
+            segment: decided.and_then(|v| v.segment),
+            prover: decided.and_then(|v| v.prover).map(hex::encode),
+            ms_to_verdict: d.final_ms.map(|f| f.saturating_sub(d.opened_ms)),
+            slashed: d.slashed,
+            audit_ms: self
+                .claims
+                .get(&d.claim_id)
+                .map(|c| d.opened_ms.saturating_sub(c.received_ms)),
+            bisect_ms: d
+                .leaf_from_ms
+                .or(d.decided_ms)
+                .map(|t| t.saturating_sub(d.opened_ms)),
+            leaf_ms: d
+                .leaf_from_ms
+                .zip(d.decided_ms)
+                .map(|(l, t)| t.saturating_sub(l)),
+            attest_ms: d
+                .decided_ms
+                .zip(d.final_ms)
+                .map(|(t, f)| f.saturating_sub(t)),
+        }
+    }
+
+    /// What `me` owes the disputes it is a side of: reveals for the current round, and the
+    /// agreed state at a leaf that still waits for it.
+    pub fn owed(&self, me: &PublicKey) -> Vec<Owed> {
+        let mut out = Vec::new();
+        for d in self.disputes.values().filter(|d| !d.finished()) {
+            let side = if *me == d.claimant {
+                0
+            } else if *me == d.challenger {
+                1
+            } else {
+                continue;
+            };
+            let cuts = self.claims.get(&d.claim_id).map_or(0, |c| c.claim.cuts);
+            match &d.stage {
+                Stage::Bisect {
+                    round, points, got, ..
+                } if !got[side] => out.push(Owed::Reveal {
+                    dispute: d.id,
+                    claim: d.claim_id,
+                    round: *round,
+                    points: points.clone(),
+                    full: bisect::is_full(*round, cuts),
+                }),
+                Stage::Leaf {
+                    segment,
+                    state: None,
+                    ..
+                } => out.push(Owed::Leaf {
+                    dispute: d.id,
+                    claim: d.claim_id,
+                    cut: *segment,
+                }),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// A side's answer to a round, from the Merkle tree over its trace's state hashes. `None`
+/// when a point is past the trace.
+pub fn reveal(
+    dispute: [u8; 32],
+    round: u32,
+    points: &[u32],
+    full: bool,
+    tree: &MerkleTree,
+) -> Option<DisputeReveal> {
+    let hashes = points
+        .iter()
+        .map(|&k| tree.leaves().get(k as usize).copied().map(Digest))
+        .collect::<Option<Vec<_>>>()?;
+    let proofs = if full {
+        Vec::new()
+    } else {
+        points
+            .iter()
+            .map(|&k| {
+                tree.proof(k as usize)
+                    .map(|p| p.siblings.into_iter().map(Digest).collect())
+            })
+            .collect::<Option<Vec<_>>>()?
+    };
+    Some(DisputeReveal {
+        dispute_id: dispute,
+        round,
+        hashes,
+        proofs,
+    })
+}
+
+/// Whether a reveal answers the round: one hash per point, each proved against `root`
+/// (or, for a whole-trace round, rebuilding it).
+fn check_reveal(
+    round: u32,
+    cuts: u32,
+    points: &[u32],
+    root: &[u8; 32],
+    hashes: &[[u8; 32]],
+    proofs: &[Vec<Digest>],
+) -> std::result::Result<(), String> {
+    if hashes.len() != points.len() {
+        return Err(format!("{} hashes for {} cuts", hashes.len(), points.len()));
+    }
+    if bisect::is_full(round, cuts) {
+        if trace::merkle_root(hashes) != *root {
+            return Err("the hashes do not rebuild the trace root".into());
+        }
+        return Ok(());
+    }
+    if proofs.len() != points.len() {
+        return Err(format!("{} proofs for {} cuts", proofs.len(), points.len()));
+    }
+    for ((k, h), p) in points.iter().zip(hashes).zip(proofs) {
+        let proof = MerkleProof {
+            siblings: p.iter().map(|d| d.0).collect(),
+        };
+        if !proof.verify(root, cuts as usize, *k as usize, h) {
+            return Err(format!("the proof of cut {k} does not hold"));
+        }
+    }
+    Ok(())
+}
+
+/// A side may not change what it revealed in an earlier round.
+fn consistent(
+    known: &BTreeMap<u32, [u8; 32]>,
+    points: &[u32],
+    hashes: &[[u8; 32]],
+) -> std::result::Result<(), String> {
+    match points
+        .iter()
+        .zip(hashes)
+        .find(|(k, h)| known.get(k).is_some_and(|old| old != *h))
+    {
+        Some((k, _)) => Err(format!("cut {k} differs from the side's earlier reveal")),
+        None => Ok(()),
+    }
+}
+
+/// The proven (or executed) output of the leaf against both sides' output states.
+fn leaf_verdict(d: &DisputeRecord, segment: u32, output: &[i64]) -> DisputeVerdict {
+    let out = trace::leaf(segment as usize + 1, output);
+    let next = segment + 1;
+    match (
+        d.known[0].get(&next) == Some(&out),
+        d.known[1].get(&next) == Some(&out),
+    ) {
+        (true, _) => DisputeVerdict::ChallengerWrong,
+        (false, true) => DisputeVerdict::ClaimantWrong,
+        (false, false) => DisputeVerdict::BothWrong,
+    }
+}

@@ -1,0 +1,699 @@
+//! The court driven directly, with the clock passed in: claims, disputes, bisection to one
+//! segment, the leaf's verdict, attestations to finality and the bonds settled, against
+//! honest and lying sides of every kind. Traces are synthetic (segment k maps x to
+//! 3x + k + 1), so any number of cuts can be played; the leaf's proof is handed in as the
+//! validator's engine would.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use provnet_kernels::trace::{self, MerkleTree};
+use provnet_validator::court::bank::Bank;
+use provnet_validator::court::{
+    self, Action, Court, CourtConfig, CourtParams, Owed, SegmentRunner, Stage,
+};
+use provnet_validator::Store;
+use provnet_wire::{
+    Attestation, Claim, Digest, DisputeOpen, DisputeReveal, DisputeVerdict, LeafState, Message,
+    PublicKey,
+};
+
+const MODEL: [u8; 32] = [7; 32];
+const T0: u64 = 1_000_000;
+const BALANCE: u64 = 10_000;
+
+fn key(i: u8) -> PublicKey {
+    [i; 32]
+}
+
+const CLAIMANT: u8 = 1;
+const CHALLENGER: u8 = 2;
+const OUTSIDER: u8 = 3;
+const MINER: u8 = 4;
+const V1: u8 = 11;
+const V2: u8 = 12;
+const V3: u8 = 13;
+
+/// Segment `k` of the synthetic model.
+fn step(k: u32, x: &[i64]) -> Vec<i64> {
+    x.iter()
+        .map(|v| v.wrapping_mul(3).wrapping_add(i64::from(k) + 1))
+        .collect()
+}
+
+struct Runner;
+
+impl SegmentRunner for Runner {
+    fn run(&self, model_id: &[u8; 32], segment: u32, input: &[i64]) -> Option<Vec<i64>> {
+        (*model_id == MODEL).then(|| step(segment, input))
+    }
+}
+
+/// One side's run of the model: every cut's tensor, and the tree over their state hashes.
+/// `corrupt`: the output of that segment (and so everything after) is off by `delta`.
+struct Run {
+    tensors: Vec<Vec<i64>>,
+    tree: MerkleTree,
+}
+
+impl Run {
+    fn new(input: &[i64], cuts: u32, corrupt: Option<(u32, i64)>) -> Run {
+        let mut tensors = vec![input.to_vec()];
+        for k in 0..cuts - 1 {
+            let mut y = step(k, tensors.last().expect("non-empty"));
+            if let Some((seg, delta)) = corrupt.filter(|(s, _)| *s == k) {
+                let _ = seg;
+                y[0] = y[0].wrapping_add(delta);
+            }
+            tensors.push(y);
+        }
+        let states: Vec<[u8; 32]> = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| trace::leaf(i, t))
+            .collect();
+        Run {
+            tree: MerkleTree::new(&states),
+            tensors,
+        }
+    }
+
+    fn root(&self) -> [u8; 32] {
+        self.tree.root()
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    court: Court,
+    cuts: u32,
+    now: u64,
+}
+
+fn params() -> CourtParams {
+    CourtParams {
+        claim_bond: 1_000,
+        dispute_bond: 500,
+        ..CourtParams::default()
+    }
+}
+
+fn open_court(path: &Path, cuts: u32) -> Court {
+    // A store just dropped may hold its lock a moment longer (sled's flusher).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let store = loop {
+        match Store::open(path) {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() > deadline => panic!("store: {e}"),
+            Err(_) => std::thread::yield_now(),
+        }
+    };
+    let accounts: BTreeMap<PublicKey, u64> = [CLAIMANT, CHALLENGER, OUTSIDER]
+        .into_iter()
+        .map(|k| (key(k), BALANCE))
+        .collect();
+    let bank = Bank::open(&store, &accounts).expect("bank");
+    let cfg = CourtConfig {
+        params: params(),
+        stake: [(key(V1), 1), (key(V2), 1), (key(V3), 1)].into(),
+        me: key(V1),
+        referee: true,
+        models: [(MODEL, cuts)].into(),
+    };
+    Court::open(&store, cfg, Box::new(bank)).expect("court")
+}
+
+impl World {
+    fn new(cuts: u32) -> World {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("db");
+        World {
+            court: open_court(&path, cuts),
+            path,
+            _dir: dir,
+            cuts,
+            now: T0,
+        }
+    }
+
+    /// Drops the court and opens it again from its store, as after a kill.
+    fn restart(&mut self) {
+        let cuts = self.cuts;
+        // Let go of the store first: a court on a scratch path stands in meanwhile.
+        self.court = open_court(&self._dir.path().join("scratch"), cuts);
+        self.court = open_court(&self.path, cuts);
+    }
+
+    fn claim(&mut self, run: &Run, nonce: u8) -> [u8; 32] {
+        let c = Claim {
+            model_id: MODEL,
+            input: run.tensors[0].clone(),
+            output: run.tensors.last().expect("output").clone(),
+            cuts: self.cuts,
+            trace_root: run.root(),
+            bond: 1_000,
+            nonce: [nonce; 16],
+        };
+        self.court
+            .on_claim(&key(CLAIMANT), &c, self.now)
+            .expect("store")
+            .expect("claim taken")
+    }
+
+    fn dispute(&mut self, claim: [u8; 32], run: &Run) -> [u8; 32] {
+        self.dispute_by(CHALLENGER, claim, run)
+    }
+
+    fn dispute_by(&mut self, who: u8, claim: [u8; 32], run: &Run) -> [u8; 32] {
+        let d = DisputeOpen {
+            claim_id: claim,
+            trace_root: run.root(),
+            bond: 500,
+        };
+        self.court
+            .on_dispute(&key(who), &d, self.now)
+            .expect("store")
+            .expect("dispute taken")
+    }
+
+    fn balance(&self, k: u8) -> u64 {
+        self.court.bank().balance(&key(k)).expect("store")
+    }
+
+    fn stage(&self, d: &[u8; 32]) -> Stage {
+        self.court.disputes()[d].stage.clone()
+    }
+}
+
+/// How a side behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Plays {
+    Answers,
+    Silent,
+}
+
+/// Plays a dispute to this validator's verdict: both sides answer what they owe from their
+/// runs (unless silent), the leaf is proved by `MINER` with the true output when `proved`,
+/// and every action is carried out. Returns the actions the court asked for.
+fn play(
+    w: &mut World,
+    d: [u8; 32],
+    claimant: (&Run, Plays),
+    challenger: (&Run, Plays),
+    proved: bool,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for _ in 0..64 {
+        if matches!(w.stage(&d), Stage::Decided) {
+            return actions;
+        }
+        w.now += 10;
+        let mut progressed = false;
+        for (who, (run, plays)) in [(CLAIMANT, claimant), (CHALLENGER, challenger)] {
+            if plays == Plays::Silent {
+                continue;
+            }
+            for owed in w.court.owed(&key(who)) {
+                match owed {
+                    Owed::Reveal {
+                        dispute,
+                        round,
+                        points,
+                        full,
+                        ..
+                    } if dispute == d => {
+                        let r =
+                            court::reveal(d, round, &points, full, &run.tree).expect("in range");
+                        let got = w.court.on_reveal(&key(who), &r, w.now).expect("store");
+                        actions.extend(got.expect("a true reveal holds"));
+                        progressed = true;
+                    }
+                    Owed::Leaf { dispute, cut, .. } if dispute == d => {
+                        let l = LeafState {
+                            dispute_id: d,
+                            cut,
+                            tensors: vec![run.tensors[cut as usize].clone()],
+                        };
+                        let got = w.court.on_leaf_state(&key(who), &l, w.now).expect("store");
+                        actions.extend(got.expect("the agreed state"));
+                        progressed = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let pending: Vec<Action> = actions
+            .iter()
+            .filter(|a| matches!(a, Action::IssueLeaf { dispute, .. } if *dispute == d))
+            .cloned()
+            .collect();
+        for a in pending {
+            if let Action::IssueLeaf { segment, input, .. } = a {
+                let due = w.now + w.court.params().leaf_ms;
+                w.court.leaf_issued(&d, due);
+                actions.retain(|x| !matches!(x, Action::IssueLeaf { .. }));
+                if proved {
+                    let out = step(segment, &input);
+                    actions.extend(
+                        w.court
+                            .on_proved(&d, &key(MINER), &out, w.now)
+                            .expect("store"),
+                    );
+                }
+                progressed = true;
+            }
+        }
+        if !progressed {
+            // Nobody owes anything this node can supply: let the clocks run.
+            w.now += w.court.params().round_ms.max(w.court.params().leaf_ms) + 1;
+            actions.extend(w.court.tick(w.now, &Runner).expect("store"));
+        }
+    }
+    panic!("the dispute never reached a verdict: {:?}", w.stage(&d));
+}
+
+/// The other validators attest what this one did, one at a time, until the verdict is final.
+fn finalize(w: &mut World, d: [u8; 32], actions: &[Action]) -> (DisputeVerdict, Option<u32>) {
+    let ours = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Publish(Message::Attestation(a)) if a.dispute_id == d => Some(a.clone()),
+            _ => None,
+        })
+        .expect("this referee attested");
+    assert!(
+        w.court.disputes()[&d].final_verdict.is_none(),
+        "one validator of three is not 2/3 of the stake"
+    );
+    w.court
+        .on_attestation(&key(V2), &ours, w.now)
+        .expect("store")
+        .expect("a validator's attestation");
+    let f = w.court.disputes()[&d]
+        .final_verdict
+        .clone()
+        .expect("two of three validators make it final");
+    (f.verdict, f.segment)
+}
+
+#[test]
+fn every_corrupted_claim_is_found_at_its_segment_and_its_claimant_slashed() {
+    for (cuts, bad) in [(11, 0), (11, 4), (11, 9), (3, 1)] {
+        let mut w = World::new(cuts);
+        let input = vec![5, -3, 2];
+        let liar = Run::new(&input, cuts, Some((bad, 1)));
+        let honest = Run::new(&input, cuts, None);
+        let claim = w.claim(&liar, 1);
+        let d = w.dispute(claim, &honest);
+        let acts = play(
+            &mut w,
+            d,
+            (&liar, Plays::Answers),
+            (&honest, Plays::Answers),
+            true,
+        );
+        let (verdict, segment) = finalize(&mut w, d, &acts);
+        assert_eq!(
+            (verdict, segment),
+            (DisputeVerdict::ClaimantWrong, Some(bad)),
+            "{cuts} cuts, segment {bad} corrupted"
+        );
+        assert_eq!(w.court.disputes()[&d].rounds, 1, "a small trace: one round");
+        // The claimant's 1,000 is slashed: half to the challenger (with its own bond
+        // back), a tenth to the miner whose proof decided, the rest burned.
+        assert_eq!(w.balance(CLAIMANT), BALANCE - 1_000);
+        assert_eq!(w.balance(CHALLENGER), BALANCE + 500);
+        assert_eq!(w.court.bank().balance(&key(MINER)).expect("store"), 100);
+        assert_eq!(w.court.bank().burned().expect("store"), 400);
+        assert!(w.court.claims()[&claim].overturned);
+        // An overturned claim takes no more disputes.
+        let again = DisputeOpen {
+            claim_id: claim,
+            trace_root: honest.root(),
+            bond: 600,
+        };
+        let r = w
+            .court
+            .on_dispute(&key(OUTSIDER), &again, w.now)
+            .expect("store");
+        assert_eq!(r.expect_err("overturned").as_str(), "overturned");
+    }
+}
+
+#[test]
+fn an_honest_claimant_never_loses_and_keeps_its_bond() {
+    let cuts = 11;
+    let input = vec![1, 2, 3];
+    for bad in [0, 5, 9] {
+        let mut w = World::new(cuts);
+        let honest = Run::new(&input, cuts, None);
+        let false_challenger = Run::new(&input, cuts, Some((bad, -7)));
+        let claim = w.claim(&honest, 1);
+        let d = w.dispute(claim, &false_challenger);
+        let acts = play(
+            &mut w,
+            d,
+            (&honest, Plays::Answers),
+            (&false_challenger, Plays::Answers),
+            true,
+        );
+        assert_eq!(
+            finalize(&mut w, d, &acts),
+            (DisputeVerdict::ChallengerWrong, Some(bad))
+        );
+        assert_eq!(w.balance(CHALLENGER), BALANCE - 500);
+        // The claimant's bond is held until the window ends, then comes back, with half
+        // the challenger's.
+        assert_eq!(w.balance(CLAIMANT), BALANCE - 1_000 + 250);
+        w.now += w.court.params().window_ms + 1;
+        w.court.tick(w.now, &Runner).expect("store");
+        assert_eq!(w.balance(CLAIMANT), BALANCE + 250);
+        assert!(!w.court.claims()[&claim].overturned);
+    }
+
+    // A challenger whose trace starts elsewhere, or ends where the claim does, loses in
+    // the first round, before any leaf.
+    let mut w = World::new(cuts);
+    let honest = Run::new(&input, cuts, None);
+    let claim = w.claim(&honest, 2);
+    let other_input = Run::new(&[9, 9, 9], cuts, None);
+    let d = w.dispute(claim, &other_input);
+    let acts = play(
+        &mut w,
+        d,
+        (&honest, Plays::Answers),
+        (&other_input, Plays::Answers),
+        true,
+    );
+    assert_eq!(
+        finalize(&mut w, d, &acts),
+        (DisputeVerdict::ChallengerWrong, None)
+    );
+    // The same trace as the claim is not a dispute at all.
+    let same = DisputeOpen {
+        claim_id: claim,
+        trace_root: honest.root(),
+        bond: 500,
+    };
+    let r = w
+        .court
+        .on_dispute(&key(OUTSIDER), &same, w.now)
+        .expect("store");
+    assert_eq!(r.expect_err("same").as_str(), "same_trace");
+}
+
+#[test]
+fn a_proof_of_a_third_output_makes_both_sides_wrong() {
+    let cuts = 11;
+    let input = vec![4, 4];
+    let mut w = World::new(cuts);
+    let a = Run::new(&input, cuts, Some((6, 1)));
+    let b = Run::new(&input, cuts, Some((6, 2)));
+    let claim = w.claim(&a, 1);
+    let d = w.dispute(claim, &b);
+    let acts = play(&mut w, d, (&a, Plays::Answers), (&b, Plays::Answers), true);
+    assert_eq!(
+        finalize(&mut w, d, &acts),
+        (DisputeVerdict::BothWrong, Some(6))
+    );
+    assert_eq!(w.balance(CLAIMANT), BALANCE - 1_000);
+    assert_eq!(w.balance(CHALLENGER), BALANCE - 500);
+    assert_eq!(w.court.bank().balance(&key(MINER)).expect("store"), 150);
+    assert_eq!(w.court.bank().burned().expect("store"), 1_350);
+}
+
+#[test]
+fn a_side_that_stops_answering_loses_on_its_clock() {
+    let cuts = 11;
+    let input = vec![1];
+    let honest = Run::new(&input, cuts, None);
+    let liar = Run::new(&input, cuts, Some((3, 1)));
+    // A claimant that does not reveal, and a challenger that does not.
+    for (silent_claimant, want) in [
+        (true, DisputeVerdict::TimeoutClaimant),
+        (false, DisputeVerdict::TimeoutChallenger),
+    ] {
+        let mut w = World::new(cuts);
+        let claim = w.claim(&liar, 1);
+        let d = w.dispute(claim, &honest);
+        let (c, h) = if silent_claimant {
+            (Plays::Silent, Plays::Answers)
+        } else {
+            (Plays::Answers, Plays::Silent)
+        };
+        let acts = play(&mut w, d, (&liar, c), (&honest, h), true);
+        assert_eq!(finalize(&mut w, d, &acts), (want, None));
+    }
+}
+
+#[test]
+fn a_claimant_that_withholds_the_leaf_state_loses_and_without_a_proof_the_referee_runs_the_leaf() {
+    let cuts = 11;
+    let input = vec![2, 7];
+    let honest = Run::new(&input, cuts, None);
+    let liar = Run::new(&input, cuts, Some((5, 3)));
+    // Both sides answer the round, then nobody gives up the state at cut 5.
+    let mut w = World::new(cuts);
+    let claim = w.claim(&liar, 1);
+    let d = w.dispute(claim, &honest);
+    for (who, run) in [(CLAIMANT, &liar), (CHALLENGER, &honest)] {
+        let Some(Owed::Reveal {
+            round,
+            points,
+            full,
+            ..
+        }) = w.court.owed(&key(who)).pop()
+        else {
+            panic!("a reveal is owed");
+        };
+        let r = court::reveal(d, round, &points, full, &run.tree).expect("in range");
+        w.court
+            .on_reveal(&key(who), &r, w.now)
+            .expect("store")
+            .expect("holds");
+    }
+    assert!(matches!(
+        w.stage(&d),
+        Stage::Leaf {
+            segment: 5,
+            state: None,
+            ..
+        }
+    ));
+    // A state that is not the agreed one is refused.
+    let wrong = LeafState {
+        dispute_id: d,
+        cut: 5,
+        tensors: vec![liar.tensors[6].clone()],
+    };
+    let r = w
+        .court
+        .on_leaf_state(&key(CLAIMANT), &wrong, w.now)
+        .expect("store");
+    assert_eq!(r.expect_err("not agreed").as_str(), "bad_leaf");
+    w.now += w.court.params().round_ms + 1;
+    let acts = w.court.tick(w.now, &Runner).expect("store");
+    assert_eq!(
+        finalize(&mut w, d, &acts),
+        (DisputeVerdict::TimeoutClaimant, Some(5))
+    );
+
+    // The state given, but no miner proves the leaf: the referee runs it itself.
+    let mut w = World::new(cuts);
+    let claim = w.claim(&liar, 2);
+    let d = w.dispute(claim, &honest);
+    let acts = play(
+        &mut w,
+        d,
+        (&liar, Plays::Answers),
+        (&honest, Plays::Answers),
+        false,
+    );
+    let got = w.court.disputes()[&d].local.clone().expect("decided");
+    assert_eq!(got.prover, None, "no miner proved it");
+    assert_eq!(
+        finalize(&mut w, d, &acts),
+        (DisputeVerdict::ClaimantWrong, Some(5))
+    );
+    assert_eq!(
+        w.court.bank().burned().expect("store"),
+        500,
+        "no miner share"
+    );
+}
+
+#[test]
+fn a_hundred_thousand_cuts_take_three_rounds_and_forged_reveals_are_refused() {
+    let cuts = 100_000;
+    let input = vec![1, 1];
+    let honest = Run::new(&input, cuts, None);
+    let liar = Run::new(&input, cuts, Some((77_777, 1)));
+    let mut w = World::new(cuts);
+    let claim = w.claim(&liar, 1);
+    let d = w.dispute(claim, &honest);
+
+    // Forgeries in round 0, before the honest answers: each refused and counted.
+    let Some(Owed::Reveal { points, full, .. }) = w.court.owed(&key(CHALLENGER)).pop() else {
+        panic!("a reveal is owed");
+    };
+    assert!(!full && points.len() == 129, "{} points", points.len());
+    let good = court::reveal(d, 0, &points, false, &honest.tree).expect("in range");
+    let mut bad_sibling = good.clone();
+    bad_sibling.proofs[3][0].0[0] ^= 1;
+    let mut bad_hash = good.clone();
+    bad_hash.hashes[5] = Digest([0xaa; 32]);
+    let mut short = good.clone();
+    short.hashes.pop();
+    short.proofs.pop();
+    let liars_proofs = DisputeReveal {
+        hashes: good.hashes.clone(),
+        ..court::reveal(d, 0, &points, false, &liar.tree).expect("in range")
+    };
+    for forged in [&bad_sibling, &bad_hash, &short, &liars_proofs] {
+        let r = w
+            .court
+            .on_reveal(&key(CHALLENGER), forged, w.now)
+            .expect("store");
+        assert_eq!(r.expect_err("forged").as_str(), "bad_reveal");
+    }
+    let r = w
+        .court
+        .on_reveal(&key(OUTSIDER), &good, w.now)
+        .expect("store");
+    assert_eq!(r.expect_err("outsider").as_str(), "not_a_side");
+    let mut later = good.clone();
+    later.round = 1;
+    let r = w
+        .court
+        .on_reveal(&key(CHALLENGER), &later, w.now)
+        .expect("store");
+    assert_eq!(r.expect_err("wrong round").as_str(), "wrong_round");
+    let refused = &w.court.counters().refused;
+    assert_eq!(refused.get("bad_reveal"), Some(&4));
+    assert_eq!(refused.get("not_a_side"), Some(&1));
+
+    let acts = play(
+        &mut w,
+        d,
+        (&liar, Plays::Answers),
+        (&honest, Plays::Answers),
+        true,
+    );
+    assert_eq!(w.court.disputes()[&d].rounds, 3);
+    assert_eq!(
+        finalize(&mut w, d, &acts),
+        (DisputeVerdict::ClaimantWrong, Some(77_777))
+    );
+}
+
+#[test]
+fn a_court_restarted_mid_dispute_reaches_the_same_verdict() {
+    let cuts = 100_000;
+    let input = vec![3];
+    let honest = Run::new(&input, cuts, None);
+    let liar = Run::new(&input, cuts, Some((31_000, 1)));
+    let mut w = World::new(cuts);
+    let claim = w.claim(&liar, 1);
+    let d = w.dispute(claim, &honest);
+    // Round 0 answered by both, then the node is killed.
+    let mut first = Vec::new();
+    for (who, run) in [(CLAIMANT, &liar), (CHALLENGER, &honest)] {
+        let Some(Owed::Reveal {
+            round,
+            points,
+            full,
+            ..
+        }) = w.court.owed(&key(who)).pop()
+        else {
+            panic!("a reveal is owed");
+        };
+        let r = court::reveal(d, round, &points, full, &run.tree).expect("in range");
+        w.court
+            .on_reveal(&key(who), &r, w.now)
+            .expect("store")
+            .expect("holds");
+        first.push((who, r));
+    }
+    let before = w.court.disputes()[&d].clone();
+    assert!(matches!(before.stage, Stage::Bisect { round: 1, .. }));
+    w.restart();
+    assert_eq!(w.court.disputes()[&d], before, "the transcript survives");
+    // A round-0 reveal gossiped again after the restart is not taken twice.
+    for (who, r) in &first {
+        let again = w.court.on_reveal(&key(*who), r, w.now).expect("store");
+        assert_eq!(again.expect_err("old round").as_str(), "wrong_round");
+    }
+    let acts = play(
+        &mut w,
+        d,
+        (&liar, Plays::Answers),
+        (&honest, Plays::Answers),
+        true,
+    );
+    // Killed again at the verdict, before the other validators attested: it attests the
+    // same verdict after the restart, and the bonds are settled once.
+    w.restart();
+    assert_eq!(
+        finalize(&mut w, d, &acts),
+        (DisputeVerdict::ClaimantWrong, Some(31_000))
+    );
+    w.restart();
+    let a3 = Attestation {
+        dispute_id: d,
+        verdict: DisputeVerdict::ClaimantWrong,
+        segment: Some(31_000),
+        prover: Some(Digest(key(MINER))),
+    };
+    w.court
+        .on_attestation(&key(V3), &a3, w.now)
+        .expect("store")
+        .expect("taken");
+    assert_eq!(w.balance(CHALLENGER), BALANCE + 500);
+    assert_eq!(w.court.bank().burned().expect("store"), 400);
+}
+
+#[test]
+fn a_self_dispute_always_loses_money_and_outsiders_cannot_attest() {
+    let cuts = 11;
+    let input = vec![8];
+    let honest = Run::new(&input, cuts, None);
+    let liar = Run::new(&input, cuts, Some((2, 1)));
+    // The claimant disputes its own (false) claim with a second key, hoping to collect.
+    let mut w = World::new(cuts);
+    let claim = w.claim(&liar, 1);
+    let d = w.dispute(claim, &honest);
+    let acts = play(
+        &mut w,
+        d,
+        (&liar, Plays::Answers),
+        (&honest, Plays::Answers),
+        true,
+    );
+    finalize(&mut w, d, &acts);
+    let together = w.balance(CLAIMANT) + w.balance(CHALLENGER);
+    assert!(together < 2 * BALANCE, "the pair kept {together}");
+    // Attestations come from genesis validators only; claims from funded accounts only.
+    let a = Attestation {
+        dispute_id: d,
+        verdict: DisputeVerdict::ChallengerWrong,
+        segment: None,
+        prover: None,
+    };
+    let r = w
+        .court
+        .on_attestation(&key(OUTSIDER), &a, w.now)
+        .expect("store");
+    assert_eq!(r.expect_err("outsider").as_str(), "not_a_validator");
+    let broke = Claim {
+        model_id: MODEL,
+        input: vec![1],
+        output: vec![1],
+        cuts,
+        trace_root: [0; 32],
+        bond: 1_000,
+        nonce: [9; 16],
+    };
+    let r = w.court.on_claim(&key(MINER), &broke, w.now).expect("store");
+    assert_eq!(r.expect_err("no balance").as_str(), "insufficient_balance");
+}
