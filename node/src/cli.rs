@@ -9,8 +9,8 @@ use provnet_kernels::{import, keys, trace, ImportOptions, Model, ModelSummary};
 use serde_json::json;
 
 use crate::{
-    bench, bench_dispute, bench_msm, bench_verify, challenge, demo, devnet, genesis, identity,
-    inputs, prove, run,
+    bench, bench_dispute, bench_msm, bench_verify, challenge, demo, devnet, disputes_cli, genesis,
+    identity, inputs, prove, run,
 };
 
 #[derive(Parser, Debug)]
@@ -66,6 +66,11 @@ pub enum Command {
     Genesis(GenesisCommand),
     /// Watch running nodes in the terminal: rankings, rewards, challenges, peers, log.
     Tui(TuiArgs),
+    /// A running node's disputes, newest first.
+    Disputes(disputes_cli::Target),
+    /// One of a running node's disputes.
+    #[command(subcommand)]
+    Dispute(disputes_cli::DisputeCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -172,6 +177,8 @@ impl Cli {
             Command::Challenge(args) => challenge::run(args),
             #[cfg(feature = "adversary")]
             Command::Flood(args) => crate::flood::run(args),
+            Command::Disputes(t) => disputes_cli::list(&t),
+            Command::Dispute(cmd) => disputes_cli::run(cmd),
             Command::Tui(args) => {
                 let targets = args
                     .connect

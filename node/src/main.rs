@@ -9,6 +9,7 @@ mod challenge;
 mod cli;
 mod demo;
 mod devnet;
+mod disputes_cli;
 #[cfg(feature = "adversary")]
 mod flood;
 mod genesis;

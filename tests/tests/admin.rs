@@ -111,6 +111,8 @@ fn the_tui_client_sees_a_live_validator_and_then_sees_it_go() {
         "provnet_peers",
         "provnet_epoch",
         "# TYPE provnet_gossip_rejected_total counter",
+        "provnet_disputes_open 0",
+        "# TYPE provnet_dispute_verdict_seconds histogram",
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
@@ -131,6 +133,13 @@ fn the_tui_client_sees_a_live_validator_and_then_sees_it_go() {
             && miner_metrics.contains("provnet_proving_seconds_bucket{le=\"+Inf\"}"),
         "{miner_metrics}"
     );
+
+    // The court over the same endpoint: no claims on this network, and an unknown
+    // dispute is an error that says so.
+    let (ok, out, err) = provnet(&["disputes", "--connect", &addr]);
+    assert!(ok && out.contains("claims: 0 open of 0"), "{out}\n{err}");
+    let (ok, _, err) = provnet(&["dispute", "show", "abcdef", "--connect", &addr]);
+    assert!(!ok && err.contains("no dispute abcdef"), "{err}");
 
     // The node goes away: the client says so and the app keeps the last data, stale.
     let status = v.terminate(T);
