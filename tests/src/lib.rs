@@ -241,19 +241,31 @@ pub struct Subnet {
 
 impl Subnet {
     pub fn setup(miners: usize, validators: usize, epoch_secs: u64) -> Subnet {
+        Subnet::setup_with(miners, validators, epoch_secs, &[])
+    }
+
+    /// [`Subnet::setup`] with more `devnet` arguments (inference nodes, a model).
+    pub fn setup_with(miners: usize, validators: usize, epoch_secs: u64, extra: &[&str]) -> Subnet {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (ok, out, err) = provnet(&[
+        let (miners, validators, epoch_secs) = (
+            miners.to_string(),
+            validators.to_string(),
+            epoch_secs.to_string(),
+        );
+        let mut args = vec![
             "devnet",
             "--setup-only",
             "--dir",
             dir.path().to_str().expect("utf-8 temp dir"),
             "--miners",
-            &miners.to_string(),
+            &miners,
             "--validators",
-            &validators.to_string(),
+            &validators,
             "--epoch-secs",
-            &epoch_secs.to_string(),
-        ]);
+            &epoch_secs,
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = provnet(&args);
         assert!(ok, "devnet --setup-only failed:\n{out}\n{err}");
         let manifest: Value = serde_json::from_slice(
             &std::fs::read(dir.path().join("devnet.json")).expect("devnet.json"),

@@ -938,3 +938,81 @@ fn a_devnet_with_cheating_inference_and_false_challengers_settles_every_dispute_
         }
     }
 }
+
+#[test]
+fn a_validator_killed_mid_dispute_reaches_the_same_verdict_after_restart() {
+    // No miner runs, so each leaf waits out its proof deadline (15 s) before the validators
+    // execute it themselves: time to kill validator-1 with a dispute at its leaf.
+    // validator-1 holds 2/3 of the stake, so its attestation alone makes a verdict final.
+    let _serial = one_at_a_time();
+    let net = Subnet::setup_with(1, 2, 10, &["--cheaters", "1"]);
+    let mut ch = net.start(
+        "challenger",
+        "challenger",
+        None,
+        &["--rate", "0", "--audit-rate", "1"],
+    );
+    let boot = first_addr(&ch.ready(T));
+    let mut v1 = net.start("validator-1", "validator", Some(&boot), &["--rate", "0"]);
+    let mut v2 = net.start("validator-2", "validator", Some(&boot), &["--rate", "0"]);
+    let mut cheater = net.start(
+        "cheater-1",
+        "inference",
+        Some(&boot),
+        &["--claim-rate", "0.5", "--cheat-rate", "1"],
+    );
+    for n in [&mut v1, &mut v2, &mut cheater] {
+        n.ready(T);
+    }
+    let disputes = |n: &Node| -> Vec<Value> {
+        n.status()
+            .and_then(|s| s["court"]["disputes"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let mut at_leaf = None;
+    assert!(
+        wait_until(T, || {
+            at_leaf = disputes(&v1)
+                .into_iter()
+                .find(|d| d["stage"] == "leaf")
+                .and_then(|d| d["id"].as_str().map(String::from));
+            at_leaf.is_some()
+        }),
+        "no dispute reached its leaf at validator-1:\n{}",
+        v1.log_text()
+    );
+    let id = at_leaf.expect("found");
+    v1.kill9();
+    let mut v1 = net.start("validator-1", "validator", Some(&boot), &["--rate", "0"]);
+    v1.ready(T);
+    let final_at = |n: &Node| {
+        disputes(n)
+            .into_iter()
+            .find(|d| d["id"] == id.as_str() && d["final_verdict"].is_string())
+    };
+    let mut got = None;
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            got = final_at(&v1).zip(final_at(&v2));
+            got.is_some()
+        }),
+        "dispute {id} never became final at both validators:\n{}",
+        v1.log_text()
+    );
+    let (d1, d2) = got.expect("checked");
+    let corrupted = cheater
+        .status()
+        .and_then(|s| s["court"]["corrupted"][d1["claim"].as_str().expect("claim")].as_u64());
+    stop_all(&mut [&mut ch, &mut v1, &mut v2, &mut cheater]);
+    assert_eq!(d1["final_verdict"], "claimant_wrong", "{d1:#}");
+    assert_eq!(
+        (&d1["final_verdict"], &d1["segment"]),
+        (&d2["final_verdict"], &d2["segment"]),
+        "the validators disagree: {d1:#} {d2:#}"
+    );
+    assert_eq!(d1["segment"].as_u64(), corrupted, "{d1:#}");
+    assert!(
+        v1.log_text().contains("leaf issued as a challenge"),
+        "the restarted validator did not issue the leaf again"
+    );
+}
