@@ -448,6 +448,7 @@ impl Roles {
                 Some(v) = recv_opt(self.validator.as_mut().map(|v| &mut v.verdicts)) => {
                     let vr = self.validator.as_mut().expect("has a verdict channel");
                     vr.on_verdict(v, now_f64());
+                    self.leaf_proofs().await;
                 }
                 Some(d) = recv_opt(self.miner.as_mut().map(|m| &mut m.done)) => self.on_done(d).await,
                 _ = tick.tick() => self.on_tick().await,
@@ -588,6 +589,10 @@ impl Roles {
             }
             Err(e) => warn!(target: "court", "store: {e}"),
         }
+        if matches!(msg, Message::DisputeOpen(_) | Message::DisputeReveal(_)) {
+            // A round may have opened that this node is a side of.
+            Box::pin(self.answer_owed()).await;
+        }
     }
 
     /// Publishes a dispute-game message of ours and, once it is out, gives it to our court.
@@ -644,6 +649,34 @@ impl Roles {
         }
     }
 
+    /// What our disputes ask of us, sent now (a side answers as soon as a round opens).
+    async fn answer_owed(&mut self) {
+        for m in self.disputes.owed(now_ms()) {
+            self.publish_dispute(m).await;
+        }
+    }
+
+    /// Valid proofs of our leaf challenges, from the engine's verdicts: each decides its
+    /// dispute here.
+    async fn leaf_proofs(&mut self) {
+        let proved = self
+            .validator
+            .as_mut()
+            .map(|v| v.engine.take_proved())
+            .unwrap_or_default();
+        for p in proved {
+            let Some(dispute) = p.request else { continue };
+            match self
+                .disputes
+                .court
+                .on_proved(&dispute, &p.miner, &p.output, now_ms())
+            {
+                Ok(actions) => Box::pin(self.court_actions(actions)).await,
+                Err(e) => warn!(target: "court", "store: {e}"),
+            }
+        }
+    }
+
     /// The dispute game's share of a tick: a claim due, what our disputes owe, leaf proofs
     /// verified, and the court's clocks.
     async fn dispute_tick(&mut self) {
@@ -657,25 +690,8 @@ impl Roles {
                 info!(target: "court", claim = %short(&id), corrupted = ?corrupt, "claim published");
             }
         }
-        for m in self.disputes.owed(now) {
-            self.publish_dispute(m).await;
-        }
-        let proved = self
-            .validator
-            .as_mut()
-            .map(|v| v.engine.take_proved())
-            .unwrap_or_default();
-        for p in proved {
-            let Some(dispute) = p.request else { continue };
-            match self
-                .disputes
-                .court
-                .on_proved(&dispute, &p.miner, &p.output, now)
-            {
-                Ok(actions) => self.court_actions(actions).await,
-                Err(e) => warn!(target: "court", "store: {e}"),
-            }
-        }
+        self.answer_owed().await;
+        self.leaf_proofs().await;
         match self.disputes.tick(now) {
             Ok(actions) => self.court_actions(actions).await,
             Err(e) => warn!(target: "court", "store: {e}"),
