@@ -697,3 +697,37 @@ fn a_self_dispute_always_loses_money_and_outsiders_cannot_attest() {
     let r = w.court.on_claim(&key(MINER), &broke, w.now).expect("store");
     assert_eq!(r.expect_err("no balance").as_str(), "insufficient_balance");
 }
+
+#[test]
+fn a_leaf_state_no_run_can_reach_makes_both_sides_wrong() {
+    let cuts = 11;
+    let input = vec![1];
+    let a = Run::new(&input, cuts, Some((2, 1)));
+    let b = Run::new(&input, cuts, Some((2, 2)));
+    let mut w = World::new(cuts);
+    let claim = w.claim(&a, 1);
+    let d = w.dispute(claim, &b);
+    for (who, run) in [(CLAIMANT, &a), (CHALLENGER, &b)] {
+        let Some(Owed::Reveal {
+            round,
+            points,
+            full,
+            ..
+        }) = w.court.owed(&key(who)).pop()
+        else {
+            panic!("a reveal is owed");
+        };
+        let r = court::reveal(d, round, &points, full, &run.tree).expect("in range");
+        w.court
+            .on_reveal(&key(who), &r, w.now)
+            .expect("store")
+            .expect("holds");
+    }
+    assert!(matches!(w.stage(&d), Stage::Leaf { segment: 2, .. }));
+    // The validator's engine refused the state as a segment input (out of range).
+    let acts = w.court.leaf_impossible(&d, w.now).expect("store");
+    assert_eq!(
+        finalize(&mut w, d, &acts),
+        (DisputeVerdict::BothWrong, Some(2))
+    );
+}

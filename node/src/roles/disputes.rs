@@ -27,6 +27,24 @@ const RESEND_MS: u64 = 2_000;
 const STATUS_DISPUTES: usize = 64;
 /// Corrupted claims a cheater remembers for the devnet's report.
 const MAX_CORRUPTED: usize = 1_024;
+/// Model runs (claims and audits) on blocking threads at once, at most.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// A model run to do off the roles task; `None` when it comes to nothing.
+pub type Job = Box<dyn FnOnce() -> Option<Work> + Send>;
+
+/// What a finished run asks the node to publish.
+pub enum Work {
+    Claim {
+        claim: Claim,
+        run: Run,
+        corrupt: Option<u32>,
+    },
+    Dispute {
+        open: DisputeOpen,
+        run: Run,
+    },
+}
 
 /// One run of a model: the tensor at every cut and the tree over their state hashes.
 pub struct Run {
@@ -98,6 +116,9 @@ pub struct DisputeRole {
     corrupted: BTreeMap<[u8; 32], u32>,
     claims_published: u64,
     disputes_opened: u64,
+    /// Runs on blocking threads now.
+    in_flight: usize,
+    audits_skipped: u64,
 }
 
 impl DisputeRole {
@@ -118,15 +139,18 @@ impl DisputeRole {
             corrupted: BTreeMap::new(),
             claims_published: 0,
             disputes_opened: 0,
+            in_flight: 0,
+            audits_skipped: 0,
         }
     }
 
     /// The claim due now, if this is an inference node and one is: a random input in the
-    /// first segment's range, run natively (corrupted at a random segment for the share
-    /// `cheat_rate`).
-    pub fn due_claim(&mut self) -> Option<(Claim, Run, Option<u32>)> {
+    /// first segment's range, and the run to do (on a blocking thread, never this task),
+    /// corrupted at a random segment for the share `cheat_rate`.
+    pub fn due_claim(&mut self) -> Option<Job> {
         let rate = self.cfg.claim_rate;
         if rate <= 0.0
+            || self.in_flight >= MAX_IN_FLIGHT
             || !provnet_validator::issue::pace(&mut self.next_claim_at, rate, super::now_f64())
         {
             return None;
@@ -138,17 +162,31 @@ impl DisputeRole {
         let input: Vec<i64> = (0..first.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
         let corrupt = (rng.gen::<f64>() < self.cfg.cheat_rate)
             .then(|| rng.gen_range(0..model.segments.len() as u32));
-        let run = Run::of(&model, &input, corrupt)?;
-        let claim = Claim {
-            model_id: model.id(),
-            input,
-            output: run.tensors.last()?.clone(),
-            cuts: run.tensors.len() as u32,
-            trace_root: run.tree.root(),
-            bond: self.court.params().claim_bond,
-            nonce: rng.gen(),
-        };
-        Some((claim, run, corrupt))
+        let bond = self.court.params().claim_bond;
+        let nonce: [u8; 16] = rng.gen();
+        self.in_flight += 1;
+        Some(Box::new(move || {
+            let run = Run::of(&model, &input, corrupt)?;
+            let claim = Claim {
+                model_id: model.id(),
+                input,
+                output: run.tensors.last()?.clone(),
+                cuts: run.tensors.len() as u32,
+                trace_root: run.tree.root(),
+                bond,
+                nonce,
+            };
+            Some(Work::Claim {
+                claim,
+                run,
+                corrupt,
+            })
+        }))
+    }
+
+    /// A job came back (done or not).
+    pub fn job_done(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 
     /// Our claim went out: stand behind it.
@@ -177,37 +215,44 @@ impl DisputeRole {
         }
     }
 
-    /// Someone else's claim went by: a challenger audits a share of them, and disputes
-    /// one whose trace is not what it gets itself (the false challenger: any it picks).
-    pub fn audit(
-        &mut self,
-        claimant: &PublicKey,
-        id: [u8; 32],
-        c: &Claim,
-    ) -> Option<(DisputeOpen, Run)> {
+    /// Someone else's claim went by: a challenger audits a share of them (the run on a
+    /// blocking thread), and disputes one whose trace is not what it gets itself (the
+    /// false challenger: any it picks). Audits past [`MAX_IN_FLIGHT`] are skipped and
+    /// counted.
+    pub fn audit(&mut self, claimant: &PublicKey, id: [u8; 32], c: &Claim) -> Option<Job> {
         if *claimant == self.me {
             return None;
         }
         let mut rng = rand::rngs::OsRng;
         let model = self.models.get(&c.model_id)?.clone();
-        let run = if rng.gen::<f64>() < self.cfg.false_dispute_rate {
-            let seg = rng.gen_range(0..model.segments.len() as u32);
-            Run::of(&model, &c.input, Some(seg))?
+        let corrupt = if rng.gen::<f64>() < self.cfg.false_dispute_rate {
+            Some(rng.gen_range(0..model.segments.len() as u32))
         } else if rng.gen::<f64>() < self.cfg.audit_rate {
-            Run::of(&model, &c.input, None)?
+            None
         } else {
             return None;
         };
-        if run.tree.root() == c.trace_root {
+        if self.in_flight >= MAX_IN_FLIGHT {
+            self.audits_skipped += 1;
+            warn!(target: "court", claim = %short(&id), skipped = self.audits_skipped, "audit skipped: {MAX_IN_FLIGHT} runs in flight");
             return None;
         }
-        info!(target: "court", claim = %short(&id), claimant = %short(claimant), "audit: the claim's trace is not this node's: disputing it");
-        let d = DisputeOpen {
-            claim_id: id,
-            trace_root: run.tree.root(),
-            bond: self.court.params().dispute_bond,
-        };
-        Some((d, run))
+        self.in_flight += 1;
+        let (input, root, claimant) = (c.input.clone(), c.trace_root, *claimant);
+        let bond = self.court.params().dispute_bond;
+        Some(Box::new(move || {
+            let run = Run::of(&model, &input, corrupt)?;
+            if run.tree.root() == root {
+                return None;
+            }
+            info!(target: "court", claim = %short(&id), claimant = %short(&claimant), "audit: the claim's trace is not this node's: disputing it");
+            let open = DisputeOpen {
+                claim_id: id,
+                trace_root: run.tree.root(),
+                bond,
+            };
+            Some(Work::Dispute { open, run })
+        }))
     }
 
     /// Our dispute went out: stand behind our run.
@@ -283,6 +328,7 @@ impl DisputeRole {
         };
         s.claims_published = self.claims_published;
         s.disputes_opened = self.disputes_opened;
+        s.audits_skipped = self.audits_skipped;
         s.corrupted = self
             .corrupted
             .iter()

@@ -105,6 +105,9 @@ pub struct Roles {
     status_write: Option<tokio::task::JoinHandle<()>>,
     /// The court every node keeps; claims and audits for the roles that make them.
     disputes: DisputeRole,
+    /// Model runs for claims and audits come back here from their blocking threads.
+    work_tx: mpsc::Sender<Option<disputes::Work>>,
+    work_rx: mpsc::Receiver<Option<disputes::Work>>,
     ticks: u64,
 }
 
@@ -162,6 +165,7 @@ impl Roles {
             dispute_cfg.false_dispute_rate = 0.0;
         }
         let disputes = DisputeRole::new(court, me, dispute_cfg, all_models);
+        let (work_tx, work_rx) = mpsc::channel(16);
         let ledger = Ledger::open(
             store.clone(),
             LedgerConfig {
@@ -299,6 +303,8 @@ impl Roles {
             missed,
             status_write: None,
             disputes,
+            work_tx,
+            work_rx,
             ticks: 0,
         };
         roles.roster_changed()?;
@@ -451,6 +457,7 @@ impl Roles {
                     self.leaf_proofs().await;
                 }
                 Some(d) = recv_opt(self.miner.as_mut().map(|m| &mut m.done)) => self.on_done(d).await,
+                Some(w) = self.work_rx.recv() => self.on_work(w).await,
                 _ = tick.tick() => self.on_tick().await,
                 _ = status_every.tick() => self.write_status(false).await,
                 Some(req) = recv_opt(sync_requests.as_mut()) => self.answer_sync(req),
@@ -556,12 +563,8 @@ impl Roles {
             Message::Claim(c) => {
                 let taken = court.on_claim(sender, c, now);
                 if let Ok(Ok(id)) = &taken {
-                    if let Some((d, run)) = self.disputes.audit(sender, *id, c) {
-                        if self.publish(Message::DisputeOpen(d.clone())).await {
-                            let me = self.me;
-                            self.disputes.disputed(*id, run);
-                            Box::pin(self.on_dispute_message(&me, &Message::DisputeOpen(d))).await;
-                        }
+                    if let Some(job) = self.disputes.audit(sender, *id, c) {
+                        self.run_job(job);
                     }
                 }
                 ("claim", taken.map(|r| r.map(|_| Vec::new())))
@@ -640,13 +643,65 @@ impl Roles {
                             self.disputes.court.leaf_issued(&dispute, deadline_ms);
                             self.publish_issued(c).await;
                         }
+                        Err(provnet_validator::Refusal::BadInput(why)) => {
+                            warn!(target: "court", dispute = %short(&dispute), "the agreed leaf state is not a valid input: {why}");
+                            match self.disputes.court.leaf_impossible(&dispute, now_ms()) {
+                                Ok(actions) => Box::pin(self.court_actions(actions)).await,
+                                Err(e) => warn!(target: "court", "store: {e}"),
+                            }
+                        }
                         Err(r) => {
-                            warn!(target: "court", dispute = %short(&dispute), "the leaf could not be issued: {r}")
+                            // Not issued (too many open, say): the segment is run here
+                            // at the next tick instead.
+                            warn!(target: "court", dispute = %short(&dispute), "the leaf could not be issued ({r}): running it here");
+                            self.disputes.court.leaf_issued(&dispute, now_ms());
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Runs a model run for a claim or an audit on a blocking thread; its result comes
+    /// back on the work channel ([`Roles::on_work`]).
+    fn run_job(&self, job: disputes::Job) {
+        let tx = self.work_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.blocking_send(job());
+        });
+    }
+
+    /// A finished run: publish the claim or the dispute it made.
+    async fn on_work(&mut self, work: Option<disputes::Work>) {
+        self.disputes.job_done();
+        let me = self.me;
+        match work {
+            Some(disputes::Work::Claim {
+                claim,
+                run,
+                corrupt,
+            }) => {
+                let id = claim.id(&me);
+                if self.publish(Message::Claim(claim.clone())).await {
+                    self.disputes.claimed(id, run, corrupt);
+                    self.on_dispute_message(&me, &Message::Claim(claim)).await;
+                    info!(target: "court", claim = %short(&id), corrupted = ?corrupt, "claim published");
+                }
+            }
+            Some(disputes::Work::Dispute { open, run }) => self.open_dispute(open, run).await,
+            None => {}
+        }
+    }
+
+    /// Publishes our dispute of a claim and stands behind our run of it.
+    async fn open_dispute(&mut self, open: provnet_wire::DisputeOpen, run: disputes::Run) {
+        if !self.publish(Message::DisputeOpen(open.clone())).await {
+            return;
+        }
+        let me = self.me;
+        self.disputes.disputed(open.claim_id, run);
+        self.on_dispute_message(&me, &Message::DisputeOpen(open))
+            .await;
     }
 
     /// What our disputes ask of us, sent now (a side answers as soon as a round opens).
@@ -681,14 +736,8 @@ impl Roles {
     /// verified, and the court's clocks.
     async fn dispute_tick(&mut self) {
         let now = now_ms();
-        if let Some((claim, run, corrupt)) = self.disputes.due_claim() {
-            let id = claim.id(&self.me);
-            if self.publish(Message::Claim(claim.clone())).await {
-                self.disputes.claimed(id, run, corrupt);
-                let me = self.me;
-                self.on_dispute_message(&me, &Message::Claim(claim)).await;
-                info!(target: "court", claim = %short(&id), corrupted = ?corrupt, "claim published");
-            }
+        if let Some(job) = self.disputes.due_claim() {
+            self.run_job(job);
         }
         self.answer_owed().await;
         self.leaf_proofs().await;

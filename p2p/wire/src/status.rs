@@ -325,6 +325,9 @@ pub struct CourtStatus {
     pub claims_published: u64,
     /// A challenger's disputes opened.
     pub disputes_opened: u64,
+    /// Audits skipped because too many model runs were in flight.
+    #[serde(default)]
+    pub audits_skipped: u64,
     /// A cheating inference node's own record (test builds): claim -> the segment whose
     /// output it corrupted.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]

@@ -725,6 +725,26 @@ impl Court {
         }
     }
 
+    /// The agreed state at the leaf is one no run of the model can reach (outside the
+    /// segment's input range, which every segment's circuit enforces on its output): both
+    /// traces are wrong before the leaf.
+    pub fn leaf_impossible(&mut self, dispute: &[u8; 32], now_ms: u64) -> Result<Vec<Action>> {
+        let Some(Stage::Leaf { segment, .. }) = self.disputes.get(dispute).map(|d| &d.stage) else {
+            return Ok(Vec::new());
+        };
+        let segment = *segment;
+        info!(target: "court", dispute = %short(dispute), segment, "the agreed state is out of the model's range: both sides are wrong");
+        let actions = self.decide(
+            dispute,
+            DisputeVerdict::BothWrong,
+            Some(segment),
+            None,
+            now_ms,
+        )?;
+        self.save_dispute(dispute)?;
+        Ok(actions)
+    }
+
     /// A valid proof of the leaf (from this validator's engine): the verdict.
     pub fn on_proved(
         &mut self,
