@@ -100,6 +100,10 @@ fn params() -> CourtParams {
 }
 
 fn open_court(path: &Path, cuts: u32) -> Court {
+    open_court_with(path, cuts, params())
+}
+
+fn open_court_with(path: &Path, cuts: u32, params: CourtParams) -> Court {
     // A store just dropped may hold its lock a moment longer (sled's flusher).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let store = loop {
@@ -115,7 +119,7 @@ fn open_court(path: &Path, cuts: u32) -> Court {
         .collect();
     let bank = Bank::open(&store, &accounts).expect("bank");
     let cfg = CourtConfig {
-        params: params(),
+        params,
         stake: [(key(V1), 1), (key(V2), 1), (key(V3), 1)].into(),
         me: key(V1),
         referee: true,
@@ -730,4 +734,41 @@ fn a_leaf_state_no_run_can_reach_makes_both_sides_wrong() {
         finalize(&mut w, d, &acts),
         (DisputeVerdict::BothWrong, Some(2))
     );
+}
+
+#[test]
+fn one_rich_account_cannot_fill_the_court_for_everyone_else() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cheap = CourtParams {
+        claim_bond: 1,
+        ..params()
+    };
+    let mut court = open_court_with(&dir.path().join("db"), 3, cheap);
+    let claim = |nonce: u16| Claim {
+        model_id: MODEL,
+        input: vec![1],
+        output: vec![2],
+        cuts: 3,
+        trace_root: [0; 32],
+        bond: 1,
+        nonce: {
+            let mut n = [0u8; 16];
+            n[..2].copy_from_slice(&nonce.to_le_bytes());
+            n
+        },
+    };
+    for n in 0..court::MAX_OPEN_PER_ACCOUNT as u16 {
+        court
+            .on_claim(&key(CLAIMANT), &claim(n), T0)
+            .expect("store")
+            .expect("within the account's bound");
+    }
+    let r = court
+        .on_claim(&key(CLAIMANT), &claim(u16::MAX), T0)
+        .expect("store");
+    assert_eq!(r.expect_err("over the bound").as_str(), "full");
+    court
+        .on_claim(&key(CHALLENGER), &claim(0), T0)
+        .expect("store")
+        .expect("another account still claims");
 }

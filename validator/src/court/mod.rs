@@ -87,6 +87,9 @@ pub const MAX_OPEN_CLAIMS: usize = 16_384;
 pub const MAX_OPEN_DISPUTES: usize = 1_024;
 /// Disputes of one claim, at most.
 pub const MAX_DISPUTES_PER_CLAIM: usize = 8;
+/// Open claims of one claimant, and running disputes of one challenger, at most: one rich
+/// account cannot fill the court's bounds for everyone else.
+pub const MAX_OPEN_PER_ACCOUNT: usize = 1_024;
 
 /// Who a court works for.
 #[derive(Clone, Debug)]
@@ -416,13 +419,14 @@ impl Court {
         if self.claims.contains_key(&id) {
             return self.refuse(CourtRefusal::Duplicate);
         }
-        if self
+        let (all, mine) = self
             .claims
             .values()
             .filter(|c| c.finished_ms.is_none())
-            .count()
-            >= MAX_OPEN_CLAIMS
-        {
+            .fold((0, 0), |(a, m), c| {
+                (a + 1, m + usize::from(c.claimant == *claimant))
+            });
+        if all >= MAX_OPEN_CLAIMS || mine >= MAX_OPEN_PER_ACCOUNT {
             return self.refuse(CourtRefusal::Full);
         }
         if !self.bank.lock(&id, claimant, c.bond)? {
@@ -473,6 +477,12 @@ impl Court {
             })
         } else if claim.disputes.len() >= MAX_DISPUTES_PER_CLAIM
             || self.disputes.values().filter(|d| !d.finished()).count() >= MAX_OPEN_DISPUTES
+            || self
+                .disputes
+                .values()
+                .filter(|d| !d.finished() && d.challenger == *challenger)
+                .count()
+                >= MAX_OPEN_PER_ACCOUNT
         {
             Some(CourtRefusal::Full)
         } else {
