@@ -2,11 +2,17 @@
 //!
 //! - `GET /status`: the latest [`NodeStatus`] as JSON (what `provnet tui` polls);
 //! - `GET /status/stream`: one JSON line per snapshot, until the client hangs up;
-//! - `GET /metrics`: Prometheus text exposition.
+//! - `GET /metrics`: Prometheus text exposition;
+//! - `POST /claims` (`{"model": ID or name, "input": [quantized ints]}`): an inference
+//!   node runs the model on the input, publishes the claim under its key and stands behind
+//!   it; the answer names the claim (201), or says why not;
+//! - `GET /claims/ID` and `GET /disputes/ID`: a claim with its disputes, or one dispute,
+//!   as this node's court keeps them.
 //!
-//! It only reads: nothing here can change the node. It binds 127.0.0.1 unless the operator
-//! passes `--admin-allow-remote` with a non-loopback `--admin-listen`, because the status
-//! names the node's peers, keys and queue to whoever asks.
+//! It binds 127.0.0.1 unless the operator passes `--admin-allow-remote` with a
+//! non-loopback `--admin-listen`, because the status names the node's peers, keys and
+//! queue to whoever asks. Writes off loopback need `--admin-token-file`: each POST then
+//! carries `authorization: Bearer <token>`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,10 +21,45 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use provnet_wire::NodeStatus;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info};
+
+/// Largest request body accepted (a claim's input of 16k values is well under).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// An answer: the HTTP status and a JSON body.
+pub type Reply = oneshot::Sender<(u16, Value)>;
+
+/// What the endpoint asks of the node's roles loop.
+pub enum AdminRequest {
+    /// Claim a run of `model` (hex id or name) on `input` (quantized).
+    Claim {
+        model: String,
+        input: Vec<i64>,
+        reply: Reply,
+    },
+    GetClaim {
+        id: [u8; 32],
+        reply: Reply,
+    },
+    GetDispute {
+        id: [u8; 32],
+        reply: Reply,
+    },
+}
+
+/// Where the endpoint sends requests that need the node, and who may write.
+#[derive(Clone)]
+pub struct Writes {
+    pub tx: mpsc::Sender<AdminRequest>,
+    /// Required as a bearer token on every POST when set; writes off loopback need one.
+    pub token: Option<String>,
+    /// Whether the endpoint is bound off loopback.
+    pub remote: bool,
+}
 
 /// Longest request head accepted (a GET needs a few hundred bytes).
 const MAX_HEAD: usize = 8 * 1024;
@@ -47,8 +88,13 @@ pub async fn bind(addr: SocketAddr, allow_remote: bool) -> Result<TcpListener> {
     Ok(l)
 }
 
-/// Answers requests with the latest snapshot from `status`.
-pub async fn serve(listener: TcpListener, status: watch::Receiver<NodeStatus>) {
+/// Answers requests with the latest snapshot from `status`, and hands the court's reads
+/// and writes to `writes` (a node without roles has none).
+pub async fn serve(
+    listener: TcpListener,
+    status: watch::Receiver<NodeStatus>,
+    writes: Option<Writes>,
+) {
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -58,16 +104,20 @@ pub async fn serve(listener: TcpListener, status: watch::Receiver<NodeStatus>) {
                 continue;
             }
         };
-        let status = status.clone();
+        let (status, writes) = (status.clone(), writes.clone());
         tokio::spawn(async move {
-            if let Err(e) = answer(sock, status).await {
+            if let Err(e) = answer(sock, status, writes).await {
                 debug!(target: "node::admin", %peer, "request: {e}");
             }
         });
     }
 }
 
-async fn answer(mut sock: TcpStream, mut status: watch::Receiver<NodeStatus>) -> Result<()> {
+async fn answer(
+    mut sock: TcpStream,
+    mut status: watch::Receiver<NodeStatus>,
+    writes: Option<Writes>,
+) -> Result<()> {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut sock)).await {
         Ok(r) => r?,
         Err(_) => bail!("no request within {READ_TIMEOUT:?}"),
@@ -75,10 +125,30 @@ async fn answer(mut sock: TcpStream, mut status: watch::Receiver<NodeStatus>) ->
     let Some((method, path)) = parse_request_line(&head) else {
         return respond(&mut sock, 400, "text/plain", b"malformed request\n").await;
     };
+    let path = path.split('?').next().unwrap_or("").to_string();
+    let court_path = path.starts_with("/claims") || path.starts_with("/disputes/");
+    if court_path {
+        let (code, body) = match tokio::time::timeout(
+            READ_TIMEOUT,
+            court_request(&mut sock, &head, method, &path, writes.as_ref()),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => (504, json!({"error": "the node did not answer in time"})),
+        };
+        return respond(
+            &mut sock,
+            code,
+            "application/json",
+            &serde_json::to_vec(&body)?,
+        )
+        .await;
+    }
     if method != "GET" {
         return respond(&mut sock, 405, "text/plain", b"only GET\n").await;
     }
-    match path.split('?').next().unwrap_or("") {
+    match path.as_str() {
         "/status" => {
             let body = serde_json::to_vec(&*status.borrow_and_update())?;
             respond(&mut sock, 200, "application/json", &body).await
@@ -121,6 +191,119 @@ async fn answer(mut sock: TcpStream, mut status: watch::Receiver<NodeStatus>) ->
     }
 }
 
+/// `/claims` and `/disputes/ID`: checked here (method, token, body), answered by the node.
+async fn court_request(
+    sock: &mut TcpStream,
+    head: &[u8],
+    method: &str,
+    path: &str,
+    writes: Option<&Writes>,
+) -> Result<(u16, Value)> {
+    let err = |code: u16, why: &str| Ok((code, json!({ "error": why })));
+    let Some(w) = writes else {
+        return err(404, "this node keeps no court (it runs without roles)");
+    };
+    let hex_id = |s: &str| crate::identity::hex32("id", s).ok();
+    let (tx, rx) = oneshot::channel();
+    let req = match (method, path) {
+        ("POST", "/claims") => {
+            if let Some(why) = write_refusal(w, head) {
+                return err(403, why);
+            }
+            let body = match read_body(sock, head).await {
+                Ok(b) => b,
+                Err(e) => return err(400, &e.to_string()),
+            };
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct PostClaim {
+                model: String,
+                input: Vec<i64>,
+            }
+            let c: PostClaim = match serde_json::from_slice(&body) {
+                Ok(c) => c,
+                Err(e) => return err(400, &format!("a claim is {{\"model\", \"input\"}}: {e}")),
+            };
+            AdminRequest::Claim {
+                model: c.model,
+                input: c.input,
+                reply: tx,
+            }
+        }
+        ("GET", p) if p.starts_with("/claims/") => match hex_id(&p["/claims/".len()..]) {
+            Some(id) => AdminRequest::GetClaim { id, reply: tx },
+            None => return err(400, "a claim id is 64 hex digits"),
+        },
+        ("GET", p) if p.starts_with("/disputes/") => match hex_id(&p["/disputes/".len()..]) {
+            Some(id) => AdminRequest::GetDispute { id, reply: tx },
+            None => return err(400, "a dispute id is 64 hex digits"),
+        },
+        ("GET" | "POST", _) => {
+            return err(
+                404,
+                "not found: POST /claims, GET /claims/ID, GET /disputes/ID",
+            )
+        }
+        _ => return err(405, "GET or POST"),
+    };
+    if w.tx.try_send(req).is_err() {
+        return err(503, "the node is busy: try again");
+    }
+    Ok(rx
+        .await
+        .unwrap_or((503, json!({"error": "the node is shutting down"}))))
+}
+
+/// Why a write may not go ahead: off loopback without a token, or a wrong token.
+fn write_refusal(w: &Writes, head: &[u8]) -> Option<&'static str> {
+    let given = header(head, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").map(str::trim).map(String::from));
+    match (&w.token, w.remote) {
+        (None, true) => Some("writes off loopback need the node to run with --admin-token-file"),
+        (Some(t), _) if given.as_deref() != Some(t.as_str()) => {
+            Some("a POST needs `authorization: Bearer <token>` with this node's token")
+        }
+        _ => None,
+    }
+}
+
+/// A header's value (the first with that name, case-insensitive).
+fn header(head: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(head).ok()?;
+    text.split("\r\n").skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// The request body after `head` (which may hold its start), by `content-length`.
+async fn read_body(sock: &mut TcpStream, head: &[u8]) -> Result<Vec<u8>> {
+    let len: usize = header(head, "content-length")
+        .context("a body needs content-length")?
+        .parse()
+        .context("content-length is not a number")?;
+    if len > MAX_BODY {
+        bail!("a body of {len} bytes (at most {MAX_BODY})");
+    }
+    let start = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(head.len(), |p| p + 4);
+    let mut body = head[start..].to_vec();
+    body.truncate(len);
+    let mut buf = [0u8; 8192];
+    while body.len() < len {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            bail!("closed before the end of the body");
+        }
+        body.extend_from_slice(&buf[..n.min(len - body.len())]);
+    }
+    Ok(body)
+}
+
 async fn read_head(sock: &mut TcpStream) -> Result<Vec<u8>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
@@ -152,9 +335,14 @@ fn parse_request_line(head: &[u8]) -> Option<(&str, &str)> {
 async fn respond(sock: &mut TcpStream, code: u16, ctype: &str, body: &[u8]) -> Result<()> {
     let reason = match code {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "",
     };
     let head = format!(
@@ -565,6 +753,29 @@ mod tests {
     use super::*;
     use provnet_wire::status::Histogram;
     use provnet_wire::{MinerRanking, MinerStatus, ValidatorStatus};
+
+    fn writes(token: Option<&str>, remote: bool) -> Writes {
+        Writes {
+            tx: mpsc::channel(1).0,
+            token: token.map(String::from),
+            remote,
+        }
+    }
+
+    #[test]
+    fn writes_off_loopback_need_the_token_and_a_token_is_always_checked() {
+        let bare = b"POST /claims HTTP/1.1\r\nhost: x\r\n\r\n";
+        let good = b"POST /claims HTTP/1.1\r\nAuthorization: Bearer 0123456789abcdef\r\n\r\n";
+        let bad = b"POST /claims HTTP/1.1\r\nauthorization: Bearer nope\r\n\r\n";
+        assert!(write_refusal(&writes(None, false), bare).is_none());
+        assert!(write_refusal(&writes(None, true), good).is_some());
+        let t = Some("0123456789abcdef");
+        for remote in [false, true] {
+            assert!(write_refusal(&writes(t, remote), good).is_none());
+            assert!(write_refusal(&writes(t, remote), bad).is_some());
+            assert!(write_refusal(&writes(t, remote), bare).is_some());
+        }
+    }
 
     #[test]
     fn request_lines_parse_and_junk_does_not() {

@@ -130,6 +130,10 @@ pub struct RunArgs {
     /// whoever reaches it: put a firewall or an authenticating proxy in front).
     #[arg(long)]
     pub admin_allow_remote: bool,
+    /// A file holding the bearer token (16 characters or more) every POST to the admin
+    /// endpoint must carry; writes off loopback are refused without one.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Test only: make the miner misbehave (builds with the `adversary` feature).
     #[cfg(feature = "adversary")]
     #[arg(long, value_enum, hide = true)]
@@ -214,7 +218,25 @@ async fn serve(args: RunArgs) -> Result<()> {
     )
     .with_context(|| format!("writing {}", admin_file.display()))?;
     let (status_tx, status_rx) = tokio::sync::watch::channel(NodeStatus::default());
-    tokio::spawn(crate::admin::serve(admin, status_rx));
+    let token = match &args.admin_token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("reading --admin-token-file {}", p.display()))?;
+            let t = t.trim().to_string();
+            if t.len() < 16 {
+                bail!("the admin token in {} is under 16 characters", p.display());
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(64);
+    let writes = (!roles.is_empty()).then(|| crate::admin::Writes {
+        tx: admin_tx,
+        token,
+        remote: !admin_addr.ip().is_loopback(),
+    });
+    tokio::spawn(crate::admin::serve(admin, status_rx, writes));
     let _ = std::fs::remove_file(cfg.ready_file.as_ref().expect("set by config"));
     let (net, task) = provnet_p2p::spawn(key, cfg).await?;
     let ready = net.wait_ready(Duration::from_secs(30)).await?;
@@ -264,6 +286,7 @@ async fn serve(args: RunArgs) -> Result<()> {
             },
             status_file: args.data_dir.join("status.json"),
             status_tx,
+            admin_rx: Some(admin_rx),
             registered,
         };
         let started = crate::roles::Roles::start(role_cfg, net.clone());

@@ -224,3 +224,108 @@ fn a_relay_node_serves_its_status_too_and_survives_junk_requests() {
     }
     assert!(n.terminate(T).success(), "{}", n.log_text());
 }
+
+/// An HTTP request with a body, raw; the status code and the body back.
+fn request(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{headers}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("a response");
+    let code = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    let body = resp
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (code, body)
+}
+
+#[test]
+fn claims_posted_over_the_admin_endpoint_are_published_and_read_back_with_their_disputes() {
+    let net = Subnet::setup_with(1, 1, 4, &["--inference", "1"]);
+    let mut v = net.start("validator-1", "validator", None, &["--rate", "0"]);
+    let boot = first_addr(&v.ready(T));
+    let mut inf = net.start(
+        "inference-1",
+        "inference",
+        Some(&boot),
+        &["--claim-rate", "0"],
+    );
+    inf.ready(T);
+    let (iaddr, vaddr) = (admin_addr(&inf), admin_addr(&v));
+    let zeros = format!("[{}]", vec!["0"; 64].join(","));
+    let body = format!(r#"{{"model": "digits_mlp", "input": {zeros}}}"#);
+    // Until the validator is in the inference node's mesh, a claim finds no peer (503).
+    let mut posted = (0, String::new());
+    assert!(
+        wait_until(T, || {
+            posted = request(&iaddr, "POST", "/claims", "", &body);
+            posted.0 != 503
+        }),
+        "{posted:?}"
+    );
+    assert_eq!(posted.0, 201, "{}", posted.1);
+    let made: serde_json::Value = serde_json::from_str(&posted.1).expect("JSON");
+    let id = made["claim"].as_str().expect("a claim id").to_string();
+    assert_eq!(made["cuts"], 3);
+    // Read back at the claimant, and at the validator once gossip brought it there.
+    let (code, got) = request(&iaddr, "GET", &format!("/claims/{id}"), "", "");
+    assert_eq!(code, 200, "{got}");
+    let got: serde_json::Value = serde_json::from_str(&got).expect("JSON");
+    assert_eq!(
+        (got["state"].as_str(), &got["output"]),
+        (Some("open"), &made["output"])
+    );
+    assert!(wait_until(T, || request(
+        &vaddr,
+        "GET",
+        &format!("/claims/{id}"),
+        "",
+        ""
+    )
+    .0 == 200));
+
+    // Refused, with the reason: a wrong input, an unknown model, bad JSON, a node without
+    // the inference role, an unknown id, a method the endpoint does not take.
+    let short = r#"{"model": "digits_mlp", "input": [1, 2, 3]}"#;
+    let cases = [
+        (&iaddr, "POST", "/claims", short, 400, "input"),
+        (
+            &iaddr,
+            "POST",
+            "/claims",
+            r#"{"model": "nope", "input": [0]}"#,
+            404,
+            "no genesis model",
+        ),
+        (&iaddr, "POST", "/claims", "{not json", 400, "model"),
+        (&vaddr, "POST", "/claims", &body, 409, "inference role"),
+        (&iaddr, "GET", "/disputes/00", "", 400, "64 hex"),
+        (&iaddr, "DELETE", "/claims", "", 405, "GET or POST"),
+    ];
+    for (addr, method, path, b, want, says) in cases {
+        let (code, text) = request(addr, method, path, "", b);
+        assert_eq!(code, want, "{method} {path} {b}: {text}");
+        assert!(text.contains(says), "{method} {path} {b}: {text}");
+    }
+    let zero_id = "0".repeat(64);
+    assert_eq!(
+        request(&iaddr, "GET", &format!("/disputes/{zero_id}"), "", "").0,
+        404
+    );
+    for n in [&mut inf, &mut v] {
+        assert!(n.terminate(T).success(), "{}", n.log_text());
+    }
+}

@@ -17,6 +17,7 @@ use rand::Rng;
 use tracing::{info, warn};
 
 use super::short;
+use crate::admin::Reply;
 
 /// Runs this node stands behind (its claims, and its own runs of the claims it disputes),
 /// at most.
@@ -39,6 +40,13 @@ pub enum Work {
         claim: Claim,
         run: Run,
         corrupt: Option<u32>,
+        /// The admin endpoint's request this answers, if it came from there.
+        reply: Option<Reply>,
+    },
+    /// A requested claim that cannot be made.
+    Refused {
+        reply: Reply,
+        why: String,
     },
     Dispute {
         open: DisputeOpen,
@@ -108,6 +116,8 @@ pub struct DisputeRole {
     me: PublicKey,
     cfg: DisputeConfig,
     models: HashMap<[u8; 32], Arc<Model>>,
+    /// Each model's genesis name.
+    names: HashMap<[u8; 32], String>,
     /// Claim id -> the run this node stands behind for it.
     runs: HashMap<[u8; 32], Run>,
     next_claim_at: f64,
@@ -126,13 +136,14 @@ impl DisputeRole {
         court: Court,
         me: PublicKey,
         cfg: DisputeConfig,
-        models: Vec<Arc<Model>>,
+        models: Vec<(String, Arc<Model>)>,
     ) -> DisputeRole {
         DisputeRole {
             court,
             me,
             cfg,
-            models: models.into_iter().map(|m| (m.id(), m)).collect(),
+            names: models.iter().map(|(n, m)| (m.id(), n.clone())).collect(),
+            models: models.into_iter().map(|(_, m)| (m.id(), m)).collect(),
             runs: HashMap::new(),
             next_claim_at: super::now_f64() + 1_000.0,
             sent: HashMap::new(),
@@ -162,15 +173,59 @@ impl DisputeRole {
         let input: Vec<i64> = (0..first.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
         let corrupt = (rng.gen::<f64>() < self.cfg.cheat_rate)
             .then(|| rng.gen_range(0..model.segments.len() as u32));
+        Some(self.claim_job(model, input, corrupt, None))
+    }
+
+    /// A claim asked for over the admin endpoint: `model` is a genesis model's hex id or
+    /// name; the answer goes to `reply` once the claim is out (or why not).
+    pub fn requested_claim(&mut self, model: &str, input: Vec<i64>, reply: Reply) -> Option<Job> {
+        let found = self
+            .models
+            .values()
+            .find(|m| {
+                hex::encode(m.id()) == model.to_lowercase()
+                    || self.names.get(&m.id()).is_some_and(|n| n == model)
+            })
+            .cloned();
+        let Some(m) = found else {
+            let _ = reply.send((
+                404,
+                serde_json::json!({"error": format!("no genesis model {model}")}),
+            ));
+            return None;
+        };
+        if self.in_flight >= MAX_IN_FLIGHT {
+            let _ = reply.send((
+                503,
+                serde_json::json!({"error": "model runs in flight: try again"}),
+            ));
+            return None;
+        }
+        Some(self.claim_job(m, input, None, Some(reply)))
+    }
+
+    fn claim_job(
+        &mut self,
+        model: Arc<Model>,
+        input: Vec<i64>,
+        corrupt: Option<u32>,
+        reply: Option<Reply>,
+    ) -> Job {
         let bond = self.court.params().claim_bond;
-        let nonce: [u8; 16] = rng.gen();
+        let nonce: [u8; 16] = rand::rngs::OsRng.gen();
         self.in_flight += 1;
-        Some(Box::new(move || {
-            let run = Run::of(&model, &input, corrupt)?;
+        Box::new(move || {
+            let Some(run) = Run::of(&model, &input, corrupt) else {
+                let why = format!(
+                    "the input is not one the model takes ({} values, each in its range)",
+                    model.segments.first().map_or(0, |s| s.n_in())
+                );
+                return reply.map(|reply| Work::Refused { reply, why });
+            };
             let claim = Claim {
                 model_id: model.id(),
                 input,
-                output: run.tensors.last()?.clone(),
+                output: run.tensors.last().cloned().unwrap_or_default(),
                 cuts: run.tensors.len() as u32,
                 trace_root: run.tree.root(),
                 bond,
@@ -180,8 +235,9 @@ impl DisputeRole {
                 claim,
                 run,
                 corrupt,
+                reply,
             })
-        }))
+        })
     }
 
     /// A job came back (done or not).

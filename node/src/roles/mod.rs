@@ -65,6 +65,8 @@ pub struct RoleConfig {
     pub no_catch_up: bool,
     /// Claims, audits (and the test-only liars).
     pub disputes: DisputeConfig,
+    /// Reads and writes from the admin endpoint (`POST /claims`, `GET /claims/ID`, ...).
+    pub admin_rx: Option<mpsc::Receiver<crate::admin::AdminRequest>>,
 }
 
 pub(crate) fn now_f64() -> f64 {
@@ -108,6 +110,8 @@ pub struct Roles {
     /// Model runs for claims and audits come back here from their blocking threads.
     work_tx: mpsc::Sender<Option<disputes::Work>>,
     work_rx: mpsc::Receiver<Option<disputes::Work>>,
+    /// The admin endpoint's court requests.
+    admin_rx: Option<mpsc::Receiver<crate::admin::AdminRequest>>,
     ticks: u64,
 }
 
@@ -125,7 +129,8 @@ fn genesis_models(g: &Genesis) -> Vec<&Path> {
 }
 
 impl Roles {
-    pub fn start(cfg: RoleConfig, net: NetworkHandle) -> Result<Roles> {
+    pub fn start(mut cfg: RoleConfig, net: NetworkHandle) -> Result<Roles> {
+        let admin_rx = cfg.admin_rx.take();
         let me = net.public_key();
         let g = &cfg.genesis;
         let epochs = Epochs::new(g.epoch_secs * 1000);
@@ -164,7 +169,13 @@ impl Roles {
             dispute_cfg.audit_rate = 0.0;
             dispute_cfg.false_dispute_rate = 0.0;
         }
-        let disputes = DisputeRole::new(court, me, dispute_cfg, all_models);
+        let named = g
+            .models
+            .iter()
+            .map(|m| m.name.clone())
+            .zip(all_models)
+            .collect();
+        let disputes = DisputeRole::new(court, me, dispute_cfg, named);
         let (work_tx, work_rx) = mpsc::channel(16);
         let ledger = Ledger::open(
             store.clone(),
@@ -305,6 +316,7 @@ impl Roles {
             disputes,
             work_tx,
             work_rx,
+            admin_rx,
             ticks: 0,
         };
         roles.roster_changed()?;
@@ -458,6 +470,7 @@ impl Roles {
                 }
                 Some(d) = recv_opt(self.miner.as_mut().map(|m| &mut m.done)) => self.on_done(d).await,
                 Some(w) = self.work_rx.recv() => self.on_work(w).await,
+                Some(req) = recv_opt(self.admin_rx.as_mut()) => self.on_admin(req),
                 _ = tick.tick() => self.on_tick().await,
                 _ = status_every.tick() => self.write_status(false).await,
                 Some(req) = recv_opt(sync_requests.as_mut()) => self.answer_sync(req),
@@ -680,16 +693,130 @@ impl Roles {
                 claim,
                 run,
                 corrupt,
+                reply,
             }) => {
                 let id = claim.id(&me);
-                if self.publish(Message::Claim(claim.clone())).await {
+                let balance = self.disputes.court.bank().balance(&me).unwrap_or(0);
+                if balance < claim.bond {
+                    warn!(target: "court", balance, bond = claim.bond, "no claim: the balance cannot cover its bond");
+                    if let Some(reply) = reply {
+                        let why = format!(
+                            "this node's balance ({balance}) cannot cover the bond ({})",
+                            claim.bond
+                        );
+                        let _ = reply.send((409, serde_json::json!({ "error": why })));
+                    }
+                    return;
+                }
+                let published = self.publish(Message::Claim(claim.clone())).await;
+                if published {
                     self.disputes.claimed(id, run, corrupt);
-                    self.on_dispute_message(&me, &Message::Claim(claim)).await;
+                    self.on_dispute_message(&me, &Message::Claim(claim.clone()))
+                        .await;
                     info!(target: "court", claim = %short(&id), corrupted = ?corrupt, "claim published");
                 }
+                if let Some(reply) = reply {
+                    let answer = match (published, self.disputes.court.claims().get(&id)) {
+                        (true, Some(_)) => (
+                            201,
+                            serde_json::json!({
+                                "claim": hex::encode(id),
+                                "model": hex::encode(claim.model_id),
+                                "output": claim.output,
+                                "cuts": claim.cuts,
+                                "trace_root": hex::encode(claim.trace_root),
+                                "bond": claim.bond,
+                            }),
+                        ),
+                        (true, None) => (
+                            409,
+                            serde_json::json!({"error": "published, but this node's court refused it (its balance, or its bounds): see /status"}),
+                        ),
+                        (false, _) => (
+                            503,
+                            serde_json::json!({"error": "no peer took the claim: try again"}),
+                        ),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+            Some(disputes::Work::Refused { reply, why }) => {
+                let _ = reply.send((400, serde_json::json!({ "error": why })));
             }
             Some(disputes::Work::Dispute { open, run }) => self.open_dispute(open, run).await,
             None => {}
+        }
+    }
+
+    /// A request from the admin endpoint.
+    fn on_admin(&mut self, req: crate::admin::AdminRequest) {
+        use crate::admin::AdminRequest;
+        use serde_json::json;
+        match req {
+            AdminRequest::Claim {
+                model,
+                input,
+                reply,
+            } => {
+                if !self.cfg.roles.contains(&Role::Inference) {
+                    let why = "this node does not run the inference role (--role inference)";
+                    let _ = reply.send((409, json!({ "error": why })));
+                    return;
+                }
+                if let Some(job) = self.disputes.requested_claim(&model, input, reply) {
+                    self.run_job(job);
+                }
+            }
+            AdminRequest::GetClaim { id, reply } => {
+                let court = &self.disputes.court;
+                let answer = match court.claims().get(&id) {
+                    None => (404, json!({"error": "no such claim here"})),
+                    Some(c) => {
+                        let disputes: Vec<_> = c
+                            .disputes
+                            .iter()
+                            .filter_map(|d| court.disputes().get(d))
+                            .map(|d| court.dispute_status(d))
+                            .collect();
+                        let state = match (c.overturned, c.finished_ms) {
+                            (true, _) => "overturned",
+                            (false, Some(_)) => "upheld",
+                            (false, None) if disputes.iter().any(|d| d.final_verdict.is_none()) => {
+                                "disputed"
+                            }
+                            (false, None) => "open",
+                        };
+                        (
+                            200,
+                            json!({
+                                "claim": hex::encode(c.id),
+                                "claimant": hex::encode(c.claimant),
+                                "model": hex::encode(c.claim.model_id),
+                                "output": c.claim.output,
+                                "cuts": c.claim.cuts,
+                                "trace_root": hex::encode(c.claim.trace_root),
+                                "bond": c.claim.bond,
+                                "received_ms": c.received_ms,
+                                "window_ends_ms": c.received_ms + court.params().window_ms,
+                                "state": state,
+                                "disputes": disputes,
+                            }),
+                        )
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            AdminRequest::GetDispute { id, reply } => {
+                let court = &self.disputes.court;
+                let answer = match court.disputes().get(&id) {
+                    None => (404, json!({"error": "no such dispute here"})),
+                    Some(d) => (
+                        200,
+                        serde_json::to_value(court.dispute_status(d)).unwrap_or_default(),
+                    ),
+                };
+                let _ = reply.send(answer);
+            }
         }
     }
 

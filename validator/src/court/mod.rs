@@ -1148,7 +1148,8 @@ impl Court {
         })
     }
 
-    fn dispute_status(&self, d: &DisputeRecord) -> provnet_wire::DisputeStatus {
+    /// One dispute for operators.
+    pub fn dispute_status(&self, d: &DisputeRecord) -> provnet_wire::DisputeStatus {
         let (stage, lo, hi, deadline_ms) = match &d.stage {
             _ if d.abandoned => ("abandoned".to_string(), 0, 0, None),
             _ if d.final_verdict.is_some() => ("final".to_string(), 0, 0, None),
