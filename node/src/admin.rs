@@ -6,6 +6,8 @@
 //! - `POST /claims` (`{"model": ID or name, "input": [quantized ints]}`): an inference
 //!   node runs the model on the input, publishes the claim under its key and stands behind
 //!   it; the answer names the claim (201), or says why not;
+//! - `POST /disputes` (`{"claim": ID}`): a challenger runs the claim itself and, if its
+//!   trace differs, disputes it (201 names the dispute);
 //! - `GET /claims/ID` and `GET /disputes/ID`: a claim with its disputes, or one dispute,
 //!   as this node's court keeps them.
 //!
@@ -39,6 +41,11 @@ pub enum AdminRequest {
     Claim {
         model: String,
         input: Vec<i64>,
+        reply: Reply,
+    },
+    /// Dispute `claim` by hand: the node runs it and disputes if its trace differs.
+    Dispute {
+        claim: [u8; 32],
         reply: Reply,
     },
     GetClaim {
@@ -126,7 +133,7 @@ async fn answer(
         return respond(&mut sock, 400, "text/plain", b"malformed request\n").await;
     };
     let path = path.split('?').next().unwrap_or("").to_string();
-    let court_path = path.starts_with("/claims") || path.starts_with("/disputes/");
+    let court_path = path.starts_with("/claims") || path.starts_with("/disputes");
     if court_path {
         let (code, body) = match tokio::time::timeout(
             READ_TIMEOUT,
@@ -228,6 +235,28 @@ async fn court_request(
                 model: c.model,
                 input: c.input,
                 reply: tx,
+            }
+        }
+        ("POST", "/disputes") => {
+            if let Some(why) = write_refusal(w, head) {
+                return err(403, why);
+            }
+            let body = match read_body(sock, head).await {
+                Ok(b) => b,
+                Err(e) => return err(400, &e.to_string()),
+            };
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct PostDispute {
+                claim: String,
+            }
+            let d: PostDispute = match serde_json::from_slice(&body) {
+                Ok(d) => d,
+                Err(e) => return err(400, &format!("a dispute is {{\"claim\": ID}}: {e}")),
+            };
+            match hex_id(&d.claim) {
+                Some(claim) => AdminRequest::Dispute { claim, reply: tx },
+                None => return err(400, "a claim id is 64 hex digits"),
             }
         }
         ("GET", p) if p.starts_with("/claims/") => match hex_id(&p["/claims/".len()..]) {

@@ -24,6 +24,17 @@ pub struct Target {
 
 #[derive(Subcommand, Debug)]
 pub enum DisputeCommand {
+    /// Dispute a claim by hand: the node (a challenger) runs the claim itself and, if its
+    /// trace differs, disputes it and answers its rounds.
+    Open {
+        /// The claim's id (64 hex digits).
+        claim: String,
+        #[command(flatten)]
+        target: Target,
+        /// The node's admin token, when it has one (`--admin-token-file` of the node).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
     /// One dispute, whole: sides, stage, clocks, verdict, time per phase.
     Show {
         /// The dispute's id, or the first hex digits of it (or of its claim's id).
@@ -34,7 +45,16 @@ pub enum DisputeCommand {
 }
 
 fn court(t: &Target) -> Result<CourtStatus> {
-    let addr = match (&t.connect, &t.data_dir) {
+    let addr = admin_addr(t)?;
+    let status = provnet_tui::client::fetch_status(&addr, Duration::from_secs(5))
+        .map_err(|e| anyhow!("{addr}: {e}"))?;
+    status
+        .court
+        .ok_or_else(|| anyhow!("{addr} keeps no court (it runs without a genesis)"))
+}
+
+fn admin_addr(t: &Target) -> Result<String> {
+    Ok(match (&t.connect, &t.data_dir) {
         (Some(a), _) => a.clone(),
         (None, Some(dir)) => {
             let path = dir.join("admin.json");
@@ -48,12 +68,39 @@ fn court(t: &Target) -> Result<CourtStatus> {
                 .to_string()
         }
         (None, None) => bail!("say which node: --connect IP:PORT or --data-dir DIR"),
-    };
-    let status = provnet_tui::client::fetch_status(&addr, Duration::from_secs(5))
-        .map_err(|e| anyhow!("{addr}: {e}"))?;
-    status
-        .court
-        .ok_or_else(|| anyhow!("{addr} keeps no court (it runs without a genesis)"))
+    })
+}
+
+/// POSTs a JSON body; the status code and the JSON answer.
+fn post(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, serde_json::Value)> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = Vec::new();
+    s.take(1 << 20).read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp);
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP response")?;
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status code")?;
+    Ok((
+        code,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    ))
 }
 
 /// `provnet disputes`: the newest disputes, one line each.
@@ -96,6 +143,39 @@ fn verdict(d: &DisputeStatus) -> String {
 
 pub fn run(cmd: DisputeCommand) -> Result<ExitCode> {
     match cmd {
+        DisputeCommand::Open {
+            claim,
+            target,
+            token_file,
+        } => {
+            let addr = admin_addr(&target)?;
+            let token = match token_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let body = serde_json::json!({ "claim": claim }).to_string();
+            let (code, answer) = post(&addr, "/disputes", token.as_deref(), &body)?;
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            }
+            if code != 201 {
+                let why = answer["error"].as_str().unwrap_or("no reason given");
+                bail!("{addr} did not open the dispute ({code}): {why}");
+            }
+            if !target.json {
+                println!(
+                    "dispute {} opened on claim {}",
+                    answer["dispute"].as_str().unwrap_or("?"),
+                    answer["claim"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         DisputeCommand::Show { id, target } => {
             let c = court(&target)?;
             let want = id.to_lowercase();

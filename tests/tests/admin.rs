@@ -254,7 +254,7 @@ fn request(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (
 
 #[test]
 fn claims_posted_over_the_admin_endpoint_are_published_and_read_back_with_their_disputes() {
-    let net = Subnet::setup_with(1, 1, 4, &["--inference", "1"]);
+    let net = Subnet::setup_with(1, 1, 4, &["--inference", "1", "--cheaters", "1"]);
     let mut v = net.start("validator-1", "validator", None, &["--rate", "0"]);
     let boot = first_addr(&v.ready(T));
     let mut inf = net.start(
@@ -263,7 +263,16 @@ fn claims_posted_over_the_admin_endpoint_are_published_and_read_back_with_their_
         Some(&boot),
         &["--claim-rate", "0"],
     );
-    inf.ready(T);
+    // A challenger that audits nothing by itself, a cheater whose every claim is
+    // corrupted, and a miner for the leaves.
+    let quiet = ["--rate", "0", "--audit-rate", "0"];
+    let mut ch = net.start("challenger", "challenger", Some(&boot), &quiet);
+    let lies = ["--claim-rate", "1", "--cheat-rate", "1"];
+    let mut cheater = net.start("cheater-1", "inference", Some(&boot), &lies);
+    let mut m = net.start("miner-1", "miner", Some(&boot), &["--threads", "1"]);
+    for n in [&mut inf, &mut ch, &mut cheater, &mut m] {
+        n.ready(T);
+    }
     let (iaddr, vaddr) = (admin_addr(&inf), admin_addr(&v));
     let zeros = format!("[{}]", vec!["0"; 64].join(","));
     let body = format!(r#"{{"model": "digits_mlp", "input": {zeros}}}"#);
@@ -325,7 +334,51 @@ fn claims_posted_over_the_admin_endpoint_are_published_and_read_back_with_their_
         request(&iaddr, "GET", &format!("/disputes/{zero_id}"), "", "").0,
         404
     );
-    for n in [&mut inf, &mut v] {
+
+    // Disputes by hand, at the challenger: the honest claim has its own trace there, so
+    // there is nothing to dispute; a corrupted one is disputed and lost by the cheater.
+    let caddr = admin_addr(&ch);
+    let claim_path = format!("/claims/{id}");
+    assert!(wait_until(T, || request(
+        &caddr,
+        "GET",
+        &claim_path,
+        "",
+        ""
+    )
+    .0 == 200));
+    let (ok, _, err) = provnet(&["dispute", "open", &id, "--connect", &caddr]);
+    assert!(!ok && err.contains("nothing to dispute"), "{err}");
+    let mut bad = None;
+    assert!(wait_until(T, || {
+        bad = cheater.status().and_then(|s| {
+            let c = s["court"]["corrupted"].as_object()?.keys().next()?.clone();
+            (request(&caddr, "GET", &format!("/claims/{c}"), "", "").0 == 200).then_some(c)
+        });
+        bad.is_some()
+    }));
+    let bad = bad.expect("checked");
+    let (ok, out, err) = provnet(&["dispute", "open", &bad, "--connect", &caddr, "--json"]);
+    assert!(ok, "{out}\n{err}");
+    let opened: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let dispute = opened["dispute"]
+        .as_str()
+        .expect("a dispute id")
+        .to_string();
+    let mut verdict = serde_json::Value::Null;
+    assert!(
+        wait_until(T, || {
+            let (code, text) = request(&caddr, "GET", &format!("/disputes/{dispute}"), "", "");
+            verdict = serde_json::from_str(&text).unwrap_or_default();
+            code == 200 && verdict["final_verdict"].is_string()
+        }),
+        "{verdict}\n{}",
+        ch.log_text()
+    );
+    assert_eq!(verdict["final_verdict"], "claimant_wrong", "{verdict}");
+    let corrupted = cheater.status().expect("status")["court"]["corrupted"][&bad].clone();
+    assert_eq!(verdict["segment"], corrupted, "{verdict}");
+    for n in [&mut inf, &mut ch, &mut cheater, &mut m, &mut v] {
         assert!(n.terminate(T).success(), "{}", n.log_text());
     }
 }

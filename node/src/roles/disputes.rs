@@ -44,13 +44,11 @@ pub enum Work {
         reply: Option<Reply>,
     },
     /// A requested claim that cannot be made.
-    Refused {
-        reply: Reply,
-        why: String,
-    },
+    Refused { reply: Reply, why: String },
     Dispute {
         open: DisputeOpen,
         run: Run,
+        reply: Option<Reply>,
     },
 }
 
@@ -293,22 +291,59 @@ impl DisputeRole {
             warn!(target: "court", claim = %short(&id), skipped = self.audits_skipped, "audit skipped: {MAX_IN_FLIGHT} runs in flight");
             return None;
         }
+        Some(self.dispute_job(model, id, c, corrupt, None))
+    }
+
+    /// A dispute asked for by hand (over the admin endpoint): this node runs the claim
+    /// itself and disputes it if its trace differs; the answer goes to `reply`.
+    pub fn requested_dispute(&mut self, id: [u8; 32], reply: Reply) -> Option<Job> {
+        let json = |code: u16, why: &str| (code, serde_json::json!({ "error": why }));
+        let Some(c) = self.court.claims().get(&id).map(|r| r.claim.clone()) else {
+            let _ = reply.send(json(404, "no such claim here"));
+            return None;
+        };
+        let Some(model) = self.models.get(&c.model_id).cloned() else {
+            let _ = reply.send(json(404, "the claim's model is not in the genesis"));
+            return None;
+        };
+        if self.in_flight >= MAX_IN_FLIGHT {
+            let _ = reply.send(json(503, "model runs in flight: try again"));
+            return None;
+        }
+        Some(self.dispute_job(model, id, &c, None, Some(reply)))
+    }
+
+    fn dispute_job(
+        &mut self,
+        model: Arc<Model>,
+        id: [u8; 32],
+        c: &Claim,
+        corrupt: Option<u32>,
+        reply: Option<Reply>,
+    ) -> Job {
         self.in_flight += 1;
-        let (input, root, claimant) = (c.input.clone(), c.trace_root, *claimant);
+        let (input, root) = (c.input.clone(), c.trace_root);
         let bond = self.court.params().dispute_bond;
-        Some(Box::new(move || {
-            let run = Run::of(&model, &input, corrupt)?;
+        Box::new(move || {
+            let Some(run) = Run::of(&model, &input, corrupt) else {
+                let why = "the claim's input is not one the model takes".to_string();
+                return reply.map(|reply| Work::Refused { reply, why });
+            };
             if run.tree.root() == root {
-                return None;
+                let why = "this node's run of the claim has the same trace: nothing to dispute";
+                return reply.map(|reply| Work::Refused {
+                    reply,
+                    why: why.into(),
+                });
             }
-            info!(target: "court", claim = %short(&id), claimant = %short(&claimant), "audit: the claim's trace is not this node's: disputing it");
+            info!(target: "court", claim = %short(&id), "the claim's trace is not this node's: disputing it");
             let open = DisputeOpen {
                 claim_id: id,
                 trace_root: run.tree.root(),
                 bond,
             };
-            Some(Work::Dispute { open, run })
-        }))
+            Some(Work::Dispute { open, run, reply })
+        })
     }
 
     /// Our dispute went out: stand behind our run.

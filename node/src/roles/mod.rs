@@ -743,7 +743,9 @@ impl Roles {
             Some(disputes::Work::Refused { reply, why }) => {
                 let _ = reply.send((400, serde_json::json!({ "error": why })));
             }
-            Some(disputes::Work::Dispute { open, run }) => self.open_dispute(open, run).await,
+            Some(disputes::Work::Dispute { open, run, reply }) => {
+                self.open_dispute(open, run, reply).await
+            }
             None => {}
         }
     }
@@ -764,6 +766,16 @@ impl Roles {
                     return;
                 }
                 if let Some(job) = self.disputes.requested_claim(&model, input, reply) {
+                    self.run_job(job);
+                }
+            }
+            AdminRequest::Dispute { claim, reply } => {
+                if !self.cfg.roles.contains(&Role::Challenger) {
+                    let why = "this node does not run the challenger role (--role challenger)";
+                    let _ = reply.send((409, json!({ "error": why })));
+                    return;
+                }
+                if let Some(job) = self.disputes.requested_dispute(claim, reply) {
                     self.run_job(job);
                 }
             }
@@ -821,14 +833,43 @@ impl Roles {
     }
 
     /// Publishes our dispute of a claim and stands behind our run of it.
-    async fn open_dispute(&mut self, open: provnet_wire::DisputeOpen, run: disputes::Run) {
-        if !self.publish(Message::DisputeOpen(open.clone())).await {
-            return;
-        }
+    async fn open_dispute(
+        &mut self,
+        open: provnet_wire::DisputeOpen,
+        run: disputes::Run,
+        reply: Option<crate::admin::Reply>,
+    ) {
+        use serde_json::json;
         let me = self.me;
-        self.disputes.disputed(open.claim_id, run);
-        self.on_dispute_message(&me, &Message::DisputeOpen(open))
-            .await;
+        let balance = self.disputes.court.bank().balance(&me).unwrap_or(0);
+        let answer = if balance < open.bond {
+            warn!(target: "court", balance, bond = open.bond, "no dispute: the balance cannot cover its bond");
+            let why = format!(
+                "this node's balance ({balance}) cannot cover the bond ({})",
+                open.bond
+            );
+            (409, json!({ "error": why }))
+        } else if !self.publish(Message::DisputeOpen(open.clone())).await {
+            (503, json!({"error": "no peer took the dispute: try again"}))
+        } else {
+            let id = open.id(&me);
+            self.disputes.disputed(open.claim_id, run);
+            self.on_dispute_message(&me, &Message::DisputeOpen(open))
+                .await;
+            match self.disputes.court.disputes().get(&id) {
+                Some(d) => (
+                    201,
+                    json!({"dispute": hex::encode(id), "claim": hex::encode(d.claim_id)}),
+                ),
+                None => (
+                    409,
+                    json!({"error": "published, but this node's court refused it: see /status"}),
+                ),
+            }
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(answer);
+        }
     }
 
     /// What our disputes ask of us, sent now (a side answers as soon as a round opens).
