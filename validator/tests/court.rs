@@ -100,10 +100,11 @@ fn params() -> CourtParams {
 }
 
 fn open_court(path: &Path, cuts: u32) -> Court {
-    open_court_with(path, cuts, params())
+    open_court_with(path, cuts, params(), Some(V1))
 }
 
-fn open_court_with(path: &Path, cuts: u32, params: CourtParams) -> Court {
+/// A court as validator `referee` keeps it, or (`None`) as the challenger's node does.
+fn open_court_with(path: &Path, cuts: u32, params: CourtParams, referee: Option<u8>) -> Court {
     // A store just dropped may hold its lock a moment longer (sled's flusher).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let store = loop {
@@ -121,8 +122,8 @@ fn open_court_with(path: &Path, cuts: u32, params: CourtParams) -> Court {
     let cfg = CourtConfig {
         params,
         stake: [(key(V1), 1), (key(V2), 1), (key(V3), 1)].into(),
-        me: key(V1),
-        referee: true,
+        me: key(referee.unwrap_or(CHALLENGER)),
+        referee: referee.is_some(),
         models: [(MODEL, cuts)].into(),
     };
     Court::open(&store, cfg, Box::new(bank)).expect("court")
@@ -743,7 +744,7 @@ fn one_rich_account_cannot_fill_the_court_for_everyone_else() {
         claim_bond: 1,
         ..params()
     };
-    let mut court = open_court_with(&dir.path().join("db"), 3, cheap);
+    let mut court = open_court_with(&dir.path().join("db"), 3, cheap, Some(V1));
     let claim = |nonce: u16| Claim {
         model_id: MODEL,
         input: vec![1],
@@ -771,4 +772,64 @@ fn one_rich_account_cannot_fill_the_court_for_everyone_else() {
         .on_claim(&key(CHALLENGER), &claim(0), T0)
         .expect("store")
         .expect("another account still claims");
+}
+
+#[test]
+fn a_side_keeps_answering_when_a_reveal_reaches_it_after_its_own_view_of_the_deadline() {
+    // The challenger's node: not a referee. The claimant's reveal reaches it late; the
+    // validators had it in time, so the dispute goes on and the side must too.
+    let cuts = 100_000;
+    let input = vec![2];
+    let honest = Run::new(&input, cuts, None);
+    let liar = Run::new(&input, cuts, Some((50_000, 1)));
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut court = open_court_with(&dir.path().join("db"), cuts, params(), None);
+    let c = Claim {
+        model_id: MODEL,
+        input: input.clone(),
+        output: liar.tensors.last().expect("output").clone(),
+        cuts,
+        trace_root: liar.root(),
+        bond: 1_000,
+        nonce: [1; 16],
+    };
+    let claim = court
+        .on_claim(&key(CLAIMANT), &c, T0)
+        .expect("store")
+        .expect("claim");
+    let open = DisputeOpen {
+        claim_id: claim,
+        trace_root: honest.root(),
+        bond: 500,
+    };
+    let d = court
+        .on_dispute(&key(CHALLENGER), &open, T0)
+        .expect("store")
+        .expect("dispute");
+    let Some(Owed::Reveal { points, .. }) = court.owed(&key(CHALLENGER)).pop() else {
+        panic!("a reveal is owed");
+    };
+    let mine = court::reveal(d, 0, &points, false, &honest.tree).expect("in range");
+    court
+        .on_reveal(&key(CHALLENGER), &mine, T0 + 10)
+        .expect("store")
+        .expect("holds");
+    // Past this node's deadline, and no claimant reveal yet: a side decides nothing.
+    let late = T0 + params().round_ms + 1_000;
+    court.tick(late, &Runner).expect("store");
+    assert!(matches!(
+        court.disputes()[&d].stage,
+        Stage::Bisect { round: 0, .. }
+    ));
+    assert!(court.disputes()[&d].local.is_none());
+    // The claimant's reveal arrives: the next round opens and is owed.
+    let theirs = court::reveal(d, 0, &points, false, &liar.tree).expect("in range");
+    court
+        .on_reveal(&key(CLAIMANT), &theirs, late)
+        .expect("store")
+        .expect("holds");
+    assert!(matches!(
+        court.owed(&key(CHALLENGER)).pop(),
+        Some(Owed::Reveal { round: 1, .. })
+    ));
 }

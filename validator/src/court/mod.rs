@@ -986,13 +986,16 @@ impl Court {
             .filter(|(_, d)| !d.finished())
             .map(|(id, _)| *id)
             .collect();
+        // Only referees keep the clocks: a side whose view of a deadline differs from the
+        // validators' (a reveal reached it late) must go on answering what they ask.
+        let referee = self.cfg.referee;
         for id in ids {
             let before = self.disputes[&id].clone();
             let d = &before;
             match &d.stage {
                 Stage::Bisect {
                     got, deadline_ms, ..
-                } if now_ms > *deadline_ms => {
+                } if referee && now_ms > *deadline_ms => {
                     let v = if !got[0] {
                         DisputeVerdict::TimeoutClaimant
                     } else {
@@ -1006,7 +1009,7 @@ impl Court {
                     deadline_ms,
                     segment,
                     ..
-                } if now_ms > *deadline_ms => {
+                } if referee && now_ms > *deadline_ms => {
                     // Both sides hold the agreed state: a claimant that does not give it
                     // up loses its claim.
                     let seg = Some(*segment);
