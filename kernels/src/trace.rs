@@ -108,16 +108,21 @@ pub fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
         return *blake3::hash(NODE_DOMAIN).as_bytes();
     }
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [a, b] => node(a, b),
-                [a] => *a,
-                _ => unreachable!("chunks(2)"),
-            })
-            .collect();
+        level = parents(&level);
     }
     level[0]
+}
+
+/// The level above `level`: each pair hashed, an odd last node carried up unchanged.
+fn parents(level: &[[u8; 32]]) -> Vec<[u8; 32]> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [a, b] => node(a, b),
+            [a] => *a,
+            _ => unreachable!("chunks(2)"),
+        })
+        .collect()
 }
 
 /// Every level of a Merkle tree, leaves first, so each proof is read off in `log n`
@@ -131,14 +136,7 @@ impl MerkleTree {
     pub fn new(leaves: &[[u8; 32]]) -> MerkleTree {
         let mut levels = vec![leaves.to_vec()];
         while levels.last().is_some_and(|l| l.len() > 1) {
-            let next = levels[levels.len() - 1]
-                .chunks(2)
-                .map(|pair| match pair {
-                    [a, b] => node(a, b),
-                    [a] => *a,
-                    _ => unreachable!("chunks(2)"),
-                })
-                .collect();
+            let next = parents(&levels[levels.len() - 1]);
             levels.push(next);
         }
         MerkleTree { levels }

@@ -493,6 +493,23 @@ async fn sync_requests_reach_the_serving_node_and_others_say_not_serving() {
     .await;
 }
 
+/// Two ordinary peers dial `hub` and stay; a third is refused. Returns all three (kept
+/// alive by the caller).
+async fn two_in_and_a_third_refused(hub: &Node) -> [Node; 3] {
+    let a = Node::attacker(&hub.addr).await;
+    let b = Node::attacker(&hub.addr).await;
+    within(wait_for("two peers in", || async {
+        hub.connected().await == 2
+    }))
+    .await;
+    let c = Node::attacker(&hub.addr).await;
+    within(wait_for("the third refused", || async {
+        hub.net.status().await.expect("status").connections_refused >= 1
+    }))
+    .await;
+    [a, b, c]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_slots_keep_room_for_validators_when_other_peers_fill_the_rest() {
     init_logs();
@@ -505,18 +522,8 @@ async fn reserved_slots_keep_room_for_validators_when_other_peers_fill_the_rest(
     cfg.reserved_peers = vec![validator_peer];
     cfg.kademlia = false;
     let hub = Node::start(cfg).await;
-    let _a = Node::attacker(&hub.addr).await;
-    let _b = Node::attacker(&hub.addr).await;
-    within(wait_for("two peers", || async {
-        hub.connected().await == 2
-    }))
-    .await;
     // A third ordinary peer finds only reserved slots left.
-    let _c = Node::attacker(&hub.addr).await;
-    within(wait_for("the third refused", || async {
-        hub.net.status().await.expect("status").connections_refused >= 1
-    }))
-    .await;
+    let _attackers = two_in_and_a_third_refused(&hub).await;
     assert_eq!(hub.connected().await, 2);
     // The validator still gets in.
     let mut vcfg = NetworkConfig::loopback(NETUID);
@@ -577,17 +584,7 @@ async fn peers_that_dial_in_leave_room_for_the_peers_a_node_dials() {
     cfg.max_inbound = 2;
     cfg.kademlia = false;
     let hub = Node::start(cfg).await;
-    let _a = Node::attacker(&hub.addr).await;
-    let _b = Node::attacker(&hub.addr).await;
-    within(wait_for("two peers in", || async {
-        hub.connected().await == 2
-    }))
-    .await;
-    let _c = Node::attacker(&hub.addr).await;
-    within(wait_for("the third refused", || async {
-        hub.net.status().await.expect("status").connections_refused >= 1
-    }))
-    .await;
+    let _attackers = two_in_and_a_third_refused(&hub).await;
     // The inbound slots are full, yet the hub still dials out.
     let mut other = NetworkConfig::loopback(NETUID);
     other.kademlia = false;

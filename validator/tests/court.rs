@@ -278,6 +278,51 @@ fn play(
     panic!("the dispute never reached a verdict: {:?}", w.stage(&d));
 }
 
+/// Why the court refuses `who`'s dispute of `claim` with `run`'s trace and `bond`.
+fn refused_dispute(w: &mut World, who: u8, claim: [u8; 32], run: &Run, bond: u64) -> &'static str {
+    let d = DisputeOpen {
+        claim_id: claim,
+        trace_root: run.root(),
+        bond,
+    };
+    let r = w.court.on_dispute(&key(who), &d, w.now).expect("store");
+    r.expect_err("refused").as_str()
+}
+
+/// Both sides answer the round they owe, truthfully; returns what each sent.
+fn answer_round(w: &mut World, d: [u8; 32], sides: [(u8, &Run); 2]) -> Vec<(u8, DisputeReveal)> {
+    let mut sent = Vec::new();
+    for (who, run) in sides {
+        let Some(Owed::Reveal {
+            round,
+            points,
+            full,
+            ..
+        }) = w.court.owed(&key(who)).pop()
+        else {
+            panic!("a reveal is owed");
+        };
+        let r = court::reveal(d, round, &points, full, &run.tree).expect("in range");
+        w.court
+            .on_reveal(&key(who), &r, w.now)
+            .expect("store")
+            .expect("holds");
+        sent.push((who, r));
+    }
+    sent
+}
+
+/// [`play`] with both sides answering and the leaf proved.
+fn play_honestly(w: &mut World, d: [u8; 32], claimant: &Run, challenger: &Run) -> Vec<Action> {
+    play(
+        w,
+        d,
+        (claimant, Plays::Answers),
+        (challenger, Plays::Answers),
+        true,
+    )
+}
+
 /// The other validators attest what this one did, one at a time, until the verdict is final.
 fn finalize(w: &mut World, d: [u8; 32], actions: &[Action]) -> (DisputeVerdict, Option<u32>) {
     let ours = actions
@@ -311,13 +356,7 @@ fn every_corrupted_claim_is_found_at_its_segment_and_its_claimant_slashed() {
         let honest = Run::new(&input, cuts, None);
         let claim = w.claim(&liar, 1);
         let d = w.dispute(claim, &honest);
-        let acts = play(
-            &mut w,
-            d,
-            (&liar, Plays::Answers),
-            (&honest, Plays::Answers),
-            true,
-        );
+        let acts = play_honestly(&mut w, d, &liar, &honest);
         let (verdict, segment) = finalize(&mut w, d, &acts);
         assert_eq!(
             (verdict, segment),
@@ -333,16 +372,10 @@ fn every_corrupted_claim_is_found_at_its_segment_and_its_claimant_slashed() {
         assert_eq!(w.court.bank().burned().expect("store"), 400);
         assert!(w.court.claims()[&claim].overturned);
         // An overturned claim takes no more disputes.
-        let again = DisputeOpen {
-            claim_id: claim,
-            trace_root: honest.root(),
-            bond: 600,
-        };
-        let r = w
-            .court
-            .on_dispute(&key(OUTSIDER), &again, w.now)
-            .expect("store");
-        assert_eq!(r.expect_err("overturned").as_str(), "overturned");
+        assert_eq!(
+            refused_dispute(&mut w, OUTSIDER, claim, &honest, 600),
+            "overturned"
+        );
     }
 }
 
@@ -356,13 +389,7 @@ fn an_honest_claimant_never_loses_and_keeps_its_bond() {
         let false_challenger = Run::new(&input, cuts, Some((bad, -7)));
         let claim = w.claim(&honest, 1);
         let d = w.dispute(claim, &false_challenger);
-        let acts = play(
-            &mut w,
-            d,
-            (&honest, Plays::Answers),
-            (&false_challenger, Plays::Answers),
-            true,
-        );
+        let acts = play_honestly(&mut w, d, &honest, &false_challenger);
         assert_eq!(
             finalize(&mut w, d, &acts),
             (DisputeVerdict::ChallengerWrong, Some(bad))
@@ -384,28 +411,16 @@ fn an_honest_claimant_never_loses_and_keeps_its_bond() {
     let claim = w.claim(&honest, 2);
     let other_input = Run::new(&[9, 9, 9], cuts, None);
     let d = w.dispute(claim, &other_input);
-    let acts = play(
-        &mut w,
-        d,
-        (&honest, Plays::Answers),
-        (&other_input, Plays::Answers),
-        true,
-    );
+    let acts = play_honestly(&mut w, d, &honest, &other_input);
     assert_eq!(
         finalize(&mut w, d, &acts),
         (DisputeVerdict::ChallengerWrong, None)
     );
     // The same trace as the claim is not a dispute at all.
-    let same = DisputeOpen {
-        claim_id: claim,
-        trace_root: honest.root(),
-        bond: 500,
-    };
-    let r = w
-        .court
-        .on_dispute(&key(OUTSIDER), &same, w.now)
-        .expect("store");
-    assert_eq!(r.expect_err("same").as_str(), "same_trace");
+    assert_eq!(
+        refused_dispute(&mut w, OUTSIDER, claim, &honest, 500),
+        "same_trace"
+    );
 }
 
 #[test]
@@ -417,7 +432,7 @@ fn a_proof_of_a_third_output_makes_both_sides_wrong() {
     let b = Run::new(&input, cuts, Some((6, 2)));
     let claim = w.claim(&a, 1);
     let d = w.dispute(claim, &b);
-    let acts = play(&mut w, d, (&a, Plays::Answers), (&b, Plays::Answers), true);
+    let acts = play_honestly(&mut w, d, &a, &b);
     assert_eq!(
         finalize(&mut w, d, &acts),
         (DisputeVerdict::BothWrong, Some(6))
@@ -462,22 +477,7 @@ fn a_claimant_that_withholds_the_leaf_state_loses_and_without_a_proof_the_refere
     let mut w = World::new(cuts);
     let claim = w.claim(&liar, 1);
     let d = w.dispute(claim, &honest);
-    for (who, run) in [(CLAIMANT, &liar), (CHALLENGER, &honest)] {
-        let Some(Owed::Reveal {
-            round,
-            points,
-            full,
-            ..
-        }) = w.court.owed(&key(who)).pop()
-        else {
-            panic!("a reveal is owed");
-        };
-        let r = court::reveal(d, round, &points, full, &run.tree).expect("in range");
-        w.court
-            .on_reveal(&key(who), &r, w.now)
-            .expect("store")
-            .expect("holds");
-    }
+    answer_round(&mut w, d, [(CLAIMANT, &liar), (CHALLENGER, &honest)]);
     assert!(matches!(
         w.stage(&d),
         Stage::Leaf {
@@ -578,13 +578,7 @@ fn a_hundred_thousand_cuts_take_three_rounds_and_forged_reveals_are_refused() {
     assert_eq!(refused.get("bad_reveal"), Some(&4));
     assert_eq!(refused.get("not_a_side"), Some(&1));
 
-    let acts = play(
-        &mut w,
-        d,
-        (&liar, Plays::Answers),
-        (&honest, Plays::Answers),
-        true,
-    );
+    let acts = play_honestly(&mut w, d, &liar, &honest);
     assert_eq!(w.court.disputes()[&d].rounds, 3);
     assert_eq!(
         finalize(&mut w, d, &acts),
@@ -602,24 +596,7 @@ fn a_court_restarted_mid_dispute_reaches_the_same_verdict() {
     let claim = w.claim(&liar, 1);
     let d = w.dispute(claim, &honest);
     // Round 0 answered by both, then the node is killed.
-    let mut first = Vec::new();
-    for (who, run) in [(CLAIMANT, &liar), (CHALLENGER, &honest)] {
-        let Some(Owed::Reveal {
-            round,
-            points,
-            full,
-            ..
-        }) = w.court.owed(&key(who)).pop()
-        else {
-            panic!("a reveal is owed");
-        };
-        let r = court::reveal(d, round, &points, full, &run.tree).expect("in range");
-        w.court
-            .on_reveal(&key(who), &r, w.now)
-            .expect("store")
-            .expect("holds");
-        first.push((who, r));
-    }
+    let first = answer_round(&mut w, d, [(CLAIMANT, &liar), (CHALLENGER, &honest)]);
     let before = w.court.disputes()[&d].clone();
     assert!(matches!(before.stage, Stage::Bisect { round: 1, .. }));
     w.restart();
@@ -629,13 +606,7 @@ fn a_court_restarted_mid_dispute_reaches_the_same_verdict() {
         let again = w.court.on_reveal(&key(*who), r, w.now).expect("store");
         assert_eq!(again.expect_err("old round").as_str(), "wrong_round");
     }
-    let acts = play(
-        &mut w,
-        d,
-        (&liar, Plays::Answers),
-        (&honest, Plays::Answers),
-        true,
-    );
+    let acts = play_honestly(&mut w, d, &liar, &honest);
     // Killed again at the verdict, before the other validators attested: it attests the
     // same verdict after the restart, and the bonds are settled once.
     w.restart();
@@ -668,13 +639,7 @@ fn a_self_dispute_always_loses_money_and_outsiders_cannot_attest() {
     let mut w = World::new(cuts);
     let claim = w.claim(&liar, 1);
     let d = w.dispute(claim, &honest);
-    let acts = play(
-        &mut w,
-        d,
-        (&liar, Plays::Answers),
-        (&honest, Plays::Answers),
-        true,
-    );
+    let acts = play_honestly(&mut w, d, &liar, &honest);
     finalize(&mut w, d, &acts);
     let together = w.balance(CLAIMANT) + w.balance(CHALLENGER);
     assert!(together < 2 * BALANCE, "the pair kept {together}");
@@ -712,22 +677,7 @@ fn a_leaf_state_no_run_can_reach_makes_both_sides_wrong() {
     let mut w = World::new(cuts);
     let claim = w.claim(&a, 1);
     let d = w.dispute(claim, &b);
-    for (who, run) in [(CLAIMANT, &a), (CHALLENGER, &b)] {
-        let Some(Owed::Reveal {
-            round,
-            points,
-            full,
-            ..
-        }) = w.court.owed(&key(who)).pop()
-        else {
-            panic!("a reveal is owed");
-        };
-        let r = court::reveal(d, round, &points, full, &run.tree).expect("in range");
-        w.court
-            .on_reveal(&key(who), &r, w.now)
-            .expect("store")
-            .expect("holds");
-    }
+    answer_round(&mut w, d, [(CLAIMANT, &a), (CHALLENGER, &b)]);
     assert!(matches!(w.stage(&d), Stage::Leaf { segment: 2, .. }));
     // The validator's engine refused the state as a segment input (out of range).
     let acts = w.court.leaf_impossible(&d, w.now).expect("store");
