@@ -49,8 +49,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             listen_addrs: vec!["/ip4/127.0.0.1/tcp/30777".into()],
             software_version: "0.1.0".into(),
         }),
+        Message::Register(Register {
+            epoch: 3,
+            nonce: 77,
+        }),
+        Message::Claim(Claim {
+            model_id: [1; 32],
+            input: vec![0, 5, -1],
+            output: vec![2, 2],
+            cuts: 9,
+            trace_root: [13; 32],
+            bond: 100,
+            nonce: [14; 16],
+        }),
+        Message::DisputeOpen(DisputeOpen {
+            claim_id: [15; 32],
+            trace_root: [16; 32],
+            bond: 100,
+        }),
+        Message::DisputeReveal(DisputeReveal {
+            dispute_id: [17; 32],
+            round: 1,
+            hashes: vec![Digest([18; 32]), Digest([19; 32])],
+            proofs: vec![vec![Digest([20; 32])], vec![Digest([21; 32])]],
+        }),
+        Message::LeafState(LeafState {
+            dispute_id: [17; 32],
+            cut: 4,
+            tensors: vec![vec![1, -1, 7]],
+        }),
+        Message::Attestation(Attestation {
+            dispute_id: [17; 32],
+            verdict: DisputeVerdict::ClaimantWrong,
+            segment: Some(4),
+            prover: Some(Digest([22; 32])),
+        }),
     ];
     for (i, msg) in messages.iter().enumerate() {
+        // The fuzz target reads a payload's kind as this index into `Kind::ALL`.
+        let k = Kind::ALL.iter().position(|k| *k == msg.kind()).unwrap_or(0) as u8;
         let env = Envelope::seal(
             &key,
             Network::dev(7),
@@ -64,7 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .position(|t| *t == Topic::of(msg.kind()))
             .unwrap_or(0);
-        let mut seed = vec![(topic as u8) << 4 | i as u8];
+        let mut seed = vec![(topic as u8) << 4 | k];
         seed.extend(env.encode()?);
         std::fs::write(format!("{dir}/seed-{}", msg.kind().as_str()), &seed)?;
         std::fs::write(
@@ -72,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             env.encode()?,
         )?;
         std::fs::write(format!("{dir}/payload-{}", msg.kind().as_str()), {
-            let mut p = vec![i as u8];
+            let mut p = vec![k];
             p.extend(msg.encode()?);
             p
         })?;
