@@ -783,3 +783,96 @@ fn a_side_keeps_answering_when_a_reveal_reaches_it_after_its_own_view_of_the_dea
         Some(Owed::Reveal { round: 1, .. })
     ));
 }
+
+#[test]
+fn messages_that_arrive_before_what_they_refer_to_are_held_and_applied_in_order() {
+    // Gossip from different senders is not ordered: here a node hears, in this order,
+    // the challenger's reveal, the dispute, the claim, then the claimant's round-0 reveal;
+    // later a round-1 reveal before the round-0 one that opens round 1.
+    let cuts = 100_000;
+    let input = vec![6];
+    let honest = Run::new(&input, cuts, None);
+    let liar = Run::new(&input, cuts, Some((12_345, 1)));
+    let mut w = World::new(cuts);
+    let c = Claim {
+        model_id: MODEL,
+        input: input.clone(),
+        output: liar.tensors.last().expect("output").clone(),
+        cuts,
+        trace_root: liar.root(),
+        bond: 1_000,
+        nonce: [1; 16],
+    };
+    let claim = c.id(&key(CLAIMANT));
+    let open = DisputeOpen {
+        claim_id: claim,
+        trace_root: honest.root(),
+        bond: 500,
+    };
+    let d = open.id(&key(CHALLENGER));
+    let points = court::bisect::query(0, 0, cuts - 1, cuts, params().arity);
+    let early = court::reveal(d, 0, &points, false, &honest.tree).expect("in range");
+    let r = w
+        .court
+        .on_reveal(&key(CHALLENGER), &early, w.now)
+        .expect("store");
+    assert_eq!(r.expect_err("no dispute yet").as_str(), "unknown_dispute");
+    let r = w
+        .court
+        .on_dispute(&key(CHALLENGER), &open, w.now)
+        .expect("store");
+    assert_eq!(r.expect_err("no claim yet").as_str(), "unknown_claim");
+    assert_eq!(w.court.counters().refused.get("held_early"), Some(&2));
+    // The claim comes: the dispute, then the challenger's reveal, apply.
+    w.court
+        .on_claim(&key(CLAIMANT), &c, w.now)
+        .expect("store")
+        .expect("claim");
+    assert!(matches!(
+        &w.court.disputes()[&d].stage,
+        Stage::Bisect {
+            round: 0,
+            got: [false, true],
+            ..
+        }
+    ));
+    // Round 1's reveal from the challenger before the claimant's round 0.
+    let theirs = court::reveal(d, 0, &points, false, &liar.tree).expect("in range");
+    let mine: Vec<[u8; 32]> = points
+        .iter()
+        .map(|&k| honest.tree.leaves()[k as usize])
+        .collect();
+    let theirs_h: Vec<[u8; 32]> = points
+        .iter()
+        .map(|&k| liar.tree.leaves()[k as usize])
+        .collect();
+    let (lo, hi) = court::bisect::narrow(&points, &theirs_h, &mine).expect("they differ");
+    let next = court::bisect::query(1, lo, hi, cuts, params().arity);
+    let ahead = court::reveal(d, 1, &next, false, &honest.tree).expect("in range");
+    let r = w
+        .court
+        .on_reveal(&key(CHALLENGER), &ahead, w.now)
+        .expect("store");
+    assert_eq!(r.expect_err("ahead").as_str(), "wrong_round");
+    w.court
+        .on_reveal(&key(CLAIMANT), &theirs, w.now)
+        .expect("store")
+        .expect("holds");
+    assert!(
+        matches!(
+            &w.court.disputes()[&d].stage,
+            Stage::Bisect {
+                round: 1,
+                got: [false, true],
+                ..
+            }
+        ),
+        "the held round-1 reveal applied: {:?}",
+        w.court.disputes()[&d].stage
+    );
+    let acts = play_honestly(&mut w, d, &liar, &honest);
+    assert_eq!(
+        finalize(&mut w, d, &acts),
+        (DisputeVerdict::ClaimantWrong, Some(12_345))
+    );
+}

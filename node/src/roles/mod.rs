@@ -605,7 +605,12 @@ impl Roles {
             }
             Err(e) => warn!(target: "court", "store: {e}"),
         }
-        if matches!(msg, Message::DisputeOpen(_) | Message::DisputeReveal(_)) {
+        // Messages held because they came early may have applied now.
+        let held = self.disputes.court.take_actions();
+        if !held.is_empty() {
+            Box::pin(self.court_actions(held)).await;
+        }
+        if !matches!(msg, Message::Attestation(_)) {
             // A round may have opened that this node is a side of.
             Box::pin(self.answer_owed()).await;
         }

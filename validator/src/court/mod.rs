@@ -91,6 +91,23 @@ pub const MAX_DISPUTES_PER_CLAIM: usize = 8;
 /// account cannot fill the court's bounds for everyone else.
 pub const MAX_OPEN_PER_ACCOUNT: usize = 1_024;
 
+/// Messages held because they came before what they refer to (gossip from different
+/// senders is not ordered): at most this many per claim or dispute, per sender, in all.
+const EARLY_PER_KEY: usize = 8;
+const EARLY_PER_SENDER: usize = 32;
+const EARLY_MAX: usize = 1_024;
+/// A held message is dropped after this long.
+const EARLY_TTL_MS: u64 = 60_000;
+
+/// A message that came before its claim, its dispute or its round.
+#[derive(Clone, Debug)]
+enum Early {
+    Dispute(DisputeOpen),
+    Reveal(DisputeReveal),
+    Leaf(LeafState),
+    Attest(Attestation),
+}
+
 /// Who a court works for.
 #[derive(Clone, Debug)]
 pub struct CourtConfig {
@@ -317,6 +334,11 @@ pub struct Court {
     claims: BTreeMap<[u8; 32], ClaimRecord>,
     disputes: BTreeMap<[u8; 32], DisputeRecord>,
     counters: CourtCounters,
+    /// Early messages, by the claim (disputes) or dispute (reveals, leaf states) they
+    /// wait for: (sender, message, when held).
+    early: BTreeMap<[u8; 32], Vec<(PublicKey, Early, u64)>>,
+    /// What replaying held messages asked for, until [`Court::take_actions`].
+    actions: Vec<Action>,
 }
 
 const SIDES: [&str; 2] = ["claimant", "challenger"];
@@ -349,6 +371,8 @@ impl Court {
                 verdict_seconds: provnet_wire::status::Histogram::with_bounds(&VERDICT_SECONDS),
                 ..Default::default()
             },
+            early: BTreeMap::new(),
+            actions: Vec::new(),
         })
     }
 
@@ -379,6 +403,79 @@ impl Court {
             .entry(r.as_str().to_string())
             .or_default() += 1;
         Ok(Err(r))
+    }
+
+    /// Keeps a message that came before what it refers to, to apply when that comes
+    /// (bounded per key, per sender and in all; the oldest go first).
+    fn hold(&mut self, key: [u8; 32], sender: &PublicKey, m: Early, now_ms: u64) {
+        let per_sender = self
+            .early
+            .values()
+            .flatten()
+            .filter(|(s, _, _)| s == sender)
+            .count();
+        let held: usize = self.early.values().map(Vec::len).sum();
+        let list = self.early.entry(key).or_default();
+        if list.len() >= EARLY_PER_KEY || per_sender >= EARLY_PER_SENDER {
+            return;
+        }
+        if held >= EARLY_MAX {
+            if let Some(oldest) = self
+                .early
+                .iter()
+                .filter_map(|(k, v)| v.first().map(|(_, _, t)| (*t, *k)))
+                .min()
+                .map(|(_, k)| k)
+            {
+                if let Some(v) = self.early.get_mut(&oldest) {
+                    v.remove(0);
+                }
+            }
+        }
+        *self
+            .counters
+            .refused
+            .entry("held_early".into())
+            .or_default() += 1;
+        self.early
+            .entry(key)
+            .or_default()
+            .push((*sender, m, now_ms));
+    }
+
+    /// Applies what was held for `key` (a claim or a dispute that just arrived or moved
+    /// on); what is still early is held again. Actions it causes wait for
+    /// [`Court::take_actions`].
+    fn replay(&mut self, key: &[u8; 32], now_ms: u64) -> Result<()> {
+        let Some(held) = self.early.remove(key) else {
+            return Ok(());
+        };
+        for (sender, m, _) in held {
+            match m {
+                Early::Dispute(d) => {
+                    let _ = self.on_dispute(&sender, &d, now_ms)?;
+                }
+                Early::Reveal(r) => {
+                    if let Ok(a) = self.on_reveal(&sender, &r, now_ms)? {
+                        self.actions.extend(a);
+                    }
+                }
+                Early::Leaf(l) => {
+                    if let Ok(a) = self.on_leaf_state(&sender, &l, now_ms)? {
+                        self.actions.extend(a);
+                    }
+                }
+                Early::Attest(a) => {
+                    let _ = self.on_attestation(&sender, &a, now_ms)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What applying held messages asked for since the last call.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
     }
 
     fn save_claim(&self, id: &[u8; 32]) -> Result<()> {
@@ -445,6 +542,7 @@ impl Court {
             },
         );
         self.save_claim(&id)?;
+        self.replay(&id, now_ms)?;
         Ok(Ok(id))
     }
 
@@ -457,6 +555,7 @@ impl Court {
     ) -> Result<std::result::Result<[u8; 32], CourtRefusal>> {
         let id = d.id(challenger);
         let Some(claim) = self.claims.get(&d.claim_id) else {
+            self.hold(d.claim_id, challenger, Early::Dispute(d.clone()), now_ms);
             return self.refuse(CourtRefusal::UnknownClaim);
         };
         let p = &self.cfg.params;
@@ -532,6 +631,7 @@ impl Court {
         }
         self.save_claim(&d.claim_id)?;
         self.save_dispute(&id)?;
+        self.replay(&id, now_ms)?;
         Ok(Ok(id))
     }
 
@@ -544,6 +644,7 @@ impl Court {
         now_ms: u64,
     ) -> Result<std::result::Result<Vec<Action>, CourtRefusal>> {
         let Some(d) = self.disputes.get(&r.dispute_id) else {
+            self.hold(r.dispute_id, sender, Early::Reveal(r.clone()), now_ms);
             return self.refuse(CourtRefusal::UnknownDispute);
         };
         let side = if *sender == d.claimant {
@@ -560,6 +661,11 @@ impl Court {
             return self.refuse(CourtRefusal::NotWaiting);
         };
         if r.round != *round {
+            if r.round > *round {
+                // The round this node has not reached yet: a reveal of the round before
+                // is still on its way here.
+                self.hold(r.dispute_id, sender, Early::Reveal(r.clone()), now_ms);
+            }
             return self.refuse(CourtRefusal::WrongRound);
         }
         if got[side] {
@@ -598,11 +704,13 @@ impl Court {
         } else if side == 0 && d.known[0].get(&last).is_some_and(|h| *h != output_state) {
             decided = Some(DisputeVerdict::ClaimantWrong);
         }
-        let actions = match decided {
+        let mut actions = match decided {
             Some(v) => self.decide(&r.dispute_id, v, None, None, now_ms)?,
             None => self.advance(&r.dispute_id, now_ms)?,
         };
         self.save_dispute(&r.dispute_id)?;
+        self.replay(&r.dispute_id, now_ms)?;
+        actions.extend(self.take_actions());
         Ok(Ok(actions))
     }
 
@@ -657,9 +765,10 @@ impl Court {
         &mut self,
         sender: &PublicKey,
         l: &LeafState,
-        _now_ms: u64,
+        now_ms: u64,
     ) -> Result<std::result::Result<Vec<Action>, CourtRefusal>> {
         let Some(d) = self.disputes.get(&l.dispute_id) else {
+            self.hold(l.dispute_id, sender, Early::Leaf(l.clone()), now_ms);
             return self.refuse(CourtRefusal::UnknownDispute);
         };
         if *sender != d.claimant && *sender != d.challenger {
@@ -671,6 +780,10 @@ impl Court {
             ..
         } = &d.stage
         else {
+            if matches!(d.stage, Stage::Bisect { .. }) {
+                // Its bisection has not ended here yet: the last reveal is on its way.
+                self.hold(l.dispute_id, sender, Early::Leaf(l.clone()), now_ms);
+            }
             return self.refuse(CourtRefusal::NotWaiting);
         };
         if l.cut != *segment {
@@ -826,6 +939,7 @@ impl Court {
             return self.refuse(CourtRefusal::NotAValidator);
         }
         if !self.disputes.contains_key(&a.dispute_id) {
+            self.hold(a.dispute_id, validator, Early::Attest(a.clone()), now_ms);
             return self.refuse(CourtRefusal::UnknownDispute);
         }
         self.count_attestation(validator, a, now_ms)?;
@@ -1056,6 +1170,11 @@ impl Court {
         }
         self.finish_claims(now_ms)?;
         self.prune(now_ms)?;
+        for list in self.early.values_mut() {
+            list.retain(|(_, _, at)| now_ms < at.saturating_add(EARLY_TTL_MS));
+        }
+        self.early.retain(|_, list| !list.is_empty());
+        actions.extend(self.take_actions());
         Ok(actions)
     }
 
