@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::Model;
+use crate::model::{Model, Segment};
 
 /// Domain separators for trace hashing.
 const LEAF_DOMAIN: &[u8] = b"provnet/trace/leaf/v1";
@@ -45,11 +45,22 @@ impl Trace {
 
 /// Runs every segment on a quantized input and commits to the boundary tensors.
 pub fn run(model: &Model, input: &[i64]) -> Result<Trace> {
+    run_with(model, input, |_, _| {})
+}
+
+/// [`run`], with `after(segment, output)` called on each segment's output before the next
+/// segment takes it (a test's corner-cutting node changes it there).
+pub fn run_with(
+    model: &Model,
+    input: &[i64],
+    mut after: impl FnMut(&Segment, &mut Vec<i64>),
+) -> Result<Trace> {
     let mut tensors = vec![input.to_vec()];
     for seg in &model.segments {
         let x = tensors.last().expect("starts non-empty");
         seg.check_input(x)?;
-        let y = seg.eval(x);
+        let mut y = seg.eval(x);
+        after(seg, &mut y);
         tensors.push(y);
     }
     let leaves: Vec<[u8; 32]> = tensors

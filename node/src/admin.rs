@@ -35,6 +35,11 @@ const MAX_BODY: usize = 1024 * 1024;
 /// An answer: the HTTP status and a JSON body.
 pub type Reply = oneshot::Sender<(u16, Value)>;
 
+/// A refusal's answer: `{"error": why}` with `code`.
+pub fn error(code: u16, why: &str) -> (u16, Value) {
+    (code, json!({ "error": why }))
+}
+
 /// What the endpoint asks of the node's roles loop.
 pub enum AdminRequest {
     /// Claim a run of `model` (hex id or name) on `input` (quantized).
@@ -142,7 +147,7 @@ async fn answer(
         .await
         {
             Ok(r) => r?,
-            Err(_) => (504, json!({"error": "the node did not answer in time"})),
+            Err(_) => error(504, "the node did not answer in time"),
         };
         return respond(
             &mut sock,
@@ -206,7 +211,7 @@ async fn court_request(
     path: &str,
     writes: Option<&Writes>,
 ) -> Result<(u16, Value)> {
-    let err = |code: u16, why: &str| Ok((code, json!({ "error": why })));
+    let err = |code: u16, why: &str| Ok(error(code, why));
     let Some(w) = writes else {
         return err(404, "this node keeps no court (it runs without roles)");
     };
@@ -214,23 +219,17 @@ async fn court_request(
     let (tx, rx) = oneshot::channel();
     let req = match (method, path) {
         ("POST", "/claims") => {
-            if let Some(why) = write_refusal(w, head) {
-                return err(403, why);
-            }
-            let body = match read_body(sock, head).await {
-                Ok(b) => b,
-                Err(e) => return err(400, &e.to_string()),
-            };
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]
             struct PostClaim {
                 model: String,
                 input: Vec<i64>,
             }
-            let c: PostClaim = match serde_json::from_slice(&body) {
-                Ok(c) => c,
-                Err(e) => return err(400, &format!("a claim is {{\"model\", \"input\"}}: {e}")),
-            };
+            let c: PostClaim =
+                match posted(sock, head, w, "a claim is {\"model\", \"input\"}").await {
+                    Ok(c) => c,
+                    Err(e) => return Ok(e),
+                };
             AdminRequest::Claim {
                 model: c.model,
                 input: c.input,
@@ -238,21 +237,14 @@ async fn court_request(
             }
         }
         ("POST", "/disputes") => {
-            if let Some(why) = write_refusal(w, head) {
-                return err(403, why);
-            }
-            let body = match read_body(sock, head).await {
-                Ok(b) => b,
-                Err(e) => return err(400, &e.to_string()),
-            };
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]
             struct PostDispute {
                 claim: String,
             }
-            let d: PostDispute = match serde_json::from_slice(&body) {
+            let d: PostDispute = match posted(sock, head, w, "a dispute is {\"claim\": ID}").await {
                 Ok(d) => d,
-                Err(e) => return err(400, &format!("a dispute is {{\"claim\": ID}}: {e}")),
+                Err(e) => return Ok(e),
             };
             match hex_id(&d.claim) {
                 Some(claim) => AdminRequest::Dispute { claim, reply: tx },
@@ -270,7 +262,7 @@ async fn court_request(
         ("GET" | "POST", _) => {
             return err(
                 404,
-                "not found: POST /claims, GET /claims/ID, GET /disputes/ID",
+                "not found: POST /claims, POST /disputes, GET /claims/ID, GET /disputes/ID",
             )
         }
         _ => return err(405, "GET or POST"),
@@ -278,9 +270,24 @@ async fn court_request(
     if w.tx.try_send(req).is_err() {
         return err(503, "the node is busy: try again");
     }
-    Ok(rx
+    Ok(rx.await.unwrap_or(error(503, "the node is shutting down")))
+}
+
+/// A POST's JSON body, once the writer may write: or the answer that refuses it (403 for
+/// the token, 400 for the body, saying `shape`).
+async fn posted<T: serde::de::DeserializeOwned>(
+    sock: &mut TcpStream,
+    head: &[u8],
+    w: &Writes,
+    shape: &str,
+) -> std::result::Result<T, (u16, Value)> {
+    if let Some(why) = write_refusal(w, head) {
+        return Err(error(403, why));
+    }
+    let body = read_body(sock, head)
         .await
-        .unwrap_or((503, json!({"error": "the node is shutting down"}))))
+        .map_err(|e| error(400, &e.to_string()))?;
+    serde_json::from_slice(&body).map_err(|e| error(400, &format!("{shape}: {e}")))
 }
 
 /// Why a write may not go ahead: off loopback without a token, or a wrong token.

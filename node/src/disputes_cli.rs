@@ -78,28 +78,20 @@ fn post(
     token: Option<&str>,
     body: &str,
 ) -> Result<(u16, serde_json::Value)> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut resp = Vec::new();
-    s.take(1 << 20).read_to_end(&mut resp)?;
-    let text = String::from_utf8_lossy(&resp);
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP response")?;
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status code")?;
+    let headers = format!("{auth}content-type: application/json\r\n");
+    let (code, _, answer) = provnet_tui::client::request(
+        addr,
+        "POST",
+        path,
+        &headers,
+        body.as_bytes(),
+        Duration::from_secs(30),
+    )
+    .map_err(|e| anyhow!("{addr}: {e}"))?;
     Ok((
         code,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null),
     ))
 }
 

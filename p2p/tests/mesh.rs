@@ -102,6 +102,11 @@ impl Node {
             .collect()
     }
 
+    async fn has_peer(&self, peer_id: &str) -> bool {
+        let peers = self.net.peers().await.unwrap_or_default();
+        peers.iter().any(|p| p.peer_id == peer_id)
+    }
+
     async fn connected(&self) -> usize {
         self.net.peers().await.map(|p| p.len()).unwrap_or(0)
     }
@@ -531,15 +536,7 @@ async fn reserved_slots_keep_room_for_validators_when_other_peers_fill_the_rest(
     vcfg.kademlia = false;
     let _v = Node::start_with(validator, vcfg).await;
     let want = validator_peer.to_string();
-    within(wait_for("the validator connected", || async {
-        hub.net
-            .peers()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .any(|p| p.peer_id == want)
-    }))
-    .await;
+    within(wait_for("the validator connected", || hub.has_peer(&want))).await;
     assert_eq!(hub.connected().await, 3);
 }
 
@@ -591,13 +588,8 @@ async fn peers_that_dial_in_leave_room_for_the_peers_a_node_dials() {
     let out = Node::start(other).await;
     hub.net.dial(out.addr.clone()).await.expect("dial");
     let want = out.net.peer_id().to_string();
-    within(wait_for("the dialed peer connected", || async {
-        hub.net
-            .peers()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .any(|p| p.peer_id == want)
+    within(wait_for("the dialed peer connected", || {
+        hub.has_peer(&want)
     }))
     .await;
     assert_eq!(hub.connected().await, 3);

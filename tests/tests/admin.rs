@@ -225,31 +225,18 @@ fn a_relay_node_serves_its_status_too_and_survives_junk_requests() {
     assert!(n.terminate(T).success(), "{}", n.log_text());
 }
 
-/// An HTTP request with a body, raw; the status code and the body back.
+/// An HTTP request with a body; the status code and the body back.
 fn request(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connects");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\n{headers}content-length: {}\r\n\r\n{body}",
-        body.len()
+    let (code, _, body) = provnet_tui::client::request(
+        addr,
+        method,
+        path,
+        headers,
+        body.as_bytes(),
+        Duration::from_secs(20),
     )
-    .expect("request");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("a response");
-    let code = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    let body = resp
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    (code, body)
+    .expect("an HTTP response");
+    (code, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[test]

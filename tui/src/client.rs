@@ -24,6 +24,23 @@ pub fn fetch_status(addr: &str, timeout: Duration) -> Result<NodeStatus, String>
 
 /// The body of a `GET path` that answered 200.
 pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+    let (code, head, body) = request(addr, "GET", path, "", b"", timeout)?;
+    if code != 200 {
+        return Err(format!("admin endpoint answered {head:?}"));
+    }
+    Ok(body)
+}
+
+/// One HTTP/1.1 request (`headers`: extra header lines, each ending in `\r\n`): the status
+/// code, the status line and the body, whatever the code.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(u16, String, Vec<u8>), String> {
     let sock_addr = addr
         .to_socket_addrs()
         .map_err(|e| format!("bad address {addr}: {e}"))?
@@ -36,8 +53,10 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, String>
         .map_err(|e| e.to_string())?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
     )
+    .and_then(|()| s.write_all(body))
     .map_err(|e| e.to_string())?;
     let mut resp = Vec::new();
     s.take(MAX_BODY)
@@ -48,11 +67,13 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, String>
         .position(|w| w == b"\r\n\r\n")
         .ok_or("no HTTP response")?;
     let head = String::from_utf8_lossy(&resp[..split]);
-    let status_line = head.lines().next().unwrap_or_default();
-    if status_line.split(' ').nth(1) != Some("200") {
-        return Err(format!("admin endpoint answered {status_line:?}"));
-    }
-    Ok(resp[split + 4..].to_vec())
+    let status_line = head.lines().next().unwrap_or_default().to_string();
+    let code = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status code in {status_line:?}"))?;
+    Ok((code, status_line, resp[split + 4..].to_vec()))
 }
 
 /// Polls each address every `every`, sending `(index, Feed)` until `stop` is set or the

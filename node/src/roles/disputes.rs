@@ -63,25 +63,16 @@ impl Run {
     /// in its first value (kept inside its range) and the rest is run on from there, as a
     /// node that cut a corner would.
     pub fn of(model: &Model, input: &[i64], corrupt: Option<u32>) -> Option<Run> {
-        let mut tensors = vec![input.to_vec()];
-        for seg in &model.segments {
-            let x = tensors.last().expect("starts non-empty");
-            seg.check_input(x).ok()?;
-            let mut y = seg.eval(x);
+        let t = trace::run_with(model, input, |seg, y| {
             if corrupt == Some(seg.index as u32) {
                 let hi = seg.output.hi() as i64;
                 y[0] = if y[0] < hi { y[0] + 1 } else { y[0] - 1 };
             }
-            tensors.push(y);
-        }
-        let states: Vec<[u8; 32]> = tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| trace::leaf(i, t))
-            .collect();
+        })
+        .ok()?;
         Some(Run {
-            tree: MerkleTree::new(&states),
-            tensors,
+            tree: t.tree(),
+            tensors: t.tensors,
         })
     }
 }
@@ -186,17 +177,14 @@ impl DisputeRole {
             })
             .cloned();
         let Some(m) = found else {
-            let _ = reply.send((
+            let _ = reply.send(crate::admin::error(
                 404,
-                serde_json::json!({"error": format!("no genesis model {model}")}),
+                &format!("no genesis model {model}"),
             ));
             return None;
         };
         if self.in_flight >= MAX_IN_FLIGHT {
-            let _ = reply.send((
-                503,
-                serde_json::json!({"error": "model runs in flight: try again"}),
-            ));
+            let _ = reply.send(crate::admin::error(503, "model runs in flight: try again"));
             return None;
         }
         Some(self.claim_job(m, input, None, Some(reply)))
@@ -297,17 +285,19 @@ impl DisputeRole {
     /// A dispute asked for by hand (over the admin endpoint): this node runs the claim
     /// itself and disputes it if its trace differs; the answer goes to `reply`.
     pub fn requested_dispute(&mut self, id: [u8; 32], reply: Reply) -> Option<Job> {
-        let json = |code: u16, why: &str| (code, serde_json::json!({ "error": why }));
         let Some(c) = self.court.claims().get(&id).map(|r| r.claim.clone()) else {
-            let _ = reply.send(json(404, "no such claim here"));
+            let _ = reply.send(crate::admin::error(404, "no such claim here"));
             return None;
         };
         let Some(model) = self.models.get(&c.model_id).cloned() else {
-            let _ = reply.send(json(404, "the claim's model is not in the genesis"));
+            let _ = reply.send(crate::admin::error(
+                404,
+                "the claim's model is not in the genesis",
+            ));
             return None;
         };
         if self.in_flight >= MAX_IN_FLIGHT {
-            let _ = reply.send(json(503, "model runs in flight: try again"));
+            let _ = reply.send(crate::admin::error(503, "model runs in flight: try again"));
             return None;
         }
         Some(self.dispute_job(model, id, &c, None, Some(reply)))
@@ -407,6 +397,51 @@ impl DisputeRole {
     /// The court's clocks, with this node's models for a leaf nobody proved.
     pub fn tick(&mut self, now_ms: u64) -> provnet_validator::store::Result<Vec<court::Action>> {
         self.court.tick(now_ms, &Runner(&self.models))
+    }
+
+    /// A claim with its disputes, for `GET /claims/ID`.
+    pub fn claim_view(&self, id: &[u8; 32]) -> (u16, serde_json::Value) {
+        let court = &self.court;
+        let Some(c) = court.claims().get(id) else {
+            return crate::admin::error(404, "no such claim here");
+        };
+        let disputes: Vec<_> = c
+            .disputes
+            .iter()
+            .filter_map(|d| court.disputes().get(d))
+            .map(|d| court.dispute_status(d))
+            .collect();
+        let state = match (c.overturned, c.finished_ms) {
+            (true, _) => "overturned",
+            (false, Some(_)) => "upheld",
+            (false, None) if disputes.iter().any(|d| d.final_verdict.is_none()) => "disputed",
+            (false, None) => "open",
+        };
+        let view = serde_json::json!({
+            "claim": hex::encode(c.id),
+            "claimant": hex::encode(c.claimant),
+            "model": hex::encode(c.claim.model_id),
+            "output": c.claim.output,
+            "cuts": c.claim.cuts,
+            "trace_root": hex::encode(c.claim.trace_root),
+            "bond": c.claim.bond,
+            "received_ms": c.received_ms,
+            "window_ends_ms": c.received_ms + court.params().window_ms,
+            "state": state,
+            "disputes": disputes,
+        });
+        (200, view)
+    }
+
+    /// One dispute, for `GET /disputes/ID`.
+    pub fn dispute_view(&self, id: &[u8; 32]) -> (u16, serde_json::Value) {
+        match self.court.disputes().get(id) {
+            None => crate::admin::error(404, "no such dispute here"),
+            Some(d) => (
+                200,
+                serde_json::to_value(self.court.dispute_status(d)).unwrap_or_default(),
+            ),
+        }
     }
 
     pub fn status(&self) -> Option<CourtStatus> {

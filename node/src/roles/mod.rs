@@ -140,6 +140,8 @@ impl Roles {
             .map(|v| Ok((hex32("validator hotkey", &v.hotkey)?, v.stake)))
             .collect::<Result<_>>()?;
         let store = Store::open(&cfg.data_dir.join("db"))?;
+        // Every genesis model, loaded once: the court runs them, the challenger draws from
+        // them.
         let all_models = genesis_models(g)
             .into_iter()
             .map(|p| Ok(Arc::new(Model::load(p)?)))
@@ -173,7 +175,7 @@ impl Roles {
             .models
             .iter()
             .map(|m| m.name.clone())
-            .zip(all_models)
+            .zip(all_models.iter().cloned())
             .collect();
         let disputes = DisputeRole::new(court, me, dispute_cfg, named);
         let (work_tx, work_rx) = mpsc::channel(16);
@@ -207,14 +209,14 @@ impl Roles {
         )?;
 
         let challenger = if cfg.roles.contains(&Role::Challenger) {
-            let models = genesis_models(g)
-                .into_iter()
-                .map(|p| Ok(Arc::new(Model::load(p)?)))
-                .collect::<Result<Vec<_>>>()?;
             if !g.challenger_quotas()?.contains_key(&me) {
                 warn!(target: "challenger", "this node's key is not an admitted challenger in the genesis: its requests are dropped at the first hop");
             }
-            Some(ChallengerRole::new(models, cfg.rate, cfg.deadline_ms))
+            Some(ChallengerRole::new(
+                all_models.clone(),
+                cfg.rate,
+                cfg.deadline_ms,
+            ))
         } else {
             None
         };
@@ -254,14 +256,7 @@ impl Roles {
                 "miner started"
             );
             let own = (cfg.adversary == Some(Adversary::SelfChallenge))
-                .then(|| -> Result<ChallengerRole> {
-                    let models = genesis_models(g)
-                        .into_iter()
-                        .map(|p| Ok(Arc::new(Model::load(p)?)))
-                        .collect::<Result<Vec<_>>>()?;
-                    Ok(ChallengerRole::new(models, 1.0, 5_000))
-                })
-                .transpose()?;
+                .then(|| ChallengerRole::new(all_models.clone(), 1.0, 5_000));
             Some(MinerRole::new(miner, rx, cfg.adversary, own))
         } else {
             None
@@ -709,7 +704,7 @@ impl Roles {
                             "this node's balance ({balance}) cannot cover the bond ({})",
                             claim.bond
                         );
-                        let _ = reply.send((409, serde_json::json!({ "error": why })));
+                        let _ = reply.send(crate::admin::error(409, &why));
                     }
                     return;
                 }
@@ -733,20 +728,14 @@ impl Roles {
                                 "bond": claim.bond,
                             }),
                         ),
-                        (true, None) => (
-                            409,
-                            serde_json::json!({"error": "published, but this node's court refused it (its balance, or its bounds): see /status"}),
-                        ),
-                        (false, _) => (
-                            503,
-                            serde_json::json!({"error": "no peer took the claim: try again"}),
-                        ),
+                        (true, None) => crate::admin::error(409, "published, but this node's court refused it (its balance, or its bounds): see /status"),
+                        (false, _) => crate::admin::error(503, "no peer took the claim: try again"),
                     };
                     let _ = reply.send(answer);
                 }
             }
             Some(disputes::Work::Refused { reply, why }) => {
-                let _ = reply.send((400, serde_json::json!({ "error": why })));
+                let _ = reply.send(crate::admin::error(400, &why));
             }
             Some(disputes::Work::Dispute { open, run, reply }) => {
                 self.open_dispute(open, run, reply).await
@@ -758,7 +747,6 @@ impl Roles {
     /// A request from the admin endpoint.
     fn on_admin(&mut self, req: crate::admin::AdminRequest) {
         use crate::admin::AdminRequest;
-        use serde_json::json;
         match req {
             AdminRequest::Claim {
                 model,
@@ -767,7 +755,7 @@ impl Roles {
             } => {
                 if !self.cfg.roles.contains(&Role::Inference) {
                     let why = "this node does not run the inference role (--role inference)";
-                    let _ = reply.send((409, json!({ "error": why })));
+                    let _ = reply.send(crate::admin::error(409, why));
                     return;
                 }
                 if let Some(job) = self.disputes.requested_claim(&model, input, reply) {
@@ -777,7 +765,7 @@ impl Roles {
             AdminRequest::Dispute { claim, reply } => {
                 if !self.cfg.roles.contains(&Role::Challenger) {
                     let why = "this node does not run the challenger role (--role challenger)";
-                    let _ = reply.send((409, json!({ "error": why })));
+                    let _ = reply.send(crate::admin::error(409, why));
                     return;
                 }
                 if let Some(job) = self.disputes.requested_dispute(claim, reply) {
@@ -785,54 +773,10 @@ impl Roles {
                 }
             }
             AdminRequest::GetClaim { id, reply } => {
-                let court = &self.disputes.court;
-                let answer = match court.claims().get(&id) {
-                    None => (404, json!({"error": "no such claim here"})),
-                    Some(c) => {
-                        let disputes: Vec<_> = c
-                            .disputes
-                            .iter()
-                            .filter_map(|d| court.disputes().get(d))
-                            .map(|d| court.dispute_status(d))
-                            .collect();
-                        let state = match (c.overturned, c.finished_ms) {
-                            (true, _) => "overturned",
-                            (false, Some(_)) => "upheld",
-                            (false, None) if disputes.iter().any(|d| d.final_verdict.is_none()) => {
-                                "disputed"
-                            }
-                            (false, None) => "open",
-                        };
-                        (
-                            200,
-                            json!({
-                                "claim": hex::encode(c.id),
-                                "claimant": hex::encode(c.claimant),
-                                "model": hex::encode(c.claim.model_id),
-                                "output": c.claim.output,
-                                "cuts": c.claim.cuts,
-                                "trace_root": hex::encode(c.claim.trace_root),
-                                "bond": c.claim.bond,
-                                "received_ms": c.received_ms,
-                                "window_ends_ms": c.received_ms + court.params().window_ms,
-                                "state": state,
-                                "disputes": disputes,
-                            }),
-                        )
-                    }
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(self.disputes.claim_view(&id));
             }
             AdminRequest::GetDispute { id, reply } => {
-                let court = &self.disputes.court;
-                let answer = match court.disputes().get(&id) {
-                    None => (404, json!({"error": "no such dispute here"})),
-                    Some(d) => (
-                        200,
-                        serde_json::to_value(court.dispute_status(d)).unwrap_or_default(),
-                    ),
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(self.disputes.dispute_view(&id));
             }
         }
     }
@@ -853,9 +797,9 @@ impl Roles {
                 "this node's balance ({balance}) cannot cover the bond ({})",
                 open.bond
             );
-            (409, json!({ "error": why }))
+            crate::admin::error(409, &why)
         } else if !self.publish(Message::DisputeOpen(open.clone())).await {
-            (503, json!({"error": "no peer took the dispute: try again"}))
+            crate::admin::error(503, "no peer took the dispute: try again")
         } else {
             let id = open.id(&me);
             self.disputes.disputed(open.claim_id, run);
@@ -866,9 +810,9 @@ impl Roles {
                     201,
                     json!({"dispute": hex::encode(id), "claim": hex::encode(d.claim_id)}),
                 ),
-                None => (
+                None => crate::admin::error(
                     409,
-                    json!({"error": "published, but this node's court refused it: see /status"}),
+                    "published, but this node's court refused it: see /status",
                 ),
             }
         };

@@ -1104,8 +1104,10 @@ impl Court {
         // validators' (a reveal reached it late) must go on answering what they ask.
         let referee = self.cfg.referee;
         for id in ids {
-            let before = self.disputes[&id].clone();
-            let d = &before;
+            // What the clocks say, read first; then carried out.
+            let d = &self.disputes[&id];
+            let mut decision = None;
+            let mut issue = false;
             match &d.stage {
                 Stage::Bisect {
                     got, deadline_ms, ..
@@ -1116,7 +1118,7 @@ impl Court {
                         DisputeVerdict::TimeoutChallenger
                     };
                     info!(target: "court", dispute = %short(&id), verdict = v.as_str(), "a side ran out of time");
-                    actions.extend(self.decide(&id, v, None, None, now_ms)?);
+                    decision = Some((v, None));
                 }
                 Stage::Leaf {
                     state: None,
@@ -1126,23 +1128,20 @@ impl Court {
                 } if referee && now_ms > *deadline_ms => {
                     // Both sides hold the agreed state: a claimant that does not give it
                     // up loses its claim.
-                    let seg = Some(*segment);
-                    let v = DisputeVerdict::TimeoutClaimant;
-                    actions.extend(self.decide(&id, v, seg, None, now_ms)?);
+                    decision = Some((DisputeVerdict::TimeoutClaimant, Some(*segment)));
                 }
                 Stage::Leaf {
                     state: Some(state),
                     proof_deadline_ms: Some(due),
                     segment,
                     ..
-                } if now_ms > *due && self.cfg.referee => {
-                    let (segment, input) = (*segment, state[0].clone());
+                } if referee && now_ms > *due => {
                     let model = self.claims[&d.claim_id].claim.model_id;
-                    match runner.run(&model, segment, &input) {
+                    match runner.run(&model, *segment, &state[0]) {
                         Some(out) => {
-                            let v = leaf_verdict(d, segment, &out);
+                            let v = leaf_verdict(d, *segment, &out);
                             info!(target: "court", dispute = %short(&id), segment, verdict = v.as_str(), "no proof of the leaf in time: executed it here");
-                            actions.extend(self.decide(&id, v, Some(segment), None, now_ms)?);
+                            decision = Some((v, Some(*segment)));
                         }
                         None => {
                             warn!(target: "court", dispute = %short(&id), segment, "no proof of the leaf, and this node cannot run the segment");
@@ -1153,19 +1152,23 @@ impl Court {
                     proof_deadline_ms: None,
                     state: Some(_),
                     ..
-                } => actions.extend(self.issue_leaf(&id)),
+                } => issue = true,
                 _ => {}
             }
-            let d = &self.disputes[&id];
-            if !d.finished() && now_ms > d.opened_ms.saturating_add(self.cfg.params.abandon_ms) {
+            let abandon = now_ms > d.opened_ms.saturating_add(self.cfg.params.abandon_ms);
+            if let Some((v, segment)) = decision {
+                actions.extend(self.decide(&id, v, segment, None, now_ms)?);
+                self.save_dispute(&id)?;
+            }
+            if issue {
+                actions.extend(self.issue_leaf(&id));
+            }
+            if abandon && !self.disputes[&id].finished() {
                 warn!(target: "court", dispute = %short(&id), "no final verdict in time: abandoned, bonds go back");
                 if let Some(d) = self.disputes.get_mut(&id) {
                     d.abandoned = true;
                 }
-                self.settle(&id)?;
-            }
-            if self.disputes.get(&id) != Some(&before) {
-                self.save_dispute(&id)?;
+                self.settle(&id)?; // saves the dispute
             }
         }
         self.finish_claims(now_ms)?;
