@@ -225,6 +225,17 @@ fn a_relay_node_serves_its_status_too_and_survives_junk_requests() {
     assert!(n.terminate(T).success(), "{}", n.log_text());
 }
 
+/// Whether `n` has a peer in its gossip mesh on the dispute topic.
+fn in_dispute_mesh(n: &Node) -> bool {
+    let Some(s) = n.status() else { return false };
+    let peers = s["peers"].as_array().cloned().unwrap_or_default();
+    peers.iter().any(|p| {
+        let mesh = p["mesh"].as_array().cloned().unwrap_or_default();
+        mesh.iter()
+            .any(|t| t.as_str().is_some_and(|t| t.contains("dispute")))
+    })
+}
+
 /// An HTTP request with a body; the status code and the body back.
 fn request(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     let (code, _, body) = provnet_tui::client::request(
@@ -261,6 +272,13 @@ fn claims_posted_over_the_admin_endpoint_are_published_and_read_back_with_their_
         n.ready(T);
     }
     let (iaddr, vaddr) = (admin_addr(&inf), admin_addr(&v));
+    // Gossip reaches only nodes already in the dispute topic's mesh (there is no court
+    // sync yet): wait until the challenger has a mesh peer there before claiming.
+    assert!(
+        wait_until(T, || in_dispute_mesh(&ch)),
+        "the challenger never joined the dispute topic's mesh:\n{}",
+        ch.log_text()
+    );
     let zeros = format!("[{}]", vec!["0"; 64].join(","));
     let body = format!(r#"{{"model": "digits_mlp", "input": {zeros}}}"#);
     // Until the validator is in the inference node's mesh, a claim finds no peer (503).
