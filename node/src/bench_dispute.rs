@@ -99,7 +99,7 @@ pub fn run(args: DisputeBenchArgs) -> Result<ExitCode> {
     while let Stage::Bisect { round, lo, hi, .. } = court.disputes()[&id].stage.clone() {
         let mut sides = Vec::new();
         for (who, tree) in [(claimant, &liar), (challenger, &honest)] {
-            let Some(Owed::Reveal { points, full, .. }) = court.owed(&who).pop() else {
+            let Some(Owed { points, full, .. }) = court.owed(&who).pop() else {
                 bail!("round {round}: nothing owed");
             };
             let t = Instant::now();

@@ -344,7 +344,6 @@ fn log_event(ev: &NetEvent) {
                 Message::Claim(c) => format!("{} cuts", c.cuts),
                 Message::DisputeOpen(d) => format!("claim {}", hex::encode(&d.claim_id[..8])),
                 Message::DisputeReveal(r) => format!("round {}", r.round),
-                Message::LeafState(l) => format!("cut {}", l.cut),
                 Message::Attestation(a) => a.verdict.as_str().to_string(),
             };
             info!(

@@ -9,10 +9,10 @@ use libp2p::gossipsub::{self, MessageAuthenticity, MessageId, ValidationMode};
 use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{connection_limits, identify, kad, mdns, ping, request_response, StreamProtocol};
+use libp2p::{connection_limits, identify, kad, mdns, ping, StreamProtocol};
 use provnet_wire::{Kind, Topic};
 
-use crate::sync::{sync_protocol, SyncCodec};
+use crate::rpc::{self, LeafRpc, RpcBehaviour, SyncRpc};
 use crate::{NetworkConfig, P2pError};
 
 #[derive(NetworkBehaviour)]
@@ -23,7 +23,8 @@ pub(crate) struct Behaviour {
     pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub ping: ping::Behaviour,
-    pub sync: request_response::Behaviour<SyncCodec>,
+    pub sync: RpcBehaviour<SyncRpc>,
+    pub leaf: RpcBehaviour<LeafRpc>,
 }
 
 /// The DHT protocol for a network; nodes of other netuids never enter our routing table.
@@ -31,9 +32,6 @@ pub(crate) fn kad_protocol(netuid: u16) -> StreamProtocol {
     StreamProtocol::try_from_owned(format!("/provnet/{netuid}/kad/1.0.0"))
         .expect("starts with a slash")
 }
-
-/// How long a sync request may take, answer included.
-pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) fn agent_version() -> String {
     format!("provnet/{}", env!("CARGO_PKG_VERSION"))
@@ -77,16 +75,8 @@ impl Behaviour {
             kad: kad.into(),
             mdns: mdns.into(),
             ping: ping::Behaviour::new(ping::Config::new()),
-            sync: request_response::Behaviour::with_codec(
-                SyncCodec,
-                [(
-                    sync_protocol(cfg.netuid),
-                    request_response::ProtocolSupport::Full,
-                )],
-                request_response::Config::default()
-                    .with_request_timeout(SYNC_TIMEOUT)
-                    .with_max_concurrent_streams(16),
-            ),
+            sync: rpc::behaviour(cfg.netuid),
+            leaf: rpc::behaviour(cfg.netuid),
         })
     }
 }

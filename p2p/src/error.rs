@@ -18,8 +18,12 @@ pub enum P2pError {
     Publish { topic: String, reason: String },
     #[error("encoding the message: {0}")]
     Wire(#[from] provnet_wire::WireError),
-    #[error("sync with {peer}: {reason}")]
-    Sync { peer: String, reason: String },
+    #[error("{protocol} request to {peer}: {reason}")]
+    Request {
+        protocol: &'static str,
+        peer: String,
+        reason: String,
+    },
     #[error("the network service has stopped")]
     Stopped,
     #[error("timed out after {0:?} waiting for the network to listen")]

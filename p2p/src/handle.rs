@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use provnet_wire::{
-    GossipStatus, Message, PeerStatus, PublicKey, SyncRequest, SyncResponse, Topic, Verified,
+    GossipStatus, LeafRequest, LeafResponse, Message, PeerStatus, PublicKey, SyncRequest,
+    SyncResponse, Topic, Verified,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::sync::InboundSync;
+use crate::rpc::{InboundLeaf, InboundSync};
 use crate::P2pError;
 
 /// A message that passed validation, as delivered to subscribers.
@@ -56,11 +57,17 @@ pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Status(oneshot::Sender<GossipStatus>),
     ServeSync(mpsc::Sender<InboundSync>, oneshot::Sender<()>),
+    ServeLeaf(mpsc::Sender<InboundLeaf>, oneshot::Sender<()>),
     SubscribeLedger(mpsc::Sender<Arc<Received>>, oneshot::Sender<()>),
     Sync(
         PeerId,
         SyncRequest,
         oneshot::Sender<Result<SyncResponse, P2pError>>,
+    ),
+    Leaf(
+        PeerId,
+        LeafRequest,
+        oneshot::Sender<Result<LeafResponse, P2pError>>,
     ),
     Shutdown(oneshot::Sender<()>),
 }
@@ -127,6 +134,22 @@ impl NetworkHandle {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.request(|done| Command::ServeSync(tx, done)).await?;
         Ok(rx)
+    }
+
+    /// Answers referees' leaf requests from now on, as [`NetworkHandle::serve_sync`] does
+    /// sync requests.
+    pub async fn serve_leaf(
+        &self,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<InboundLeaf>, P2pError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.request(|done| Command::ServeLeaf(tx, done)).await?;
+        Ok(rx)
+    }
+
+    /// Asks a peer (dialed if need be) for a dispute's state at a cut.
+    pub async fn leaf(&self, peer: PeerId, request: LeafRequest) -> Result<LeafResponse, P2pError> {
+        self.request(|tx| Command::Leaf(peer, request, tx)).await?
     }
 
     /// Asks a connected peer for the commits and reveals of a range of epochs.

@@ -10,12 +10,12 @@ pub mod config;
 pub mod error;
 mod handle;
 pub mod identity;
+mod rpc;
 mod service;
-mod sync;
 
 pub use config::NetworkConfig;
 pub use error::P2pError;
 pub use handle::{NetEvent, NetworkHandle, Ready, Received};
 pub use libp2p::{Multiaddr, PeerId};
+pub use rpc::{Inbound, InboundLeaf, InboundSync, LeafRpc, Rpc, SyncRpc};
 pub use service::spawn;
-pub use sync::InboundSync;

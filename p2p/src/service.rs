@@ -9,20 +9,19 @@ use libp2p::core::transport::ListenerId;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, PublishError};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, kad, mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
 use provnet_wire::{
-    unix_ms, Announce, Gate, GossipStatus, Message, PeerStatus, RejectionRecord, Signer,
-    SyncRequest, SyncResponse, Topic, Verdict,
+    unix_ms, Announce, Gate, GossipStatus, Message, PeerStatus, RejectionRecord, Signer, Topic,
+    Verdict,
 };
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{kad_protocol, Behaviour, BehaviourEvent};
 use crate::handle::{Command, NetEvent, NetworkHandle, Ready, Received};
-use crate::sync::InboundSync;
+use crate::rpc::{Endpoint, LeafRpc, Rpc, SyncRpc};
 use crate::{identity, NetworkConfig, P2pError};
 
 const COMMAND_BUFFER: usize = 256;
@@ -43,15 +42,12 @@ const KAD_REFRESH: Duration = Duration::from_secs(300);
 /// [`KAD_REFRESH`] to find the rest of a small network.
 const KAD_FEW_PEERS: usize = 8;
 const KAD_REFRESH_FEW: Duration = Duration::from_secs(10);
-/// How long the node may take to answer a peer's sync request before "not serving" goes out.
-const SYNC_ANSWER_WITHIN: Duration = Duration::from_secs(5);
-
-/// Sync requests answered per peer per [`SYNC_WINDOW`]; more are told "not serving". A
-/// node catching up asks a handful; each answer may read megabytes from the store.
-const SYNC_PER_WINDOW: u32 = 16;
-const SYNC_WINDOW: Duration = Duration::from_secs(60);
-
-type SyncReply = (ResponseChannel<SyncResponse>, SyncResponse);
+/// Sync requests answered per peer a minute; more are told "not serving". A node catching
+/// up asks a handful; each answer may read megabytes from the store.
+const SYNC_PER_MINUTE: u32 = 16;
+/// Leaf requests answered per peer a minute: a referee asks each side of a dispute once,
+/// and again only when an answer failed.
+const LEAF_PER_MINUTE: u32 = 64;
 
 /// Starts the network: builds the swarm, binds every listen address, joins the topics,
 /// dials the bootstrap peers, and spawns the task that owns it all. Call inside a tokio
@@ -112,18 +108,14 @@ pub async fn spawn(
         public_key,
     };
     let now = unix_ms(SystemTime::now());
-    let (sync_replies, sync_replies_rx) = mpsc::channel(64);
     let mut service = Service {
-        sync_server: None,
         ledger_tx: None,
         ledger_backlog: VecDeque::new(),
         ledger_backlog_registrations: 0,
         ledger_dropped: 0,
         connections_refused: 0,
-        sync_pending: HashMap::new(),
-        sync_asked: HashMap::new(),
-        sync_replies,
-        sync_replies_rx,
+        sync: Endpoint::new(SYNC_PER_MINUTE),
+        leaf: Endpoint::new(LEAF_PER_MINUTE),
         gate: Gate::new(cfg.network(), public_key, cfg.gate.clone())
             .with_admission(cfg.admission.clone()),
         signer: Signer::new(key, cfg.network(), now),
@@ -175,8 +167,6 @@ struct Service {
     last_announce: Option<Instant>,
     last_redial: Instant,
     last_kad_bootstrap: Instant,
-    /// Where peers' sync requests go, once the node serves them.
-    sync_server: Option<mpsc::Sender<InboundSync>>,
     /// Where weights and registrations go, when someone subscribed (never the lossy bus).
     ledger_tx: Option<mpsc::Sender<Arc<Received>>>,
     /// Ledger messages the subscriber has not taken yet, in arrival order (see
@@ -186,13 +176,9 @@ struct Service {
     ledger_backlog_registrations: usize,
     ledger_dropped: u64,
     connections_refused: u64,
-    /// Our sync requests in flight.
-    sync_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<SyncResponse, P2pError>>>,
-    /// Per peer: when its current window began, and its requests in it.
-    sync_asked: HashMap<PeerId, (Instant, u32)>,
-    /// Answers to peers' sync requests, back from the node.
-    sync_replies: mpsc::Sender<SyncReply>,
-    sync_replies_rx: mpsc::Receiver<SyncReply>,
+    /// Weights sync and leaf states: peers' requests and ours.
+    sync: Endpoint<SyncRpc>,
+    leaf: Endpoint<LeafRpc>,
 }
 
 impl Service {
@@ -211,9 +197,12 @@ impl Service {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                Some((channel, answer)) = self.sync_replies_rx.recv() => {
-                    // Fails only if the peer gave up waiting; nothing to do then.
+                // Sending fails only if the peer gave up waiting; nothing to do then.
+                Some((channel, answer)) = self.sync.replies_rx.recv() => {
                     let _ = self.swarm.behaviour_mut().sync.send_response(channel, answer);
+                }
+                Some((channel, answer)) = self.leaf.replies_rx.recv() => {
+                    let _ = self.swarm.behaviour_mut().leaf.send_response(channel, answer);
                 }
                 permit = reserve(self.ledger_tx.clone()), if !self.ledger_backlog.is_empty() => {
                     self.drain_ledger(permit);
@@ -324,7 +313,11 @@ impl Service {
                 let _ = reply.send(self.status());
             }
             Command::ServeSync(server, done) => {
-                self.sync_server = Some(server);
+                self.sync.serve(server);
+                let _ = done.send(());
+            }
+            Command::ServeLeaf(server, done) => {
+                self.leaf.serve(server);
                 let _ = done.send(());
             }
             Command::SubscribeLedger(tx, done) => {
@@ -333,104 +326,23 @@ impl Service {
             }
             Command::Sync(peer, request, reply) => {
                 if !self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Err(P2pError::Sync {
+                    let _ = reply.send(Err(P2pError::Request {
+                        protocol: SyncRpc::NAME,
                         peer: peer.to_string(),
                         reason: "not connected".into(),
                     }));
                     return;
                 }
-                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
-                self.sync_pending.insert(id, reply);
+                let b = &mut self.swarm.behaviour_mut().sync;
+                self.sync.send(b, peer, request, reply);
+            }
+            Command::Leaf(peer, request, reply) => {
+                // Dials the peer when not connected, at the addresses the DHT and
+                // identify gave.
+                let b = &mut self.swarm.behaviour_mut().leaf;
+                self.leaf.send(b, peer, request, reply);
             }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
-        }
-    }
-
-    fn not_serving(&mut self, channel: ResponseChannel<SyncResponse>) {
-        // Fails only if the peer gave up waiting.
-        let _ = self
-            .swarm
-            .behaviour_mut()
-            .sync
-            .send_response(channel, SyncResponse::not_serving());
-    }
-
-    fn on_sync_event(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
-        use request_response::{Event, Message as M};
-        match event {
-            Event::Message {
-                peer,
-                message: M::Request {
-                    request, channel, ..
-                },
-                ..
-            } => {
-                debug!(target: "p2p::sync", %peer, from = request.from_epoch, to = request.to_epoch, "sync request");
-                let now = Instant::now();
-                self.sync_asked
-                    .retain(|_, (since, _)| now.duration_since(*since) < SYNC_WINDOW);
-                let (_, asked) = self.sync_asked.entry(peer).or_insert((now, 0));
-                *asked += 1;
-                if *asked > SYNC_PER_WINDOW {
-                    debug!(target: "p2p::sync", %peer, "over {SYNC_PER_WINDOW} sync requests a minute: not serving");
-                    self.not_serving(channel);
-                    return;
-                }
-                let (reply, answer) = oneshot::channel();
-                let inbound = InboundSync {
-                    peer,
-                    request,
-                    reply,
-                };
-                let queued = self
-                    .sync_server
-                    .as_ref()
-                    .is_some_and(|s| s.try_send(inbound).is_ok());
-                if !queued {
-                    self.not_serving(channel);
-                    return;
-                }
-                let replies = self.sync_replies.clone();
-                tokio::spawn(async move {
-                    let answer = tokio::time::timeout(SYNC_ANSWER_WITHIN, answer)
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or_else(SyncResponse::not_serving);
-                    let _ = replies.send((channel, answer)).await;
-                });
-            }
-            Event::Message {
-                peer,
-                message:
-                    M::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                debug!(target: "p2p::sync", %peer, envelopes = response.envelopes.len(), "sync response");
-                if let Some(reply) = self.sync_pending.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.sync_pending.remove(&request_id) {
-                    let _ = reply.send(Err(P2pError::Sync {
-                        peer: peer.to_string(),
-                        reason: error.to_string(),
-                    }));
-                }
-            }
-            Event::InboundFailure { peer, error, .. } => {
-                debug!(target: "p2p::sync", %peer, %error, "answering a sync request failed");
-            }
-            Event::ResponseSent { .. } => {}
         }
     }
 
@@ -728,7 +640,12 @@ impl Service {
                     }
                 }
             }
-            BehaviourEvent::Sync(ev) => self.on_sync_event(ev),
+            BehaviourEvent::Sync(ev) => {
+                self.sync.on_event(&mut self.swarm.behaviour_mut().sync, ev)
+            }
+            BehaviourEvent::Leaf(ev) => {
+                self.leaf.on_event(&mut self.swarm.behaviour_mut().leaf, ev)
+            }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
                 debug!(target: "p2p::swarm", %peer, "routing table updated");
             }

@@ -498,6 +498,58 @@ async fn sync_requests_reach_the_serving_node_and_others_say_not_serving() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referee_fetches_a_leaf_state_from_the_node_that_holds_it() {
+    use provnet_wire::{LeafRequest, LeafResponse, LeafState};
+    init_logs();
+    within(async {
+        let a = Node::honest(None).await;
+        let b = Node::honest(Some(&a.addr)).await;
+        wait_for("A and B to connect", || {
+            let b = &b;
+            async move { b.connected().await == 1 }
+        })
+        .await;
+        let req = LeafRequest {
+            dispute_id: [9; 32],
+            cut: 5,
+        };
+        // A serves no leaf states yet: B gets none, at once.
+        let r = b.net.leaf(a.net.peer_id(), req).await.expect("answered");
+        assert_eq!(r, LeafResponse::default());
+
+        // A serves: the state for the dispute it holds, none for another.
+        let mut inbound = a.net.serve_leaf(4).await.expect("serving");
+        tokio::spawn(async move {
+            while let Some(got) = inbound.recv().await {
+                let state = (got.request.dispute_id == [9; 32]).then(|| LeafState {
+                    dispute_id: got.request.dispute_id,
+                    cut: got.request.cut,
+                    tensors: vec![vec![-3, 4, i64::from(got.request.cut)]],
+                });
+                let _ = got.reply.send(LeafResponse { state });
+            }
+        });
+        let r = b.net.leaf(a.net.peer_id(), req).await.expect("answered");
+        let state = r.state.expect("A holds it");
+        assert_eq!((state.cut, state.tensors), (5, vec![vec![-3, 4, 5]]));
+        let other = LeafRequest {
+            dispute_id: [8; 32],
+            ..req
+        };
+        let r = b.net.leaf(a.net.peer_id(), other).await.expect("answered");
+        assert_eq!(r.state, None);
+
+        // A peer nobody knows an address for cannot be dialed: an error, not a hang.
+        let stranger = provnet_p2p::PeerId::random();
+        let e = b.net.leaf(stranger, req).await.unwrap_err();
+        assert!(e.to_string().contains("leaf request"), "{e}");
+        a.net.shutdown().await;
+        b.net.shutdown().await;
+    })
+    .await;
+}
+
 /// Two ordinary peers dial `hub` and stay; a third is refused. Returns all three (kept
 /// alive by the caller).
 async fn two_in_and_a_third_refused(hub: &Node) -> [Node; 3] {

@@ -923,7 +923,10 @@ fn a_devnet_with_cheating_inference_and_false_challengers_settles_every_dispute_
         caught > 0 && beaten > 0,
         "caught {caught}, beaten {beaten}: {finals:#?}"
     );
-    // Money: the honest keep theirs (bonds still held count), the liars lose.
+    // Money: the honest keep theirs (bonds still held count). A liar pays for each lie
+    // found out: it lost a bond (100) in at least one final dispute, and what it won (half
+    // the loser's bond, 50, a dispute) never makes that up here. (Whether its wins against
+    // the other liar outweigh its losses over a run is chance: it is not checked.)
     for (_, b) in r["bonds"].as_object().expect("bonds") {
         let (before, after, held) = (
             b["before"].as_u64().expect("before"),
@@ -931,8 +934,34 @@ fn a_devnet_with_cheating_inference_and_false_challengers_settles_every_dispute_
             b["held"].as_u64().expect("held"),
         );
         let name = b["name"].as_str().expect("name");
+        let (mut won, mut lost) = (0u64, 0u64);
+        for d in &finals {
+            let claimant_lost = matches!(
+                d["verdict"].as_str(),
+                Some("claimant_wrong" | "both_wrong" | "timeout_claimant")
+            );
+            let challenger_lost = !matches!(
+                d["verdict"].as_str(),
+                Some("claimant_wrong" | "timeout_claimant")
+            );
+            for (side, side_lost) in [
+                ("claimant_name", claimant_lost),
+                ("challenger_name", challenger_lost),
+            ] {
+                if d[side] == name {
+                    match side_lost {
+                        true => lost += 1,
+                        false => won += 1,
+                    }
+                }
+            }
+        }
         if name.starts_with("cheater") || name.starts_with("false-") {
-            assert!(after + held < before, "{name} lost nothing: {b}");
+            assert!(lost > 0, "{name} never lost a dispute: {finals:#?}");
+            assert!(
+                after + held + 100 <= before + 50 * won,
+                "{name} did not pay for its lies ({won} won, {lost} lost): {b}"
+            );
         } else {
             assert!(after + held >= before, "{name} lost: {b}");
         }

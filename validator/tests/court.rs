@@ -220,33 +220,46 @@ fn play(
                 continue;
             }
             for owed in w.court.owed(&key(who)) {
-                match owed {
-                    Owed::Reveal {
-                        dispute,
-                        round,
-                        points,
-                        full,
-                        ..
-                    } if dispute == d => {
-                        let r =
-                            court::reveal(d, round, &points, full, &run.tree).expect("in range");
-                        let got = w.court.on_reveal(&key(who), &r, w.now).expect("store");
-                        actions.extend(got.expect("a true reveal holds"));
-                        progressed = true;
-                    }
-                    Owed::Leaf { dispute, cut, .. } if dispute == d => {
-                        let l = LeafState {
-                            dispute_id: d,
-                            cut,
-                            tensors: vec![run.tensors[cut as usize].clone()],
-                        };
-                        let got = w.court.on_leaf_state(&key(who), &l, w.now).expect("store");
-                        actions.extend(got.expect("the agreed state"));
-                        progressed = true;
-                    }
-                    _ => {}
+                if owed.dispute == d {
+                    let r = court::reveal(d, owed.round, &owed.points, owed.full, &run.tree)
+                        .expect("in range");
+                    let got = w.court.on_reveal(&key(who), &r, w.now).expect("store");
+                    actions.extend(got.expect("a true reveal holds"));
+                    progressed = true;
                 }
             }
+        }
+        // The referee fetches the leaf state: the first side asked that answers gives it.
+        let fetches: Vec<(u32, Vec<PublicKey>)> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::FetchLeaf {
+                    dispute, cut, from, ..
+                } if *dispute == d => Some((*cut, from.clone())),
+                _ => None,
+            })
+            .collect();
+        actions.retain(|a| !matches!(a, Action::FetchLeaf { .. }));
+        for (cut, from) in fetches {
+            assert_eq!(&from[..2], &[key(CLAIMANT), key(CHALLENGER)], "sides first");
+            let held = [(CLAIMANT, claimant), (CHALLENGER, challenger)]
+                .into_iter()
+                .find(|(_, (_, plays))| *plays == Plays::Answers);
+            match held {
+                Some((who, (run, _))) => {
+                    let l = LeafState {
+                        dispute_id: d,
+                        cut,
+                        tensors: vec![run.tensors[cut as usize].clone()],
+                    };
+                    let got = w.court.on_leaf_state(&key(who), &l).expect("store");
+                    actions.extend(got.expect("the agreed state"));
+                    // Held now, for other referees that ask this one.
+                    assert_eq!(w.court.leaf_held(&d, cut), Some(&l.tensors[..]));
+                }
+                None => w.court.leaf_unavailable(&d),
+            }
+            progressed = true;
         }
         let pending: Vec<Action> = actions
             .iter()
@@ -293,7 +306,7 @@ fn refused_dispute(w: &mut World, who: u8, claim: [u8; 32], run: &Run, bond: u64
 fn answer_round(w: &mut World, d: [u8; 32], sides: [(u8, &Run); 2]) -> Vec<(u8, DisputeReveal)> {
     let mut sent = Vec::new();
     for (who, run) in sides {
-        let Some(Owed::Reveal {
+        let Some(Owed {
             round,
             points,
             full,
@@ -486,17 +499,30 @@ fn a_claimant_that_withholds_the_leaf_state_loses_and_without_a_proof_the_refere
             ..
         }
     ));
-    // A state that is not the agreed one is refused.
+    // The referee is fetching it (the last reveal asked for that): a tick asks nothing
+    // more; once the fetch comes back empty, the next tick asks again, sides first and
+    // then the other validators.
+    assert!(w.court.tick(w.now, &Runner).expect("store").is_empty());
+    w.court.leaf_unavailable(&d);
+    let again = w.court.tick(w.now, &Runner).expect("store");
+    let want = vec![Action::FetchLeaf {
+        dispute: d,
+        cut: 5,
+        hash: honest.tree.leaves()[5],
+        from: vec![key(CLAIMANT), key(CHALLENGER), key(V2), key(V3)],
+    }];
+    assert_eq!(again, want);
+    // A state that is not the agreed one is refused, whoever gives it.
     let wrong = LeafState {
         dispute_id: d,
         cut: 5,
         tensors: vec![liar.tensors[6].clone()],
     };
-    let r = w
-        .court
-        .on_leaf_state(&key(CLAIMANT), &wrong, w.now)
-        .expect("store");
-    assert_eq!(r.expect_err("not agreed").as_str(), "bad_leaf");
+    for from in [CLAIMANT, OUTSIDER] {
+        let r = w.court.on_leaf_state(&key(from), &wrong).expect("store");
+        assert_eq!(r.expect_err("not agreed").as_str(), "bad_leaf");
+    }
+    assert_eq!(w.court.leaf_held(&d, 5), None);
     w.now += w.court.params().round_ms + 1;
     let acts = w.court.tick(w.now, &Runner).expect("store");
     assert_eq!(
@@ -539,7 +565,7 @@ fn a_hundred_thousand_cuts_take_three_rounds_and_forged_reveals_are_refused() {
     let d = w.dispute(claim, &honest);
 
     // Forgeries in round 0, before the honest answers: each refused and counted.
-    let Some(Owed::Reveal { points, full, .. }) = w.court.owed(&key(CHALLENGER)).pop() else {
+    let Some(Owed { points, full, .. }) = w.court.owed(&key(CHALLENGER)).pop() else {
         panic!("a reveal is owed");
     };
     assert!(!full && points.len() == 129, "{} points", points.len());
@@ -756,7 +782,7 @@ fn a_side_keeps_answering_when_a_reveal_reaches_it_after_its_own_view_of_the_dea
         .on_dispute(&key(CHALLENGER), &open, T0)
         .expect("store")
         .expect("dispute");
-    let Some(Owed::Reveal { points, .. }) = court.owed(&key(CHALLENGER)).pop() else {
+    let Some(Owed { points, .. }) = court.owed(&key(CHALLENGER)).pop() else {
         panic!("a reveal is owed");
     };
     let mine = court::reveal(d, 0, &points, false, &honest.tree).expect("in range");
@@ -780,7 +806,7 @@ fn a_side_keeps_answering_when_a_reveal_reaches_it_after_its_own_view_of_the_dea
         .expect("holds");
     assert!(matches!(
         court.owed(&key(CHALLENGER)).pop(),
-        Some(Owed::Reveal { round: 1, .. })
+        Some(Owed { round: 1, .. })
     ));
 }
 

@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use provnet_kernels::trace::{self, MerkleTree};
 use provnet_kernels::Model;
-use provnet_validator::court::{self, Court, Owed, SegmentRunner};
-use provnet_wire::{Claim, CourtStatus, DisputeOpen, LeafState, Message, PublicKey};
+use provnet_validator::court::{self, Court, SegmentRunner};
+use provnet_wire::{
+    Claim, CourtStatus, DisputeOpen, LeafRequest, LeafResponse, LeafState, Message, PublicKey,
+};
 use rand::Rng;
 use tracing::{info, warn};
 
@@ -30,6 +32,53 @@ const STATUS_DISPUTES: usize = 64;
 const MAX_CORRUPTED: usize = 1_024;
 /// Model runs (claims and audits) on blocking threads at once, at most.
 const MAX_IN_FLIGHT: usize = 4;
+/// How long one node may take to give a leaf state.
+const LEAF_ASK_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// After nobody gave a leaf state, how long before the court may ask again.
+const LEAF_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A referee's fetch of a leaf state: who gave it, and what (none: nobody asked did).
+pub type LeafFetched = ([u8; 32], Option<(PublicKey, LeafState)>);
+
+/// Asks each of `from` in turn for a dispute's state at `cut`, until one gives a state
+/// that hashes to the agreed `hash`. Sides are asked by the PeerId of their key (dialed
+/// if need be); a wrong answer, a refusal or a timeout moves on to the next.
+pub async fn fetch_leaf(
+    net: &provnet_p2p::NetworkHandle,
+    dispute: [u8; 32],
+    cut: u32,
+    hash: [u8; 32],
+    from: &[PublicKey],
+) -> Option<(PublicKey, LeafState)> {
+    let req = LeafRequest {
+        dispute_id: dispute,
+        cut,
+    };
+    for key in from {
+        let Some(peer) = provnet_p2p::identity::peer_id(key) else {
+            continue;
+        };
+        let why = match tokio::time::timeout(LEAF_ASK_WITHIN, net.leaf(peer, req)).await {
+            Err(_) => "no answer in time".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Ok(Ok(LeafResponse { state: None })) => "it holds no such state".to_string(),
+            Ok(Ok(LeafResponse { state: Some(l) })) => {
+                let views: Vec<&[i64]> = l.tensors.iter().map(Vec::as_slice).collect();
+                let ours = l.dispute_id == dispute && l.cut == cut;
+                if ours && trace::state_hash(cut as usize, &views) == hash {
+                    info!(target: "court", dispute = %short(&dispute), cut, from = %short(key), "leaf state fetched");
+                    return Some((*key, l));
+                }
+                warn!(target: "court", dispute = %short(&dispute), from = %short(key), "a leaf state that is not the agreed one: ignored");
+                "not the agreed state".to_string()
+            }
+        };
+        tracing::debug!(target: "court", dispute = %short(&dispute), from = %short(key), "no leaf state: {why}");
+    }
+    warn!(target: "court", dispute = %short(&dispute), cut, asked = from.len(), "nobody gave the leaf state; asking again shortly");
+    tokio::time::sleep(LEAF_RETRY_AFTER).await;
+    None
+}
 
 /// A model run to do off the roles task; `None` when it comes to nothing.
 pub type Job = Box<dyn FnOnce() -> Option<Work> + Send>;
@@ -110,7 +159,7 @@ pub struct DisputeRole {
     /// Claim id -> the run this node stands behind for it.
     runs: HashMap<[u8; 32], Run>,
     next_claim_at: f64,
-    /// Dispute id -> (what was last sent for it: round, or u32::MAX for the leaf; when).
+    /// Dispute id -> (the round last revealed for it; when).
     sent: HashMap<[u8; 32], (u32, u64)>,
     corrupted: BTreeMap<[u8; 32], u32>,
     claims_published: u64,
@@ -118,6 +167,10 @@ pub struct DisputeRole {
     /// Runs on blocking threads now.
     in_flight: usize,
     audits_skipped: u64,
+    /// Leaf states given to referees, fetched from others, and fetches nobody answered.
+    leaf_served: u64,
+    leaf_fetched: u64,
+    leaf_fetch_failed: u64,
 }
 
 impl DisputeRole {
@@ -141,6 +194,9 @@ impl DisputeRole {
             disputes_opened: 0,
             in_flight: 0,
             audits_skipped: 0,
+            leaf_served: 0,
+            leaf_fetched: 0,
+            leaf_fetch_failed: 0,
         }
     }
 
@@ -346,15 +402,7 @@ impl DisputeRole {
     pub fn owed(&mut self, now_ms: u64) -> Vec<Message> {
         let mut out = Vec::new();
         for o in self.court.owed(&self.me) {
-            let (dispute, claim, tag) = match &o {
-                Owed::Reveal {
-                    dispute,
-                    claim,
-                    round,
-                    ..
-                } => (*dispute, *claim, *round),
-                Owed::Leaf { dispute, claim, .. } => (*dispute, *claim, u32::MAX),
-            };
+            let (dispute, claim, tag) = (o.dispute, o.claim, o.round);
             if self
                 .sent
                 .get(&dispute)
@@ -367,22 +415,8 @@ impl DisputeRole {
                 self.sent.insert(dispute, (tag, now_ms));
                 continue;
             };
-            let msg = match o {
-                Owed::Reveal {
-                    round,
-                    points,
-                    full,
-                    ..
-                } => court::reveal(dispute, round, &points, full, &run.tree)
-                    .map(Message::DisputeReveal),
-                Owed::Leaf { cut, .. } => run.tensors.get(cut as usize).map(|t| {
-                    Message::LeafState(LeafState {
-                        dispute_id: dispute,
-                        cut,
-                        tensors: vec![t.clone()],
-                    })
-                }),
-            };
+            let msg = court::reveal(dispute, o.round, &o.points, o.full, &run.tree)
+                .map(Message::DisputeReveal);
             self.sent.insert(dispute, (tag, now_ms));
             out.extend(msg);
         }
@@ -392,6 +426,50 @@ impl DisputeRole {
                 .retain(|d, _| disputes.get(d).is_some_and(|d| !d.finished()));
         }
         out
+    }
+
+    /// A referee asks for a dispute's state at a cut: a referee that has the agreed leaf
+    /// state gives that; a side gives its own run's tensor (any cut: the referee checks
+    /// it against the agreed hash).
+    pub fn leaf_answer(&mut self, req: &LeafRequest) -> LeafResponse {
+        let state = |tensors: Vec<Vec<i64>>| LeafState {
+            dispute_id: req.dispute_id,
+            cut: req.cut,
+            tensors,
+        };
+        if let Some(held) = self.court.leaf_held(&req.dispute_id, req.cut) {
+            self.leaf_served += 1;
+            return LeafResponse {
+                state: Some(state(held.to_vec())),
+            };
+        }
+        let Some(d) = self.court.disputes().get(&req.dispute_id) else {
+            return LeafResponse::default();
+        };
+        if self.me != d.claimant && self.me != d.challenger {
+            return LeafResponse::default();
+        }
+        let tensor = self
+            .runs
+            .get(&d.claim_id)
+            .and_then(|run| run.tensors.get(req.cut as usize));
+        match tensor {
+            Some(t) => {
+                self.leaf_served += 1;
+                LeafResponse {
+                    state: Some(state(vec![t.clone()])),
+                }
+            }
+            None => LeafResponse::default(),
+        }
+    }
+
+    /// A fetch of a leaf state came back: with the state, or with nothing from anyone.
+    pub fn leaf_fetched(&mut self, got: bool) {
+        match got {
+            true => self.leaf_fetched += 1,
+            false => self.leaf_fetch_failed += 1,
+        }
     }
 
     /// The court's clocks, with this node's models for a leaf nobody proved.
@@ -455,6 +533,9 @@ impl DisputeRole {
         s.claims_published = self.claims_published;
         s.disputes_opened = self.disputes_opened;
         s.audits_skipped = self.audits_skipped;
+        s.leaf_served = self.leaf_served;
+        s.leaf_fetched = self.leaf_fetched;
+        s.leaf_fetch_failed = self.leaf_fetch_failed;
         s.corrupted = self
             .corrupted
             .iter()

@@ -110,6 +110,9 @@ pub struct Roles {
     /// Model runs for claims and audits come back here from their blocking threads.
     work_tx: mpsc::Sender<Option<disputes::Work>>,
     work_rx: mpsc::Receiver<Option<disputes::Work>>,
+    /// Leaf states this referee fetched come back here.
+    leaf_tx: mpsc::Sender<disputes::LeafFetched>,
+    leaf_rx: mpsc::Receiver<disputes::LeafFetched>,
     /// The admin endpoint's court requests.
     admin_rx: Option<mpsc::Receiver<crate::admin::AdminRequest>>,
     ticks: u64,
@@ -179,6 +182,7 @@ impl Roles {
             .collect();
         let disputes = DisputeRole::new(court, me, dispute_cfg, named);
         let (work_tx, work_rx) = mpsc::channel(16);
+        let (leaf_tx, leaf_rx) = mpsc::channel(64);
         let ledger = Ledger::open(
             store.clone(),
             LedgerConfig {
@@ -311,6 +315,8 @@ impl Roles {
             disputes,
             work_tx,
             work_rx,
+            leaf_tx,
+            leaf_rx,
             admin_rx,
             ticks: 0,
         };
@@ -434,6 +440,13 @@ impl Roles {
                 None
             }
         };
+        let mut leaf_requests = match self.net.serve_leaf(64).await {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                warn!(target: "court", "cannot serve leaf states to referees: {e}");
+                None
+            }
+        };
         let mut catch_up = self.missed.map(|(from, to)| {
             info!(target: LOG_TARGET_SYNC, from, to, "catching up: asking peers for the commits and reveals of epochs this node may have missed; their consensus waits");
             let (tx, rx) = oneshot::channel();
@@ -469,6 +482,11 @@ impl Roles {
                 _ = tick.tick() => self.on_tick().await,
                 _ = status_every.tick() => self.write_status(false).await,
                 Some(req) = recv_opt(sync_requests.as_mut()) => self.answer_sync(req),
+                Some(f) = self.leaf_rx.recv() => self.on_leaf_fetched(f).await,
+                Some(req) = recv_opt(leaf_requests.as_mut()) => {
+                    let answer = self.disputes.leaf_answer(&req.request);
+                    let _ = req.reply.send(answer);
+                }
                 fetched = async { catch_up.as_mut().expect("guarded").await }, if catch_up.is_some() => {
                     catch_up = None;
                     self.apply_fetched(fetched.unwrap_or_default());
@@ -555,7 +573,6 @@ impl Roles {
             Message::Claim(_)
             | Message::DisputeOpen(_)
             | Message::DisputeReveal(_)
-            | Message::LeafState(_)
             | Message::Attestation(_) => {
                 self.on_dispute_message(&sender, &m.verified.message).await
             }
@@ -584,7 +601,6 @@ impl Roles {
                     .map(|r| r.map(|_| Vec::new())),
             ),
             Message::DisputeReveal(r) => ("reveal", court.on_reveal(sender, r, now)),
-            Message::LeafState(l) => ("leaf state", court.on_leaf_state(sender, l, now)),
             Message::Attestation(a) => (
                 "attestation",
                 court
@@ -632,6 +648,18 @@ impl Roles {
                 Action::Publish(m) => {
                     self.publish_dispute(m).await;
                 }
+                Action::FetchLeaf {
+                    dispute,
+                    cut,
+                    hash,
+                    from,
+                } => {
+                    let (net, tx) = (self.net.clone(), self.leaf_tx.clone());
+                    tokio::spawn(async move {
+                        let got = disputes::fetch_leaf(&net, dispute, cut, hash, &from).await;
+                        let _ = tx.send((dispute, got)).await;
+                    });
+                }
                 Action::IssueLeaf {
                     dispute,
                     model_id,
@@ -672,6 +700,23 @@ impl Roles {
                     }
                 }
             }
+        }
+    }
+
+    /// A referee's fetch of a leaf state came back.
+    async fn on_leaf_fetched(&mut self, (dispute, got): disputes::LeafFetched) {
+        self.disputes.leaf_fetched(got.is_some());
+        let Some((from, state)) = got else {
+            self.disputes.court.leaf_unavailable(&dispute);
+            return;
+        };
+        match self.disputes.court.on_leaf_state(&from, &state) {
+            Ok(Ok(actions)) => self.court_actions(actions).await,
+            Ok(Err(x)) => {
+                debug!(target: "court", dispute = %short(&dispute), reason = x.as_str(), "fetched leaf state not taken: {x}");
+                self.disputes.court.leaf_unavailable(&dispute);
+            }
+            Err(e) => warn!(target: "court", "store: {e}"),
         }
     }
 

@@ -73,11 +73,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             hashes: vec![Digest([18; 32]), Digest([19; 32])],
             proofs: vec![vec![Digest([20; 32])], vec![Digest([21; 32])]],
         }),
-        Message::LeafState(LeafState {
-            dispute_id: [17; 32],
-            cut: 4,
-            tensors: vec![vec![1, -1, 7]],
-        }),
         Message::Attestation(Attestation {
             dispute_id: [17; 32],
             verdict: DisputeVerdict::ClaimantWrong,

@@ -1,7 +1,10 @@
 //! The dispute game's messages: an inference node's [`Claim`], a challenger's
 //! [`DisputeOpen`], each side's [`DisputeReveal`] of its cut hashes in bisection rounds,
-//! the agreed state at the leaf ([`LeafState`]), and each validator's [`Attestation`] of
-//! the verdict. They travel on the `dispute` topic.
+//! and each validator's [`Attestation`] of the verdict travel on the `dispute` topic. The
+//! agreed state at the leaf ([`LeafState`]) is bulk that only referees need: each fetches
+//! it by request-response (`/provnet/<netuid>/leaf/1`, [`LeafRequest`] and
+//! [`LeafResponse`]) from either side, or from another referee that has it, and checks it
+//! against the agreed hash, so who answers need not be trusted.
 //!
 //! The rules that need state (is this claim open, is the sender a side of this dispute, do
 //! the Merkle proofs hold) belong to the court (`provnet_validator::court`); here are the
@@ -10,7 +13,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::message::MAX_TENSOR;
-use crate::PublicKey;
+use crate::sync::fits;
+use crate::{codec, PublicKey, WireError};
 
 /// Most cuts a claim's trace may have (2^24: a model of 16M segments).
 pub const MAX_CUTS: u32 = 1 << 24;
@@ -140,7 +144,8 @@ impl DisputeReveal {
 }
 
 /// The state both sides agree on at the leaf's input cut, which the segment proof starts
-/// from. Either side may send it; it must hash to the agreed `s_cut`.
+/// from. Either side (or a referee holding it) may give it; it must hash to the agreed
+/// `s_cut`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeafState {
     #[serde(with = "serde_bytes")]
@@ -162,6 +167,59 @@ impl LeafState {
             ));
         }
         Ok(())
+    }
+}
+
+/// Largest encoded [`LeafRequest`].
+pub const MAX_LEAF_REQUEST_BYTES: usize = 96;
+/// Largest encoded [`LeafResponse`]: every tensor of a state at 9 CBOR bytes a value, with
+/// room to spare.
+pub const MAX_LEAF_RESPONSE_BYTES: usize = 4 << 20;
+
+/// Asks a node for the state at `cut` of a dispute's traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeafRequest {
+    #[serde(with = "serde_bytes")]
+    pub dispute_id: [u8; 32],
+    pub cut: u32,
+}
+
+impl LeafRequest {
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        codec::encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<LeafRequest, WireError> {
+        fits("leaf request", bytes, MAX_LEAF_REQUEST_BYTES)?;
+        codec::decode(bytes)
+    }
+}
+
+/// A node's answer: the state, or none when it holds no such state (not a side of the
+/// dispute, and not a referee that fetched it already).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeafResponse {
+    pub state: Option<LeafState>,
+}
+
+impl LeafResponse {
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let bytes = codec::encode(self)?;
+        fits("leaf response", &bytes, MAX_LEAF_RESPONSE_BYTES)?;
+        Ok(bytes)
+    }
+
+    /// Decodes and checks the sizes ([`LeafState`]'s rules).
+    pub fn decode(bytes: &[u8]) -> Result<LeafResponse, WireError> {
+        fits("leaf response", bytes, MAX_LEAF_RESPONSE_BYTES)?;
+        let r: LeafResponse = codec::decode(bytes)?;
+        if let Some(l) = &r.state {
+            l.check().map_err(|reason| WireError::Invalid {
+                kind: "leaf response",
+                reason,
+            })?;
+        }
+        Ok(r)
     }
 }
 
@@ -214,4 +272,41 @@ pub struct Attestation {
     pub verdict: DisputeVerdict,
     pub segment: Option<u32>,
     pub prover: Option<Digest>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaf_requests_and_responses_round_trip_and_bad_states_are_refused() {
+        let r = LeafRequest {
+            dispute_id: [3; 32],
+            cut: u32::MAX,
+        };
+        assert_eq!(LeafRequest::decode(&r.encode().unwrap()).unwrap(), r);
+        assert!(LeafRequest::decode(&[0x42; MAX_LEAF_REQUEST_BYTES + 1]).is_err());
+        let state = |tensors: Vec<Vec<i64>>| LeafResponse {
+            state: Some(LeafState {
+                dispute_id: [3; 32],
+                cut: 4,
+                tensors,
+            }),
+        };
+        for ok in [LeafResponse::default(), state(vec![vec![1, -1, i64::MIN]])] {
+            assert_eq!(LeafResponse::decode(&ok.encode().unwrap()).unwrap(), ok);
+        }
+        // No tensor, an empty tensor, more values than a challenge can carry.
+        for bad in [
+            state(vec![]),
+            state(vec![vec![1], vec![]]),
+            state(vec![vec![0; MAX_TENSOR + 1]]),
+        ] {
+            let e = LeafResponse::decode(&bad.encode().unwrap()).unwrap_err();
+            assert!(matches!(e, WireError::Invalid { .. }), "{e}");
+        }
+        let huge = state(vec![vec![i64::MAX; MAX_LEAF_RESPONSE_BYTES / 8]]);
+        assert!(matches!(huge.encode(), Err(WireError::Oversize { .. })));
+        assert!(LeafResponse::decode(&[0xff; 16]).is_err());
+    }
 }

@@ -30,7 +30,7 @@ crate::tag::byte_tag! {
         Claim = 7 => "claim",
         DisputeOpen = 8 => "dispute_open",
         DisputeReveal = 9 => "dispute_reveal",
-        LeafState = 10 => "leaf_state",
+        // 10 was the leaf state on gossip; it is fetched by request-response now.
         Attestation = 11 => "attestation",
     }
 }
@@ -53,7 +53,6 @@ impl Kind {
             Kind::DisputeOpen => 256,
             // 4,096 hashes, or 129 hashes with their Merkle proofs.
             Kind::DisputeReveal => 160 * 1024,
-            Kind::LeafState => 160 * 1024,
             Kind::Attestation => 256,
         }
     }

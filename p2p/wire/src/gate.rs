@@ -62,7 +62,7 @@ pub struct Admission {
     /// from anyone else are dropped without being forwarded (ignored, not penalised: two
     /// honest nodes may briefly disagree on a registration). `None`: anyone's proofs.
     pub miners: Option<SharedKeys>,
-    /// Keys that may publish claims, reveals and leaf states: the genesis accounts, which
+    /// Keys that may publish claims and reveals: the genesis accounts, which
     /// can post the bonds. `None` admits anyone (the court still refuses outsiders).
     pub accounts: Option<HashSet<PublicKey>>,
     /// Keys that may open disputes: the challengers the genesis admits. `None` admits
@@ -89,7 +89,7 @@ impl Admission {
             Kind::WeightsCommit | Kind::WeightsReveal | Kind::Attestation => {
                 self.validators.as_ref().is_none_or(|s| s.contains(sender))
             }
-            Kind::Claim | Kind::DisputeReveal | Kind::LeafState => {
+            Kind::Claim | Kind::DisputeReveal => {
                 self.accounts.as_ref().is_none_or(|s| s.contains(sender))
             }
             Kind::DisputeOpen => self.disputers.as_ref().is_none_or(|s| s.contains(sender)),

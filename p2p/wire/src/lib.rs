@@ -20,7 +20,8 @@ mod tag;
 pub mod topic;
 
 pub use dispute::{
-    Attestation, Claim, Digest, DisputeOpen, DisputeReveal, DisputeVerdict, LeafState,
+    Attestation, Claim, Digest, DisputeOpen, DisputeReveal, DisputeVerdict, LeafRequest,
+    LeafResponse, LeafState,
 };
 pub use envelope::{Envelope, Kind, Network, Signer, PROTOCOL_VERSION};
 pub use error::WireError;

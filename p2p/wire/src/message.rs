@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dispute::{Attestation, Claim, DisputeOpen, DisputeReveal, LeafState};
+use crate::dispute::{Attestation, Claim, DisputeOpen, DisputeReveal};
 use crate::envelope::Kind;
 use crate::{codec, PublicKey, WireError};
 
@@ -259,7 +259,6 @@ pub enum Message {
     Claim(Claim),
     DisputeOpen(DisputeOpen),
     DisputeReveal(DisputeReveal),
-    LeafState(LeafState),
     Attestation(Attestation),
 }
 
@@ -275,7 +274,6 @@ impl Message {
             Message::Claim(_) => Kind::Claim,
             Message::DisputeOpen(_) => Kind::DisputeOpen,
             Message::DisputeReveal(_) => Kind::DisputeReveal,
-            Message::LeafState(_) => Kind::LeafState,
             Message::Attestation(_) => Kind::Attestation,
         }
     }
@@ -291,7 +289,6 @@ impl Message {
             Message::Claim(m) => codec::encode(m),
             Message::DisputeOpen(m) => codec::encode(m),
             Message::DisputeReveal(m) => codec::encode(m),
-            Message::LeafState(m) => codec::encode(m),
             Message::Attestation(m) => codec::encode(m),
         }
     }
@@ -307,7 +304,6 @@ impl Message {
             Kind::Claim => Message::Claim(codec::decode(payload)?),
             Kind::DisputeOpen => Message::DisputeOpen(codec::decode(payload)?),
             Kind::DisputeReveal => Message::DisputeReveal(codec::decode(payload)?),
-            Kind::LeafState => Message::LeafState(codec::decode(payload)?),
             Kind::Attestation => Message::Attestation(codec::decode(payload)?),
         })
     }
@@ -356,7 +352,6 @@ impl Message {
             | Message::Attestation(_) => {}
             Message::Claim(c) => return c.check().or_else(invalid),
             Message::DisputeReveal(r) => return r.check().or_else(invalid),
-            Message::LeafState(l) => return l.check().or_else(invalid),
             Message::WeightsReveal(r) => {
                 if r.weights.len() > MAX_WEIGHTS {
                     return invalid(format!(

@@ -328,6 +328,14 @@ pub struct CourtStatus {
     /// Audits skipped because too many model runs were in flight.
     #[serde(default)]
     pub audits_skipped: u64,
+    /// Leaf states this node gave referees that asked (a side's, or a referee's).
+    #[serde(default)]
+    pub leaf_served: u64,
+    /// Leaf states this referee fetched, and fetches that nobody answered.
+    #[serde(default)]
+    pub leaf_fetched: u64,
+    #[serde(default)]
+    pub leaf_fetch_failed: u64,
     /// A cheating inference node's own record (test builds): claim -> the segment whose
     /// output it corrupted.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]

@@ -86,7 +86,7 @@ impl SyncResponse {
     }
 }
 
-fn fits(kind: &'static str, bytes: &[u8], max: usize) -> Result<(), WireError> {
+pub(crate) fn fits(kind: &'static str, bytes: &[u8], max: usize) -> Result<(), WireError> {
     match bytes.len() {
         len if len > max => Err(WireError::Oversize { kind, len, max }),
         _ => Ok(()),

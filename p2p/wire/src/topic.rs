@@ -59,11 +59,9 @@ impl Topic {
             Kind::WeightsCommit | Kind::WeightsReveal => Topic::Weights,
             // Registrations say who a node is, like announcements.
             Kind::Announce | Kind::Register => Topic::Announce,
-            Kind::Claim
-            | Kind::DisputeOpen
-            | Kind::DisputeReveal
-            | Kind::LeafState
-            | Kind::Attestation => Topic::Dispute,
+            Kind::Claim | Kind::DisputeOpen | Kind::DisputeReveal | Kind::Attestation => {
+                Topic::Dispute
+            }
         }
     }
 

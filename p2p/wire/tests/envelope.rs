@@ -726,7 +726,7 @@ fn dispute_messages_come_only_from_the_keys_the_genesis_names_and_keep_their_sha
     assert_eq!(check(&validator, &attest), None);
     assert_eq!(check(&account, &attest), Some(RejectReason::Unadmitted));
     // Shapes: proofs that do not pair with the hashes, an empty reveal, a claim of one
-    // cut, a leaf state with no tensor.
+    // cut.
     for bad in [
         reveal(4, 3),
         reveal(0, 0),
@@ -736,11 +736,6 @@ fn dispute_messages_come_only_from_the_keys_the_genesis_names_and_keep_their_sha
                 Message::Claim(c) => c.clone(),
                 _ => unreachable!(),
             }
-        }),
-        Message::LeafState(LeafState {
-            dispute_id: [7; 32],
-            cut: 2,
-            tensors: vec![],
         }),
     ] {
         assert_eq!(

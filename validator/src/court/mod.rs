@@ -9,9 +9,10 @@
 //!    are proved against its own root. The first cut where they differ narrows the range,
 //!    until one segment is left: its input state is agreed, its output state is not. Each
 //!    side has `round_ms` per round; a side that does not answer in time loses.
-//! 4. The leaf: either side sends the agreed input state ([`LeafState`], checked against
-//!    the agreed hash); each validator issues it as a challenge of its own, which miners
-//!    race like any other (key-bound, scored). The proven output's state hash matches one
+//! 4. The leaf: each validator fetches the agreed input state ([`LeafState`]) from either
+//!    side by request-response ([`Action::FetchLeaf`]; or from another validator that has
+//!    it), checks it against the agreed hash, and issues it as a challenge of its own,
+//!    which miners race like any other (key-bound, scored). The proven output's state hash matches one
 //!    side, both or neither: that is the verdict. With no valid proof by the deadline the
 //!    validator executes the segment itself.
 //! 5. Each validator publishes an [`Attestation`]; when validators with at least 2/3 of
@@ -104,7 +105,6 @@ const EARLY_TTL_MS: u64 = 60_000;
 enum Early {
     Dispute(DisputeOpen),
     Reveal(DisputeReveal),
-    Leaf(LeafState),
     Attest(Attestation),
 }
 
@@ -140,25 +140,28 @@ pub enum Action {
     },
     /// Publish this (this node's attestation; the court has counted it already).
     Publish(Message),
+    /// Fetch the agreed state at `cut` (a referee's), asking `from` in order (the
+    /// claimant, the challenger, then the other validators), and give what comes to
+    /// [`Court::on_leaf_state`]; if none gives it, [`Court::leaf_unavailable`].
+    FetchLeaf {
+        dispute: [u8; 32],
+        cut: u32,
+        /// The agreed state hash at `cut`: an answer that does not hash to it is no answer.
+        hash: [u8; 32],
+        from: Vec<PublicKey>,
+    },
 }
 
-/// What a side of a dispute owes it now.
+/// What a side of a dispute owes it now: its state hashes at `points` (with Merkle proofs
+/// unless `full`). At the leaf a side owes nothing it must send: it serves the state
+/// when referees ask.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Owed {
-    /// Its state hashes at `points` (with Merkle proofs unless `full`).
-    Reveal {
-        dispute: [u8; 32],
-        claim: [u8; 32],
-        round: u32,
-        points: Vec<u32>,
-        full: bool,
-    },
-    /// The agreed state at `cut`.
-    Leaf {
-        dispute: [u8; 32],
-        claim: [u8; 32],
-        cut: u32,
-    },
+pub struct Owed {
+    pub dispute: [u8; 32],
+    pub claim: [u8; 32],
+    pub round: u32,
+    pub points: Vec<u32>,
+    pub full: bool,
 }
 
 /// Why the court refused a message (counted by [`CourtRefusal::as_str`]).
@@ -259,6 +262,9 @@ pub enum Stage {
         /// When this referee's leaf challenge expires (none yet: not issued since start).
         #[serde(skip)]
         proof_deadline_ms: Option<u64>,
+        /// This referee is fetching the state (not since start).
+        #[serde(skip)]
+        fetching: bool,
     },
     /// This node's verdict is in; attestations decide.
     Decided,
@@ -457,11 +463,6 @@ impl Court {
                 }
                 Early::Reveal(r) => {
                     if let Ok(a) = self.on_reveal(&sender, &r, now_ms)? {
-                        self.actions.extend(a);
-                    }
-                }
-                Early::Leaf(l) => {
-                    if let Ok(a) = self.on_leaf_state(&sender, &l, now_ms)? {
                         self.actions.extend(a);
                     }
                 }
@@ -745,9 +746,12 @@ impl Court {
                 state: (lo == 0).then(|| vec![input]),
                 deadline_ms: now_ms.saturating_add(round_ms),
                 proof_deadline_ms: None,
+                fetching: false,
             };
             info!(target: "court", dispute = %short(id), segment = lo, rounds = round + 1, "bisection done: the leaf is one segment");
-            return Ok(self.issue_leaf(id));
+            let mut actions = self.issue_leaf(id);
+            actions.extend(self.fetch_leaf(id));
+            return Ok(actions);
         }
         d.stage = Stage::Bisect {
             round: round + 1,
@@ -760,30 +764,23 @@ impl Court {
         Ok(Vec::new())
     }
 
-    /// The agreed state at the leaf's input cut, from either side.
+    /// The agreed state at the leaf's input cut, as a referee fetched it from `from`
+    /// (either side, or another referee: it is checked against the agreed hash, so who
+    /// gave it does not matter).
     pub fn on_leaf_state(
         &mut self,
-        sender: &PublicKey,
+        from: &PublicKey,
         l: &LeafState,
-        now_ms: u64,
     ) -> Result<std::result::Result<Vec<Action>, CourtRefusal>> {
         let Some(d) = self.disputes.get(&l.dispute_id) else {
-            self.hold(l.dispute_id, sender, Early::Leaf(l.clone()), now_ms);
             return self.refuse(CourtRefusal::UnknownDispute);
         };
-        if *sender != d.claimant && *sender != d.challenger {
-            return self.refuse(CourtRefusal::NotASide);
-        }
         let Stage::Leaf {
             segment,
             state: None,
             ..
         } = &d.stage
         else {
-            if matches!(d.stage, Stage::Bisect { .. }) {
-                // Its bisection has not ended here yet: the last reveal is on its way.
-                self.hold(l.dispute_id, sender, Early::Leaf(l.clone()), now_ms);
-            }
             return self.refuse(CourtRefusal::NotWaiting);
         };
         if l.cut != *segment {
@@ -795,6 +792,7 @@ impl Court {
         let got = trace::state_hash(l.cut as usize, &views);
         if agreed != Some(got) {
             let why = format!("hash {} is not the agreed state", short(&got));
+            warn!(target: "court", dispute = %short(&l.dispute_id), from = %short(from), "leaf state refused: {why}");
             return self.refuse(CourtRefusal::BadLeaf(why));
         }
         if l.tensors.len() != 1 {
@@ -803,12 +801,73 @@ impl Court {
         }
         let id = l.dispute_id;
         if let Some(d) = self.disputes.get_mut(&id) {
-            if let Stage::Leaf { state, .. } = &mut d.stage {
+            if let Stage::Leaf {
+                state, fetching, ..
+            } = &mut d.stage
+            {
                 *state = Some(l.tensors.clone());
+                *fetching = false;
             }
         }
         self.save_dispute(&id)?;
         Ok(Ok(self.issue_leaf(&id)))
+    }
+
+    /// Nobody gave the leaf state this referee asked for: it asks again at the next tick,
+    /// until the leaf's clock runs out.
+    pub fn leaf_unavailable(&mut self, dispute: &[u8; 32]) {
+        if let Some(Stage::Leaf { fetching, .. }) =
+            self.disputes.get_mut(dispute).map(|d| &mut d.stage)
+        {
+            *fetching = false;
+        }
+    }
+
+    /// The state this node holds at `cut` of a dispute's leaf, for a referee that asks
+    /// (a referee serves what it fetched; sides serve from their own runs).
+    pub fn leaf_held(&self, dispute: &[u8; 32], cut: u32) -> Option<&[Vec<i64>]> {
+        match &self.disputes.get(dispute)?.stage {
+            Stage::Leaf {
+                segment,
+                state: Some(state),
+                ..
+            } if *segment == cut => Some(state),
+            _ => None,
+        }
+    }
+
+    /// The fetch of the leaf state, for a referee that lacks it and is not fetching.
+    fn fetch_leaf(&mut self, id: &[u8; 32]) -> Vec<Action> {
+        if !self.cfg.referee {
+            return Vec::new();
+        }
+        let me = self.cfg.me;
+        let referees = self.cfg.stake.keys().filter(|v| **v != me);
+        let Some(d) = self.disputes.get_mut(id) else {
+            return Vec::new();
+        };
+        let Stage::Leaf {
+            segment,
+            state: None,
+            fetching: fetching @ false,
+            ..
+        } = &mut d.stage
+        else {
+            return Vec::new();
+        };
+        let Some(hash) = d.known[0].get(segment).copied() else {
+            return Vec::new();
+        };
+        *fetching = true;
+        let mut from = vec![d.claimant, d.challenger];
+        from.extend(referees.filter(|v| !from.contains(v)).collect::<Vec<_>>());
+        from.retain(|k| *k != me);
+        vec![Action::FetchLeaf {
+            dispute: *id,
+            cut: *segment,
+            hash,
+            from,
+        }]
     }
 
     /// The leaf challenge, for a referee that has the state and has not issued it yet.
@@ -1108,6 +1167,7 @@ impl Court {
             let d = &self.disputes[&id];
             let mut decision = None;
             let mut issue = false;
+            let mut fetch = false;
             match &d.stage {
                 Stage::Bisect {
                     got, deadline_ms, ..
@@ -1153,6 +1213,11 @@ impl Court {
                     state: Some(_),
                     ..
                 } => issue = true,
+                Stage::Leaf {
+                    state: None,
+                    fetching: false,
+                    ..
+                } => fetch = true,
                 _ => {}
             }
             let abandon = now_ms > d.opened_ms.saturating_add(self.cfg.params.abandon_ms);
@@ -1162,6 +1227,9 @@ impl Court {
             }
             if issue {
                 actions.extend(self.issue_leaf(&id));
+            }
+            if fetch && self.disputes[&id].local.is_none() {
+                actions.extend(self.fetch_leaf(&id));
             }
             if abandon && !self.disputes[&id].finished() {
                 warn!(target: "court", dispute = %short(&id), "no final verdict in time: abandoned, bonds go back");
@@ -1290,6 +1358,7 @@ impl Court {
                 state,
                 deadline_ms,
                 proof_deadline_ms,
+                ..
             } => {
                 let due = if state.is_some() {
                     *proof_deadline_ms
@@ -1340,8 +1409,7 @@ impl Court {
         }
     }
 
-    /// What `me` owes the disputes it is a side of: reveals for the current round, and the
-    /// agreed state at a leaf that still waits for it.
+    /// What `me` owes the disputes it is a side of: reveals for the current round.
     pub fn owed(&self, me: &PublicKey) -> Vec<Owed> {
         let mut out = Vec::new();
         for d in self.disputes.values().filter(|d| !d.finished()) {
@@ -1356,21 +1424,12 @@ impl Court {
             match &d.stage {
                 Stage::Bisect {
                     round, points, got, ..
-                } if !got[side] => out.push(Owed::Reveal {
+                } if !got[side] => out.push(Owed {
                     dispute: d.id,
                     claim: d.claim_id,
                     round: *round,
                     points: points.clone(),
                     full: bisect::is_full(*round, cuts),
-                }),
-                Stage::Leaf {
-                    segment,
-                    state: None,
-                    ..
-                } => out.push(Owed::Leaf {
-                    dispute: d.id,
-                    claim: d.claim_id,
-                    cut: *segment,
                 }),
                 _ => {}
             }
