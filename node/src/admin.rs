@@ -9,7 +9,13 @@
 //! - `POST /disputes` (`{"claim": ID}`): a challenger runs the claim itself and, if its
 //!   trace differs, disputes it (201 names the dispute);
 //! - `GET /claims/ID` and `GET /disputes/ID`: a claim with its disputes, or one dispute,
-//!   as this node's court keeps them.
+//!   as this node's court keeps them;
+//! - `POST /requests` (`{"model": ID or name, "segment": K, "input": [quantized ints],
+//!   "deadline_ms": N (optional)}`): an admitted challenger publishes a proof request for
+//!   that segment (201 names it); validators adopt it and miners race it;
+//! - `GET /requests/ID`: the request, the validators that adopted it, and every proof to
+//!   it that this node verified itself, each with its public context (challenge, nonce,
+//!   miner, verifying key id) and proof bytes, so it can be checked again anywhere.
 //!
 //! It binds 127.0.0.1 unless the operator passes `--admin-allow-remote` with a
 //! non-loopback `--admin-listen`, because the status names the node's peers, keys and
@@ -58,6 +64,18 @@ pub enum AdminRequest {
         reply: Reply,
     },
     GetDispute {
+        id: [u8; 32],
+        reply: Reply,
+    },
+    /// Publish a proof request for `segment` of `model` on `input` (quantized).
+    Request {
+        model: String,
+        segment: u32,
+        input: Vec<i64>,
+        deadline_ms: Option<u64>,
+        reply: Reply,
+    },
+    GetRequest {
         id: [u8; 32],
         reply: Reply,
     },
@@ -138,7 +156,9 @@ async fn answer(
         return respond(&mut sock, 400, "text/plain", b"malformed request\n").await;
     };
     let path = path.split('?').next().unwrap_or("").to_string();
-    let court_path = path.starts_with("/claims") || path.starts_with("/disputes");
+    let court_path = ["/claims", "/disputes", "/requests"]
+        .iter()
+        .any(|p| path.starts_with(p));
     if court_path {
         let (code, body) = match tokio::time::timeout(
             READ_TIMEOUT,
@@ -203,7 +223,8 @@ async fn answer(
     }
 }
 
-/// `/claims` and `/disputes/ID`: checked here (method, token, body), answered by the node.
+/// `/claims`, `/disputes` and `/requests`: checked here (method, token, body), answered by
+/// the node.
 async fn court_request(
     sock: &mut TcpStream,
     head: &[u8],
@@ -251,6 +272,33 @@ async fn court_request(
                 None => return err(400, "a claim id is 64 hex digits"),
             }
         }
+        ("POST", "/requests") => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct PostRequest {
+                model: String,
+                segment: u32,
+                input: Vec<i64>,
+                #[serde(default)]
+                deadline_ms: Option<u64>,
+            }
+            let shape = "a request is {\"model\", \"segment\", \"input\", \"deadline_ms\"?}";
+            let r: PostRequest = match posted(sock, head, w, shape).await {
+                Ok(r) => r,
+                Err(e) => return Ok(e),
+            };
+            AdminRequest::Request {
+                model: r.model,
+                segment: r.segment,
+                input: r.input,
+                deadline_ms: r.deadline_ms,
+                reply: tx,
+            }
+        }
+        ("GET", p) if p.starts_with("/requests/") => match hex_id(&p["/requests/".len()..]) {
+            Some(id) => AdminRequest::GetRequest { id, reply: tx },
+            None => return err(400, "a request id is 64 hex digits"),
+        },
         ("GET", p) if p.starts_with("/claims/") => match hex_id(&p["/claims/".len()..]) {
             Some(id) => AdminRequest::GetClaim { id, reply: tx },
             None => return err(400, "a claim id is 64 hex digits"),
@@ -262,7 +310,7 @@ async fn court_request(
         ("GET" | "POST", _) => {
             return err(
                 404,
-                "not found: POST /claims, POST /disputes, GET /claims/ID, GET /disputes/ID",
+                "not found: POST /claims, POST /disputes, POST /requests, GET /claims/ID, GET /disputes/ID, GET /requests/ID",
             )
         }
         _ => return err(405, "GET or POST"),

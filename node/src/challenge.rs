@@ -5,19 +5,19 @@
 //! (its id, its nonce, the miner), before its output is printed. Exits 0 only when at least
 //! one proof verified.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use provnet_kernels::{Model, ModelKeys, ProofContext, ProofFile, SegmentVerifier};
+use provnet_kernels::Model;
 use provnet_p2p::{Multiaddr, NetEvent, NetworkHandle};
-use provnet_wire::{unix_ms, Challenge, Message, ProofSubmission, PublicKey, Topic};
-use rand::RngCore;
-use serde_json::json;
+use provnet_wire::{Message, Topic};
 use tracing::info;
+
+use crate::roles::ChallengerRole;
 
 use crate::genesis::Genesis;
 use crate::run::NetArgs;
@@ -71,6 +71,7 @@ pub fn run(args: ChallengeArgs) -> Result<ExitCode> {
             )
         })?;
     let model = Model::load(&gm.path)?;
+    let model_id = model.id();
     let seg = model
         .segment(args.segment as usize)
         .with_context(|| format!("model {}", gm.name))?;
@@ -87,7 +88,8 @@ pub fn run(args: ChallengeArgs) -> Result<ExitCode> {
         );
     }
     let validators = g.validator_keys()?;
-    let verifier = segment_verifier(&gm.path, &model, args.segment as usize)?;
+    let verifying = provnet_validator::VerifyingModel::load(&gm.path)
+        .with_context(|| format!("loading {}", gm.path.display()))?;
     let tmp = tempfile_dir()?;
     let mut cfg = args.net.config(&tmp)?;
     if args.net.listen.is_empty() {
@@ -98,6 +100,15 @@ pub fn run(args: ChallengeArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let result = rt.block_on(async {
+        // The challenger role follows the request: the validators' challenges adopting
+        // it, and every proof to those, verified on its own thread.
+        let mut follow = ChallengerRole::new(
+            vec![Arc::new(model)],
+            vec![Arc::new(verifying)],
+            validators,
+            0.0,
+            args.deadline_ms,
+        )?;
         let (net, task) = provnet_p2p::spawn(key, cfg).await?;
         net.wait_ready(Duration::from_secs(30)).await?;
         let joined = wait_for_mesh(&net, Duration::from_secs(args.wait_peers)).await;
@@ -105,32 +116,26 @@ pub fn run(args: ChallengeArgs) -> Result<ExitCode> {
             net.shutdown().await;
             return Err(e);
         }
-        let mut nonce = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let c = Challenge {
-            model_id: model.id(),
-            segment: args.segment,
-            input,
-            nonce,
-            deadline_ms: unix_ms(SystemTime::now()) + args.deadline_ms,
-            request: None,
-        };
+        let c = follow
+            .requested(&model_id, args.segment, input, Some(args.deadline_ms))
+            .map_err(anyhow::Error::msg)?;
         let id = c.id(&me);
         let mut events = net.subscribe();
         net.publish(Message::Challenge(c.clone())).await?;
-        let sent = Instant::now();
+        follow.record(id, &c);
         info!(target: "challenger", request = %hex::encode(id), "request published");
-        let mut follow = Follow::new(id, c.input.clone(), &validators);
         let until = tokio::time::sleep(Duration::from_millis(args.deadline_ms));
         tokio::pin!(until);
         loop {
             tokio::select! {
                 _ = &mut until => break,
+                Some(v) = follow.verdicts.recv() => follow.on_verdict(v),
                 ev = events.recv() => match ev {
-                    Ok(NetEvent::Message(m)) => {
-                        let at = sent.elapsed().as_secs_f64() * 1e3;
-                        follow.on_message(&m.verified.sender, &m.verified.message, at);
-                    }
+                    Ok(NetEvent::Message(m)) => match &m.verified.message {
+                        Message::Challenge(c) => follow.saw_challenge(&m.verified.sender, c),
+                        Message::ProofSubmission(p) => follow.saw_proof(&m.verified.sender, p),
+                        _ => {}
+                    },
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => break,
@@ -139,65 +144,49 @@ pub fn run(args: ChallengeArgs) -> Result<ExitCode> {
         }
         net.shutdown().await;
         let _ = task.await;
-        Ok((id, follow))
+        // Proofs that came by the deadline and are still being checked.
+        let checked = tokio::time::timeout(Duration::from_secs(10), async {
+            while follow.checking(&id) > 0 {
+                match follow.verdicts.recv().await {
+                    Some(v) => follow.on_verdict(v),
+                    None => break,
+                }
+            }
+        });
+        let _ = checked.await;
+        Ok(follow.view(&id).1)
     });
     let _ = std::fs::remove_dir_all(&tmp);
-    let (id, follow) = result?;
-    let proofs = follow.verify(&model, &verifier);
-    let valid = proofs.iter().filter(|p| p["valid"] == true).count();
+    let view = result?;
+    let proofs = view["proofs"].as_array().cloned().unwrap_or_default();
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "request": hex::encode(id),
-                "adopted_by": follow.adopted.values().map(|a| hex::encode(a.validator)).collect::<Vec<_>>(),
-                "proofs": proofs,
-                "valid": valid,
-            }))?
-        );
+        println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
+        let adopted = view["adopted_by"].as_array().map_or(0, Vec::len);
         println!(
-            "request {} adopted by {} validator(s)",
-            hex::encode(id),
-            follow.adopted.len()
+            "request {} adopted by {adopted} validator(s)",
+            view["request"]
         );
         for p in &proofs {
             let miner = p["miner"].as_str().unwrap_or("?");
-            let at = p["ms_after_publish"].as_f64().unwrap_or(0.0);
-            match p["valid"].as_bool() {
-                Some(true) => println!(
-                    "  valid proof from {} after {at:.1} ms, output {}",
-                    &miner[..16.min(miner.len())],
-                    p["output"]
-                ),
-                _ => println!(
-                    "  INVALID proof from {} after {at:.1} ms: {}",
-                    &miner[..16.min(miner.len())],
-                    p["error"].as_str().unwrap_or("?")
-                ),
-            }
+            let at = p["ms_after_request"].as_f64().unwrap_or(0.0);
+            println!(
+                "  valid proof from {} after {at:.1} ms, output {}",
+                &miner[..16.min(miner.len())],
+                p["output"]
+            );
         }
         println!(
-            "{valid} valid proof(s) of {} before the deadline, each verified here against the genesis verifying key",
-            proofs.len()
+            "{} valid proof(s) before the deadline, each verified here against the genesis verifying key; {} did not verify",
+            proofs.len(),
+            view["invalid"]
         );
     }
-    Ok(if valid == 0 {
+    Ok(if proofs.is_empty() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// The verifier for `segment`. Its key is the genesis's: `Genesis::load` checked the key
-/// index against the genesis, and `verifying_key` checks the key file against the index.
-fn segment_verifier(
-    dir: &std::path::Path,
-    model: &Model,
-    segment: usize,
-) -> Result<SegmentVerifier> {
-    let (vk, vk_id) = ModelKeys::open(dir, model)?.verifying_key(segment)?;
-    Ok(SegmentVerifier::new(segment, vk, vk_id))
 }
 
 /// Waits until some peer is in our gossip mesh for both challenges and proofs, so the
@@ -218,102 +207,6 @@ async fn wait_for_mesh(net: &NetworkHandle, limit: Duration) -> Result<()> {
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A validator's challenge adopting our request.
-struct Adopted {
-    validator: PublicKey,
-    nonce: [u8; 32],
-}
-
-/// Most adopting challenges followed, and proofs held per request (a Sybil can send
-/// any number; honest validators are few).
-const MAX_FOLLOWED: usize = 256;
-const MAX_PROOFS: usize = 4096;
-
-/// What came back for one request: the validators' challenges that adopt it, and the
-/// proofs to those (kept until the challenge they name is known, as gossip may bring a
-/// proof first).
-struct Follow {
-    request: [u8; 32],
-    validators: std::collections::BTreeSet<PublicKey>,
-    input: Vec<i64>,
-    adopted: HashMap<[u8; 32], Adopted>,
-    proofs: Vec<(PublicKey, ProofSubmission, f64)>,
-}
-
-impl Follow {
-    fn new(
-        request: [u8; 32],
-        input: Vec<i64>,
-        validators: &std::collections::BTreeSet<PublicKey>,
-    ) -> Follow {
-        Follow {
-            request,
-            validators: validators.clone(),
-            input,
-            adopted: HashMap::new(),
-            proofs: Vec::new(),
-        }
-    }
-
-    fn on_message(&mut self, sender: &PublicKey, m: &Message, at_ms: f64) {
-        match m {
-            Message::Challenge(c)
-                if c.request == Some(self.request)
-                    && c.input == self.input
-                    && self.validators.contains(sender)
-                    && self.adopted.len() < MAX_FOLLOWED =>
-            {
-                self.adopted.insert(
-                    c.id(sender),
-                    Adopted {
-                        validator: *sender,
-                        nonce: c.nonce,
-                    },
-                );
-            }
-            Message::ProofSubmission(p) if self.proofs.len() < MAX_PROOFS => {
-                self.proofs.push((*sender, p.clone(), at_ms));
-            }
-            _ => {}
-        }
-    }
-
-    /// Every proof to an adopting challenge, verified; one JSON object each.
-    fn verify(&self, model: &Model, verifier: &SegmentVerifier) -> Vec<serde_json::Value> {
-        self.proofs
-            .iter()
-            .filter_map(|(miner, p, at)| {
-                let a = self.adopted.get(&p.challenge_id)?;
-                let ctx = ProofContext {
-                    challenge: p.challenge_id,
-                    nonce: a.nonce,
-                    miner: *miner,
-                };
-                let checked = ProofFile::from_claim(
-                    model,
-                    verifier.segment,
-                    &p.vk_id,
-                    &ctx,
-                    &self.input,
-                    &p.output,
-                    &p.proof,
-                )
-                .and_then(|f| verifier.verify(model, &f, &ctx));
-                Some(json!({
-                    "miner": hex::encode(miner),
-                    "validator": hex::encode(a.validator),
-                    "challenge": hex::encode(p.challenge_id),
-                    "ms_after_publish": at,
-                    "valid": checked.is_ok(),
-                    "error": checked.err().map(|e| e.to_string()),
-                    "output": p.output,
-                    "proof_bytes": p.proof.len(),
-                }))
-            })
-            .collect()
     }
 }
 

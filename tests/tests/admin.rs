@@ -251,7 +251,7 @@ fn request(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (
 }
 
 #[test]
-fn claims_posted_over_the_admin_endpoint_are_published_and_read_back_with_their_disputes() {
+fn claims_and_proof_requests_posted_over_the_admin_endpoint_are_published_and_read_back() {
     let net = Subnet::setup_with(1, 1, 4, &["--inference", "1", "--cheaters", "1"]);
     let mut v = net.start("validator-1", "validator", None, &["--rate", "0"]);
     let boot = first_addr(&v.ready(T));
@@ -383,6 +383,106 @@ fn claims_posted_over_the_admin_endpoint_are_published_and_read_back_with_their_
     assert_eq!(verdict["final_verdict"], "claimant_wrong", "{verdict}");
     let corrupted = cheater.status().expect("status")["court"]["corrupted"][&bad].clone();
     assert_eq!(verdict["segment"], corrupted, "{verdict}");
+
+    // A proof request over HTTP, at the challenger: the validator adopts it, the miner
+    // proves, and the challenger lists the proof once it verified it itself, with all a
+    // client needs to verify it again: done here with the model's own verifying key.
+    let ask = format!(
+        r#"{{"model": "digits_mlp", "segment": 0, "input": {zeros}, "deadline_ms": 20000}}"#
+    );
+    let (code, text) = request(&caddr, "POST", "/requests", "", &ask);
+    assert_eq!(code, 201, "{text}");
+    let made: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let rid = made["request"].as_str().expect("a request id").to_string();
+    let mut view = serde_json::Value::Null;
+    assert!(
+        wait_until(T, || {
+            let (code, text) = request(&caddr, "GET", &format!("/requests/{rid}"), "", "");
+            view = serde_json::from_str(&text).unwrap_or_default();
+            code == 200 && view["valid"].as_u64() > Some(0)
+        }),
+        "{view}\n{}",
+        ch.log_text()
+    );
+    assert_eq!(
+        view["adopted_by"][0],
+        net.node("validator-1").1.as_str(),
+        "{view}"
+    );
+    assert_eq!(view["invalid"], 0, "{view}");
+    let p = &view["proofs"][0];
+    assert_eq!(p["miner"], net.node("miner-1").1.as_str(), "{view}");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(net.dir.path().join("devnet.json")).expect("devnet.json"),
+    )
+    .expect("JSON");
+    let model_dir = manifest["model_dir"].as_str().expect("model_dir");
+    let vm = provnet_validator::VerifyingModel::load(model_dir.as_ref()).expect("the model");
+    let hex32 = |k: &str| -> [u8; 32] {
+        hex::decode(p[k].as_str().expect(k))
+            .expect("hex")
+            .try_into()
+            .expect("32 bytes")
+    };
+    let ctx = provnet_kernels::ProofContext {
+        challenge: hex32("challenge"),
+        nonce: hex32("nonce"),
+        miner: hex32("miner"),
+    };
+    let ints = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .expect("ints")
+            .iter()
+            .map(|x| x.as_i64().expect("int"))
+            .collect()
+    };
+    let proof = hex::decode(p["proof"].as_str().expect("proof")).expect("hex");
+    assert_eq!(proof.len(), 128);
+    let check = |output: &[i64]| {
+        provnet_kernels::ProofFile::from_claim(
+            &vm.model,
+            0,
+            &hex32("vk_id"),
+            &ctx,
+            &ints(&view["input"]),
+            output,
+            &proof,
+        )
+        .and_then(|f| vm.verifiers[0].verify(&vm.model, &f, &ctx))
+    };
+    let output = ints(&p["output"]);
+    assert!(check(&output).is_ok(), "{:?}", check(&output));
+    let mut tampered = output.clone();
+    tampered[0] = if tampered[0] > 0 {
+        tampered[0] - 1
+    } else {
+        tampered[0] + 1
+    };
+    assert!(check(&tampered).is_err(), "a tampered output verified");
+    // Refused, with the reason: no challenger role here, a segment the model lacks, an
+    // input of the wrong shape, an unknown request.
+    let cases = [
+        (&iaddr, ask.clone(), 409, "challenger role"),
+        (
+            &caddr,
+            ask.replace(r#""segment": 0"#, r#""segment": 9"#),
+            400,
+            "segment",
+        ),
+        (
+            &caddr,
+            r#"{"model": "digits_mlp", "segment": 0, "input": [1]}"#.to_string(),
+            400,
+            "input",
+        ),
+    ];
+    for (addr, b, want, says) in cases {
+        let (code, text) = request(addr, "POST", "/requests", "", &b);
+        assert_eq!(code, want, "{b}: {text}");
+        assert!(text.contains(says), "{b}: {text}");
+    }
+    let (code, _) = request(&caddr, "GET", &format!("/requests/{zero_id}"), "", "");
+    assert_eq!(code, 404);
     for n in [&mut inf, &mut ch, &mut cheater, &mut m, &mut v] {
         assert!(n.terminate(T).success(), "{}", n.log_text());
     }

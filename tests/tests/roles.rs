@@ -763,7 +763,8 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
     }
 
     // The one-shot request from the admitted key: validator-1 adopts it, miner-1 proves,
-    // and the command verifies the proof itself before printing it.
+    // and the command verifies the proof itself before printing it (only verified proofs
+    // are listed; those that failed are counted).
     let input =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/fixtures/digits_mlp_input.json");
     let challenge_args = |key: &Path| {
@@ -810,10 +811,7 @@ fn garbage_unknown_models_and_unknown_challenges_are_refused_and_counted() {
         .as_array()
         .expect("proofs")
         .iter()
-        .map(|p| {
-            assert_eq!(p["valid"], true, "{answer}");
-            p["miner"].as_str().expect("miner")
-        })
+        .map(|p| p["miner"].as_str().expect("miner"))
         .collect();
     provers.sort_unstable();
     let mut want = vec![net.node("miner-1").1, newcomer_key.clone()];

@@ -11,6 +11,7 @@ mod disputes;
 mod miner;
 mod validator;
 
+pub use challenger::ChallengerRole;
 pub use disputes::DisputeConfig;
 pub use miner::Adversary;
 
@@ -33,7 +34,6 @@ use provnet_wire::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use self::challenger::ChallengerRole;
 use self::disputes::DisputeRole;
 use self::miner::MinerRole;
 use self::validator::ValidatorRole;
@@ -212,19 +212,36 @@ impl Roles {
             now_ms(),
         )?;
 
+        let validators = g.validator_keys()?;
+        // Every genesis model with its verifying keys, for the roles that verify proofs.
+        let verifying =
+            if cfg.roles.contains(&Role::Challenger) || cfg.roles.contains(&Role::Validator) {
+                genesis_models(g)
+                    .into_iter()
+                    .map(|p| {
+                        Ok(Arc::new(
+                            VerifyingModel::load(p)
+                                .with_context(|| format!("loading {}", p.display()))?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            } else {
+                Vec::new()
+            };
         let challenger = if cfg.roles.contains(&Role::Challenger) {
             if !g.challenger_quotas()?.contains_key(&me) {
                 warn!(target: "challenger", "this node's key is not an admitted challenger in the genesis: its requests are dropped at the first hop");
             }
             Some(ChallengerRole::new(
                 all_models.clone(),
+                verifying.clone(),
+                validators.clone(),
                 cfg.rate,
                 cfg.deadline_ms,
-            ))
+            )?)
         } else {
             None
         };
-        let validators = g.validator_keys()?;
 
         let miner = if cfg.roles.contains(&Role::Miner) {
             // `Genesis::load` checked each key index against the genesis's vk ids, and
@@ -260,7 +277,11 @@ impl Roles {
                 "miner started"
             );
             let own = (cfg.adversary == Some(Adversary::SelfChallenge))
-                .then(|| ChallengerRole::new(all_models.clone(), 1.0, 5_000));
+                .then(|| {
+                    let none = std::collections::BTreeSet::new();
+                    ChallengerRole::new(all_models.clone(), Vec::new(), none, 1.0, 5_000)
+                })
+                .transpose()?;
             Some(MinerRole::new(miner, rx, cfg.adversary, own))
         } else {
             None
@@ -270,15 +291,7 @@ impl Roles {
             if !stake.contains_key(&me) {
                 warn!(target: "validator", "this node's key is not in the genesis validator set: other nodes will ignore its weights");
             }
-            let models = genesis_models(g)
-                .into_iter()
-                .map(|p| {
-                    Ok(Arc::new(
-                        VerifyingModel::load(p)
-                            .with_context(|| format!("loading {}", p.display()))?,
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let models = verifying;
             let mut engine_cfg = EngineConfig::new(g.scoring.clone(), epochs);
             engine_cfg.issue = IssueConfig {
                 rate: cfg.rate,
@@ -477,8 +490,11 @@ impl Roles {
                     self.leaf_proofs().await;
                 }
                 Some(d) = recv_opt(self.miner.as_mut().map(|m| &mut m.done)) => self.on_done(d).await,
+                Some(v) = recv_opt(self.challenger.as_mut().map(|c| &mut c.verdicts)) => {
+                    self.challenger.as_mut().expect("has a verdict channel").on_verdict(v);
+                }
                 Some(w) = self.work_rx.recv() => self.on_work(w).await,
-                Some(req) = recv_opt(self.admin_rx.as_mut()) => self.on_admin(req),
+                Some(req) = recv_opt(self.admin_rx.as_mut()) => self.on_admin(req).await,
                 _ = tick.tick() => self.on_tick().await,
                 _ = status_every.tick() => self.write_status(false).await,
                 Some(req) = recv_opt(sync_requests.as_mut()) => self.answer_sync(req),
@@ -551,7 +567,7 @@ impl Roles {
             }
             Message::ProofSubmission(p) => {
                 if let Some(c) = self.challenger.as_mut() {
-                    c.saw_proof(p);
+                    c.saw_proof(&sender, p);
                 }
                 if let Some(v) = self.validator.as_mut() {
                     v.on_proof(&sender, p, now);
@@ -790,9 +806,26 @@ impl Roles {
     }
 
     /// A request from the admin endpoint.
-    fn on_admin(&mut self, req: crate::admin::AdminRequest) {
+    async fn on_admin(&mut self, req: crate::admin::AdminRequest) {
         use crate::admin::AdminRequest;
         match req {
+            AdminRequest::Request {
+                model,
+                segment,
+                input,
+                deadline_ms,
+                reply,
+            } => {
+                let answer = self.requested(&model, segment, input, deadline_ms).await;
+                let _ = reply.send(answer);
+            }
+            AdminRequest::GetRequest { id, reply } => {
+                let answer = match self.challenger.as_ref() {
+                    Some(c) => c.view(&id),
+                    None => crate::admin::error(404, "this node runs no challenger role"),
+                };
+                let _ = reply.send(answer);
+            }
             AdminRequest::Claim {
                 model,
                 input,
@@ -971,7 +1004,6 @@ impl Roles {
             }
         }
         if let Some(c) = self.challenger.as_mut() {
-            c.close_expired();
             if let Some(request) = c.due(self.published_challenges) {
                 self.publish_challenge(request).await;
             }
@@ -1082,6 +1114,44 @@ impl Roles {
         );
     }
 
+    /// A proof request from the admin endpoint: checked, published, followed.
+    async fn requested(
+        &mut self,
+        model: &str,
+        segment: u32,
+        input: Vec<i64>,
+        deadline_ms: Option<u64>,
+    ) -> (u16, serde_json::Value) {
+        use crate::admin::error;
+        let Some(c) = self.challenger.as_ref() else {
+            return error(
+                409,
+                "this node does not run the challenger role (--role challenger)",
+            );
+        };
+        let found = self
+            .cfg
+            .genesis
+            .models
+            .iter()
+            .find(|m| m.name == model || m.model_id == model.to_lowercase());
+        let Some(model_id) = found.and_then(|m| hex32("model id", &m.model_id).ok()) else {
+            return error(404, &format!("no model {model:?} in the genesis"));
+        };
+        let ch = match c.requested(&model_id, segment, input, deadline_ms) {
+            Ok(ch) => ch,
+            Err(why) => return error(400, &why),
+        };
+        let deadline = ch.deadline_ms;
+        match self.publish_challenge(ch).await {
+            Some(id) => (
+                201,
+                serde_json::json!({"request": hex::encode(id), "deadline_ms": deadline}),
+            ),
+            None => error(503, "no peer took the request: try again"),
+        }
+    }
+
     pub async fn publish_challenge(&mut self, ch: Challenge) -> Option<[u8; 32]> {
         let id = ch.id(&self.me);
         let seg = ch.segment;
@@ -1143,7 +1213,7 @@ impl Roles {
                 }
                 Some(st)
             }),
-            challenger: self.challenger.as_ref().map(|c| c.status.clone()),
+            challenger: self.challenger.as_ref().map(|c| c.status()),
             ledger: self.ledger.status(16).map_err(log).ok().map(|mut l| {
                 let g = self.registrar.graph();
                 l.registered_miners = g.len() as u32;
