@@ -9,8 +9,8 @@ use provnet_kernels::{import, keys, trace, ImportOptions, Model, ModelSummary};
 use serde_json::json;
 
 use crate::{
-    bench, bench_dispute, bench_msm, bench_verify, challenge, demo, devnet, disputes_cli, genesis,
-    identity, inputs, prove, run,
+    bench, bench_dispute, bench_msm, bench_verify, challenge, claim, demo, devnet, disputes_cli,
+    genesis, identity, inputs, prove, run,
 };
 
 #[derive(Parser, Debug)]
@@ -57,6 +57,9 @@ pub enum Command {
     /// Publish one proof request (as an admitted challenger) and report the verified proofs
     /// that answer it.
     Challenge(challenge::ChallengeArgs),
+    /// Claim one inference as a process of its own (a genesis account's key), stand behind
+    /// it through any dispute, and report whether it was upheld (exit 0) or overturned (1).
+    Claim(claim::ClaimArgs),
     /// Load testing: flood a network with junk from fresh keys (`adversary` builds only).
     #[cfg(feature = "adversary")]
     #[command(hide = true)]
@@ -142,7 +145,7 @@ impl Cli {
     /// The log level when RUST_LOG is unset: long-running commands say what they do.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
-            Command::Run(_) | Command::Challenge(_) => "info",
+            Command::Run(_) | Command::Challenge(_) | Command::Claim(_) => "info",
             #[cfg(feature = "adversary")]
             Command::Flood(_) => "error",
             _ => "warn",
@@ -175,6 +178,7 @@ impl Cli {
             Command::Run(args) => run::run(args),
             Command::Devnet(args) => devnet::run(args),
             Command::Challenge(args) => challenge::run(args),
+            Command::Claim(args) => claim::run(args),
             #[cfg(feature = "adversary")]
             Command::Flood(args) => crate::flood::run(args),
             Command::Disputes(t) => disputes_cli::list(&t),

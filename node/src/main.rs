@@ -6,6 +6,7 @@ mod bench_dispute;
 mod bench_msm;
 mod bench_verify;
 mod challenge;
+mod claim;
 mod cli;
 mod demo;
 mod devnet;

@@ -252,7 +252,8 @@ fn request(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (
 
 #[test]
 fn claims_and_proof_requests_posted_over_the_admin_endpoint_are_published_and_read_back() {
-    let net = Subnet::setup_with(1, 1, 4, &["--inference", "1", "--cheaters", "1"]);
+    // inference-2 is a genesis account no node runs: `provnet claim` uses its key.
+    let net = Subnet::setup_with(1, 1, 4, &["--inference", "2", "--cheaters", "1"]);
     let mut v = net.start("validator-1", "validator", None, &["--rate", "0"]);
     let boot = first_addr(&v.ready(T));
     let mut inf = net.start(
@@ -483,6 +484,82 @@ fn claims_and_proof_requests_posted_over_the_admin_endpoint_are_published_and_re
     }
     let (code, _) = request(&caddr, "GET", &format!("/requests/{zero_id}"), "", "");
     assert_eq!(code, 404);
+
+    // `provnet claim`, a process of its own under inference-2's key, cheating in its one
+    // claim: the challenger disputes it by hand, the process answers the rounds and gives
+    // the referee the leaf state, and exits 1 once the claim is overturned.
+    let key = net.node("inference-2").0.join("keys").join("node.key");
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../kernels/fixtures/digits_mlp_input.json");
+    let mut claimant = Node::start(
+        "claim",
+        &[
+            "claim",
+            "--genesis",
+            net.genesis.to_str().expect("utf-8"),
+            "--bootstrap",
+            &boot,
+            "--model",
+            "digits_mlp",
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--key",
+            key.to_str().expect("utf-8"),
+            "--cheat-rate",
+            "1",
+        ],
+    );
+    let mut cid = None;
+    assert!(
+        wait_until(T, || {
+            cid = claimant.log_json().iter().find_map(|l| {
+                let f = &l["fields"];
+                (f["message"]
+                    .as_str()?
+                    .starts_with("claim published: standing behind it"))
+                .then(|| f["claim"].as_str().map(String::from))?
+            });
+            cid.is_some()
+        }),
+        "provnet claim published nothing:\n{}",
+        claimant.log_text()
+    );
+    let cid = cid.expect("checked");
+    assert!(wait_until(T, || request(
+        &caddr,
+        "GET",
+        &format!("/claims/{cid}"),
+        "",
+        ""
+    )
+    .0 == 200));
+    let (ok, out, err) = provnet(&["dispute", "open", &cid, "--connect", &caddr, "--json"]);
+    assert!(ok, "{out}\n{err}");
+    let exit = claimant
+        .wait_exit(T)
+        .expect("provnet claim exits once its claim is final");
+    assert_eq!(exit.code(), Some(1), "{}", claimant.log_text());
+    let (_, got) = request(&caddr, "GET", &format!("/claims/{cid}"), "", "");
+    let got: serde_json::Value = serde_json::from_str(&got).expect("JSON");
+    assert_eq!(got["state"], "overturned", "{got}");
+    assert_eq!(
+        got["disputes"][0]["final_verdict"], "claimant_wrong",
+        "{got}"
+    );
+    // A key that is no genesis account is refused up front, saying why.
+    let outsider = net.node("miner-1").0.join("keys").join("node.key");
+    let (ok, _, err) = provnet(&[
+        "claim",
+        "--genesis",
+        net.genesis.to_str().expect("utf-8"),
+        "--model",
+        "digits_mlp",
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--key",
+        outsider.to_str().expect("utf-8"),
+    ]);
+    assert!(!ok && err.contains("not a genesis account"), "{err}");
     for n in [&mut inf, &mut ch, &mut cheater, &mut m, &mut v] {
         assert!(n.terminate(T).success(), "{}", n.log_text());
     }

@@ -243,7 +243,11 @@ impl DisputeRole {
             let _ = reply.send(crate::admin::error(503, "model runs in flight: try again"));
             return None;
         }
-        Some(self.claim_job(m, input, None, Some(reply)))
+        // The test-only cheater corrupts requested claims too (`provnet claim` runs one).
+        let mut rng = rand::rngs::OsRng;
+        let corrupt = (rng.gen::<f64>() < self.cfg.cheat_rate)
+            .then(|| rng.gen_range(0..m.segments.len() as u32));
+        Some(self.claim_job(m, input, corrupt, Some(reply)))
     }
 
     fn claim_job(
