@@ -1,7 +1,8 @@
 //! Catching up after downtime: a node that restarts with epochs whose commits or reveals it
 //! may have missed asks a few peers for their archived, signed weights envelopes before it
-//! runs consensus for those epochs (see `provnet_wire::sync`). Peers are not trusted: the
-//! envelopes are checked by signature and judged by the ledger's own rules.
+//! runs consensus for those epochs (see `provnet_wire::sync`), and for the claims, disputes
+//! and attestations its court missed. Peers are not trusted: the envelopes are checked by
+//! signature and judged by the ledger's and the court's own rules.
 
 use std::time::Duration;
 
@@ -30,16 +31,62 @@ pub struct Fetched {
     pub peers_answered: usize,
 }
 
-/// Asks up to [`PEERS_ASKED`] connected peers for epochs `from..=to`, page by page, and
-/// returns every envelope they sent (duplicates included: applying one twice is harmless).
-/// Genesis validators come first, recognised by their PeerId (derived from the key), never
-/// by what a peer announces; at most [`MAX_BYTES_PER_PEER`] are kept from each.
+/// Asks up to [`PEERS_ASKED`] connected peers for epochs `from..=to` of weights, page by
+/// page, and returns every envelope they sent (duplicates included: applying one twice is
+/// harmless).
 pub async fn fetch(
     net: NetworkHandle,
     from: u64,
     to: u64,
     validators: &std::collections::BTreeSet<[u8; 32]>,
 ) -> Fetched {
+    let ask = |peer: PeerId, at: u64| {
+        let net = net.clone();
+        async move {
+            let req = SyncRequest {
+                from_epoch: at,
+                to_epoch: to.min(at + provnet_wire::sync::MAX_SYNC_EPOCHS - 1),
+            };
+            let next = (req.to_epoch < to).then_some(req.to_epoch + 1);
+            net.sync(peer, req).await.map(|r| (r, next))
+        }
+    };
+    fetch_pages(&net, from, validators, ask).await
+}
+
+/// Asks up to [`PEERS_ASKED`] connected peers for the claims, disputes and attestations
+/// their courts took since `since_ms`, page by page.
+pub async fn fetch_court(
+    net: NetworkHandle,
+    since_ms: u64,
+    validators: &std::collections::BTreeSet<[u8; 32]>,
+) -> Fetched {
+    let ask = |peer: PeerId, at: u64| {
+        let net = net.clone();
+        async move {
+            let req = provnet_wire::CourtSyncRequest { since_ms: at };
+            net.court_sync(peer, req).await.map(|r| (r, None))
+        }
+    };
+    fetch_pages(&net, since_ms, validators, ask).await
+}
+
+/// The pager both use: `ask(peer, at)` asks one page from `at` and says where the next
+/// starts when the peer's answer did not stop at its size limit (none: that was the last).
+/// Genesis validators are asked first, recognised by their PeerId (derived from the key),
+/// never by what a peer announces; at most [`MAX_BYTES_PER_PEER`] are kept from each.
+async fn fetch_pages<F, Fut>(
+    net: &NetworkHandle,
+    from: u64,
+    validators: &std::collections::BTreeSet<[u8; 32]>,
+    ask: F,
+) -> Fetched
+where
+    F: Fn(PeerId, u64) -> Fut,
+    Fut: std::future::Future<
+        Output = Result<(provnet_wire::SyncResponse, Option<u64>), provnet_p2p::P2pError>,
+    >,
+{
     let mut out = Fetched::default();
     let me = net.public_key();
     let validator_peers: Vec<PeerId> = validators
@@ -72,26 +119,21 @@ pub async fn fetch(
         let mut at = from;
         let mut answered = false;
         let mut bytes = 0usize;
-        while at <= to && bytes < MAX_BYTES_PER_PEER {
-            let req = SyncRequest {
-                from_epoch: at,
-                to_epoch: to.min(at + provnet_wire::sync::MAX_SYNC_EPOCHS - 1),
-            };
-            match net.sync(peer, req).await {
-                Ok(r) if !r.serving => break,
-                Ok(r) => {
+        while bytes < MAX_BYTES_PER_PEER {
+            match ask(peer, at).await {
+                Ok((r, _)) if !r.serving => break,
+                Ok((r, next_page)) => {
                     answered = true;
                     bytes += r.envelopes.iter().map(|e| e.len()).sum::<usize>();
                     out.envelopes.extend(r.envelopes);
-                    let next = match r.more_from {
-                        Some(n) => n,
-                        None => req.to_epoch + 1,
-                    };
-                    if next <= at {
-                        warn!(target: LOG_TARGET_SYNC, %peer, epoch = at, "peer's answer made no progress: asking the next peer");
-                        break;
+                    match r.more_from.or(next_page) {
+                        None => break,
+                        Some(next) if next <= at => {
+                            warn!(target: LOG_TARGET_SYNC, %peer, at, "peer's answer made no progress: asking the next peer");
+                            break;
+                        }
+                        Some(next) => at = next,
                     }
-                    at = next;
                 }
                 Err(e) => {
                     info!(target: LOG_TARGET_SYNC, %peer, "sync failed: {e}");

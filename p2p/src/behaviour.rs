@@ -12,7 +12,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{connection_limits, identify, kad, mdns, ping, StreamProtocol};
 use provnet_wire::{Kind, Topic};
 
-use crate::rpc::{self, LeafRpc, RpcBehaviour, SyncRpc};
+use crate::rpc::{self, CourtRpc, LeafRpc, RpcBehaviour, SyncRpc};
 use crate::{NetworkConfig, P2pError};
 
 #[derive(NetworkBehaviour)]
@@ -25,6 +25,7 @@ pub(crate) struct Behaviour {
     pub ping: ping::Behaviour,
     pub sync: RpcBehaviour<SyncRpc>,
     pub leaf: RpcBehaviour<LeafRpc>,
+    pub court: RpcBehaviour<CourtRpc>,
 }
 
 /// The DHT protocol for a network; nodes of other netuids never enter our routing table.
@@ -77,6 +78,7 @@ impl Behaviour {
             ping: ping::Behaviour::new(ping::Config::new()),
             sync: rpc::behaviour(cfg.netuid),
             leaf: rpc::behaviour(cfg.netuid),
+            court: rpc::behaviour(cfg.netuid),
         })
     }
 }

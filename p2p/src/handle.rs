@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use provnet_wire::{
-    GossipStatus, LeafRequest, LeafResponse, Message, PeerStatus, PublicKey, SyncRequest,
-    SyncResponse, Topic, Verified,
+    CourtSyncRequest, GossipStatus, LeafRequest, LeafResponse, Message, PeerStatus, PublicKey,
+    SyncRequest, SyncResponse, Topic, Verified,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::rpc::{InboundLeaf, InboundSync};
+use crate::rpc::{InboundCourt, InboundLeaf, InboundSync};
 use crate::P2pError;
 
 /// A message that passed validation, as delivered to subscribers.
@@ -58,6 +58,12 @@ pub(crate) enum Command {
     Status(oneshot::Sender<GossipStatus>),
     ServeSync(mpsc::Sender<InboundSync>, oneshot::Sender<()>),
     ServeLeaf(mpsc::Sender<InboundLeaf>, oneshot::Sender<()>),
+    ServeCourt(mpsc::Sender<InboundCourt>, oneshot::Sender<()>),
+    CourtSync(
+        PeerId,
+        CourtSyncRequest,
+        oneshot::Sender<Result<SyncResponse, P2pError>>,
+    ),
     SubscribeLedger(mpsc::Sender<Arc<Received>>, oneshot::Sender<()>),
     Sync(
         PeerId,
@@ -145,6 +151,27 @@ impl NetworkHandle {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.request(|done| Command::ServeLeaf(tx, done)).await?;
         Ok(rx)
+    }
+
+    /// Answers peers' court sync requests from now on, as [`NetworkHandle::serve_sync`]
+    /// does weights sync requests.
+    pub async fn serve_court(
+        &self,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<InboundCourt>, P2pError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.request(|done| Command::ServeCourt(tx, done)).await?;
+        Ok(rx)
+    }
+
+    /// Asks a connected peer for the claims, disputes and attestations since a time.
+    pub async fn court_sync(
+        &self,
+        peer: PeerId,
+        request: CourtSyncRequest,
+    ) -> Result<SyncResponse, P2pError> {
+        self.request(|tx| Command::CourtSync(peer, request, tx))
+            .await?
     }
 
     /// Asks a peer (dialed if need be) for a dispute's state at a cut.

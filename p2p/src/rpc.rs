@@ -6,6 +6,8 @@
 //!   ([`provnet_wire::sync`]).
 //! - `/provnet/<netuid>/leaf/1` ([`LeafRpc`]): a dispute's agreed state at its leaf, which
 //!   referees fetch from a side ([`provnet_wire::LeafRequest`]).
+//! - `/provnet/<netuid>/court/1` ([`CourtRpc`]): the claims, disputes and attestations of
+//!   a time a node was down ([`provnet_wire::CourtSyncRequest`]).
 //!
 //! Both are served the same way ([`Endpoint`]): a peer's request goes to the part of the
 //! node that can answer, over a bounded channel, and is answered "not serving" when that
@@ -23,7 +25,9 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::StreamProtocol;
 use provnet_wire::dispute::{MAX_LEAF_REQUEST_BYTES, MAX_LEAF_RESPONSE_BYTES};
 use provnet_wire::sync::{MAX_SYNC_REQUEST_BYTES, MAX_SYNC_RESPONSE_BYTES};
-use provnet_wire::{LeafRequest, LeafResponse, SyncRequest, SyncResponse, WireError};
+use provnet_wire::{
+    CourtSyncRequest, LeafRequest, LeafResponse, SyncRequest, SyncResponse, WireError,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
@@ -62,6 +66,7 @@ macro_rules! framed {
 framed!(SyncRequest, MAX_SYNC_REQUEST_BYTES);
 framed!(SyncResponse, MAX_SYNC_RESPONSE_BYTES);
 framed!(LeafRequest, MAX_LEAF_REQUEST_BYTES);
+framed!(CourtSyncRequest, MAX_SYNC_REQUEST_BYTES);
 framed!(LeafResponse, MAX_LEAF_RESPONSE_BYTES);
 
 /// Catching up on weights.
@@ -72,6 +77,19 @@ impl Rpc for SyncRpc {
     type Request = SyncRequest;
     type Response = SyncResponse;
     const NAME: &'static str = "sync";
+    fn not_serving() -> SyncResponse {
+        SyncResponse::not_serving()
+    }
+}
+
+/// Catching up on the court.
+#[derive(Debug)]
+pub enum CourtRpc {}
+
+impl Rpc for CourtRpc {
+    type Request = CourtSyncRequest;
+    type Response = SyncResponse;
+    const NAME: &'static str = "court";
     fn not_serving() -> SyncResponse {
         SyncResponse::not_serving()
     }
@@ -108,6 +126,8 @@ pub struct Inbound<R: Rpc> {
 pub type InboundSync = Inbound<SyncRpc>;
 /// A referee asking for a dispute's leaf state.
 pub type InboundLeaf = Inbound<LeafRpc>;
+/// A peer catching up on the court.
+pub type InboundCourt = Inbound<CourtRpc>;
 
 pub(crate) struct Codec<R>(PhantomData<R>);
 

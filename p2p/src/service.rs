@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::behaviour::{kad_protocol, Behaviour, BehaviourEvent};
 use crate::handle::{Command, NetEvent, NetworkHandle, Ready, Received};
-use crate::rpc::{Endpoint, LeafRpc, Rpc, SyncRpc};
+use crate::rpc::{CourtRpc, Endpoint, LeafRpc, Rpc, SyncRpc};
 use crate::{identity, NetworkConfig, P2pError};
 
 const COMMAND_BUFFER: usize = 256;
@@ -116,6 +116,7 @@ pub async fn spawn(
         connections_refused: 0,
         sync: Endpoint::new(SYNC_PER_MINUTE),
         leaf: Endpoint::new(LEAF_PER_MINUTE),
+        court: Endpoint::new(SYNC_PER_MINUTE),
         gate: Gate::new(cfg.network(), public_key, cfg.gate.clone())
             .with_admission(cfg.admission.clone()),
         signer: Signer::new(key, cfg.network(), now),
@@ -176,9 +177,10 @@ struct Service {
     ledger_backlog_registrations: usize,
     ledger_dropped: u64,
     connections_refused: u64,
-    /// Weights sync and leaf states: peers' requests and ours.
+    /// Weights sync, leaf states and court sync: peers' requests and ours.
     sync: Endpoint<SyncRpc>,
     leaf: Endpoint<LeafRpc>,
+    court: Endpoint<CourtRpc>,
 }
 
 impl Service {
@@ -203,6 +205,9 @@ impl Service {
                 }
                 Some((channel, answer)) = self.leaf.replies_rx.recv() => {
                     let _ = self.swarm.behaviour_mut().leaf.send_response(channel, answer);
+                }
+                Some((channel, answer)) = self.court.replies_rx.recv() => {
+                    let _ = self.swarm.behaviour_mut().court.send_response(channel, answer);
                 }
                 permit = reserve(self.ledger_tx.clone()), if !self.ledger_backlog.is_empty() => {
                     self.drain_ledger(permit);
@@ -320,21 +325,29 @@ impl Service {
                 self.leaf.serve(server);
                 let _ = done.send(());
             }
+            Command::ServeCourt(server, done) => {
+                self.court.serve(server);
+                let _ = done.send(());
+            }
             Command::SubscribeLedger(tx, done) => {
                 self.ledger_tx = Some(tx);
                 let _ = done.send(());
             }
             Command::Sync(peer, request, reply) => {
-                if !self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Err(P2pError::Request {
-                        protocol: SyncRpc::NAME,
-                        peer: peer.to_string(),
-                        reason: "not connected".into(),
-                    }));
+                if let Err(e) = self.connected::<SyncRpc>(&peer) {
+                    let _ = reply.send(Err(e));
                     return;
                 }
                 let b = &mut self.swarm.behaviour_mut().sync;
                 self.sync.send(b, peer, request, reply);
+            }
+            Command::CourtSync(peer, request, reply) => {
+                if let Err(e) = self.connected::<CourtRpc>(&peer) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let b = &mut self.swarm.behaviour_mut().court;
+                self.court.send(b, peer, request, reply);
             }
             Command::Leaf(peer, request, reply) => {
                 // Dials the peer when not connected, at the addresses the DHT and
@@ -343,6 +356,18 @@ impl Service {
                 self.leaf.send(b, peer, request, reply);
             }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// Catching up asks connected peers only: an error at once for any other.
+    fn connected<R: Rpc>(&self, peer: &PeerId) -> Result<(), P2pError> {
+        match self.swarm.is_connected(peer) {
+            true => Ok(()),
+            false => Err(P2pError::Request {
+                protocol: R::NAME,
+                peer: peer.to_string(),
+                reason: "not connected".into(),
+            }),
         }
     }
 
@@ -646,6 +671,9 @@ impl Service {
             BehaviourEvent::Leaf(ev) => {
                 self.leaf.on_event(&mut self.swarm.behaviour_mut().leaf, ev)
             }
+            BehaviourEvent::Court(ev) => self
+                .court
+                .on_event(&mut self.swarm.behaviour_mut().court, ev),
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
                 debug!(target: "p2p::swarm", %peer, "routing table updated");
             }

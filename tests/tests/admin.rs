@@ -546,6 +546,44 @@ fn claims_and_proof_requests_posted_over_the_admin_endpoint_are_published_and_re
         got["disputes"][0]["final_verdict"], "claimant_wrong",
         "{got}"
     );
+    // A node that was down for all of it (inference-2's own, started only now, with an
+    // empty court) catches up from its peers' signed archives: the claim it never heard,
+    // overturned, and its own balance short of the slashed bond, as every court has it.
+    let mut late = net.start(
+        "inference-2",
+        "inference",
+        Some(&boot),
+        &["--claim-rate", "0"],
+    );
+    late.ready(T);
+    assert!(
+        wait_until(T, || late
+            .status()
+            .is_some_and(|s| s["court"]["synced"].as_u64() > Some(0))),
+        "inference-2 never caught up on the court:\n{}",
+        late.log_text()
+    );
+    let laddr = admin_addr(&late);
+    let (code, text) = request(&laddr, "GET", &format!("/claims/{cid}"), "", "");
+    assert_eq!(code, 200, "{text}");
+    let seen: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(seen["state"], "overturned", "{seen}");
+    assert_eq!(
+        seen["disputes"][0]["final_verdict"], "claimant_wrong",
+        "{seen}"
+    );
+    let genesis = std::fs::read_to_string(&net.genesis).expect("genesis");
+    let hotkey = format!("hotkey = \"{}\"", net.node("inference-2").1);
+    let opening: u64 = genesis
+        .split(&hotkey)
+        .nth(1)
+        .and_then(|rest| rest.lines().find_map(|l| l.strip_prefix("balance = ")))
+        .and_then(|b| b.trim().parse().ok())
+        .expect("inference-2's opening balance in the genesis");
+    let bond = seen["bond"].as_u64().expect("bond");
+    let balance = late.status().expect("status")["court"]["balance"].as_u64();
+    assert_eq!(balance, Some(opening - bond), "{}", late.log_text());
+    assert!(late.terminate(T).success(), "{}", late.log_text());
     // A key that is no genesis account is refused up front, saying why.
     let outsider = net.node("miner-1").0.join("keys").join("node.key");
     let (ok, _, err) = provnet(&[

@@ -495,18 +495,27 @@ impl Store {
         to: u64,
         max_bytes: usize,
     ) -> Result<(Vec<Vec<u8>>, Option<u64>)> {
-        let mut out = Vec::new();
-        let mut total = 0usize;
         let end = to.checked_add(1).map(epoch_key);
         let range = match end {
             Some(end) => self.archive.range(epoch_key(from)..end),
             None => self.archive.range(epoch_key(from)..),
         };
+        Self::capped(range, max_bytes)
+    }
+
+    /// The values of an archive's range (keys start with a big-endian u64) up to
+    /// `max_bytes` (at least one), and the key prefix to ask from again when it stopped.
+    pub(crate) fn capped(
+        range: sled::Iter,
+        max_bytes: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<u64>)> {
+        let mut out = Vec::new();
+        let mut total = 0usize;
         for kv in range {
             let (k, v) = kv?;
             if !out.is_empty() && total + v.len() > max_bytes {
-                let epoch = u64::from_be_bytes(k[..8].try_into().expect("8-byte prefix"));
-                return Ok((out, Some(epoch)));
+                let at = u64::from_be_bytes(k[..8].try_into().expect("8-byte prefix"));
+                return Ok((out, Some(at)));
             }
             total += v.len();
             out.push(v.to_vec());

@@ -902,3 +902,129 @@ fn messages_that_arrive_before_what_they_refer_to_are_held_and_applied_in_order(
         (DisputeVerdict::ClaimantWrong, Some(12_345))
     );
 }
+
+#[test]
+fn a_court_that_was_down_catches_up_from_signed_messages_and_settles_the_same_bonds() {
+    // Validator 1's court sees a dispute through to its final verdict.
+    let cuts = 11;
+    let input = vec![4, 4];
+    let liar = Run::new(&input, cuts, Some((6, 2)));
+    let honest = Run::new(&input, cuts, None);
+    let mut w = World::new(cuts);
+    let claim = w.claim(&liar, 1);
+    let d = w.dispute(claim, &honest);
+    let acts = play_honestly(&mut w, d, &liar, &honest);
+    let (verdict, segment) = finalize(&mut w, d, &acts);
+    let final_now = w.now;
+    let attested = w.court.disputes()[&d].attestations.clone();
+    // And a second claim, disputed, whose bisection is still running.
+    let claim2 = w.claim(&liar, 2);
+    let d2 = w.dispute(claim2, &honest);
+
+    // Validator 3 was down for all of it. What peers send it, as signed: the claims, the
+    // disputes and the attestations (the envelopes' bytes only go to its archive).
+    let c = |run: &Run, nonce: u8| Claim {
+        model_id: MODEL,
+        input: run.tensors[0].clone(),
+        output: run.tensors.last().expect("output").clone(),
+        cuts,
+        trace_root: run.root(),
+        bond: 1_000,
+        nonce: [nonce; 16],
+    };
+    let open = |claim_id| DisputeOpen {
+        claim_id,
+        trace_root: honest.root(),
+        bond: 500,
+    };
+    let mut sent = vec![
+        (key(CLAIMANT), Message::Claim(c(&liar, 1)), T0, vec![1]),
+        (
+            key(CHALLENGER),
+            Message::DisputeOpen(open(claim)),
+            T0,
+            vec![2],
+        ),
+        (
+            key(CLAIMANT),
+            Message::Claim(c(&liar, 2)),
+            final_now,
+            vec![3],
+        ),
+        (
+            key(CHALLENGER),
+            Message::DisputeOpen(open(claim2)),
+            final_now,
+            vec![4],
+        ),
+        // A forged attestation from a key that is no validator.
+        (
+            key(OUTSIDER),
+            Message::Attestation(Attestation {
+                dispute_id: d2,
+                verdict: DisputeVerdict::TimeoutChallenger,
+                segment: None,
+                prover: None,
+            }),
+            final_now,
+            vec![5],
+        ),
+    ];
+    for (v, dec) in &attested {
+        let a = Attestation {
+            dispute_id: d,
+            verdict: dec.verdict,
+            segment: dec.segment,
+            prover: dec.prover.map(Digest),
+        };
+        sent.push((*v, Message::Attestation(a), final_now - 5, vec![6, v[0]]));
+    }
+    sent.reverse(); // in any order: what a message refers to is applied first
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut late = open_court_with(&dir.path().join("db"), cuts, params(), Some(V3));
+    let report = late.apply_synced(sent.clone()).expect("store");
+    assert_eq!(report.applied, 4 + attested.len(), "{report:?}");
+    assert_eq!(
+        report.refused.get("not_a_validator"),
+        Some(&1),
+        "{report:?}"
+    );
+    // The same final verdict, and the same money, as the court that saw it live.
+    let f = late.disputes()[&d].final_verdict.clone().expect("final");
+    assert_eq!((f.verdict, f.segment), (verdict, segment));
+    for k in [CLAIMANT, CHALLENGER, MINER] {
+        assert_eq!(
+            late.bank().balance(&key(k)).expect("store"),
+            w.court.bank().balance(&key(k)).expect("store"),
+            "account {k}"
+        );
+    }
+    assert!(late.claims()[&claim].overturned);
+    // Everything it took is archived, to serve the next node catching up; twice is
+    // harmless.
+    let (archived, more) = late.archived(0, 1 << 20).expect("store");
+    assert_eq!((archived.len(), more), (4 + attested.len(), None));
+    assert_eq!(late.last_archived_ms().expect("store"), Some(final_now));
+    let again = late.apply_synced(sent).expect("store");
+    assert_eq!(
+        (again.applied, again.duplicate),
+        (0, 4 + attested.len()),
+        "{again:?}"
+    );
+    // The running dispute it only observes: long past its clocks, it never decides a
+    // timeout, never fetches a leaf and never attests.
+    assert!(late.disputes()[&d2].observed);
+    let later = final_now + late.params().round_ms * 3;
+    assert_eq!(
+        late.tick(later, &Runner).expect("store"),
+        Vec::<Action>::new()
+    );
+    assert_eq!(late.disputes()[&d2].local, None);
+    // The same dispute live at validator 1 is refereed: its clock runs out there.
+    let acts = w.court.tick(later, &Runner).expect("store");
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Publish(Message::Attestation(_)))),
+        "{acts:?}"
+    );
+}

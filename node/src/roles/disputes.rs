@@ -171,6 +171,8 @@ pub struct DisputeRole {
     leaf_served: u64,
     leaf_fetched: u64,
     leaf_fetch_failed: u64,
+    /// Claims, disputes and attestations taken from peers while catching up.
+    synced: u64,
 }
 
 impl DisputeRole {
@@ -197,6 +199,7 @@ impl DisputeRole {
             leaf_served: 0,
             leaf_fetched: 0,
             leaf_fetch_failed: 0,
+            synced: 0,
         }
     }
 
@@ -468,6 +471,44 @@ impl DisputeRole {
         }
     }
 
+    /// Where catching up on the court starts: a minute before the newest message archived
+    /// here (messages signed while it was going down), or as far back as the court keeps
+    /// records.
+    pub fn catch_up_since(&self, now_ms: u64) -> u64 {
+        let keep = now_ms.saturating_sub(self.court.params().keep_ms);
+        match self.court.last_archived_ms() {
+            Ok(Some(last)) => last.saturating_sub(60_000).max(keep),
+            _ => keep,
+        }
+    }
+
+    /// Applies peers' claims, disputes and attestations (checked by signature).
+    pub fn apply_synced(
+        &mut self,
+        msgs: Vec<(PublicKey, Message, u64, Vec<u8>)>,
+    ) -> provnet_validator::store::Result<court::SyncedReport> {
+        let r = self.court.apply_synced(msgs)?;
+        self.synced += r.applied as u64;
+        Ok(r)
+    }
+
+    /// A peer catching up on the court: what this court archived since the time it asks.
+    pub fn sync_answer(&self, req: &provnet_wire::CourtSyncRequest) -> provnet_wire::SyncResponse {
+        // Room for the response's own framing.
+        let budget = provnet_wire::sync::MAX_SYNC_RESPONSE_BYTES - 64 * 1024;
+        match self.court.archived(req.since_ms, budget) {
+            Ok((envelopes, more_from)) => provnet_wire::SyncResponse {
+                serving: true,
+                envelopes: envelopes.into_iter().map(Into::into).collect(),
+                more_from,
+            },
+            Err(e) => {
+                warn!(target: "court", "store: {e}");
+                provnet_wire::SyncResponse::not_serving()
+            }
+        }
+    }
+
     /// A fetch of a leaf state came back: with the state, or with nothing from anyone.
     pub fn leaf_fetched(&mut self, got: bool) {
         match got {
@@ -540,6 +581,7 @@ impl DisputeRole {
         s.leaf_served = self.leaf_served;
         s.leaf_fetched = self.leaf_fetched;
         s.leaf_fetch_failed = self.leaf_fetch_failed;
+        s.synced = self.synced;
         s.corrupted = self
             .corrupted
             .iter()

@@ -453,6 +453,30 @@ impl Roles {
                 None
             }
         };
+        let mut court_requests = match self.net.serve_court(16).await {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                warn!(target: LOG_TARGET_SYNC, "cannot serve peers catching up on the court: {e}");
+                None
+            }
+        };
+        // The claims, disputes and attestations this node may have missed while down.
+        let mut court_catch_up = {
+            let since = self.disputes.catch_up_since(now_ms());
+            let (tx, rx) = oneshot::channel();
+            let net = self.net.clone();
+            let validators = self.cfg.genesis.validator_keys().unwrap_or_default();
+            tokio::spawn(async move {
+                let fetched = tokio::time::timeout(
+                    CATCH_UP_LIMIT,
+                    crate::sync::fetch_court(net, since, &validators),
+                )
+                .await
+                .unwrap_or_default();
+                let _ = tx.send(fetched);
+            });
+            Some(rx)
+        };
         let mut leaf_requests = match self.net.serve_leaf(64).await {
             Ok(rx) => Some(rx),
             Err(e) => {
@@ -498,6 +522,15 @@ impl Roles {
                 _ = tick.tick() => self.on_tick().await,
                 _ = status_every.tick() => self.write_status(false).await,
                 Some(req) = recv_opt(sync_requests.as_mut()) => self.answer_sync(req),
+                Some(req) = recv_opt(court_requests.as_mut()) => {
+                    let answer = self.disputes.sync_answer(&req.request);
+                    debug!(target: LOG_TARGET_SYNC, peer = %req.peer, since = req.request.since_ms, envelopes = answer.envelopes.len(), "answered a peer catching up on the court");
+                    let _ = req.reply.send(answer);
+                }
+                fetched = async { court_catch_up.as_mut().expect("guarded").await }, if court_catch_up.is_some() => {
+                    court_catch_up = None;
+                    self.apply_court_fetched(fetched.unwrap_or_default());
+                }
                 Some(f) = self.leaf_rx.recv() => self.on_leaf_fetched(f).await,
                 Some(req) = recv_opt(leaf_requests.as_mut()) => {
                     let answer = self.disputes.leaf_answer(&req.request);
@@ -590,14 +623,23 @@ impl Roles {
             | Message::DisputeOpen(_)
             | Message::DisputeReveal(_)
             | Message::Attestation(_) => {
-                self.on_dispute_message(&sender, &m.verified.message).await
+                let envelope = (m.raw.as_slice(), m.verified.timestamp_ms);
+                self.on_dispute_message(&sender, &m.verified.message, Some(envelope))
+                    .await
             }
         }
     }
 
     /// A dispute-game message, from gossip or this node's own (which gossip does not
     /// echo): the court takes it, and says what to do.
-    async fn on_dispute_message(&mut self, sender: &PublicKey, msg: &Message) {
+    /// `envelope`: the signed bytes it came in and their timestamp, archived for peers
+    /// catching up once the court takes the message.
+    async fn on_dispute_message(
+        &mut self,
+        sender: &PublicKey,
+        msg: &Message,
+        envelope: Option<(&[u8], u64)>,
+    ) {
         let now = now_ms();
         let court = &mut self.disputes.court;
         let (what, result) = match msg {
@@ -626,7 +668,12 @@ impl Roles {
             _ => return,
         };
         match result {
-            Ok(Ok(actions)) => self.court_actions(actions).await,
+            Ok(Ok(actions)) => {
+                if let Some((bytes, signed_ms)) = envelope {
+                    self.archive(bytes, signed_ms);
+                }
+                self.court_actions(actions).await
+            }
             Ok(Err(x)) => {
                 debug!(target: "court", from = %short(sender), reason = x.as_str(), "{what} refused: {x}")
             }
@@ -643,17 +690,47 @@ impl Roles {
         }
     }
 
-    /// Publishes a dispute-game message of ours and, once it is out, gives it to our court.
+    /// Publishes a dispute-game message of ours and, once it is out, gives it to our court
+    /// with the envelope it went out in.
     async fn publish_dispute(&mut self, m: Message) -> bool {
-        if !self.publish(m.clone()).await {
-            return false;
+        match self.publish_sealed(&m).await {
+            Some(sealed) => {
+                self.take_own(&m, &sealed).await;
+                true
+            }
+            None => false,
         }
-        if !matches!(m, Message::Attestation(_)) {
+    }
+
+    /// Publishes; the envelope it went out in, or none (logged).
+    async fn publish_sealed(&mut self, m: &Message) -> Option<Vec<u8>> {
+        let kind = m.kind().as_str();
+        match self.net.publish_sealed(m.clone()).await {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                warn!(target: "node", kind, "publish failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// A dispute-game message of ours is out (gossip does not echo it): our court takes it.
+    async fn take_own(&mut self, m: &Message, sealed: &[u8]) {
+        let now = now_ms();
+        if matches!(m, Message::Attestation(_)) {
             // An attestation of ours is counted when the court makes it.
+            self.archive(sealed, now);
+        } else {
             let me = self.me;
-            Box::pin(self.on_dispute_message(&me, &m)).await;
+            Box::pin(self.on_dispute_message(&me, m, Some((sealed, now)))).await;
         }
-        true
+    }
+
+    /// Keeps a signed claim, dispute or attestation the court took, for peers catching up.
+    fn archive(&mut self, envelope: &[u8], signed_ms: u64) {
+        if let Err(e) = self.disputes.court.archive(signed_ms, envelope) {
+            warn!(target: "court", "store: {e}");
+        }
     }
 
     /// Carries out what the court asks: leaf challenges (a referee's), attestations.
@@ -769,11 +846,12 @@ impl Roles {
                     }
                     return;
                 }
-                let published = self.publish(Message::Claim(claim.clone())).await;
-                if published {
+                let m = Message::Claim(claim.clone());
+                let sealed = self.publish_sealed(&m).await;
+                let published = sealed.is_some();
+                if let Some(sealed) = sealed {
                     self.disputes.claimed(id, run, corrupt);
-                    self.on_dispute_message(&me, &Message::Claim(claim.clone()))
-                        .await;
+                    self.take_own(&m, &sealed).await;
                     info!(target: "court", claim = %short(&id), corrupted = ?corrupt, "claim published");
                 }
                 if let Some(reply) = reply {
@@ -876,13 +954,14 @@ impl Roles {
                 open.bond
             );
             crate::admin::error(409, &why)
-        } else if !self.publish(Message::DisputeOpen(open.clone())).await {
-            crate::admin::error(503, "no peer took the dispute: try again")
-        } else {
+        } else if let Some(sealed) = self
+            .publish_sealed(&Message::DisputeOpen(open.clone()))
+            .await
+        {
             let id = open.id(&me);
+            // The run first: the court may ask for a reveal at once.
             self.disputes.disputed(open.claim_id, run);
-            self.on_dispute_message(&me, &Message::DisputeOpen(open))
-                .await;
+            self.take_own(&Message::DisputeOpen(open), &sealed).await;
             match self.disputes.court.disputes().get(&id) {
                 Some(d) => (
                     201,
@@ -893,6 +972,8 @@ impl Roles {
                     "published, but this node's court refused it: see /status",
                 ),
             }
+        } else {
+            crate::admin::error(503, "no peer took the dispute: try again")
         };
         if let Some(reply) = reply {
             let _ = reply.send(answer);
@@ -1077,6 +1158,36 @@ impl Roles {
         };
         debug!(target: LOG_TARGET_SYNC, peer = %req.peer, from = req.request.from_epoch, to = req.request.to_epoch, envelopes = answer.envelopes.len(), "answered a peer catching up");
         let _ = req.reply.send(answer);
+    }
+
+    /// Checks what peers sent of the court's missed messages (each signed by its author)
+    /// and has the court apply them.
+    fn apply_court_fetched(&mut self, fetched: Fetched) {
+        let now = now_ms();
+        let mut bad = 0usize;
+        let mut msgs = Vec::new();
+        for bytes in fetched.envelopes {
+            match self.archive_gate.check_archived(&bytes, now) {
+                Ok(v) => msgs.push((v.sender, v.message, v.timestamp_ms, bytes.into_vec())),
+                Err((reason, why)) => {
+                    bad += 1;
+                    debug!(target: LOG_TARGET_SYNC, reason = reason.as_str(), "a synced court envelope was refused: {why}");
+                }
+            }
+        }
+        match self.disputes.apply_synced(msgs) {
+            Ok(r) => info!(
+                target: LOG_TARGET_SYNC,
+                peers_asked = fetched.peers_asked,
+                peers_answered = fetched.peers_answered,
+                applied = r.applied,
+                duplicate = r.duplicate,
+                refused = ?r.refused,
+                bad_envelopes = bad,
+                "caught up on the court"
+            ),
+            Err(e) => warn!(target: "court", "store: {e}"),
+        }
     }
 
     /// Checks and applies what peers sent for the missed epochs, then lets consensus go on.

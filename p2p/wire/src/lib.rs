@@ -38,7 +38,7 @@ pub use status::{
     LedgerStatus, MinerRanking, MinerStatus, NodeStatus, PeerStatus, RejectionRecord,
     ValidatorStatus,
 };
-pub use sync::{SyncRequest, SyncResponse};
+pub use sync::{CourtSyncRequest, SyncRequest, SyncResponse};
 pub use topic::Topic;
 
 /// A node's ed25519 public key (its hotkey); the libp2p PeerId is derived from the same key.

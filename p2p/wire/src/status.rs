@@ -336,6 +336,9 @@ pub struct CourtStatus {
     pub leaf_fetched: u64,
     #[serde(default)]
     pub leaf_fetch_failed: u64,
+    /// Claims, disputes and attestations taken from peers while catching up.
+    #[serde(default)]
+    pub synced: u64,
     /// A cheating inference node's own record (test builds): claim -> the segment whose
     /// output it corrupted.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]

@@ -6,6 +6,10 @@
 //! The answering peer is not trusted: every envelope carries its validator's signature, and
 //! the asking node checks it ([`crate::Gate::check_archived`]) and then applies the same
 //! commit and reveal rules as for live gossip, judged at the time the validator signed.
+//!
+//! The court catches up the same way ([`CourtSyncRequest`]): the claims, disputes and
+//! attestations a peer accepted since a time, each signed by its author, so a node that
+//! was down settles the same bonds as everyone else.
 
 use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
@@ -57,15 +61,35 @@ impl SyncRequest {
     }
 }
 
-/// A peer's answer.
+/// Asks for every claim, dispute and attestation a peer's court accepted that was signed
+/// at or after `since_ms` (Unix ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CourtSyncRequest {
+    pub since_ms: u64,
+}
+
+impl CourtSyncRequest {
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        codec::encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<CourtSyncRequest, WireError> {
+        fits("court sync request", bytes, MAX_SYNC_REQUEST_BYTES)?;
+        codec::decode(bytes)
+    }
+}
+
+/// A peer's answer, to a weights or a court sync request.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResponse {
-    /// False when the peer keeps no ledger (a relay without a genesis), so it has nothing
-    /// to send; ask another.
+    /// False when the peer keeps no ledger or court (a relay without a genesis), so it
+    /// has nothing to send; ask another.
     pub serving: bool,
-    /// Signed WeightsCommit and WeightsReveal envelopes, in epoch order.
+    /// Signed envelopes as they were gossiped: WeightsCommit and WeightsReveal in epoch
+    /// order; or Claim, DisputeOpen and Attestation in the order they were signed.
     pub envelopes: Vec<ByteBuf>,
-    /// Set when the answer stopped at the size limit: the next epoch to ask for.
+    /// Set when the answer stopped at the size limit: the next epoch (weights) or Unix ms
+    /// (court) to ask from.
     pub more_from: Option<u64>,
 }
 
@@ -113,6 +137,13 @@ mod tests {
             assert!(matches!(e, WireError::Invalid { .. }), "{e}");
         }
         assert!(SyncRequest::decode(&[0xff; 100]).is_err());
+    }
+
+    #[test]
+    fn court_sync_requests_round_trip() {
+        let r = CourtSyncRequest { since_ms: u64::MAX };
+        assert_eq!(CourtSyncRequest::decode(&r.encode().unwrap()).unwrap(), r);
+        assert!(CourtSyncRequest::decode(&[0xff; 100]).is_err());
     }
 
     #[test]

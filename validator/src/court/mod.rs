@@ -22,6 +22,14 @@
 //! Every record is in sled and written on every change, so a node killed mid-dispute
 //! resumes it. Rules that every node applies (bonds, reveals, finality) run everywhere; only
 //! a referee (a validator) issues leaves and attests.
+//!
+//! A node that was down missed claims, disputes and attestations for good: gossip does not
+//! replay. The court keeps every one it accepted as the signed envelope it came in
+//! ([`Court::archive`]) and serves them to peers catching up ([`Court::archived`]); a node
+//! catching up applies what peers send ([`Court::apply_synced`]) as of the time each was
+//! signed, so it locks and settles the same bonds. A dispute it first hears of that way it
+//! only observes: it never missed a clock it kept, so it never keeps one for it, and never
+//! attests it.
 
 pub mod bank;
 pub mod bisect;
@@ -310,6 +318,9 @@ pub struct DisputeRecord {
     /// When bisection ended at the leaf (Unix ms).
     #[serde(default)]
     pub leaf_from_ms: Option<u64>,
+    /// First heard of from a peer catching this node up: observed, never refereed here.
+    #[serde(default)]
+    pub observed: bool,
 }
 
 impl DisputeRecord {
@@ -332,10 +343,25 @@ pub struct CourtCounters {
 /// Buckets of [`CourtCounters::verdict_seconds`].
 pub const VERDICT_SECONDS: [f64; 9] = [0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0];
 
+/// What applying a peer's envelopes did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncedReport {
+    pub applied: usize,
+    /// Already known here.
+    pub duplicate: usize,
+    /// Refused by the court's rules, by reason.
+    pub refused: BTreeMap<String, u64>,
+}
+
 pub struct Court {
     cfg: CourtConfig,
     claims_tree: sled::Tree,
     disputes_tree: sled::Tree,
+    /// Every claim, dispute and attestation accepted, as signed: key = signed ms (big
+    /// endian) ++ 8 bytes of the envelope's hash.
+    archive_tree: sled::Tree,
+    /// Set while applying a peer's envelopes: disputes opened then are only observed.
+    syncing: bool,
     bank: Box<dyn Bonds + Send>,
     claims: BTreeMap<[u8; 32], ClaimRecord>,
     disputes: BTreeMap<[u8; 32], DisputeRecord>,
@@ -358,6 +384,7 @@ impl Court {
     pub fn open(store: &Store, cfg: CourtConfig, bank: Box<dyn Bonds + Send>) -> Result<Court> {
         let claims_tree = store.tree("claims")?;
         let disputes_tree = store.tree("disputes")?;
+        let archive_tree = store.tree("court_archive")?;
         let claims = Store::all::<ClaimRecord>(&claims_tree, "claims")?
             .into_iter()
             .map(|c| (c.id, c))
@@ -370,6 +397,8 @@ impl Court {
             cfg,
             claims_tree,
             disputes_tree,
+            archive_tree,
+            syncing: false,
             bank,
             claims,
             disputes,
@@ -472,6 +501,78 @@ impl Court {
             }
         }
         Ok(())
+    }
+
+    /// Whether this node referees dispute `id`: a validator that did not first hear of it
+    /// from a peer catching it up.
+    fn referees(&self, id: &[u8; 32]) -> bool {
+        self.cfg.referee && self.disputes.get(id).is_some_and(|d| !d.observed)
+    }
+
+    /// Keeps the signed envelope of a claim, dispute or attestation this court accepted
+    /// (`signed_ms`: its timestamp), for peers that catch up.
+    pub fn archive(&mut self, signed_ms: u64, envelope: &[u8]) -> Result<()> {
+        let mut key = signed_ms.to_be_bytes().to_vec();
+        key.extend_from_slice(&blake3::hash(envelope).as_bytes()[..8]);
+        self.archive_tree.insert(key, envelope)?;
+        Ok(())
+    }
+
+    /// Archived envelopes signed at or after `since_ms`, oldest first, up to `max_bytes`
+    /// (at least one); and the time to ask from again when it stopped there.
+    pub fn archived(&self, since_ms: u64, max_bytes: usize) -> Result<(Vec<Vec<u8>>, Option<u64>)> {
+        Store::capped(self.archive_tree.range(since_ms.to_be_bytes()..), max_bytes)
+    }
+
+    /// When the newest archived envelope was signed.
+    pub fn last_archived_ms(&self) -> Result<Option<u64>> {
+        Ok(self
+            .archive_tree
+            .last()?
+            .map(|(k, _)| u64::from_be_bytes(k[..8].try_into().expect("8-byte prefix"))))
+    }
+
+    /// Applies what peers sent a node catching up: (author, message, signed ms, envelope),
+    /// each checked by signature already, applied as of the time its author signed it,
+    /// under the same rules as live gossip. What is accepted is archived here
+    /// too. Disputes first heard of here are only observed.
+    pub fn apply_synced(
+        &mut self,
+        mut msgs: Vec<(PublicKey, Message, u64, Vec<u8>)>,
+    ) -> Result<SyncedReport> {
+        // Claims, then disputes, then attestations, each in the order signed: what a
+        // message refers to is always there first, whatever the authors' clocks say.
+        let rank = |m: &Message| match m {
+            Message::Claim(_) => 0,
+            Message::DisputeOpen(_) => 1,
+            _ => 2,
+        };
+        msgs.sort_by_key(|(_, m, at, _)| (rank(m), *at));
+        let mut report = SyncedReport::default();
+        self.syncing = true;
+        let result = (|| {
+            for (sender, m, at, envelope) in &msgs {
+                let taken = match m {
+                    Message::Claim(c) => self.on_claim(sender, c, *at)?.map(|_| ()),
+                    Message::DisputeOpen(d) => self.on_dispute(sender, d, *at)?.map(|_| ()),
+                    Message::Attestation(a) => self.on_attestation(sender, a, *at)?,
+                    _ => continue,
+                };
+                match taken {
+                    Ok(()) => {
+                        report.applied += 1;
+                        self.archive(*at, envelope)?;
+                    }
+                    Err(CourtRefusal::Duplicate) => report.duplicate += 1,
+                    Err(r) => *report.refused.entry(r.as_str().into()).or_default() += 1,
+                }
+            }
+            Ok(())
+        })();
+        self.syncing = false;
+        // Observed disputes ask nothing of this node.
+        self.actions.clear();
+        result.map(|()| report)
     }
 
     /// What applying held messages asked for since the last call.
@@ -624,6 +725,7 @@ impl Court {
             abandoned: false,
             slashed: 0,
             leaf_from_ms: None,
+            observed: self.syncing,
         };
         info!(target: "court", dispute = %short(&id), claim = %short(&d.claim_id), challenger = %short(challenger), "dispute opened");
         self.disputes.insert(id, record);
@@ -838,7 +940,7 @@ impl Court {
 
     /// The fetch of the leaf state, for a referee that lacks it and is not fetching.
     fn fetch_leaf(&mut self, id: &[u8; 32]) -> Vec<Action> {
-        if !self.cfg.referee {
+        if !self.referees(id) {
             return Vec::new();
         }
         let me = self.cfg.me;
@@ -872,7 +974,7 @@ impl Court {
 
     /// The leaf challenge, for a referee that has the state and has not issued it yet.
     fn issue_leaf(&mut self, id: &[u8; 32]) -> Vec<Action> {
-        if !self.cfg.referee {
+        if !self.referees(id) {
             return Vec::new();
         }
         let Some(d) = self.disputes.get(id) else {
@@ -957,7 +1059,7 @@ impl Court {
         prover: Option<PublicKey>,
         now_ms: u64,
     ) -> Result<Vec<Action>> {
-        let referee = self.cfg.referee;
+        let referee = self.referees(id);
         let me = self.cfg.me;
         let Some(d) = self.disputes.get_mut(id) else {
             return Ok(Vec::new());
@@ -997,9 +1099,17 @@ impl Court {
         if !self.cfg.stake.contains_key(validator) {
             return self.refuse(CourtRefusal::NotAValidator);
         }
-        if !self.disputes.contains_key(&a.dispute_id) {
+        let Some(d) = self.disputes.get(&a.dispute_id) else {
             self.hold(a.dispute_id, validator, Early::Attest(a.clone()), now_ms);
             return self.refuse(CourtRefusal::UnknownDispute);
+        };
+        let same = Decision {
+            verdict: a.verdict,
+            segment: a.segment,
+            prover: a.prover.map(|p| p.0),
+        };
+        if d.attestations.get(validator) == Some(&same) {
+            return self.refuse(CourtRefusal::Duplicate);
         }
         self.count_attestation(validator, a, now_ms)?;
         Ok(Ok(()))
@@ -1161,9 +1271,9 @@ impl Court {
             .collect();
         // Only referees keep the clocks: a side whose view of a deadline differs from the
         // validators' (a reveal reached it late) must go on answering what they ask.
-        let referee = self.cfg.referee;
         for id in ids {
             // What the clocks say, read first; then carried out.
+            let referee = self.referees(&id);
             let d = &self.disputes[&id];
             let mut decision = None;
             let mut issue = false;
@@ -1285,6 +1395,10 @@ impl Court {
 
     fn prune(&mut self, now_ms: u64) -> Result<()> {
         let keep = self.cfg.params.keep_ms;
+        let cutoff = now_ms.saturating_sub(keep).to_be_bytes();
+        for k in self.archive_tree.range(..cutoff).keys() {
+            self.archive_tree.remove(k?)?;
+        }
         let old: Vec<[u8; 32]> = self
             .claims
             .values()
