@@ -40,16 +40,17 @@ fn main() {
         let key = keys.proving_key(seg.index).unwrap();
         let pk = &key.pk;
         println!("seg {} pk load {:?}", seg.index, t.elapsed());
+        let h_query = key.h_table.plain_bases();
         for c in [8u32, 10, 11, 12, 13, 14, 15] {
-            let table = provnet_kernels::msm::FixedBaseTable::new(&pk.h_query, c);
-            let sc: Vec<Fr> = (0..pk.h_query.len())
+            let table = provnet_kernels::msm::FixedBaseTable::new(&h_query, c);
+            let sc: Vec<Fr> = (0..h_query.len())
                 .map(|i| Fr::from(i as u64 + 1) * Fr::from(0x1234_5678_9abc_def1u64).pow([7]))
                 .collect();
             let t = Instant::now();
             let a = table.msm(&sc).unwrap();
             let fixed = t.elapsed();
             let t = Instant::now();
-            let b = G1Projective::msm_unchecked(&pk.h_query, &sc);
+            let b = G1Projective::msm_unchecked(&h_query, &sc);
             println!(
                 "  h msm c={c}: fixed-base {fixed:?}, arkworks {:?}, equal {}",
                 t.elapsed(),
@@ -58,8 +59,8 @@ fn main() {
         }
         println!(
             "  best window for {}: {}",
-            pk.h_query.len(),
-            provnet_kernels::msm::FixedBaseTable::best_window(pk.h_query.len(), 2)
+            h_query.len(),
+            provnet_kernels::msm::FixedBaseTable::best_window(h_query.len(), 2)
         );
         for _ in 0..3 {
             let bind = binding(&id, seg.index, &ctx);
@@ -101,7 +102,7 @@ fn main() {
                 .msm_g1(&pk.l_query, &z[1 + cs.num_instance()..])
                 .unwrap();
             let ml = t.elapsed();
-            let n = pk.h_query.len();
+            let n = key.h_table.bases;
             let t = Instant::now();
             let _ = CpuBackend.msm_g1_fixed(&key.h_table, &h[..n]).unwrap();
             let mh = t.elapsed();

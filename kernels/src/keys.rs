@@ -1,13 +1,18 @@
 //! Groth16 keys per segment: single-party development setup, on-disk cache, loading.
 //!
-//! Proving keys are stored uncompressed and loaded without curve checks, pinned by their
-//! blake3 hash in `keys/index.json` (checking every point would cost more than a proof).
-//! Soundness rests on the verifying key, which is small: it is loaded with full checks and
-//! named by its hash, the vk id.
+//! Proving keys and their h tables are stored as points in their in-memory form
+//! ([`crate::raw`]) and read straight into place on every core, without curve checks or
+//! field arithmetic, pinned by their blake3 hash in `keys/index.json` (checking every point
+//! would cost more than a proof). The hash itself is checked once per file: `keys/
+//! checked.json` records each file's length and modification time when its hash last
+//! matched, and a file that has not changed since is not hashed again (a file replaced or
+//! rewritten is). Soundness rests on the verifying key, which is small: it is loaded with
+//! full checks every time and named by its hash, the vk id. The h query is not in the
+//! proving key file: the h table's first window is it.
 
 use std::path::{Path, PathBuf};
 
-use ark_bn254::Bn254;
+use ark_bn254::{Bn254, G1Affine, G2Affine};
 use ark_groth16::{Groth16, ProvingKey, VerifyingKey};
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use ark_std::rand::{CryptoRng, RngCore};
@@ -19,12 +24,17 @@ use crate::import::hex;
 use crate::model::Model;
 use crate::msm::{self, FixedBaseTable};
 use crate::r1cs::{Mode, Replay};
+use crate::raw;
 
 /// Threads the h-table window is tuned for (the 2-core machines we target).
 const PROVER_THREADS: usize = 2;
 
 pub const KEYS_DIR: &str = "keys";
 pub const INDEX_FILE: &str = "index.json";
+/// Files whose pinned hash was checked, with their length and modification time then.
+pub const CHECKED_FILE: &str = "checked.json";
+/// The proving key file's first bytes.
+const PK_MAGIC: &[u8; 16] = b"provnet-pk/raw/1";
 /// Printed by setup and stored in the key index.
 pub const DEV_SETUP_WARNING: &str = "DEVELOPMENT SETUP ONLY: these Groth16 keys come from a \
 single-party trusted setup run on this machine. Whoever ran it could have kept the toxic waste \
@@ -57,7 +67,8 @@ pub struct KeyEntry {
     pub setup_ms: u64,
 }
 
-/// A segment's proving key with its precomputed h-query table.
+/// A segment's proving key with its precomputed h-query table (the key's own `h_query`
+/// is empty: the table's first window holds it).
 pub struct SegmentKey {
     pub pk: ProvingKey<Bn254>,
     pub h_table: FixedBaseTable,
@@ -78,9 +89,7 @@ pub fn setup<R: RngCore + CryptoRng>(dir: &Path, model: &Model, rng: &mut R) -> 
         let c = FixedBaseTable::best_window(pk.h_query.len(), PROVER_THREADS);
         let table_bytes = msm::table_to_bytes(&FixedBaseTable::new(&pk.h_query, c));
         let setup_ms = start.elapsed().as_millis() as u64;
-        let mut pk_bytes = Vec::new();
-        pk.serialize_uncompressed(&mut pk_bytes)
-            .expect("serializing to memory cannot fail");
+        let pk_bytes = pk_to_bytes(&pk);
         let mut vk_bytes = Vec::new();
         pk.vk
             .serialize_compressed(&mut vk_bytes)
@@ -136,6 +145,145 @@ pub fn setup<R: RngCore + CryptoRng>(dir: &Path, model: &Model, rng: &mut R) -> 
             Err(e)
         }
     }
+}
+
+/// `keys/checked.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Checked {
+    files: std::collections::BTreeMap<String, CheckedFile>,
+}
+
+/// A key file as it was when its hash last matched the pinned one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct CheckedFile {
+    len: u64,
+    modified_ns: u128,
+    blake3: String,
+}
+
+impl CheckedFile {
+    fn of(meta: &std::fs::Metadata, hash: &str) -> CheckedFile {
+        let modified_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        CheckedFile {
+            len: meta.len(),
+            modified_ns,
+            blake3: hash.to_string(),
+        }
+    }
+}
+
+/// A proving key as its file holds it: [`PK_MAGIC`], the embedded verifying key
+/// (uncompressed, length-prefixed), beta and delta in G1, the lengths of the a, b (G1), b
+/// (G2) and l queries (u64 LE), then their points in their in-memory form
+/// ([`crate::raw`]). The h query is left out: the h table holds it.
+pub fn pk_to_bytes(pk: &ProvingKey<Bn254>) -> Vec<u8> {
+    let mut vk = Vec::new();
+    pk.vk
+        .serialize_uncompressed(&mut vk)
+        .expect("serializing to memory cannot fail");
+    let mut out = PK_MAGIC.to_vec();
+    out.extend_from_slice(&(vk.len() as u32).to_le_bytes());
+    out.extend_from_slice(&vk);
+    raw::g1_to(&mut out, &pk.beta_g1);
+    raw::g1_to(&mut out, &pk.delta_g1);
+    for n in [
+        pk.a_query.len(),
+        pk.b_g1_query.len(),
+        pk.b_g2_query.len(),
+        pk.l_query.len(),
+    ] {
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+    }
+    for p in pk.a_query.iter().chain(&pk.b_g1_query) {
+        raw::g1_to(&mut out, p);
+    }
+    for p in &pk.b_g2_query {
+        raw::g2_to(&mut out, p);
+    }
+    for p in &pk.l_query {
+        raw::g1_to(&mut out, p);
+    }
+    out
+}
+
+/// Reads a proving key file ([`pk_to_bytes`]); `Err` says what is wrong with it.
+pub fn pk_from_file(path: &Path) -> std::result::Result<ProvingKey<Bn254>, String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut head = [0u8; 20];
+    f.read_exact(&mut head)
+        .map_err(|_| "too short for a proving key".to_string())?;
+    if &head[..16] != PK_MAGIC {
+        return Err(
+            "not a proving key file of this version: run `provnet model setup` again".into(),
+        );
+    }
+    let vk_len = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes")) as u64;
+    if vk_len > len {
+        return Err("malformed proving key".into());
+    }
+    let mut rest = vec![0u8; vk_len as usize + 2 * raw::G1_BYTES + 32];
+    f.read_exact(&mut rest)
+        .map_err(|_| "malformed proving key".to_string())?;
+    let (vk_bytes, rest) = rest.split_at(vk_len as usize);
+    let vk = VerifyingKey::<Bn254>::deserialize_uncompressed_unchecked(vk_bytes)
+        .map_err(|e| format!("its verifying key: {e}"))?;
+    let beta_g1 = raw::g1_from(&rest[..raw::G1_BYTES]);
+    let delta_g1 = raw::g1_from(&rest[raw::G1_BYTES..2 * raw::G1_BYTES]);
+    let count = |i: usize| {
+        let at = 2 * raw::G1_BYTES + i * 8;
+        u64::from_le_bytes(rest[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let (a, b1, b2, l) = (count(0), count(1), count(2), count(3));
+    let body = 20 + vk_len + (2 * raw::G1_BYTES + 32) as u64;
+    let g1 = raw::G1_BYTES as u64;
+    let want = [a, b1, l]
+        .iter()
+        .try_fold(b2.checked_mul(raw::G2_BYTES as u64), |acc, n| {
+            Some(acc?.checked_add(n.checked_mul(g1)?))
+        })
+        .flatten()
+        .and_then(|points| points.checked_add(body));
+    if want != Some(len) {
+        return Err(format!("{len} bytes, not the size its header says"));
+    }
+    let read_g1 = |at: u64, n: u64| {
+        raw::read_points(
+            path,
+            at,
+            n as usize,
+            raw::G1_BYTES,
+            G1Affine::identity(),
+            raw::g1_from,
+        )
+    };
+    let (a_at, b1_at) = (body, body + a * g1);
+    let b2_at = b1_at + b1 * g1;
+    let l_at = b2_at + b2 * raw::G2_BYTES as u64;
+    let io = |e: std::io::Error| e.to_string();
+    Ok(ProvingKey {
+        vk,
+        beta_g1,
+        delta_g1,
+        a_query: read_g1(a_at, a).map_err(io)?,
+        b_g1_query: read_g1(b1_at, b1).map_err(io)?,
+        b_g2_query: raw::read_points(
+            path,
+            b2_at,
+            b2 as usize,
+            raw::G2_BYTES,
+            G2Affine::identity(),
+            raw::g2_from,
+        )
+        .map_err(io)?,
+        h_query: Vec::new(),
+        l_query: read_g1(l_at, l).map_err(io)?,
+    })
 }
 
 /// The key index of a model directory, checked against the model.
@@ -201,46 +349,86 @@ impl ModelKeys {
         })
     }
 
-    /// Reads a key file and checks it against its pinned hash.
-    fn read_pinned(&self, segment: usize, file: &str, hash: &str) -> Result<Vec<u8>> {
-        let bytes = self.read(segment, file)?;
-        if hex(blake3::Hasher::new()
-            .update_rayon(&bytes)
-            .finalize()
-            .as_bytes())
-            != hash
-        {
-            return Err(KernelError::BadKeys {
-                segment,
-                reason: format!(
-                    "{file} does not match its pinned hash: the file is corrupt or was replaced; \
-                     run `provnet model setup` again"
-                ),
-            });
+    /// Checks key files against their pinned hashes: those `checked.json` says were
+    /// checked and have not changed since are not read; the others are read, hashed and,
+    /// when they match, recorded there (if the directory is writable).
+    fn check_pinned(&self, segment: usize, files: &[(&str, &str)]) -> Result<()> {
+        let checked_path = self.dir.join(CHECKED_FILE);
+        let mut checked: Checked = std::fs::read(&checked_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut changed = false;
+        for (file, hash) in files {
+            let path = self.dir.join(file);
+            let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => KernelError::MissingKeys {
+                    segment,
+                    dir: self.dir.parent().unwrap_or(&self.dir).to_path_buf(),
+                },
+                _ => KernelError::io(&path, e),
+            })?;
+            let now = CheckedFile::of(&meta, hash);
+            if checked.files.get(*file) == Some(&now) {
+                continue;
+            }
+            let bytes = self.read(segment, file)?;
+            if hex(blake3::Hasher::new()
+                .update_rayon(&bytes)
+                .finalize()
+                .as_bytes())
+                != *hash
+            {
+                return Err(KernelError::BadKeys {
+                    segment,
+                    reason: format!(
+                        "{file} does not match its pinned hash: the file is corrupt or was replaced; \
+                         run `provnet model setup` again"
+                    ),
+                });
+            }
+            checked.files.insert(file.to_string(), now);
+            changed = true;
         }
-        Ok(bytes)
+        if changed {
+            // Best effort: a read-only key directory just hashes again next time.
+            let tmp = self
+                .dir
+                .join(format!(".{CHECKED_FILE}.{}", std::process::id()));
+            let bytes = serde_json::to_vec_pretty(&checked).expect("serializes");
+            if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &checked_path).is_err()
+            {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Ok(())
     }
 
-    /// Loads a proving key and its h table: hash-pinned, deserialized without curve checks.
+    /// Loads a proving key and its h table: hash-pinned, read straight into place.
     pub fn proving_key(&self, segment: usize) -> Result<SegmentKey> {
         let entry = self.entry(segment)?;
         let bad = |reason: String| KernelError::BadKeys { segment, reason };
+        self.check_pinned(
+            segment,
+            &[
+                (&entry.pk_file, &entry.pk_blake3),
+                (&entry.h_table_file, &entry.h_table_blake3),
+            ],
+        )?;
+        let (pk_path, table_path) = (
+            self.dir.join(&entry.pk_file),
+            self.dir.join(&entry.h_table_file),
+        );
         let (pk, table) = rayon::join(
-            || -> Result<ProvingKey<Bn254>> {
-                let bytes = self.read_pinned(segment, &entry.pk_file, &entry.pk_blake3)?;
-                ProvingKey::deserialize_uncompressed_unchecked(bytes.as_slice())
-                    .map_err(|e| bad(format!("{}: {e}", entry.pk_file)))
-            },
-            || -> Result<FixedBaseTable> {
-                let bytes =
-                    self.read_pinned(segment, &entry.h_table_file, &entry.h_table_blake3)?;
-                msm::table_from_bytes(&bytes)
-                    .ok_or_else(|| bad(format!("{}: malformed table", entry.h_table_file)))
+            || pk_from_file(&pk_path).map_err(|e| bad(format!("{}: {e}", entry.pk_file))),
+            || {
+                msm::table_from_file(&table_path)
+                    .map_err(|e| bad(format!("{}: {e}", entry.h_table_file)))
             },
         );
         let (pk, h_table) = (pk?, table?);
-        if h_table.bases != pk.h_query.len() {
-            return Err(bad("the h table does not match the proving key".into()));
+        if pk.vk.gamma_abc_g1.len() != entry.public_inputs + 1 {
+            return Err(bad("the proving key does not match its index entry".into()));
         }
         Ok(SegmentKey { pk, h_table })
     }

@@ -19,6 +19,7 @@ pub mod onnx_proto;
 pub mod proof;
 pub mod prover;
 pub mod r1cs;
+pub mod raw;
 pub mod trace;
 
 pub use binding::{binding, ProofContext};

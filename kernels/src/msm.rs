@@ -14,6 +14,7 @@ use ark_ff::{AdditiveGroup, BigInt, Field, PrimeField, Zero};
 use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
+use crate::raw;
 
 /// Additions per batched inversion.
 const BATCH: usize = 512;
@@ -65,6 +66,15 @@ impl FixedBaseTable {
             bases: bases.len(),
             points: G1Projective::normalize_batch(&proj),
         }
+    }
+
+    /// The bases themselves: every point's first window.
+    pub fn plain_bases(&self) -> Vec<G1Affine> {
+        self.points
+            .iter()
+            .step_by(self.windows.max(1) as usize)
+            .copied()
+            .collect()
     }
 
     /// sum_i scalars[i] * bases[i]; scalars past the table's bases are an error.
@@ -216,56 +226,74 @@ impl Buckets {
     }
 }
 
-/// Raw on-disk form: header (c, windows, bases as u32 LE), then per point x and y as
-/// Montgomery-form limbs (8 u64 LE). The point at infinity is stored as (0, 0), which is
-/// not on the curve. Loading does no field arithmetic; the file is pinned by hash.
+/// Raw on-disk form: header (c, windows, bases as u32 LE), then every point in its
+/// in-memory form ([`crate::raw`]). Loading does no field arithmetic; the file is pinned by
+/// hash.
 pub fn table_to_bytes(t: &FixedBaseTable) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + t.points.len() * 64);
+    let mut out = Vec::with_capacity(TABLE_HEADER + t.points.len() * raw::G1_BYTES);
     for v in [t.c, t.windows, t.bases as u32] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     for p in &t.points {
-        let (x, y) = if p.is_zero() {
-            (Fq::ZERO, Fq::ZERO)
-        } else {
-            (p.x, p.y)
-        };
-        for limb in x.0 .0.iter().chain(y.0 .0.iter()) {
-            out.extend_from_slice(&limb.to_le_bytes());
-        }
+        raw::g1_to(&mut out, p);
     }
     out
 }
 
-pub fn table_from_bytes(bytes: &[u8]) -> Option<FixedBaseTable> {
+const TABLE_HEADER: usize = 12;
+
+/// (c, windows, bases) from a table's header, if it describes a body of `body` bytes.
+fn table_header(head: &[u8], body: usize) -> Option<(u32, u32, usize)> {
     let u32_at = |i: usize| {
-        bytes
-            .get(i..i + 4)
+        head.get(i..i + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     let (c, windows, bases) = (u32_at(0)?, u32_at(4)?, u32_at(8)? as usize);
-    if !(1..=20).contains(&c) || windows != SCALAR_BITS.div_ceil(c) {
-        return None;
-    }
-    let body = &bytes[12..];
-    if body.len() != bases.checked_mul(windows as usize)?.checked_mul(64)? {
-        return None;
-    }
+    let ok = (1..=20).contains(&c)
+        && windows == SCALAR_BITS.div_ceil(c)
+        && body
+            == bases
+                .checked_mul(windows as usize)?
+                .checked_mul(raw::G1_BYTES)?;
+    ok.then_some((c, windows, bases))
+}
+
+pub fn table_from_bytes(bytes: &[u8]) -> Option<FixedBaseTable> {
+    let body = bytes.get(TABLE_HEADER..)?;
+    let (c, windows, bases) = table_header(bytes, body.len())?;
     let points = body
-        .par_chunks_exact(64)
-        .map(|b| {
-            let limb =
-                |k: usize| u64::from_le_bytes(b[k * 8..k * 8 + 8].try_into().unwrap_or([0; 8]));
-            let x = Fq::new_unchecked(BigInt([limb(0), limb(1), limb(2), limb(3)]));
-            let y = Fq::new_unchecked(BigInt([limb(4), limb(5), limb(6), limb(7)]));
-            if x.is_zero() && y.is_zero() {
-                G1Affine::identity()
-            } else {
-                G1Affine::new_unchecked(x, y)
-            }
-        })
+        .par_chunks_exact(raw::G1_BYTES)
+        .map(raw::g1_from)
         .collect();
     Some(FixedBaseTable {
+        c,
+        windows,
+        bases,
+        points,
+    })
+}
+
+/// Reads a table file straight into memory ([`raw::read_points`]); `Err` says why not.
+pub fn table_from_file(path: &std::path::Path) -> std::result::Result<FixedBaseTable, String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len() as usize;
+    let mut head = [0u8; TABLE_HEADER];
+    f.read_exact(&mut head)
+        .map_err(|_| "malformed table".to_string())?;
+    let (c, windows, bases) = table_header(&head, len.saturating_sub(TABLE_HEADER))
+        .ok_or_else(|| "malformed table".to_string())?;
+    let n = bases * windows as usize;
+    let points = raw::read_points(
+        path,
+        TABLE_HEADER as u64,
+        n,
+        raw::G1_BYTES,
+        G1Affine::identity(),
+        raw::g1_from,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(FixedBaseTable {
         c,
         windows,
         bases,
@@ -284,8 +312,12 @@ mod tests {
         let t = FixedBaseTable::new(bases, c);
         let want = G1Projective::msm(&bases[..scalars.len()], scalars).unwrap();
         assert_eq!(t.msm(scalars).unwrap(), want, "c = {c}");
-        let back = table_from_bytes(&table_to_bytes(&t)).unwrap();
-        assert_eq!(back, t);
+        assert_eq!(t.plain_bases(), bases);
+        let bytes = table_to_bytes(&t);
+        assert_eq!(table_from_bytes(&bytes).unwrap(), t);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t"), &bytes).unwrap();
+        assert_eq!(table_from_file(&dir.path().join("t")).unwrap(), t);
     }
 
     #[test]
@@ -320,5 +352,10 @@ mod tests {
         b.pop();
         assert!(table_from_bytes(&b).is_none());
         assert!(table_from_bytes(&[1, 2, 3]).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in [("short", &b[..]), ("tiny", &[1, 2, 3][..])] {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+            assert!(table_from_file(&dir.path().join(name)).is_err(), "{name}");
+        }
     }
 }

@@ -142,8 +142,7 @@ fn prepare(key: &SegmentKey, cs: &R1cs) -> Result<Prepared> {
         && pk.b_g2_query.len() == z.len()
         && pk.b_g1_query.len() == z.len()
         && pk.l_query.len() == cs.num_witness()
-        && pk.h_query.len() + 1 == size
-        && key.h_table.bases == pk.h_query.len();
+        && key.h_table.bases + 1 == size;
     if !shape_ok || pk.vk.gamma_abc_g1.len() != n_i {
         return Err(KernelError::BadKeys {
             segment: usize::MAX,
@@ -203,7 +202,7 @@ pub fn prove_many<R: RngCore + CryptoRng>(
     let h_refs = hs
         .iter()
         .map(|h| {
-            h.get(..pk.h_query.len())
+            h.get(..key.h_table.bases)
                 .ok_or_else(|| KernelError::Backend {
                     backend: backend.name().into(),
                     reason: format!(

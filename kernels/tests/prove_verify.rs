@@ -179,17 +179,41 @@ fn missing_and_corrupt_keys_are_clear_errors() {
         Err(KernelError::MissingKeys { .. })
     ));
     keys::setup(&dir, &model, &mut rng).unwrap();
+    let keys = ModelKeys::open(&dir, &model).unwrap();
+    // The first load checks both files' hashes and records them as checked.
+    keys.proving_key(0).unwrap();
+    let checked: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("keys/checked.json")).unwrap()).unwrap();
+    for f in ["segment-0.pk", "segment-0.htable"] {
+        assert!(checked["files"][f]["blake3"].is_string(), "{checked}");
+    }
+    // A file changed since is hashed again, and refused. (Its modification time is moved
+    // on explicitly: a rewrite inside the file system's timestamp granularity keeps it.)
     let pk_path = dir.join("keys/segment-0.pk");
-    let mut bytes = std::fs::read(&pk_path).unwrap();
+    let good = std::fs::read(&pk_path).unwrap();
+    let mut bytes = good.clone();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
-    std::fs::write(&pk_path, &bytes).unwrap();
-    let keys = ModelKeys::open(&dir, &model).unwrap();
+    let rewrite = |b: &[u8], secs: u64| {
+        std::fs::write(&pk_path, b).unwrap();
+        let f = std::fs::File::options().write(true).open(&pk_path).unwrap();
+        let t = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
+        f.set_modified(t).unwrap();
+    };
+    rewrite(&bytes, 10);
     let Err(err) = keys.proving_key(0) else {
         panic!("a corrupt proving key loaded");
     };
     let err = err.to_string();
     assert!(err.contains("pinned hash"), "{err}");
+    // The right bytes back: it loads again.
+    rewrite(&good, 20);
+    keys.proving_key(0).unwrap();
+    // A truncated file whose hash still matched would be caught by its own framing.
+    let Err(err) = provnet_kernels::keys::pk_from_file(&dir.join("keys/segment-0.vk")) else {
+        panic!("a verifying key read as a proving key");
+    };
+    assert!(err.contains("not a proving key file"), "{err}");
     std::fs::remove_file(dir.join("keys/segment-0.vk")).unwrap();
     assert!(matches!(
         keys.verifying_key(0),

@@ -738,18 +738,11 @@ impl ProverBackend for CudaBackend {
             })
             .collect();
         let refs: Vec<&[Fr]> = padded.iter().map(|v| v.as_slice()).collect();
-        let plain = |t: &FixedBaseTable| -> Vec<G1Affine> {
-            t.points
-                .iter()
-                .step_by(t.windows.max(1) as usize)
-                .copied()
-                .collect()
-        };
         let key = base_key(Group::G1, &table.points, layout::g1_words);
         self.msm_sets(
             Group::G1,
             key,
-            || layout::g1_words(&plain(table)),
+            || layout::g1_words(&table.plain_bases()),
             &refs,
             layout::g1_from_xyzz,
         )
