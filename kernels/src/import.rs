@@ -7,8 +7,8 @@ use serde::Serialize;
 use crate::circuit::CircuitShape;
 use crate::error::{KernelError, Result};
 use crate::model::{
-    output_range, write_dir_atomically, Model, Range, Segment, MAX_ACC_BITS, MODEL_FILE,
-    MODEL_VERSION, SUMMARY_FILE,
+    output_range, write_dir_atomically, Model, Range, Segment, MAX_ACC_BITS, MAX_EXTRA_WEIGHT_BITS,
+    MODEL_FILE, MODEL_VERSION, SUMMARY_FILE,
 };
 use crate::onnx::{self, FloatModel};
 
@@ -52,12 +52,24 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     let scale = (1u64 << s) as f64;
     let mut segments = Vec::with_capacity(float.layers.len());
     for (index, layer) in float.layers.iter().enumerate() {
+        // Small weights get a finer scale: as many extra bits as the largest stays under 1.
+        let largest = layer
+            .rows
+            .iter()
+            .flatten()
+            .fold(0.0f64, |m, (_, w)| m.max(w.abs()));
+        let extra = if largest > 0.0 {
+            ((1.0 / largest).log2().floor().max(0.0) as u32).min(MAX_EXTRA_WEIGHT_BITS)
+        } else {
+            0
+        };
+        let w_scale = (1u64 << (s + extra)) as f64;
         let rows: Vec<Vec<(u32, i64)>> = layer
             .rows
             .iter()
             .map(|r| {
                 r.iter()
-                    .map(|(j, w)| (*j, (w * scale).round() as i64))
+                    .map(|(j, w)| (*j, (w * w_scale).round() as i64))
                     .filter(|(_, w)| *w != 0)
                     .collect()
             })
@@ -65,7 +77,7 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
         let bias = layer
             .bias
             .iter()
-            .map(|b| (b * scale * scale).round() as i64)
+            .map(|b| (b * scale * w_scale).round() as i64)
             .collect();
         let mut seg = Segment {
             index,
@@ -77,7 +89,7 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
             output: input,
             rows,
             bias,
-            shift: s,
+            shift: s + extra,
             relu: layer.relu,
             q_bits: 0,
         };

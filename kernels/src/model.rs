@@ -1,9 +1,11 @@
 //! The provnet model: a quantized integer graph split into provable segments.
 //!
-//! Fixed point with scale 2^s: a real value v is the integer round(v * 2^s). Weights use the
-//! same scale, biases scale 2^(2s) (the accumulator's). Each segment computes, exactly,
-//! `acc = W x + b`, `q = floor((acc + 2^(s-1)) / 2^s)` (round half up) and, if it has one,
-//! `y = max(q, 0)`.
+//! Fixed point with scale 2^s: a real value v is the integer round(v * 2^s). A segment's
+//! weights use scale 2^w, its biases 2^(s+w) (the accumulator's), where w = s plus up to
+//! [`MAX_EXTRA_WEIGHT_BITS`] more for a layer whose weights are all small (a pooling folded
+//! into the layer after it divides them by the window), so small weights keep their
+//! precision. Each segment computes, exactly, `acc = W x + b`, `q = floor((acc + 2^(w-1)) /
+//! 2^w)` (round half up; `w` is the segment's `shift`) and, if it has one, `y = max(q, 0)`.
 //!
 //! Every tensor at a segment boundary has a power-of-two [`Range`] that the circuit enforces;
 //! a segment's output range is the next segment's input range, and the accumulator width is
@@ -23,6 +25,8 @@ pub const MODEL_FILE: &str = "model.cbor";
 pub const SUMMARY_FILE: &str = "model.json";
 /// Accumulators wider than this are refused at import (keeps i128 arithmetic and the field safe).
 pub const MAX_ACC_BITS: u32 = 120;
+/// Most bits a segment's weight scale may exceed the model's activation scale by.
+pub const MAX_EXTRA_WEIGHT_BITS: u32 = 8;
 
 /// A power-of-two integer range: signed is [-2^(bits-1), 2^(bits-1)), unsigned is [0, 2^bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,7 +234,8 @@ impl Model {
             return bad("no segments".into());
         }
         for (i, s) in self.segments.iter().enumerate() {
-            if s.index != i || s.shift == 0 || s.shift != self.scale_bits {
+            let extra = s.shift.checked_sub(self.scale_bits);
+            if s.index != i || extra.is_none_or(|e| e > MAX_EXTRA_WEIGHT_BITS) {
                 return bad(format!("segment {i} header is inconsistent"));
             }
             if s.rows.len() != s.bias.len() || s.rows.len() != s.out_shape.iter().product::<usize>()

@@ -6,8 +6,16 @@
 //!
 //! Every supported op lowers to one shape: `y = W x + b` (W as sparse rows over the flat,
 //! row-major input), optionally followed by ReLU. Gemm and MatMul give dense rows, Conv gives
-//! sparse rows (one per output pixel), Add folds into the bias, Flatten/Reshape only change
-//! the recorded shape. A layer is one segment.
+//! sparse rows (one per output pixel), Flatten/Reshape only change the recorded shape. A
+//! layer is one segment.
+//!
+//! Ops that are affine maps of one activation are folded into a layer, so they cost no
+//! constraints: Add, Sub, Mul and Div by a constant (broadcast the ONNX way),
+//! BatchNormalization (inference form), AveragePool and GlobalAveragePool. Before a layer's
+//! ReLU they fold into that layer (`y = M (W x + b) + t`); after it (or before the first
+//! layer, e.g. an input normalisation) they are kept pending and fold into the next layer's
+//! weights (`W' = W M`, `b' = W t + b`). One left pending where nothing follows, or before a
+//! ReLU with no open layer, becomes an affine layer of its own.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -105,6 +113,50 @@ struct Lowering<'g> {
     pending: Vec<(String, String)>,
     /// Whether the last layer may still take a bias or a ReLU.
     open: bool,
+    /// Affine ops since the last layer closed (its ReLU) or since the input, waiting for
+    /// the next layer to fold into: the current activation is `pending(x_last)`.
+    pending_map: Option<Affine>,
+}
+
+/// An affine map over flat vectors: output `o` is `sum rows[o] + shift[o]`.
+#[derive(Clone, Debug)]
+struct Affine {
+    rows: Vec<Vec<(u32, f64)>>,
+    shift: Vec<f64>,
+    /// Input length (the shape before the first op folded in).
+    in_shape: Vec<usize>,
+    ops: Vec<(String, String)>,
+}
+
+/// `outer(inner(x))` as one affine map, given inner's rows and bias.
+fn compose(
+    outer: &[Vec<(u32, f64)>],
+    outer_bias: &[f64],
+    inner: &[Vec<(u32, f64)>],
+    inner_bias: &[f64],
+) -> (Vec<Vec<(u32, f64)>>, Vec<f64>) {
+    let mut acc: HashMap<u32, f64> = HashMap::new();
+    let mut rows = Vec::with_capacity(outer.len());
+    let mut bias = Vec::with_capacity(outer.len());
+    for (row, b) in outer.iter().zip(outer_bias) {
+        acc.clear();
+        let mut bo = *b;
+        for (k, w) in row {
+            bo += w * inner_bias[*k as usize];
+            for (j, v) in &inner[*k as usize] {
+                *acc.entry(*j).or_default() += w * v;
+            }
+        }
+        let mut r: Vec<(u32, f64)> = acc
+            .iter()
+            .filter(|(_, v)| **v != 0.0)
+            .map(|(j, v)| (*j, *v))
+            .collect();
+        r.sort_unstable_by_key(|(j, _)| *j);
+        rows.push(r);
+        bias.push(bo);
+    }
+    (rows, bias)
 }
 
 impl<'g> Lowering<'g> {
@@ -154,6 +206,7 @@ impl<'g> Lowering<'g> {
             layers: Vec::new(),
             pending: Vec::new(),
             open: false,
+            pending_map: None,
         })
     }
 
@@ -161,6 +214,8 @@ impl<'g> Lowering<'g> {
         for node in &graph.node {
             self.node(node)?;
         }
+        // Affine ops nothing followed: a layer of their own.
+        self.materialize();
         let out = graph
             .output
             .first()
@@ -211,7 +266,9 @@ impl<'g> Lowering<'g> {
             "Gemm" => self.gemm(node),
             "MatMul" => self.matmul(node),
             "Conv" => self.conv(node),
-            "Add" => self.add(node),
+            "Add" | "Sub" | "Mul" | "Div" => self.elementwise(node),
+            "BatchNormalization" => self.batch_norm(node),
+            "AveragePool" | "GlobalAveragePool" => self.average_pool(node),
             "Relu" => self.relu(node),
             "Flatten" => {
                 let axis = attr_int(node, "axis").unwrap_or(1);
@@ -224,7 +281,7 @@ impl<'g> Lowering<'g> {
             "Reshape" => self.reshape(node),
             "Identity" => self.shape_op(node),
             other => Err(unsupported(format!(
-                "op {other} is not supported (supported: Gemm, MatMul, Add, Relu, Conv, Flatten, Reshape, Identity)"
+                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub, Mul and Div by constants, BatchNormalization, AveragePool, GlobalAveragePool, Flatten, Reshape, Identity)"
             ))),
         }?;
         self.current = node
@@ -256,10 +313,21 @@ impl<'g> Lowering<'g> {
         }
         ops.push(node.op_type.clone());
         nodes.push(node_name(node));
+        let mut in_shape = self.shape.clone();
+        let (mut rows, mut bias) = (rows, bias);
+        if let Some(m) = self.pending_map.take() {
+            // The affine ops since the last layer fold into this layer's weights.
+            (rows, bias) = compose(&rows, &bias, &m.rows, &m.shift);
+            in_shape = m.in_shape;
+            for (i, (op, name)) in m.ops.into_iter().enumerate() {
+                ops.insert(i, op);
+                nodes.insert(i, name);
+            }
+        }
         self.layers.push(FloatLayer {
             ops,
             nodes,
-            in_shape: self.shape.clone(),
+            in_shape,
             out_shape: out_shape.clone(),
             rows,
             bias,
@@ -355,8 +423,8 @@ impl<'g> Lowering<'g> {
             .collect();
         let mut bias = vec![0.0; n];
         if node.input.len() > 2 && !node.input[2].is_empty() {
-            let (_, b) = self.weight(node, 2)?;
-            broadcast_add(&mut bias, &b, &[n]).map_err(err)?;
+            let (dims, b) = self.weight(node, 2)?;
+            bias = broadcast(&dims, &b, &[n]).map_err(err)?;
             bias.iter_mut().for_each(|b| *b *= beta);
         }
         self.push_layer(node, vec![n], rows, bias)
@@ -391,42 +459,252 @@ impl<'g> Lowering<'g> {
         self.push_layer(node, vec![n], rows, vec![0.0; n])
     }
 
-    fn add(&mut self, node: &NodeProto) -> Result<()> {
+    /// Folds an affine map of the current activation (`rows` over it, then `shift`; its
+    /// output has shape `out_shape`): into the open layer, or pending for the next one.
+    fn fold(
+        &mut self,
+        node: &NodeProto,
+        rows: Vec<Vec<(u32, f64)>>,
+        shift: Vec<f64>,
+        out_shape: Vec<usize>,
+    ) -> Result<()> {
+        let open = self.open
+            && self.pending.is_empty()
+            && self.pending_map.is_none()
+            && self.layers.last().is_some_and(|l| !l.relu);
+        let op = (node.op_type.clone(), node_name(node));
+        if open {
+            let layer = self.layers.last_mut().expect("checked above");
+            (layer.rows, layer.bias) = compose(&rows, &shift, &layer.rows, &layer.bias);
+            layer.out_shape = out_shape.clone();
+            layer.ops.push(op.0);
+            layer.nodes.push(op.1);
+        } else {
+            let n: usize = self.shape.iter().product();
+            let m = self.pending_map.take().unwrap_or_else(|| Affine {
+                rows: (0..n as u32).map(|i| vec![(i, 1.0)]).collect(),
+                shift: vec![0.0; n],
+                in_shape: self.shape.clone(),
+                ops: Vec::new(),
+            });
+            let (r, t) = compose(&rows, &shift, &m.rows, &m.shift);
+            let mut ops = m.ops;
+            ops.append(&mut self.pending);
+            ops.push(op);
+            self.pending_map = Some(Affine {
+                rows: r,
+                shift: t,
+                in_shape: m.in_shape,
+                ops,
+            });
+        }
+        self.shape = out_shape;
+        Ok(())
+    }
+
+    /// A pending affine map with no layer to fold into becomes a layer of its own.
+    fn materialize(&mut self) {
+        let Some(m) = self.pending_map.take() else {
+            return;
+        };
+        let (ops, nodes) = m.ops.into_iter().chain(self.pending.drain(..)).unzip();
+        self.layers.push(FloatLayer {
+            ops,
+            nodes,
+            in_shape: m.in_shape,
+            out_shape: self.shape.clone(),
+            rows: m.rows,
+            bias: m.shift,
+            relu: false,
+        });
+        self.open = true;
+    }
+
+    /// The current activation times a diagonal `scale`, plus `shift` (both full length).
+    fn fold_diagonal(&mut self, node: &NodeProto, scale: Vec<f64>, shift: Vec<f64>) -> Result<()> {
+        let rows = scale
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if *s == 0.0 {
+                    vec![]
+                } else {
+                    vec![(i as u32, *s)]
+                }
+            })
+            .collect();
+        let shape = self.shape.clone();
+        self.fold(node, rows, shift, shape)
+    }
+
+    /// Add, Sub, Mul or Div with one constant operand.
+    fn elementwise(&mut self, node: &NodeProto) -> Result<()> {
         let err = |reason: String| KernelError::Unsupported {
             node: node_name(node),
             op: node.op_type.clone(),
             reason,
         };
-        let ready =
-            self.open && self.pending.is_empty() && self.layers.last().is_some_and(|l| !l.relu);
-        if !ready {
+        let first = node.input.first() == Some(&self.current);
+        let other = usize::from(first);
+        if node.input.len() != 2 || node.input.get(other) == Some(&self.current) {
             return Err(err(
-                "Add is supported only as a bias right after Gemm, MatMul or Conv".into(),
+                "one operand must be a constant (two activations are not supported yet)".into(),
             ));
         }
-        let other = if node.input.first() == Some(&self.current) {
-            1
-        } else {
-            0
+        let (dims, c) = self.weight(node, other)?;
+        let c = broadcast(&dims, &c, &self.shape).map_err(err)?;
+        let n = c.len();
+        let (scale, shift) = match (node.op_type.as_str(), first) {
+            ("Add", _) => (vec![1.0; n], c),
+            ("Sub", true) => (vec![1.0; n], c.iter().map(|v| -v).collect()),
+            ("Sub", false) => (vec![-1.0; n], c),
+            ("Mul", _) => (c, vec![0.0; n]),
+            ("Div", true) => {
+                if c.contains(&0.0) {
+                    return Err(err("division by a constant 0".into()));
+                }
+                (c.iter().map(|v| 1.0 / v).collect(), vec![0.0; n])
+            }
+            _ => {
+                return Err(err(
+                    "a constant divided by the activation is not affine".into()
+                ))
+            }
         };
-        let (_, b) = self.weight(node, other)?;
-        let shape = self.shape.clone();
-        let layer = self.layers.last_mut().expect("checked above");
-        broadcast_add(&mut layer.bias, &b, &shape).map_err(err)?;
-        layer.ops.push("Add".into());
-        layer.nodes.push(node_name(node));
-        Ok(())
+        self.fold_diagonal(node, scale, shift)
+    }
+
+    /// BatchNormalization (inference form): per channel,
+    /// `(x - mean) / sqrt(var + epsilon) * scale + B`.
+    fn batch_norm(&mut self, node: &NodeProto) -> Result<()> {
+        let err = |reason: String| KernelError::Unsupported {
+            node: node_name(node),
+            op: node.op_type.clone(),
+            reason,
+        };
+        if node.input.first() != Some(&self.current) || node.input.len() != 5 {
+            return Err(err(
+                "only BatchNormalization(x, scale, B, mean, var) of the activation".into(),
+            ));
+        }
+        if attr_int(node, "training_mode").unwrap_or(0) != 0 {
+            return Err(err("training_mode: only inference is supported".into()));
+        }
+        let eps = attr_float(node, "epsilon").unwrap_or(1e-5) as f64;
+        let channels = self.shape.first().copied().unwrap_or(0);
+        let mut per = Vec::new();
+        for i in 1..5 {
+            let (_, v) = self.weight(node, i)?;
+            if v.len() != channels {
+                return Err(err(format!(
+                    "{} values per channel for {channels} channels",
+                    v.len()
+                )));
+            }
+            per.push(v);
+        }
+        let plane: usize = self.shape[1..].iter().product();
+        let (mut scale, mut shift) = (Vec::new(), Vec::new());
+        let [gamma, beta, mean, var] = [&per[0], &per[1], &per[2], &per[3]];
+        for (((g, b), m), v) in gamma.iter().zip(beta).zip(mean).zip(var) {
+            let s = g / (v + eps).sqrt();
+            scale.extend(std::iter::repeat_n(s, plane));
+            shift.extend(std::iter::repeat_n(b - m * s, plane));
+        }
+        self.fold_diagonal(node, scale, shift)
+    }
+
+    /// AveragePool (2-D) and GlobalAveragePool: each output is the mean of its window.
+    fn average_pool(&mut self, node: &NodeProto) -> Result<()> {
+        let err = |reason: String| KernelError::Unsupported {
+            node: node_name(node),
+            op: node.op_type.clone(),
+            reason,
+        };
+        if node.input.first() != Some(&self.current) || self.shape.len() != 3 {
+            return Err(err(format!(
+                "needs a [1, C, H, W] activation, got [1, {:?}]",
+                self.shape
+            )));
+        }
+        let (c, h, w) = (self.shape[0], self.shape[1], self.shape[2]);
+        let (kernel, strides, pads, include_pad) = if node.op_type == "GlobalAveragePool" {
+            (vec![h as i64, w as i64], vec![1, 1], vec![0; 4], false)
+        } else {
+            if attr_int(node, "ceil_mode").unwrap_or(0) != 0 {
+                return Err(err("ceil_mode is not supported".into()));
+            }
+            if let Some(a) = node.attribute.iter().find(|a| a.name == "auto_pad") {
+                let pad = String::from_utf8_lossy(&a.s);
+                if !(pad.is_empty() || pad == "NOTSET" || pad == "VALID") {
+                    return Err(err(format!(
+                        "auto_pad {pad} is not supported: use explicit pads"
+                    )));
+                }
+            }
+            (
+                attr_ints(node, "kernel_shape").unwrap_or_default(),
+                attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]),
+                attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]),
+                attr_int(node, "count_include_pad").unwrap_or(0) != 0,
+            )
+        };
+        if kernel.len() != 2 || strides.len() != 2 || pads.len() != 4 {
+            return Err(err("only 2-D pooling is supported".into()));
+        }
+        if kernel.iter().chain(&strides).any(|v| *v < 1) || pads.iter().any(|v| *v < 0) {
+            return Err(err("kernel and strides must be >= 1, pads >= 0".into()));
+        }
+        let [kh, kw, sh, sw] = [kernel[0], kernel[1], strides[0], strides[1]].map(|v| v as usize);
+        let (pt, pl) = (pads[0], pads[1]);
+        let eff_h = h as i64 + pads[0] + pads[2] - kh as i64;
+        let eff_w = w as i64 + pads[1] + pads[3] - kw as i64;
+        if eff_h < 0 || eff_w < 0 {
+            return Err(err(format!(
+                "window {kh}x{kw} is larger than the padded input"
+            )));
+        }
+        let (oh, ow) = (eff_h as usize / sh + 1, eff_w as usize / sw + 1);
+        let mut rows = Vec::with_capacity(c * oh * ow);
+        for ch in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut cells = Vec::new();
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * sh + ky) as i64 - pt;
+                            let ix = (ox * sw + kx) as i64 - pl;
+                            if iy >= 0 && ix >= 0 && iy < h as i64 && ix < w as i64 {
+                                cells.push(((ch * h + iy as usize) * w + ix as usize) as u32);
+                            }
+                        }
+                    }
+                    let count = if include_pad {
+                        kh * kw
+                    } else {
+                        cells.len().max(1)
+                    };
+                    let share = 1.0 / count as f64;
+                    rows.push(cells.into_iter().map(|i| (i, share)).collect());
+                }
+            }
+        }
+        let n = rows.len();
+        self.fold(node, rows, vec![0.0; n], vec![c, oh, ow])
     }
 
     fn relu(&mut self, node: &NodeProto) -> Result<()> {
+        // Affine ops after a closed layer (or at the input) are a layer of their own here.
+        if self.pending_map.is_some() {
+            self.materialize();
+        }
         let ready =
             self.open && self.pending.is_empty() && self.layers.last().is_some_and(|l| !l.relu);
         if !ready {
             return Err(KernelError::Unsupported {
                 node: node_name(node),
                 op: node.op_type.clone(),
-                reason: "Relu is supported only right after Gemm, MatMul, Conv or a bias Add"
-                    .into(),
+                reason: "Relu is supported only after Gemm, MatMul, Conv or an affine op".into(),
             });
         }
         let layer = self.layers.last_mut().expect("checked above");
@@ -573,31 +851,49 @@ impl<'g> Lowering<'g> {
         }
         let mut bias = vec![0.0; m * oh * ow];
         if node.input.len() > 2 && !node.input[2].is_empty() {
+            // One bias per output channel.
             let (_, b) = self.weight(node, 2)?;
-            broadcast_add(&mut bias, &b, &[m, oh, ow]).map_err(err)?;
+            bias = broadcast(&[b.len(), 1, 1], &b, &[m, oh, ow]).map_err(err)?;
         }
         self.push_layer(node, vec![m, oh, ow], rows, bias)
     }
 }
 
-/// Adds `b` to `acc` (shape `shape`): elementwise, scalar, or per channel for [C, H, W].
-fn broadcast_add(acc: &mut [f64], b: &[f64], shape: &[usize]) -> Result<(), String> {
-    if b.len() == acc.len() {
-        acc.iter_mut().zip(b).for_each(|(a, v)| *a += v);
-    } else if b.len() == 1 {
-        acc.iter_mut().for_each(|a| *a += b[0]);
-    } else if shape.len() == 3 && b.len() == shape[0] {
-        let plane = shape[1] * shape[2];
-        acc.iter_mut()
-            .enumerate()
-            .for_each(|(i, a)| *a += b[i / plane]);
-    } else {
-        return Err(format!(
-            "bias of {} values does not broadcast to shape {shape:?}",
-            b.len()
-        ));
+/// A constant of shape `dims` broadcast (the ONNX way, aligned on the right) against the
+/// activation `[1, shape...]`, flat.
+fn broadcast(dims: &[usize], data: &[f64], shape: &[usize]) -> Result<Vec<f64>, String> {
+    let full: Vec<usize> = std::iter::once(1).chain(shape.iter().copied()).collect();
+    let refuse = || format!("a constant of shape {dims:?} does not broadcast to {full:?}");
+    if dims.len() > full.len() {
+        return Err(refuse());
     }
-    Ok(())
+    let lead = full.len() - dims.len();
+    let padded: Vec<usize> = std::iter::repeat_n(1, lead)
+        .chain(dims.iter().copied())
+        .collect();
+    if padded.iter().zip(&full).any(|(d, f)| *d != 1 && d != f) {
+        return Err(refuse());
+    }
+    let n: usize = full.iter().product();
+    let mut coords = vec![0usize; full.len()];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        // The element's coordinates; the constant's index drops the axes it broadcasts over.
+        let mut rem = i;
+        for a in (0..full.len()).rev() {
+            coords[a] = rem % full[a];
+            rem /= full[a];
+        }
+        let (mut idx, mut stride) = (0usize, 1usize);
+        for a in (0..full.len()).rev() {
+            if padded[a] != 1 {
+                idx += coords[a] * stride;
+            }
+            stride *= padded[a];
+        }
+        out.push(data[idx]);
+    }
+    Ok(out)
 }
 
 fn node_name(node: &NodeProto) -> String {

@@ -49,20 +49,27 @@ fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
 
 /// x[1,2] -> MatMul(W[2,2]) -> Add(B) -> <op> -> y
 fn tiny(op: &str) -> Vec<u8> {
+    chain(vec![node(op, "act", &["h"], "y")], vec![])
+}
+
+/// x[1,2] -> MatMul(W[2,2]) -> Add(B) -> h, then `more` (ending in y), with `inits` too.
+fn chain(more: Vec<NodeProto>, inits: Vec<TensorProto>) -> Vec<u8> {
     let mut nodes = vec![
         node("MatMul", "mm", &["x", "W"], "m"),
         node("Add", "bias", &["m", "B"], "h"),
     ];
-    nodes.push(node(op, "act", &["h"], "y"));
+    nodes.extend(more);
+    let mut initializer = vec![
+        tensor("W", &[2, 2], &[1.0, -2.0, 0.5, 0.25]),
+        tensor("B", &[2], &[0.1, -0.1]),
+    ];
+    initializer.extend(inits);
     ModelProto {
         ir_version: 8,
         graph: Some(GraphProto {
             node: nodes,
             name: "tiny".into(),
-            initializer: vec![
-                tensor("W", &[2, 2], &[1.0, -2.0, 0.5, 0.25]),
-                tensor("B", &[2], &[0.1, -0.1]),
-            ],
+            initializer,
             input: vec![value("x", &[1, 2])],
             output: vec![value("y", &[1, 2])],
         }),
@@ -72,6 +79,76 @@ fn tiny(op: &str) -> Vec<u8> {
         }],
     }
     .encode_to_vec()
+}
+
+#[test]
+fn affine_ops_by_constants_fold_into_a_layer_or_become_one() {
+    // Before the ReLU, Mul and Sub fold into the layer; after it, Div and Add have no layer
+    // to fold into, so they become a layer of their own.
+    let more = vec![
+        node("Mul", "scale", &["h", "two"], "a"),
+        node("Sub", "shift", &["a", "one"], "b"),
+        node("Relu", "act", &["b"], "r"),
+        node("Div", "halve", &["r", "two"], "c"),
+        node("Add", "offset", &["one", "c"], "y"),
+    ];
+    let consts = vec![
+        tensor("two", &[1], &[2.0]),
+        tensor("one", &[1, 2], &[1.0, 1.0]),
+    ];
+    let fm = onnx::parse(&chain(more, consts), "folds").unwrap();
+    assert_eq!(fm.layers.len(), 2);
+    assert_eq!(fm.layers[0].ops, ["MatMul", "Add", "Mul", "Sub", "Relu"]);
+    assert_eq!(fm.layers[1].ops, ["Div", "Add"]);
+    // h = x W + B = [2.1, -1.6] at x = [1, 2]; relu(2h - 1) = [3.2, 0]; / 2 + 1 = [2.6, 1].
+    let y = fm.eval(&[1.0, 2.0]);
+    assert!(
+        (y[0] - 2.6).abs() < 1e-6 && (y[1] - 1.0).abs() < 1e-6,
+        "{y:?}"
+    );
+
+    // What is not affine, or not one activation, is refused with the node's name.
+    for (op, inputs, says) in [
+        ("Div", ["two", "h"], "not affine"),
+        ("Add", ["h", "h"], "two activations"),
+        ("Div", ["h", "zero"], "constant 0"),
+    ] {
+        let bad = chain(
+            vec![node(op, "bad", &inputs, "y")],
+            vec![
+                tensor("two", &[1], &[2.0]),
+                tensor("zero", &[2], &[1.0, 0.0]),
+            ],
+        );
+        match onnx::parse(&bad, "bad").unwrap_err() {
+            KernelError::Unsupported { node, reason, .. } => {
+                assert_eq!(node, "bad");
+                assert!(reason.contains(says), "{op}: {reason}");
+            }
+            other => panic!("{op}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_cnn_as_pytorch_exports_it_folds_normalisation_batchnorm_and_pooling() {
+    let fm = onnx::load(&common::fixture("cnn_bn_pool.onnx")).unwrap();
+    let ops: Vec<Vec<&str>> = fm
+        .layers
+        .iter()
+        .map(|l| l.ops.iter().map(String::as_str).collect())
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            &["Sub", "Div", "Conv", "BatchNormalization", "Relu"][..],
+            &["AveragePool", "Conv", "BatchNormalization", "Relu"],
+            &["GlobalAveragePool", "Flatten", "Gemm"],
+        ]
+    );
+    // The pooled activations never appear: the second layer reads the first's 4x8x8.
+    assert_eq!(fm.layers[1].in_shape, [4, 8, 8]);
+    assert_eq!(fm.layers[2].in_shape, [8, 4, 4]);
 }
 
 #[test]
