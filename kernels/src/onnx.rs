@@ -11,7 +11,9 @@
 //!
 //! Ops that are affine maps of one activation are folded into a layer, so they cost no
 //! constraints: Add, Sub, Mul and Div by a constant (broadcast the ONNX way),
-//! BatchNormalization (inference form), AveragePool and GlobalAveragePool. Before a layer's
+//! BatchNormalization (inference form), AveragePool and GlobalAveragePool, and data
+//! movement (Transpose, Slice, Gather with constant indices; Squeeze and Unsqueeze only
+//! change the shape). Before a layer's
 //! ReLU they fold into that layer (`y = M (W x + b) + t`); after it (or before the first
 //! layer, e.g. an input normalisation) they are kept pending and fold into the next layer's
 //! weights (`W' = W M`, `b' = W t + b`). One left pending where nothing follows, or before a
@@ -269,6 +271,9 @@ impl<'g> Lowering<'g> {
             "Add" | "Sub" | "Mul" | "Div" => self.elementwise(node),
             "BatchNormalization" => self.batch_norm(node),
             "AveragePool" | "GlobalAveragePool" => self.average_pool(node),
+            "Transpose" | "Squeeze" | "Unsqueeze" | "Slice" | "Gather" => {
+                self.data_movement(node)
+            }
             "Relu" => self.relu(node),
             "Flatten" => {
                 let axis = attr_int(node, "axis").unwrap_or(1);
@@ -281,7 +286,7 @@ impl<'g> Lowering<'g> {
             "Reshape" => self.reshape(node),
             "Identity" => self.shape_op(node),
             other => Err(unsupported(format!(
-                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub, Mul and Div by constants, BatchNormalization, AveragePool, GlobalAveragePool, Flatten, Reshape, Identity)"
+                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub, Mul and Div by constants, BatchNormalization, AveragePool, GlobalAveragePool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity)"
             ))),
         }?;
         self.current = node
@@ -691,6 +696,245 @@ impl<'g> Lowering<'g> {
         }
         let n = rows.len();
         self.fold(node, rows, vec![0.0; n], vec![c, oh, ow])
+    }
+
+    /// An int64 constant input of `node` (None when the input is absent or empty).
+    fn const_ints(&self, node: &NodeProto, idx: usize) -> Result<Option<Vec<i64>>> {
+        let Some(name) = node.input.get(idx).filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        let err = |reason: String| KernelError::Unsupported {
+            node: node_name(node),
+            op: node.op_type.clone(),
+            reason,
+        };
+        let t = self
+            .inits
+            .get(name.as_str())
+            .ok_or_else(|| err(format!("input '{name}' must be a constant initializer")))?;
+        int_data(t).map(Some).map_err(err)
+    }
+
+    /// Data movement: output element `i` is input element `source[i]` (0 constraints).
+    fn gather_flat(
+        &mut self,
+        node: &NodeProto,
+        source: Vec<usize>,
+        out_shape: Vec<usize>,
+    ) -> Result<()> {
+        let n = source.len();
+        let rows = source.into_iter().map(|j| vec![(j as u32, 1.0)]).collect();
+        self.fold(node, rows, vec![0.0; n], out_shape)
+    }
+
+    /// Transpose, Squeeze, Unsqueeze, Slice, and Gather with constant indices.
+    fn data_movement(&mut self, node: &NodeProto) -> Result<()> {
+        let err = |reason: String| KernelError::Unsupported {
+            node: node_name(node),
+            op: node.op_type.clone(),
+            reason,
+        };
+        if node.input.first() != Some(&self.current) {
+            return Err(err("its data input must be the activation".into()));
+        }
+        // The full shape, batch axis included, and an axis given the ONNX way.
+        let full: Vec<usize> = std::iter::once(1)
+            .chain(self.shape.iter().copied())
+            .collect();
+        let axis_of = |a: i64, rank: usize| -> Result<usize> {
+            let r = rank as i64;
+            if a < -r || a >= r {
+                return Err(err(format!("axis {a} is out of range for rank {rank}")));
+            }
+            Ok(((a + r) % r) as usize)
+        };
+        let strides = |shape: &[usize]| -> Vec<usize> {
+            let mut s = vec![1; shape.len()];
+            for i in (0..shape.len().saturating_sub(1)).rev() {
+                s[i] = s[i + 1] * shape[i + 1];
+            }
+            s
+        };
+        let coords = |mut i: usize, shape: &[usize]| -> Vec<usize> {
+            let mut c = vec![0; shape.len()];
+            for a in (0..shape.len()).rev() {
+                c[a] = i % shape[a];
+                i /= shape[a];
+            }
+            c
+        };
+        let in_strides = strides(&full);
+        match node.op_type.as_str() {
+            "Squeeze" | "Unsqueeze" => {
+                let axes = match self.const_ints(node, 1)? {
+                    Some(a) => a,
+                    None => attr_ints(node, "axes").unwrap_or_default(),
+                };
+                let mut shape = full.clone();
+                if node.op_type == "Squeeze" {
+                    let rank = shape.len();
+                    let mut drop: Vec<usize> = if axes.is_empty() {
+                        (1..rank).filter(|a| shape[*a] == 1).collect()
+                    } else {
+                        axes.iter()
+                            .map(|a| axis_of(*a, rank))
+                            .collect::<Result<_>>()?
+                    };
+                    drop.sort_unstable();
+                    if drop.contains(&0) || drop.iter().any(|a| shape[*a] != 1) {
+                        return Err(err(format!("cannot squeeze axes {axes:?} of {full:?}")));
+                    }
+                    for a in drop.into_iter().rev() {
+                        shape.remove(a);
+                    }
+                } else {
+                    let rank = shape.len() + axes.len();
+                    let mut add: Vec<usize> = axes
+                        .iter()
+                        .map(|a| axis_of(*a, rank))
+                        .collect::<Result<_>>()?;
+                    add.sort_unstable();
+                    if add.contains(&0) {
+                        return Err(err("cannot add an axis before the batch".into()));
+                    }
+                    for a in add {
+                        shape.insert(a, 1);
+                    }
+                }
+                // The flat data is unchanged: only the shape moves.
+                self.shape = shape[1..].to_vec();
+                self.shape_op(node)
+            }
+            "Transpose" => {
+                let rank = full.len();
+                let perm: Vec<usize> = match attr_ints(node, "perm") {
+                    Some(p) => p.iter().map(|a| axis_of(*a, rank)).collect::<Result<_>>()?,
+                    None => (0..rank).rev().collect(),
+                };
+                let mut seen = perm.clone();
+                seen.sort_unstable();
+                if seen != (0..rank).collect::<Vec<_>>() || perm[0] != 0 {
+                    return Err(err(format!(
+                        "perm {perm:?} must permute {rank} axes and keep the batch first"
+                    )));
+                }
+                let out: Vec<usize> = perm.iter().map(|a| full[*a]).collect();
+                let n: usize = out.iter().product();
+                let source = (0..n)
+                    .map(|i| {
+                        let c = coords(i, &out);
+                        perm.iter().zip(&c).map(|(a, v)| v * in_strides[*a]).sum()
+                    })
+                    .collect();
+                self.gather_flat(node, source, out[1..].to_vec())
+            }
+            "Slice" => {
+                let rank = full.len();
+                let starts = self.const_ints(node, 1)?.unwrap_or_default();
+                let ends = self.const_ints(node, 2)?.unwrap_or_default();
+                let axes = self
+                    .const_ints(node, 3)?
+                    .unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let steps = self
+                    .const_ints(node, 4)?
+                    .unwrap_or_else(|| vec![1; starts.len()]);
+                if starts.len() != ends.len()
+                    || axes.len() != starts.len()
+                    || steps.len() != starts.len()
+                {
+                    return Err(err("starts, ends, axes and steps differ in length".into()));
+                }
+                // Per axis: first index and step, and the output's length.
+                let mut first = vec![0i64; rank];
+                let mut step = vec![1i64; rank];
+                let mut out = full.clone();
+                for k in 0..starts.len() {
+                    let a = axis_of(axes[k], rank)?;
+                    let (d, st) = (full[a] as i64, steps[k]);
+                    if a == 0 || st == 0 {
+                        return Err(err("cannot slice the batch, or with step 0".into()));
+                    }
+                    let clamp = |v: i64, lo: i64, hi: i64| v.clamp(lo, hi);
+                    let norm = |v: i64| if v < 0 { v + d } else { v };
+                    let (s, e) = if st > 0 {
+                        (clamp(norm(starts[k]), 0, d), clamp(norm(ends[k]), 0, d))
+                    } else {
+                        (
+                            clamp(norm(starts[k]), -1, d - 1),
+                            clamp(norm(ends[k]), -1, d - 1),
+                        )
+                    };
+                    let len = if st > 0 {
+                        (e - s + st - 1).max(0) / st
+                    } else {
+                        (s - e - st - 1).max(0) / -st
+                    };
+                    if len == 0 {
+                        return Err(err(format!("the slice of axis {a} is empty")));
+                    }
+                    (first[a], step[a], out[a]) = (s, st, len as usize);
+                }
+                let n: usize = out.iter().product();
+                let source = (0..n)
+                    .map(|i| {
+                        let c = coords(i, &out);
+                        (0..rank)
+                            .map(|a| (first[a] + c[a] as i64 * step[a]) as usize * in_strides[a])
+                            .sum()
+                    })
+                    .collect();
+                self.gather_flat(node, source, out[1..].to_vec())
+            }
+            "Gather" => {
+                let rank = full.len();
+                let a = axis_of(attr_int(node, "axis").unwrap_or(0), rank)?;
+                if a == 0 {
+                    return Err(err("cannot gather along the batch".into()));
+                }
+                let name = node.input.get(1).cloned().unwrap_or_default();
+                let t = self
+                    .inits
+                    .get(name.as_str())
+                    .ok_or_else(|| err("the indices must be a constant initializer".into()))?;
+                let idx = int_data(t).map_err(err)?;
+                let idx_dims: Vec<usize> = t.dims.iter().map(|d| *d as usize).collect();
+                let d = full[a] as i64;
+                if idx.iter().any(|i| *i < -d || *i >= d) {
+                    return Err(err(format!("an index is out of range for {d}")));
+                }
+                // Output shape: full[..a] ++ idx_dims ++ full[a+1..].
+                let out: Vec<usize> = full[..a]
+                    .iter()
+                    .chain(&idx_dims)
+                    .chain(&full[a + 1..])
+                    .copied()
+                    .collect();
+                let n: usize = out.iter().product();
+                let k = idx_dims.len();
+                let idx_strides = strides(&idx_dims);
+                let source = (0..n)
+                    .map(|i| {
+                        let c = coords(i, &out);
+                        let flat: usize = (0..k).map(|j| c[a + j] * idx_strides[j]).sum();
+                        let pick = ((idx[flat] + d) % d) as usize;
+                        let mut src = pick * in_strides[a];
+                        for (ax, s) in in_strides.iter().enumerate() {
+                            if ax < a {
+                                src += c[ax] * s;
+                            } else if ax > a {
+                                src += c[ax + k - 1] * s;
+                            }
+                        }
+                        src
+                    })
+                    .collect();
+                if out.first() != Some(&1) || out.len() < 2 {
+                    return Err(err(format!("gathering into {out:?} loses the batch")));
+                }
+                self.gather_flat(node, source, out[1..].to_vec())
+            }
+            _ => unreachable!("dispatched by op type"),
+        }
     }
 
     fn relu(&mut self, node: &NodeProto) -> Result<()> {

@@ -152,6 +152,34 @@ fn a_cnn_as_pytorch_exports_it_folds_normalisation_batchnorm_and_pooling() {
 }
 
 #[test]
+fn data_movement_before_a_layer_folds_into_its_weights() {
+    // Transpose, a stepped Slice, two Gathers, Unsqueeze, Squeeze and Flatten: the first
+    // Gemm reads the model's input directly (the float reference matches onnxruntime in
+    // the fidelity tests).
+    let fm = onnx::load(&common::fixture("data_moves.onnx")).unwrap();
+    assert_eq!(fm.layers.len(), 2);
+    assert_eq!(
+        fm.layers[0].ops,
+        [
+            "Transpose",
+            "Slice",
+            "Gather",
+            "Unsqueeze",
+            "Squeeze",
+            "Gather",
+            "Flatten",
+            "Gemm",
+            "Relu"
+        ]
+    );
+    assert_eq!(fm.layers[0].in_shape, [2, 3, 4]);
+    // Each of its 5 outputs reads 4 of the 24 inputs: the ones the moves kept.
+    for row in &fm.layers[0].rows {
+        assert!(row.len() <= 4, "{row:?}");
+    }
+}
+
+#[test]
 fn a_hand_built_graph_lowers_and_evaluates_exactly() {
     let fm = onnx::parse(&tiny("Relu"), "tiny").unwrap();
     assert_eq!(fm.layers.len(), 1);

@@ -9,13 +9,14 @@ use ark_ff::{BigInteger, PrimeField, UniformRand, Zero};
 use ark_std::rand::{rngs::StdRng, Rng};
 use provnet_kernels::{import, ImportOptions, Model, ModelSummary};
 
-pub const MODELS: [&str; 6] = [
+pub const MODELS: [&str; 7] = [
     "dense_16",
     "dense_64",
     "dense_256",
     "digits_mlp",
     "small_cnn",
     "cnn_bn_pool",
+    "data_moves",
 ];
 
 /// A fixture file. A test binary carried to another machine (the GPU device tests) finds
