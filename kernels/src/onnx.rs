@@ -13,7 +13,8 @@
 //! constraints: Add, Sub, Mul and Div by a constant (broadcast the ONNX way),
 //! BatchNormalization (inference form), AveragePool and GlobalAveragePool, and data
 //! movement (Transpose, Slice, Gather with constant indices; Squeeze and Unsqueeze only
-//! change the shape). Before a layer's
+//! change the shape). MaxPool is lowered exactly onto ReLU layers (see
+//! [`Lowering::max_pool`]). Before a layer's
 //! ReLU they fold into that layer (`y = M (W x + b) + t`); after it (or before the first
 //! layer, e.g. an input normalisation) they are kept pending and fold into the next layer's
 //! weights (`W' = W M`, `b' = W t + b`). One left pending where nothing follows, or before a
@@ -271,6 +272,7 @@ impl<'g> Lowering<'g> {
             "Add" | "Sub" | "Mul" | "Div" => self.elementwise(node),
             "BatchNormalization" => self.batch_norm(node),
             "AveragePool" | "GlobalAveragePool" => self.average_pool(node),
+            "MaxPool" => self.max_pool(node),
             "Transpose" | "Squeeze" | "Unsqueeze" | "Slice" | "Gather" => {
                 self.data_movement(node)
             }
@@ -286,7 +288,7 @@ impl<'g> Lowering<'g> {
             "Reshape" => self.reshape(node),
             "Identity" => self.shape_op(node),
             other => Err(unsupported(format!(
-                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub, Mul and Div by constants, BatchNormalization, AveragePool, GlobalAveragePool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity)"
+                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub, Mul and Div by constants, BatchNormalization, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity)"
             ))),
         }?;
         self.current = node
@@ -937,7 +939,149 @@ impl<'g> Lowering<'g> {
         }
     }
 
+    /// MaxPool (2-D), lowered exactly onto ReLU layers: `max(u, v) = v + relu(u - v)`,
+    /// and `v = relu(v) - relu(-v)` carries a value through a ReLU (just `relu(v)` when
+    /// the values are known to be non-negative, as after a ReLU). Each round halves the
+    /// candidates of every window, so a k-cell window takes ceil(log2 k) ReLU layers; the
+    /// maxima themselves are affine in the last one and fold into what follows. The ReLU's
+    /// sign bit is the comparison; weights are ±1, so nothing is approximated.
+    fn max_pool(&mut self, node: &NodeProto) -> Result<()> {
+        let err = |reason: String| KernelError::Unsupported {
+            node: node_name(node),
+            op: node.op_type.clone(),
+            reason,
+        };
+        if node.input.first() != Some(&self.current) || self.shape.len() != 3 {
+            return Err(err(format!(
+                "needs a [1, C, H, W] activation, got [1, {:?}]",
+                self.shape
+            )));
+        }
+        if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) {
+            return Err(err("the Indices output is not supported".into()));
+        }
+        if attr_int(node, "ceil_mode").unwrap_or(0) != 0
+            || attr_int(node, "storage_order").unwrap_or(0) != 0
+        {
+            return Err(err("ceil_mode and storage_order are not supported".into()));
+        }
+        if let Some(a) = node.attribute.iter().find(|a| a.name == "auto_pad") {
+            let pad = String::from_utf8_lossy(&a.s);
+            if !(pad.is_empty() || pad == "NOTSET" || pad == "VALID") {
+                return Err(err(format!(
+                    "auto_pad {pad} is not supported: use explicit pads"
+                )));
+            }
+        }
+        let kernel = attr_ints(node, "kernel_shape").unwrap_or_default();
+        let strides = attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
+        let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+        let dil = attr_ints(node, "dilations").unwrap_or_else(|| vec![1, 1]);
+        if kernel.len() != 2 || strides.len() != 2 || pads.len() != 4 || dil.len() != 2 {
+            return Err(err("only 2-D pooling is supported".into()));
+        }
+        if kernel.iter().chain(&strides).chain(&dil).any(|v| *v < 1) || pads.iter().any(|v| *v < 0)
+        {
+            return Err(err(
+                "kernel, strides and dilations must be >= 1, pads >= 0".into()
+            ));
+        }
+        let (c, h, w) = (self.shape[0], self.shape[1], self.shape[2]);
+        let [kh, kw, sh, sw, dh, dw] =
+            [kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1]].map(|v| v as usize);
+        let eff_h = h as i64 + pads[0] + pads[2] - (dh * (kh - 1)) as i64;
+        let eff_w = w as i64 + pads[1] + pads[3] - (dw * (kw - 1)) as i64;
+        if eff_h < 1 || eff_w < 1 {
+            return Err(err(format!(
+                "window {kh}x{kw} is larger than the padded input"
+            )));
+        }
+        let (oh, ow) = ((eff_h as usize - 1) / sh + 1, (eff_w as usize - 1) / sw + 1);
+        // Each window's candidates, as affine expressions over the current activation.
+        let mut windows: Vec<Vec<Vec<(u32, f64)>>> = Vec::with_capacity(c * oh * ow);
+        for ch in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut cells = Vec::new();
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * sh + ky * dh) as i64 - pads[0];
+                            let ix = (ox * sw + kx * dw) as i64 - pads[1];
+                            if iy >= 0 && ix >= 0 && iy < h as i64 && ix < w as i64 {
+                                let i = (ch * h + iy as usize) * w + ix as usize;
+                                cells.push(vec![(i as u32, 1.0)]);
+                            }
+                        }
+                    }
+                    if cells.is_empty() {
+                        return Err(err("a window lies wholly in the padding".into()));
+                    }
+                    windows.push(cells);
+                }
+            }
+        }
+        // Non-negative when the activation is a ReLU's output (nothing folded since).
+        let non_negative =
+            !self.open && self.pending_map.is_none() && self.layers.last().is_some_and(|l| l.relu);
+        while windows.iter().any(|cands| cands.len() > 1) {
+            // The ReLU layer's inputs, and for each window, its next candidates as
+            // combinations of that layer's outputs.
+            let mut rows: Vec<Vec<(u32, f64)>> = Vec::new();
+            let mut next: Vec<Vec<Vec<(u32, f64)>>> = Vec::with_capacity(windows.len());
+            let carry = |v: &[(u32, f64)], rows: &mut Vec<Vec<(u32, f64)>>| {
+                let mut out = vec![(rows.len() as u32, 1.0)];
+                rows.push(v.to_vec());
+                if !non_negative {
+                    out.push((rows.len() as u32, -1.0));
+                    rows.push(v.iter().map(|(j, x)| (*j, -x)).collect());
+                }
+                out
+            };
+            for cands in &windows {
+                let mut out = Vec::with_capacity(cands.len().div_ceil(2));
+                for pair in cands.chunks(2) {
+                    match pair {
+                        [u, v] => {
+                            // relu(u - v), then v carried through.
+                            let mut diff: HashMap<u32, f64> = HashMap::new();
+                            for (j, x) in u {
+                                *diff.entry(*j).or_default() += x;
+                            }
+                            for (j, x) in v {
+                                *diff.entry(*j).or_default() -= x;
+                            }
+                            let mut d: Vec<(u32, f64)> =
+                                diff.into_iter().filter(|(_, x)| *x != 0.0).collect();
+                            d.sort_unstable_by_key(|(j, _)| *j);
+                            let mut m = vec![(rows.len() as u32, 1.0)];
+                            rows.push(d);
+                            m.extend(carry(v, &mut rows));
+                            out.push(m);
+                        }
+                        [v] => out.push(carry(v, &mut rows)),
+                        _ => unreachable!("chunks of two"),
+                    }
+                }
+                next.push(out);
+            }
+            let n = rows.len();
+            self.fold(node, rows, vec![0.0; n], vec![n])?;
+            self.close_with_relu(node)?;
+            // The maxima of signed values stay signed, of non-negative ones non-negative.
+            windows = next;
+        }
+        // The maxima, affine in the last ReLU layer (or the cells, for 1x1 windows).
+        let rows: Vec<Vec<(u32, f64)>> = windows.into_iter().map(|mut c| c.remove(0)).collect();
+        let n = rows.len();
+        self.fold(node, rows, vec![0.0; n], vec![c, oh, ow])
+    }
+
     fn relu(&mut self, node: &NodeProto) -> Result<()> {
+        self.close_with_relu(node)
+    }
+
+    /// Ends the last layer with a ReLU (recorded as `node`'s op).
+    fn close_with_relu(&mut self, node: &NodeProto) -> Result<()> {
         // Affine ops after a closed layer (or at the input) are a layer of their own here.
         if self.pending_map.is_some() {
             self.materialize();
@@ -953,8 +1097,10 @@ impl<'g> Lowering<'g> {
         }
         let layer = self.layers.last_mut().expect("checked above");
         layer.relu = true;
-        layer.ops.push("Relu".into());
-        layer.nodes.push(node_name(node));
+        if node.op_type == "Relu" {
+            layer.ops.push("Relu".into());
+            layer.nodes.push(node_name(node));
+        }
         self.open = false;
         Ok(())
     }

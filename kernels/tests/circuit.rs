@@ -10,7 +10,7 @@ use provnet_kernels::{trace, KernelError};
 
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
-const PINNED: [(&str, &[usize]); 7] = [
+const PINNED: [(&str, &[usize]); 8] = [
     ("dense_16", &[800]),
     ("dense_64", &[3327]),
     ("dense_256", &[13825]),
@@ -21,6 +21,12 @@ const PINNED: [(&str, &[usize]); 7] = [
     ("cnn_bn_pool", &[10003, 10475, 3497]),
     // Transpose, Slice, Gather, (Un)squeeze and Flatten before its first Gemm: all free.
     ("data_moves", &[571, 190]),
+    // Each MaxPool round is a ReLU layer (max(u, v) = v + relu(u - v)): 2x2 takes two,
+    // 3x3 four; the maxima fold into the next layer.
+    (
+        "cnn_maxpool",
+        &[10085, 13057, 8961, 8155, 7021, 4357, 3029, 1317],
+    ),
 ];
 
 #[test]

@@ -152,6 +152,32 @@ fn a_cnn_as_pytorch_exports_it_folds_normalisation_batchnorm_and_pooling() {
 }
 
 #[test]
+fn max_pooling_becomes_relu_layers_and_its_maxima_fold_into_the_next_layer() {
+    let fm = onnx::load(&common::fixture("cnn_maxpool.onnx")).unwrap();
+    let ops: Vec<String> = fm.layers.iter().map(|l| l.ops.join("+")).collect();
+    assert_eq!(
+        ops,
+        [
+            "Conv+Relu",
+            "MaxPool", // 2x2 of non-negative values: two rounds
+            "MaxPool",
+            "MaxPool+Conv+MaxPool", // the maxima fold into conv2; the 3x3 pool's first round
+            "MaxPool",
+            "MaxPool",
+            "MaxPool",
+            "MaxPool+Flatten+Gemm",
+        ]
+    );
+    assert!(fm.layers[1..7].iter().all(|l| l.relu));
+    // Exact in floats: max(u, v) = v + relu(u - v) on the fixture's input.
+    let x = common::read_floats("cnn_maxpool_input.json", "input_data");
+    let want = common::read_floats("cnn_maxpool_expected.json", "output_data");
+    for (a, b) in fm.eval(&x).iter().zip(&want) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+}
+
+#[test]
 fn data_movement_before_a_layer_folds_into_its_weights() {
     // Transpose, a stepped Slice, two Gathers, Unsqueeze, Squeeze and Flatten: the first
     // Gemm reads the model's input directly (the float reference matches onnxruntime in
