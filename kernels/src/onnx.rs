@@ -251,16 +251,12 @@ impl<'g> Lowering<'g> {
     }
 
     fn node(&mut self, node: &NodeProto) -> Result<()> {
-        let unsupported = |reason: String| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
-        };
+        let err = |reason: String| unsupported(node, reason);
         if !node.domain.is_empty() && node.domain != "ai.onnx" {
-            return Err(unsupported(format!("custom op domain '{}'", node.domain)));
+            return Err(err(format!("custom op domain '{}'", node.domain)));
         }
         if !node.input.contains(&self.current) {
-            return Err(unsupported(format!(
+            return Err(err(format!(
                 "does not consume the previous result '{}': only single-path graphs are supported",
                 self.current
             )));
@@ -280,14 +276,14 @@ impl<'g> Lowering<'g> {
             "Flatten" => {
                 let axis = attr_int(node, "axis").unwrap_or(1);
                 if axis != 1 && axis != 0 {
-                    return Err(unsupported(format!("Flatten axis {axis} (only 0 or 1)")));
+                    return Err(err(format!("Flatten axis {axis} (only 0 or 1)")));
                 }
                 self.shape = vec![self.shape.iter().product()];
                 self.shape_op(node)
             }
             "Reshape" => self.reshape(node),
             "Identity" => self.shape_op(node),
-            other => Err(unsupported(format!(
+            other => Err(err(format!(
                 "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub, Mul and Div by constants, BatchNormalization, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity)"
             ))),
         }?;
@@ -295,7 +291,7 @@ impl<'g> Lowering<'g> {
             .output
             .first()
             .cloned()
-            .ok_or_else(|| unsupported("node has no output".into()))?;
+            .ok_or_else(|| err("node has no output".into()))?;
         Ok(())
     }
 
@@ -349,25 +345,15 @@ impl<'g> Lowering<'g> {
         let name = node
             .input
             .get(idx)
-            .ok_or_else(|| KernelError::Unsupported {
-                node: node_name(node),
-                op: node.op_type.clone(),
-                reason: format!("missing input {idx}"),
-            })?;
-        let t = self
-            .inits
-            .get(name.as_str())
-            .ok_or_else(|| KernelError::Unsupported {
-                node: node_name(node),
-                op: node.op_type.clone(),
-                reason: format!("input '{name}' must be a constant initializer"),
-            })?;
-        let dims = t.dims.iter().map(|d| *d as usize).collect::<Vec<_>>();
-        let data = float_data(t).map_err(|reason| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
+            .ok_or_else(|| unsupported(node, format!("missing input {idx}")))?;
+        let t = self.inits.get(name.as_str()).ok_or_else(|| {
+            unsupported(
+                node,
+                format!("input '{name}' must be a constant initializer"),
+            )
         })?;
+        let dims = t.dims.iter().map(|d| *d as usize).collect::<Vec<_>>();
+        let data = float_data(t).map_err(|reason| unsupported(node, reason))?;
         if data.len() != dims.iter().product::<usize>() {
             return Err(KernelError::OnnxDecode(format!(
                 "initializer '{name}' has {} values for shape {dims:?}",
@@ -379,24 +365,19 @@ impl<'g> Lowering<'g> {
 
     fn flat_input(&self, node: &NodeProto) -> Result<usize> {
         if self.shape.len() != 1 {
-            return Err(KernelError::Unsupported {
-                node: node_name(node),
-                op: node.op_type.clone(),
-                reason: format!(
+            return Err(unsupported(
+                node,
+                format!(
                     "input shape {:?} must be [1, K]: add a Flatten before it",
                     self.shape
                 ),
-            });
+            ));
         }
         Ok(self.shape[0])
     }
 
     fn gemm(&mut self, node: &NodeProto) -> Result<()> {
-        let err = |reason: String| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
-        };
+        let err = |reason: String| unsupported(node, reason);
         if node.input.first() != Some(&self.current) || attr_int(node, "transA").unwrap_or(0) != 0 {
             return Err(err("only Gemm(x, W, b) with transA = 0 is supported".into()));
         }
@@ -438,11 +419,7 @@ impl<'g> Lowering<'g> {
     }
 
     fn matmul(&mut self, node: &NodeProto) -> Result<()> {
-        let err = |reason: String| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
-        };
+        let err = |reason: String| unsupported(node, reason);
         if node.input.first() != Some(&self.current) {
             return Err(err(
                 "only MatMul(x, W) with a constant W is supported".into()
@@ -546,11 +523,7 @@ impl<'g> Lowering<'g> {
 
     /// Add, Sub, Mul or Div with one constant operand.
     fn elementwise(&mut self, node: &NodeProto) -> Result<()> {
-        let err = |reason: String| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
-        };
+        let err = |reason: String| unsupported(node, reason);
         let first = node.input.first() == Some(&self.current);
         let other = usize::from(first);
         if node.input.len() != 2 || node.input.get(other) == Some(&self.current) {
@@ -584,11 +557,7 @@ impl<'g> Lowering<'g> {
     /// BatchNormalization (inference form): per channel,
     /// `(x - mean) / sqrt(var + epsilon) * scale + B`.
     fn batch_norm(&mut self, node: &NodeProto) -> Result<()> {
-        let err = |reason: String| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
-        };
+        let err = |reason: String| unsupported(node, reason);
         if node.input.first() != Some(&self.current) || node.input.len() != 5 {
             return Err(err(
                 "only BatchNormalization(x, scale, B, mean, var) of the activation".into(),
@@ -623,81 +592,51 @@ impl<'g> Lowering<'g> {
 
     /// AveragePool (2-D) and GlobalAveragePool: each output is the mean of its window.
     fn average_pool(&mut self, node: &NodeProto) -> Result<()> {
-        let err = |reason: String| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
-        };
-        if node.input.first() != Some(&self.current) || self.shape.len() != 3 {
-            return Err(err(format!(
-                "needs a [1, C, H, W] activation, got [1, {:?}]",
-                self.shape
-            )));
-        }
-        let (c, h, w) = (self.shape[0], self.shape[1], self.shape[2]);
-        let (kernel, strides, pads, include_pad) = if node.op_type == "GlobalAveragePool" {
-            (vec![h as i64, w as i64], vec![1, 1], vec![0; 4], false)
+        let err = |reason: String| unsupported(node, reason);
+        let (c, h, w) = self.planes(node)?;
+        let (win, include_pad) = if node.op_type == "GlobalAveragePool" {
+            (Window::whole(h, w), false)
         } else {
             if attr_int(node, "ceil_mode").unwrap_or(0) != 0 {
                 return Err(err("ceil_mode is not supported".into()));
             }
-            if let Some(a) = node.attribute.iter().find(|a| a.name == "auto_pad") {
-                let pad = String::from_utf8_lossy(&a.s);
-                if !(pad.is_empty() || pad == "NOTSET" || pad == "VALID") {
-                    return Err(err(format!(
-                        "auto_pad {pad} is not supported: use explicit pads"
-                    )));
-                }
-            }
-            (
-                attr_ints(node, "kernel_shape").unwrap_or_default(),
-                attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]),
-                attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]),
-                attr_int(node, "count_include_pad").unwrap_or(0) != 0,
-            )
+            explicit_pads(node).map_err(err)?;
+            let (kh, kw) = kernel_shape(node).map_err(err)?;
+            let include_pad = attr_int(node, "count_include_pad").unwrap_or(0) != 0;
+            (Window::of(node, h, w, kh, kw).map_err(err)?, include_pad)
         };
-        if kernel.len() != 2 || strides.len() != 2 || pads.len() != 4 {
-            return Err(err("only 2-D pooling is supported".into()));
-        }
-        if kernel.iter().chain(&strides).any(|v| *v < 1) || pads.iter().any(|v| *v < 0) {
-            return Err(err("kernel and strides must be >= 1, pads >= 0".into()));
-        }
-        let [kh, kw, sh, sw] = [kernel[0], kernel[1], strides[0], strides[1]].map(|v| v as usize);
-        let (pt, pl) = (pads[0], pads[1]);
-        let eff_h = h as i64 + pads[0] + pads[2] - kh as i64;
-        let eff_w = w as i64 + pads[1] + pads[3] - kw as i64;
-        if eff_h < 0 || eff_w < 0 {
-            return Err(err(format!(
-                "window {kh}x{kw} is larger than the padded input"
-            )));
-        }
-        let (oh, ow) = (eff_h as usize / sh + 1, eff_w as usize / sw + 1);
-        let mut rows = Vec::with_capacity(c * oh * ow);
+        let mut rows = Vec::with_capacity(c * win.oh * win.ow);
         for ch in 0..c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut cells = Vec::new();
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let iy = (oy * sh + ky) as i64 - pt;
-                            let ix = (ox * sw + kx) as i64 - pl;
-                            if iy >= 0 && ix >= 0 && iy < h as i64 && ix < w as i64 {
-                                cells.push(((ch * h + iy as usize) * w + ix as usize) as u32);
-                            }
-                        }
-                    }
-                    let count = if include_pad {
-                        kh * kw
-                    } else {
-                        cells.len().max(1)
+            for oy in 0..win.oh {
+                for ox in 0..win.ow {
+                    let cells = win.cells(oy, ox);
+                    let count = match include_pad {
+                        true => win.kh * win.kw,
+                        false => cells.len().max(1),
                     };
                     let share = 1.0 / count as f64;
-                    rows.push(cells.into_iter().map(|i| (i, share)).collect());
+                    rows.push(
+                        cells
+                            .into_iter()
+                            .map(|i| ((ch * h * w + i) as u32, share))
+                            .collect(),
+                    );
                 }
             }
         }
         let n = rows.len();
-        self.fold(node, rows, vec![0.0; n], vec![c, oh, ow])
+        self.fold(node, rows, vec![0.0; n], vec![c, win.oh, win.ow])
+    }
+
+    /// The [C, H, W] of the activation a windowed op reads (it must be that activation).
+    fn planes(&self, node: &NodeProto) -> Result<(usize, usize, usize)> {
+        if node.input.first() != Some(&self.current) || self.shape.len() != 3 {
+            return Err(unsupported(
+                node,
+                format!("needs a [1, C, H, W] activation, got [1, {:?}]", self.shape),
+            ));
+        }
+        Ok((self.shape[0], self.shape[1], self.shape[2]))
     }
 
     /// An int64 constant input of `node` (None when the input is absent or empty).
@@ -705,11 +644,7 @@ impl<'g> Lowering<'g> {
         let Some(name) = node.input.get(idx).filter(|n| !n.is_empty()) else {
             return Ok(None);
         };
-        let err = |reason: String| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
-        };
+        let err = |reason: String| unsupported(node, reason);
         let t = self
             .inits
             .get(name.as_str())
@@ -731,11 +666,7 @@ impl<'g> Lowering<'g> {
 
     /// Transpose, Squeeze, Unsqueeze, Slice, and Gather with constant indices.
     fn data_movement(&mut self, node: &NodeProto) -> Result<()> {
-        let err = |reason: String| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
-        };
+        let err = |reason: String| unsupported(node, reason);
         if node.input.first() != Some(&self.current) {
             return Err(err("its data input must be the activation".into()));
         }
@@ -946,17 +877,8 @@ impl<'g> Lowering<'g> {
     /// maxima themselves are affine in the last one and fold into what follows. The ReLU's
     /// sign bit is the comparison; weights are ±1, so nothing is approximated.
     fn max_pool(&mut self, node: &NodeProto) -> Result<()> {
-        let err = |reason: String| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
-        };
-        if node.input.first() != Some(&self.current) || self.shape.len() != 3 {
-            return Err(err(format!(
-                "needs a [1, C, H, W] activation, got [1, {:?}]",
-                self.shape
-            )));
-        }
+        let err = |reason: String| unsupported(node, reason);
+        let (c, h, w) = self.planes(node)?;
         if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) {
             return Err(err("the Indices output is not supported".into()));
         }
@@ -965,54 +887,19 @@ impl<'g> Lowering<'g> {
         {
             return Err(err("ceil_mode and storage_order are not supported".into()));
         }
-        if let Some(a) = node.attribute.iter().find(|a| a.name == "auto_pad") {
-            let pad = String::from_utf8_lossy(&a.s);
-            if !(pad.is_empty() || pad == "NOTSET" || pad == "VALID") {
-                return Err(err(format!(
-                    "auto_pad {pad} is not supported: use explicit pads"
-                )));
-            }
-        }
-        let kernel = attr_ints(node, "kernel_shape").unwrap_or_default();
-        let strides = attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
-        let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
-        let dil = attr_ints(node, "dilations").unwrap_or_else(|| vec![1, 1]);
-        if kernel.len() != 2 || strides.len() != 2 || pads.len() != 4 || dil.len() != 2 {
-            return Err(err("only 2-D pooling is supported".into()));
-        }
-        if kernel.iter().chain(&strides).chain(&dil).any(|v| *v < 1) || pads.iter().any(|v| *v < 0)
-        {
-            return Err(err(
-                "kernel, strides and dilations must be >= 1, pads >= 0".into()
-            ));
-        }
-        let (c, h, w) = (self.shape[0], self.shape[1], self.shape[2]);
-        let [kh, kw, sh, sw, dh, dw] =
-            [kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1]].map(|v| v as usize);
-        let eff_h = h as i64 + pads[0] + pads[2] - (dh * (kh - 1)) as i64;
-        let eff_w = w as i64 + pads[1] + pads[3] - (dw * (kw - 1)) as i64;
-        if eff_h < 1 || eff_w < 1 {
-            return Err(err(format!(
-                "window {kh}x{kw} is larger than the padded input"
-            )));
-        }
-        let (oh, ow) = ((eff_h as usize - 1) / sh + 1, (eff_w as usize - 1) / sw + 1);
+        explicit_pads(node).map_err(err)?;
+        let (kh, kw) = kernel_shape(node).map_err(err)?;
+        let win = Window::of(node, h, w, kh, kw).map_err(err)?;
         // Each window's candidates, as affine expressions over the current activation.
-        let mut windows: Vec<Vec<Vec<(u32, f64)>>> = Vec::with_capacity(c * oh * ow);
+        let mut windows: Vec<Vec<Vec<(u32, f64)>>> = Vec::with_capacity(c * win.oh * win.ow);
         for ch in 0..c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut cells = Vec::new();
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let iy = (oy * sh + ky * dh) as i64 - pads[0];
-                            let ix = (ox * sw + kx * dw) as i64 - pads[1];
-                            if iy >= 0 && ix >= 0 && iy < h as i64 && ix < w as i64 {
-                                let i = (ch * h + iy as usize) * w + ix as usize;
-                                cells.push(vec![(i as u32, 1.0)]);
-                            }
-                        }
-                    }
+            for oy in 0..win.oh {
+                for ox in 0..win.ow {
+                    let cells: Vec<Vec<(u32, f64)>> = win
+                        .cells(oy, ox)
+                        .into_iter()
+                        .map(|i| vec![((ch * h * w + i) as u32, 1.0)])
+                        .collect();
                     if cells.is_empty() {
                         return Err(err("a window lies wholly in the padding".into()));
                     }
@@ -1073,7 +960,7 @@ impl<'g> Lowering<'g> {
         // The maxima, affine in the last ReLU layer (or the cells, for 1x1 windows).
         let rows: Vec<Vec<(u32, f64)>> = windows.into_iter().map(|mut c| c.remove(0)).collect();
         let n = rows.len();
-        self.fold(node, rows, vec![0.0; n], vec![c, oh, ow])
+        self.fold(node, rows, vec![0.0; n], vec![c, win.oh, win.ow])
     }
 
     fn relu(&mut self, node: &NodeProto) -> Result<()> {
@@ -1089,11 +976,10 @@ impl<'g> Lowering<'g> {
         let ready =
             self.open && self.pending.is_empty() && self.layers.last().is_some_and(|l| !l.relu);
         if !ready {
-            return Err(KernelError::Unsupported {
-                node: node_name(node),
-                op: node.op_type.clone(),
-                reason: "Relu is supported only after Gemm, MatMul, Conv or an affine op".into(),
-            });
+            return Err(unsupported(
+                node,
+                "Relu is supported only after Gemm, MatMul, Conv or an affine op",
+            ));
         }
         let layer = self.layers.last_mut().expect("checked above");
         layer.relu = true;
@@ -1106,11 +992,7 @@ impl<'g> Lowering<'g> {
     }
 
     fn reshape(&mut self, node: &NodeProto) -> Result<()> {
-        let err = |reason: String| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
-        };
+        let err = |reason: String| unsupported(node, reason);
         let name = node
             .input
             .get(1)
@@ -1164,29 +1046,12 @@ impl<'g> Lowering<'g> {
     }
 
     fn conv(&mut self, node: &NodeProto) -> Result<()> {
-        let err = |reason: String| KernelError::Unsupported {
-            node: node_name(node),
-            op: node.op_type.clone(),
-            reason,
-        };
-        if node.input.first() != Some(&self.current) || self.shape.len() != 3 {
-            return Err(err(format!(
-                "Conv needs a [1, C, H, W] data input, got [1, {:?}]",
-                self.shape
-            )));
-        }
+        let err = |reason: String| unsupported(node, reason);
+        let (c, h, w) = self.planes(node)?;
         if attr_int(node, "group").unwrap_or(1) != 1 {
             return Err(err("grouped convolution is not supported".into()));
         }
-        if let Some(a) = node.attribute.iter().find(|a| a.name == "auto_pad") {
-            let pad = String::from_utf8_lossy(&a.s);
-            if !(pad.is_empty() || pad == "NOTSET" || pad == "VALID") {
-                return Err(err(format!(
-                    "auto_pad {pad} is not supported: use explicit pads"
-                )));
-            }
-        }
-        let (c, h, w) = (self.shape[0], self.shape[1], self.shape[2]);
+        explicit_pads(node).map_err(err)?;
         let (kd, kw_data) = self.weight(node, 1)?;
         if kd.len() != 4 || kd[1] != c {
             return Err(err(format!(
@@ -1194,26 +1059,8 @@ impl<'g> Lowering<'g> {
             )));
         }
         let (m, kh, kw) = (kd[0], kd[2], kd[3]);
-        let strides = attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
-        let dil = attr_ints(node, "dilations").unwrap_or_else(|| vec![1, 1]);
-        let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0, 0, 0, 0]);
-        if strides.len() != 2 || dil.len() != 2 || pads.len() != 4 {
-            return Err(err("only 2-D convolution is supported".into()));
-        }
-        if strides.iter().chain(&dil).any(|v| *v < 1) || pads.iter().any(|v| *v < 0) {
-            return Err(err("strides/dilations must be >= 1 and pads >= 0".into()));
-        }
-        let [sh, sw, dh, dw] = [strides[0], strides[1], dil[0], dil[1]].map(|v| v as usize);
-        let (pt, pl) = (pads[0], pads[1]);
-        let eff_h = h as i64 + pads[0] + pads[2] - (dh * (kh - 1)) as i64;
-        let eff_w = w as i64 + pads[1] + pads[3] - (dw * (kw - 1)) as i64;
-        if eff_h < 1 || eff_w < 1 {
-            return Err(err(format!(
-                "kernel {kh}x{kw} is larger than the padded input"
-            )));
-        }
-        let oh = (eff_h as usize - 1) / sh + 1;
-        let ow = (eff_w as usize - 1) / sw + 1;
+        let win = Window::of(node, h, w, kh, kw).map_err(err)?;
+        let (oh, ow) = (win.oh, win.ow);
         let mut rows = Vec::with_capacity(m * oh * ow);
         for oc in 0..m {
             for oy in 0..oh {
@@ -1222,15 +1069,12 @@ impl<'g> Lowering<'g> {
                     for ic in 0..c {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * sh + ky * dh) as i64 - pt;
-                                let ix = (ox * sw + kx * dw) as i64 - pl;
-                                if iy < 0 || ix < 0 || iy >= h as i64 || ix >= w as i64 {
+                                let Some(cell) = win.cell(oy, ox, ky, kx) else {
                                     continue;
-                                }
+                                };
                                 let v = kw_data[((oc * c + ic) * kh + ky) * kw + kx];
                                 if v != 0.0 {
-                                    let idx = (ic * h + iy as usize) * w + ix as usize;
-                                    row.push((idx as u32, v));
+                                    row.push(((ic * h * w + cell) as u32, v));
                                 }
                             }
                         }
@@ -1284,6 +1128,117 @@ fn broadcast(dims: &[usize], data: &[f64], shape: &[usize]) -> Result<Vec<f64>, 
         out.push(data[idx]);
     }
     Ok(out)
+}
+
+/// Why `node` cannot be imported.
+fn unsupported(node: &NodeProto, reason: impl Into<String>) -> KernelError {
+    KernelError::Unsupported {
+        node: node_name(node),
+        op: node.op_type.clone(),
+        reason: reason.into(),
+    }
+}
+
+/// A pool's `kernel_shape` (2-D).
+fn kernel_shape(node: &NodeProto) -> Result<(usize, usize), String> {
+    match attr_ints(node, "kernel_shape").as_deref() {
+        Some(&[kh, kw]) if kh >= 1 && kw >= 1 => Ok((kh as usize, kw as usize)),
+        other => Err(format!("kernel_shape {other:?}: two sizes of at least 1")),
+    }
+}
+
+/// Windowed ops take explicit pads (or none): ONNX's SAME padding modes are refused.
+fn explicit_pads(node: &NodeProto) -> Result<(), String> {
+    match attr(node, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).into_owned()) {
+        Some(pad) if !(pad.is_empty() || pad == "NOTSET" || pad == "VALID") => Err(format!(
+            "auto_pad {pad} is not supported: use explicit pads"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A 2-D window sliding over one channel plane of `h x w`: kernel, strides, dilations and
+/// pads the ONNX way (pads `[top, left, bottom, right]`).
+struct Window {
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    stride: [usize; 2],
+    dil: [usize; 2],
+    top: i64,
+    left: i64,
+    oh: usize,
+    ow: usize,
+}
+
+impl Window {
+    /// Reads `strides`, `dilations` and `pads` (ONNX defaults) for a `kh x kw` kernel.
+    fn of(node: &NodeProto, h: usize, w: usize, kh: usize, kw: usize) -> Result<Window, String> {
+        let strides = attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
+        let dil = attr_ints(node, "dilations").unwrap_or_else(|| vec![1, 1]);
+        let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+        if strides.len() != 2 || dil.len() != 2 || pads.len() != 4 {
+            return Err("only 2-D windows are supported".into());
+        }
+        if kh == 0
+            || kw == 0
+            || strides.iter().chain(&dil).any(|v| *v < 1)
+            || pads.iter().any(|v| *v < 0)
+        {
+            return Err("kernel, strides and dilations must be >= 1, pads >= 0".into());
+        }
+        let [sh, sw, dh, dw] = [strides[0], strides[1], dil[0], dil[1]].map(|v| v as usize);
+        let eff_h = h as i64 + pads[0] + pads[2] - (dh * (kh - 1)) as i64;
+        let eff_w = w as i64 + pads[1] + pads[3] - (dw * (kw - 1)) as i64;
+        if eff_h < 1 || eff_w < 1 {
+            return Err(format!("window {kh}x{kw} is larger than the padded input"));
+        }
+        Ok(Window {
+            h,
+            w,
+            kh,
+            kw,
+            stride: [sh, sw],
+            dil: [dh, dw],
+            top: pads[0],
+            left: pads[1],
+            oh: (eff_h as usize - 1) / sh + 1,
+            ow: (eff_w as usize - 1) / sw + 1,
+        })
+    }
+
+    /// One window over the whole plane (a global pool).
+    fn whole(h: usize, w: usize) -> Window {
+        Window {
+            h,
+            w,
+            kh: h,
+            kw: w,
+            stride: [1, 1],
+            dil: [1, 1],
+            top: 0,
+            left: 0,
+            oh: 1,
+            ow: 1,
+        }
+    }
+
+    /// The plane index of cell (ky, kx) of output (oy, ox)'s window; none in the padding.
+    fn cell(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
+        let iy = (oy * self.stride[0] + ky * self.dil[0]) as i64 - self.top;
+        let ix = (ox * self.stride[1] + kx * self.dil[1]) as i64 - self.left;
+        let inside = iy >= 0 && ix >= 0 && iy < self.h as i64 && ix < self.w as i64;
+        inside.then(|| iy as usize * self.w + ix as usize)
+    }
+
+    /// Output (oy, ox)'s cells in the plane, in kernel order (padding left out).
+    fn cells(&self, oy: usize, ox: usize) -> Vec<usize> {
+        (0..self.kh)
+            .flat_map(|ky| (0..self.kw).map(move |kx| (ky, kx)))
+            .filter_map(|(ky, kx)| self.cell(oy, ox, ky, kx))
+            .collect()
+    }
 }
 
 fn node_name(node: &NodeProto) -> String {
