@@ -90,8 +90,11 @@ pub fn run(args: ChallengeArgs) -> Result<ExitCode> {
     let validators = g.validator_keys()?;
     let verifying = provnet_validator::VerifyingModel::load(&gm.path)
         .with_context(|| format!("loading {}", gm.path.display()))?;
-    let tmp = tempfile_dir()?;
-    let mut cfg = args.net.config(&tmp)?;
+    // Removed when it goes out of scope, whatever happens.
+    let tmp = tempfile::Builder::new()
+        .prefix("provnet-challenge-")
+        .tempdir()?;
+    let mut cfg = args.net.config(tmp.path())?;
     if args.net.listen.is_empty() {
         cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>().expect("valid")];
     }
@@ -156,7 +159,7 @@ pub fn run(args: ChallengeArgs) -> Result<ExitCode> {
         let _ = checked.await;
         Ok(follow.view(&id).1)
     });
-    let _ = std::fs::remove_dir_all(&tmp);
+    drop(tmp);
     let view = result?;
     let proofs = view["proofs"].as_array().cloned().unwrap_or_default();
     if args.json {
@@ -208,10 +211,4 @@ async fn wait_for_mesh(net: &NetworkHandle, limit: Duration) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn tempfile_dir() -> Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!("provnet-challenge-{}", std::process::id()));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
 }

@@ -83,10 +83,14 @@ pub fn run(args: ClaimArgs) -> Result<ExitCode> {
             hex::encode(me)
         );
     }
-    let temp = args.data_dir.is_none();
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("provnet-claim-{}", std::process::id()))
-    });
+    // Removed when it goes out of scope, whatever happens (unused with --data-dir).
+    let scratch = tempfile::Builder::new()
+        .prefix("provnet-claim-")
+        .tempdir()?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| scratch.path().to_path_buf());
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let mut cfg = args.net.config(&data_dir)?;
@@ -147,9 +151,7 @@ pub fn run(args: ClaimArgs) -> Result<ExitCode> {
         ran?;
         outcome
     });
-    if temp {
-        let _ = std::fs::remove_dir_all(&data_dir);
-    }
+    drop(scratch);
     let view = result?;
     let state = view["state"].as_str().unwrap_or("?").to_string();
     if args.json {

@@ -31,6 +31,24 @@ pub struct Fetched {
     pub peers_answered: usize,
 }
 
+/// Runs a catch-up on its own task, for at most [`CATCH_UP_LIMIT`] (then with nothing
+/// from it: the node goes on with what it has); what it fetched comes back on the channel.
+pub fn in_background(
+    fetch: impl std::future::Future<Output = Fetched> + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<Fetched> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let fetched = tokio::time::timeout(CATCH_UP_LIMIT, fetch)
+            .await
+            .unwrap_or_else(|_| {
+                warn!(target: LOG_TARGET_SYNC, "catching up took over {CATCH_UP_LIMIT:?}: going on with what this node has");
+                Fetched::default()
+            });
+        let _ = tx.send(fetched);
+    });
+    rx
+}
+
 /// Asks up to [`PEERS_ASKED`] connected peers for epochs `from..=to` of weights, page by
 /// page, and returns every envelope they sent (duplicates included: applying one twice is
 /// harmless).

@@ -67,6 +67,18 @@ impl Node {
         }
     }
 
+    /// Two honest nodes, B dialed into A, once they are connected.
+    async fn pair() -> (Node, Node) {
+        let a = Node::honest(None).await;
+        let b = Node::honest(Some(&a.addr)).await;
+        wait_for("A and B to connect", || {
+            let b = &b;
+            async move { b.connected().await == 1 }
+        })
+        .await;
+        (a, b)
+    }
+
     async fn honest(bootstrap: Option<&Multiaddr>) -> Node {
         let mut cfg = NetworkConfig::loopback(NETUID);
         cfg.bootstrap = bootstrap.into_iter().cloned().collect();
@@ -424,13 +436,7 @@ async fn two_nodes_talk_over_quic() {
 async fn sync_requests_reach_the_serving_node_and_others_say_not_serving() {
     init_logs();
     within(async {
-        let a = Node::honest(None).await;
-        let b = Node::honest(Some(&a.addr)).await;
-        wait_for("A and B to connect", || {
-            let b = &b;
-            async move { b.connected().await == 1 }
-        })
-        .await;
+        let (a, b) = Node::pair().await;
         let req = provnet_wire::SyncRequest {
             from_epoch: 10,
             to_epoch: 12,
@@ -503,13 +509,7 @@ async fn a_referee_fetches_a_leaf_state_from_the_node_that_holds_it() {
     use provnet_wire::{LeafRequest, LeafResponse, LeafState};
     init_logs();
     within(async {
-        let a = Node::honest(None).await;
-        let b = Node::honest(Some(&a.addr)).await;
-        wait_for("A and B to connect", || {
-            let b = &b;
-            async move { b.connected().await == 1 }
-        })
-        .await;
+        let (a, b) = Node::pair().await;
         let req = LeafRequest {
             dispute_id: [9; 32],
             cut: 5,

@@ -236,6 +236,11 @@ fn in_dispute_mesh(n: &Node) -> bool {
     })
 }
 
+/// Whether `GET path` at `addr` answers 200 (the node has it).
+fn found(addr: &str, path: &str) -> bool {
+    request(addr, "GET", path, "", "").0 == 200
+}
+
 /// An HTTP request with a body; the status code and the body back.
 fn request(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     let (code, _, body) = provnet_tui::client::request(
@@ -303,14 +308,7 @@ fn claims_and_proof_requests_posted_over_the_admin_endpoint_are_published_and_re
         (got["state"].as_str(), &got["output"]),
         (Some("open"), &made["output"])
     );
-    assert!(wait_until(T, || request(
-        &vaddr,
-        "GET",
-        &format!("/claims/{id}"),
-        "",
-        ""
-    )
-    .0 == 200));
+    assert!(wait_until(T, || found(&vaddr, &format!("/claims/{id}"))));
 
     // Refused, with the reason: a wrong input, an unknown model, bad JSON, a node without
     // the inference role, an unknown id, a method the endpoint does not take.
@@ -345,21 +343,14 @@ fn claims_and_proof_requests_posted_over_the_admin_endpoint_are_published_and_re
     // there is nothing to dispute; a corrupted one is disputed and lost by the cheater.
     let caddr = admin_addr(&ch);
     let claim_path = format!("/claims/{id}");
-    assert!(wait_until(T, || request(
-        &caddr,
-        "GET",
-        &claim_path,
-        "",
-        ""
-    )
-    .0 == 200));
+    assert!(wait_until(T, || found(&caddr, &claim_path)));
     let (ok, _, err) = provnet(&["dispute", "open", &id, "--connect", &caddr]);
     assert!(!ok && err.contains("nothing to dispute"), "{err}");
     let mut bad = None;
     assert!(wait_until(T, || {
         bad = cheater.status().and_then(|s| {
             let c = s["court"]["corrupted"].as_object()?.keys().next()?.clone();
-            (request(&caddr, "GET", &format!("/claims/{c}"), "", "").0 == 200).then_some(c)
+            found(&caddr, &format!("/claims/{c}")).then_some(c)
         });
         bad.is_some()
     }));
@@ -525,14 +516,7 @@ fn claims_and_proof_requests_posted_over_the_admin_endpoint_are_published_and_re
         claimant.log_text()
     );
     let cid = cid.expect("checked");
-    assert!(wait_until(T, || request(
-        &caddr,
-        "GET",
-        &format!("/claims/{cid}"),
-        "",
-        ""
-    )
-    .0 == 200));
+    assert!(wait_until(T, || found(&caddr, &format!("/claims/{cid}"))));
     let (ok, out, err) = provnet(&["dispute", "open", &cid, "--connect", &caddr, "--json"]);
     assert!(ok, "{out}\n{err}");
     let exit = claimant

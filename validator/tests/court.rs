@@ -81,6 +81,19 @@ impl Run {
     fn root(&self) -> [u8; 32] {
         self.tree.root()
     }
+
+    /// The claim of this run (bond 1,000), as the claimant signs it.
+    fn claim(&self, nonce: u8) -> Claim {
+        Claim {
+            model_id: MODEL,
+            input: self.tensors[0].clone(),
+            output: self.tensors.last().expect("output").clone(),
+            cuts: self.tensors.len() as u32,
+            trace_root: self.root(),
+            bond: 1_000,
+            nonce: [nonce; 16],
+        }
+    }
 }
 
 struct World {
@@ -151,15 +164,7 @@ impl World {
     }
 
     fn claim(&mut self, run: &Run, nonce: u8) -> [u8; 32] {
-        let c = Claim {
-            model_id: MODEL,
-            input: run.tensors[0].clone(),
-            output: run.tensors.last().expect("output").clone(),
-            cuts: self.cuts,
-            trace_root: run.root(),
-            bond: 1_000,
-            nonce: [nonce; 16],
-        };
+        let c = run.claim(nonce);
         self.court
             .on_claim(&key(CLAIMANT), &c, self.now)
             .expect("store")
@@ -760,15 +765,7 @@ fn a_side_keeps_answering_when_a_reveal_reaches_it_after_its_own_view_of_the_dea
     let liar = Run::new(&input, cuts, Some((50_000, 1)));
     let dir = tempfile::tempdir().expect("tmp");
     let mut court = open_court_with(&dir.path().join("db"), cuts, params(), None);
-    let c = Claim {
-        model_id: MODEL,
-        input: input.clone(),
-        output: liar.tensors.last().expect("output").clone(),
-        cuts,
-        trace_root: liar.root(),
-        bond: 1_000,
-        nonce: [1; 16],
-    };
+    let c = liar.claim(1);
     let claim = court
         .on_claim(&key(CLAIMANT), &c, T0)
         .expect("store")
@@ -820,15 +817,7 @@ fn messages_that_arrive_before_what_they_refer_to_are_held_and_applied_in_order(
     let honest = Run::new(&input, cuts, None);
     let liar = Run::new(&input, cuts, Some((12_345, 1)));
     let mut w = World::new(cuts);
-    let c = Claim {
-        model_id: MODEL,
-        input: input.clone(),
-        output: liar.tensors.last().expect("output").clone(),
-        cuts,
-        trace_root: liar.root(),
-        bond: 1_000,
-        nonce: [1; 16],
-    };
+    let c = liar.claim(1);
     let claim = c.id(&key(CLAIMANT));
     let open = DisputeOpen {
         claim_id: claim,
@@ -923,22 +912,13 @@ fn a_court_that_was_down_catches_up_from_signed_messages_and_settles_the_same_bo
 
     // Validator 3 was down for all of it. What peers send it, as signed: the claims, the
     // disputes and the attestations (the envelopes' bytes only go to its archive).
-    let c = |run: &Run, nonce: u8| Claim {
-        model_id: MODEL,
-        input: run.tensors[0].clone(),
-        output: run.tensors.last().expect("output").clone(),
-        cuts,
-        trace_root: run.root(),
-        bond: 1_000,
-        nonce: [nonce; 16],
-    };
     let open = |claim_id| DisputeOpen {
         claim_id,
         trace_root: honest.root(),
         bond: 500,
     };
     let mut sent = vec![
-        (key(CLAIMANT), Message::Claim(c(&liar, 1)), T0, vec![1]),
+        (key(CLAIMANT), Message::Claim(liar.claim(1)), T0, vec![1]),
         (
             key(CHALLENGER),
             Message::DisputeOpen(open(claim)),
@@ -947,7 +927,7 @@ fn a_court_that_was_down_catches_up_from_signed_messages_and_settles_the_same_bo
         ),
         (
             key(CLAIMANT),
-            Message::Claim(c(&liar, 2)),
+            Message::Claim(liar.claim(2)),
             final_now,
             vec![3],
         ),

@@ -31,7 +31,7 @@ use provnet_validator::{
 use provnet_wire::{
     unix_ms, Challenge, Gate, GateConfig, Message, Network, NodeStatus, PublicKey, Role,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use self::disputes::DisputeRole;
@@ -39,7 +39,7 @@ use self::miner::MinerRole;
 use self::validator::ValidatorRole;
 use crate::genesis::Genesis;
 use crate::identity::hex32;
-use crate::sync::{Fetched, CATCH_UP_LIMIT};
+use crate::sync::Fetched;
 
 /// Where catching up on missed weights logs.
 pub const LOG_TARGET_SYNC: &str = "sync";
@@ -461,21 +461,13 @@ impl Roles {
             }
         };
         // The claims, disputes and attestations this node may have missed while down.
+        let validators = self.cfg.genesis.validator_keys().unwrap_or_default();
         let mut court_catch_up = {
             let since = self.disputes.catch_up_since(now_ms());
-            let (tx, rx) = oneshot::channel();
-            let net = self.net.clone();
-            let validators = self.cfg.genesis.validator_keys().unwrap_or_default();
-            tokio::spawn(async move {
-                let fetched = tokio::time::timeout(
-                    CATCH_UP_LIMIT,
-                    crate::sync::fetch_court(net, since, &validators),
-                )
-                .await
-                .unwrap_or_default();
-                let _ = tx.send(fetched);
-            });
-            Some(rx)
+            let (net, validators) = (self.net.clone(), validators.clone());
+            Some(crate::sync::in_background(async move {
+                crate::sync::fetch_court(net, since, &validators).await
+            }))
         };
         let mut leaf_requests = match self.net.serve_leaf(64).await {
             Ok(rx) => Some(rx),
@@ -486,19 +478,10 @@ impl Roles {
         };
         let mut catch_up = self.missed.map(|(from, to)| {
             info!(target: LOG_TARGET_SYNC, from, to, "catching up: asking peers for the commits and reveals of epochs this node may have missed; their consensus waits");
-            let (tx, rx) = oneshot::channel();
-            let net = self.net.clone();
-            let validators = self.cfg.genesis.validator_keys().unwrap_or_default();
-            tokio::spawn(async move {
-                let fetched = tokio::time::timeout(CATCH_UP_LIMIT, crate::sync::fetch(net, from, to, &validators))
-                    .await
-                    .unwrap_or_else(|_| {
-                        warn!(target: LOG_TARGET_SYNC, "catching up took over {CATCH_UP_LIMIT:?}: going on with what this node has");
-                        Fetched::default()
-                    });
-                let _ = tx.send(fetched);
-            });
-            rx
+            let (net, validators) = (self.net.clone(), validators.clone());
+            crate::sync::in_background(async move {
+                crate::sync::fetch(net, from, to, &validators).await
+            })
         });
         tokio::pin!(stop);
         loop {
