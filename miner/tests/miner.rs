@@ -186,19 +186,32 @@ fn queued_challenges_for_one_segment_are_proved_as_a_batch() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = setup(tmp.path());
     let model = Model::load(&dir).expect("model");
-    let (miner, done) = start(
-        &dir,
-        MinerConfig {
-            threads: 1,
-            batch: 4,
-            ..Default::default()
-        },
-    );
+    // The worker reports on its own thread, so a report that blocks holds the worker: the
+    // first proof's report waits at a gate until all five jobs are queued, and what the
+    // worker takes next does not depend on how fast this thread offers.
+    let (tx, done) = mpsc::channel();
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (gate_tx, gate) = mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(Some((entered_tx, gate)));
+    let pm = ProvingModel::load(&dir).expect("proving keys load");
+    let cfg = MinerConfig {
+        threads: 1,
+        batch: 4,
+        ..Default::default()
+    };
+    let miner = Miner::start(vec![pm], [5; 32], Arc::new(CpuBackend), cfg, move |d| {
+        if let Some((entered, gate)) = gate.lock().expect("gate").take() {
+            let _ = entered.send(());
+            let _ = gate.recv_timeout(Duration::from_secs(60));
+        }
+        let _ = tx.send(d);
+    })
+    .expect("starts");
     let keys = ModelKeys::open(&dir, &model).expect("keys");
     let (vk, vk_id) = keys.verifying_key(0).expect("vk");
     let verifier = SegmentVerifier::new(0, vk, vk_id);
     let mut offered = Vec::new();
-    for k in 0..5u8 {
+    let mut offer = |k: u8| {
         let mut c = challenge(&model, 60_000);
         c.nonce = [k; 32];
         c.input[0] = k as i64;
@@ -206,9 +219,17 @@ fn queued_challenges_for_one_segment_are_proved_as_a_batch() {
             .offer(&VALIDATOR, [k + 1; 32], c.clone())
             .expect("queued");
         offered.push(([k + 1; 32], c));
+    };
+    offer(9);
+    entered
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the first job is proved");
+    for k in 0..5u8 {
+        offer(k);
     }
+    gate_tx.send(()).expect("the worker waits at the gate");
     let mut times = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..6 {
         let Done::Proved(p) = done.recv_timeout(Duration::from_secs(60)).expect("done") else {
             panic!("expected a proof");
         };
@@ -227,16 +248,16 @@ fn queued_challenges_for_one_segment_are_proved_as_a_batch() {
         verifier
             .verify(&model, &file, &ctx)
             .expect("each proof of a batch verifies");
-        times.push(p.prove_ms);
+        times.push((p.challenge_id[0], p.prove_ms));
     }
-    // Five jobs, batches of at most four: one batch of four shares one proving time.
-    let most = times
-        .iter()
-        .map(|t| times.iter().filter(|u| *u == t).count())
-        .max()
-        .unwrap_or(0);
-    assert_eq!(most, 4, "prove times {times:?}");
-    assert_eq!(miner.stats().proved, 5);
+    // One job alone, then five queued in batches of at most four: the first four (in queue
+    // order) share one proving time, the fifth has its own.
+    let ids: Vec<u8> = times.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [10, 1, 2, 3, 4, 5], "reported in order: {times:?}");
+    let t = |i: usize| times[i].1;
+    assert!((1..5).all(|i| t(i) == t(1)), "one batch of four: {times:?}");
+    assert_ne!(t(5), t(1), "the fifth job is a batch of its own: {times:?}");
+    assert_eq!(miner.stats().proved, 6);
     miner.stop();
 }
 
