@@ -43,24 +43,28 @@ impl CircuitShape {
     pub fn of(seg: &Segment) -> CircuitShape {
         let (n_in, n_out) = (seg.n_in(), seg.n_out());
         let b_in = seg.input.bits as usize;
-        let k: usize = seg
-            .row_q_bits()
-            .iter()
-            .map(|m| seg.row_acc_bits(*m) as usize)
-            .sum();
+        // Rows copied from the input are not decomposed.
+        let (mut k, mut decomposed) = (0, 0);
+        for (i, m) in seg.row_q_bits().into_iter().enumerate() {
+            if seg.copy_of(i).is_none() {
+                k += seg.row_acc_bits(m) as usize;
+                decomposed += 1;
+            }
+        }
         let words_in = n_in.div_ceil(per_word(seg.input.bits));
         let words_out = n_out.div_ceil(per_word(seg.output.bits));
-        // ReLU: one constraint and one witness per output, less the word starts, which are
-        // defined from the public words. Otherwise: one packing constraint per output word.
-        let (relu_c, relu_w, pack_c) = if seg.relu {
+        // All ReLU: one constraint and one witness per output, less the word starts, which
+        // are defined from the public words. Otherwise: one constraint and one witness per
+        // ReLU row, and one packing constraint per output word.
+        let (relu_c, relu_w, pack_c) = if seg.all_relu() {
             (n_out, n_out - words_out, 0)
         } else {
-            (0, 0, words_out)
+            (seg.relu_rows, seg.relu_rows, words_out)
         };
         CircuitShape {
             constraints: n_in * b_in + k + relu_c + pack_c + 1,
             public_inputs: words_in + words_out + 1,
-            witnesses: (n_in - words_in) + n_in * (b_in - 1) + (k - n_out) + relu_w + 1,
+            witnesses: (n_in - words_in) + n_in * (b_in - 1) + (k - decomposed) + relu_w + 1,
         }
     }
 }
@@ -138,7 +142,11 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
     } else {
         Vec::new()
     };
-    let truth: Vec<i64> = accs.iter().map(|a| seg.finish(*a)).collect();
+    let truth: Vec<i64> = accs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| seg.finish(i, *a))
+        .collect();
     let claimed: &[i64] = assignment.and_then(|a| a.claimed_output).unwrap_or(&truth);
 
     // Public inputs.
@@ -168,28 +176,35 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
     // Outputs: accumulator decomposition, requantization, ReLU. A ReLU segment's outputs are
     // defined through the public words (see `word_values`), so they need no packing
     // constraint; otherwise each output word gets one.
-    let ys = if seg.relu {
-        Some(word_values(
-            &mut cs,
-            &pout,
-            seg.n_out(),
-            seg.output,
-            &pow2,
-            |i| fr_i128(truth[i] as i128),
-        ))
+    let ys = if seg.all_relu() {
+        word_values(&mut cs, &pout, seg.n_out(), seg.output, &pow2, |i| {
+            fr_i128(truth[i] as i128)
+        })
     } else {
-        None
+        (0..seg.relu_rows)
+            .map(|i| {
+                let y = cs.witness(|| fr_i128(truth[i] as i128));
+                cs.var(y)
+            })
+            .collect()
     };
     let outs: Vec<Lc> = seg
         .row_q_bits()
         .into_iter()
         .enumerate()
         .map(|(i, m)| {
-            let y = ys.as_ref().map(|ys| &ys[i]);
+            if let Some(j) = seg.copy_of(i) {
+                // x_j - lo_out: x_j is range-checked as an input, and the output range
+                // holds the input range (q_bits covers this row).
+                let mut lc = xs[j].clone();
+                cs.add(&mut lc, Var::One, fr_i128(-seg.output.lo()));
+                return lc;
+            }
+            let y = ys.get(i);
             output_row(&mut cs, seg, (i, m), &xs, y, accs.get(i).copied(), &pow2)
         })
         .collect();
-    if !seg.relu {
+    if !seg.all_relu() {
         pack_words(
             &mut cs,
             &pout,
@@ -341,7 +356,7 @@ fn output_row(
         }
         lc
     };
-    if !seg.relu {
+    if !seg.relu(i) {
         // q + 2^m_row, shifted to the segment-wide range: q - lo = q + 2^q_bits.
         let mut lc = high(cs, k);
         let shift = (1i128 << seg.q_bits) - (1i128 << m);
@@ -365,7 +380,13 @@ fn output_row(
             j: 0,
         },
     );
-    y
+    if seg.all_relu() {
+        return y;
+    }
+    // A ReLU row among carried ones: shifted to the segment-wide signed range.
+    let mut lc = y;
+    cs.add(&mut lc, Var::One, fr_i128(1i128 << seg.q_bits));
+    lc
 }
 
 /// One constraint per public word: word = sum_t value_t * 2^(bits * t), over `count` values.

@@ -6,11 +6,13 @@ use serde::Serialize;
 
 use crate::circuit::CircuitShape;
 use crate::error::{KernelError, Result};
+use crate::keys::PROVER_THREADS;
 use crate::model::{
     output_range, write_dir_atomically, Model, Range, Segment, MAX_ACC_BITS, MAX_EXTRA_WEIGHT_BITS,
     MODEL_FILE, MODEL_VERSION, SUMMARY_FILE,
 };
-use crate::onnx::{self, FloatModel};
+use crate::msm::FixedBaseTable;
+use crate::onnx::{self, FloatLayer, FloatModel};
 
 /// Default fixed-point scale bits. Chosen so dequantized outputs are at least as close to
 /// onnxruntime's as ezkl's (max abs error ~7e-4 on dense_64): see the README's fidelity table.
@@ -28,6 +30,8 @@ pub struct ImportOptions {
     /// power-of-two integer range around it (unsigned when input_min >= 0).
     pub input_min: f64,
     pub input_max: f64,
+    /// Most constraints one segment may have: a model with a larger one is refused.
+    pub max_constraints: usize,
 }
 
 impl Default for ImportOptions {
@@ -36,11 +40,18 @@ impl Default for ImportOptions {
             scale_bits: DEFAULT_SCALE_BITS,
             input_min: DEFAULT_INPUT_MIN,
             input_max: DEFAULT_INPUT_MAX,
+            max_constraints: DEFAULT_MAX_CONSTRAINTS,
         }
     }
 }
 
-/// Quantizes a float model.
+/// Default constraint budget per segment (`--max-constraints`): 2^20, an FFT domain of 2^20
+/// to 2^21, whose keys (proving key and h table, see [`KeySize`]) take about 1 GB. A model
+/// with a segment over the budget is refused at import, naming it.
+pub const DEFAULT_MAX_CONSTRAINTS: usize = 1 << 20;
+
+/// Quantizes a float model. A segment whose circuit would exceed `opts.max_constraints` is
+/// refused (nothing is written).
 pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -> Result<Model> {
     let s = opts.scale_bits;
     if !(1..=24).contains(&s) {
@@ -48,64 +59,35 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
             "--scale-bits {s} is out of range (1..=24)"
         )));
     }
+    if opts.max_constraints < 64 {
+        return Err(KernelError::Input(format!(
+            "--max-constraints {} is too small (at least 64)",
+            opts.max_constraints
+        )));
+    }
     let mut input = input_range(opts)?;
-    let scale = (1u64 << s) as f64;
-    let mut segments = Vec::with_capacity(float.layers.len());
-    for (index, layer) in float.layers.iter().enumerate() {
-        // Small weights get a finer scale: as many extra bits as the largest stays under 1.
-        let largest = layer
-            .rows
-            .iter()
-            .flatten()
-            .fold(0.0f64, |m, (_, w)| m.max(w.abs()));
-        let extra = if largest > 0.0 {
-            ((1.0 / largest).log2().floor().max(0.0) as u32).min(MAX_EXTRA_WEIGHT_BITS)
-        } else {
-            0
-        };
-        let w_scale = (1u64 << (s + extra)) as f64;
-        let rows: Vec<Vec<(u32, i64)>> = layer
-            .rows
-            .iter()
-            .map(|r| {
-                r.iter()
-                    .map(|(j, w)| (*j, (w * w_scale).round() as i64))
-                    .filter(|(_, w)| *w != 0)
-                    .collect()
-            })
-            .collect();
-        let bias = layer
-            .bias
-            .iter()
-            .map(|b| (b * scale * w_scale).round() as i64)
-            .collect();
-        let mut seg = Segment {
-            index,
-            ops: layer.ops.clone(),
-            nodes: layer.nodes.clone(),
-            in_shape: layer.in_shape.clone(),
-            out_shape: layer.out_shape.clone(),
-            input,
-            output: input,
-            rows,
-            bias,
-            shift: s + extra,
-            relu: layer.relu,
-            q_bits: 0,
-        };
-        let m = seg.row_q_bits().into_iter().max().unwrap_or(0);
-        seg.q_bits = m;
-        if seg.acc_bits() > MAX_ACC_BITS {
+    let mut segments: Vec<Segment> = Vec::with_capacity(float.layers.len());
+    for layer in &float.layers {
+        let seg = quantize_layer(layer, segments.len(), input, s)?;
+        let cost = CircuitShape::of(&seg).constraints;
+        if cost > opts.max_constraints {
             return Err(KernelError::Unsupported {
                 node: layer.nodes.last().cloned().unwrap_or_default(),
                 op: layer.ops.last().cloned().unwrap_or_default(),
                 reason: format!(
-                    "the accumulator needs {} bits (max {MAX_ACC_BITS}): lower --scale-bits",
-                    seg.acc_bits()
+                    "segment {} ({}) needs {cost} constraints, over --max-constraints {}: \
+                     raise it (its keys would take about {} MB), or cut the layer in the \
+                     model",
+                    seg.index,
+                    seg.ops.join(" "),
+                    opts.max_constraints,
+                    {
+                        let k = KeySize::of(&CircuitShape::of(&seg));
+                        (k.pk_bytes + k.h_table_bytes) / 1_000_000
+                    }
                 ),
             });
         }
-        seg.output = output_range(m, seg.relu);
         input = seg.output;
         segments.push(seg);
     }
@@ -121,6 +103,104 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     };
     model.validate(Path::new("<import>"))?;
     Ok(model)
+}
+
+/// One float layer as segment `index`, reading values in `input`.
+fn quantize_layer(layer: &FloatLayer, index: usize, input: Range, s: u32) -> Result<Segment> {
+    let scale = (1u64 << s) as f64;
+    // Small weights get a finer scale: as many extra bits as the largest stays under 1.
+    let largest = layer
+        .rows
+        .iter()
+        .flatten()
+        .fold(0.0f64, |m, (_, w)| m.max(w.abs()));
+    let extra = if largest > 0.0 {
+        ((1.0 / largest).log2().floor().max(0.0) as u32).min(MAX_EXTRA_WEIGHT_BITS)
+    } else {
+        0
+    };
+    let w_scale = (1u64 << (s + extra)) as f64;
+    let rows: Vec<Vec<(u32, i64)>> = layer
+        .rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|(j, w)| (*j, (w * w_scale).round() as i64))
+                .filter(|(_, w)| *w != 0)
+                .collect()
+        })
+        .collect();
+    let bias = layer
+        .bias
+        .iter()
+        .map(|b| (b * scale * w_scale).round() as i64)
+        .collect();
+    let mut seg = Segment {
+        index,
+        ops: layer.ops.clone(),
+        nodes: layer.nodes.clone(),
+        in_shape: layer.in_shape.clone(),
+        out_shape: layer.out_shape.clone(),
+        input,
+        output: input,
+        rows,
+        bias,
+        shift: s + extra,
+        relu_rows: layer.relu_rows,
+        state: layer.state.clone(),
+        q_bits: 0,
+    };
+    let m = seg.row_q_bits().into_iter().max().unwrap_or(0);
+    seg.q_bits = m;
+    if seg.acc_bits() > MAX_ACC_BITS {
+        return Err(KernelError::Unsupported {
+            node: layer.nodes.last().cloned().unwrap_or_default(),
+            op: layer.ops.last().cloned().unwrap_or_default(),
+            reason: format!(
+                "the accumulator needs {} bits (max {MAX_ACC_BITS}): lower --scale-bits",
+                seg.acc_bits()
+            ),
+        });
+    }
+    seg.output = output_range(m, seg.all_relu());
+    Ok(seg)
+}
+
+/// Sizes of a segment's keys, computed from its circuit shape the way setup lays them out:
+/// the proving key file (a and both b queries per variable, l per witness, uncompressed
+/// points) and the h table (domain - 1 bases, one point per window of
+/// [`FixedBaseTable::best_window`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct KeySize {
+    /// FFT domain: constraints plus public inputs (and the constant one), rounded up to a
+    /// power of two.
+    pub domain: usize,
+    pub pk_bytes: usize,
+    pub h_table_bytes: usize,
+}
+
+impl KeySize {
+    pub fn of(shape: &CircuitShape) -> KeySize {
+        let vars = 1 + shape.public_inputs + shape.witnesses;
+        let domain = (shape.constraints + shape.public_inputs + 1).next_power_of_two();
+        let (g1, g2) = (64, 128);
+        let h = domain - 1;
+        let c = FixedBaseTable::best_window(h, PROVER_THREADS);
+        let windows = 255u32.div_ceil(c) as usize;
+        KeySize {
+            domain,
+            pk_bytes: vars * (2 * g1 + g2) + shape.witnesses * g1,
+            h_table_bytes: h * windows * g1,
+        }
+    }
+}
+
+/// Estimated CPU prove time of a circuit on the reference 2-core machine: a fixed cost plus
+/// a cost per constraint, fitted to measured proofs (dense_64: 3,327 constraints in 19.8 ms,
+/// dense_256: 13,825 in 63.5 ms, README "Benchmarks"). An estimate for sizing segments, not
+/// a measurement: `provnet bench prove` measures.
+pub fn estimated_prove_ms(constraints: usize) -> f64 {
+    5.8 + 4.2e-3 * constraints as f64
 }
 
 /// The integer range the circuit enforces on model inputs.
@@ -159,6 +239,13 @@ pub struct ModelSummary {
     pub segments: Vec<SegmentSummary>,
 }
 
+/// One tensor of a cut's state.
+#[derive(Clone, Debug, Serialize)]
+pub struct StateTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct SegmentSummary {
     pub index: usize,
@@ -166,12 +253,19 @@ pub struct SegmentSummary {
     pub nodes: Vec<String>,
     pub input_shape: Vec<usize>,
     pub output_shape: Vec<usize>,
+    /// The tensors of the state at the segment's output cut, in order.
+    pub state: Vec<StateTensor>,
+    /// Outputs through ReLU (the first ones); the rest are carried as they are.
+    pub relu_outputs: usize,
     pub input_bits: u32,
     pub output_bits: u32,
     pub accumulator_bits: u32,
     pub weights: usize,
     pub constraints: usize,
     pub public_inputs: usize,
+    /// Estimated CPU prove time ([`estimated_prove_ms`]).
+    pub estimated_prove_ms: f64,
+    pub keys: KeySize,
 }
 
 impl ModelSummary {
@@ -187,12 +281,23 @@ impl ModelSummary {
                     nodes: s.nodes.clone(),
                     input_shape: s.in_shape.clone(),
                     output_shape: s.out_shape.clone(),
+                    state: s
+                        .state
+                        .iter()
+                        .map(|(name, shape)| StateTensor {
+                            name: name.clone(),
+                            shape: shape.clone(),
+                        })
+                        .collect(),
+                    relu_outputs: s.relu_rows,
                     input_bits: s.input.bits,
                     output_bits: s.output.bits,
                     accumulator_bits: s.acc_bits(),
                     weights: s.rows.iter().map(Vec::len).sum(),
                     constraints: shape.constraints,
                     public_inputs: shape.public_inputs,
+                    estimated_prove_ms: estimated_prove_ms(shape.constraints),
+                    keys: KeySize::of(&shape),
                 }
             })
             .collect();

@@ -27,7 +27,7 @@ use crate::r1cs::{Mode, Replay};
 use crate::raw;
 
 /// Threads the h-table window is tuned for (the 2-core machines we target).
-const PROVER_THREADS: usize = 2;
+pub(crate) const PROVER_THREADS: usize = 2;
 
 pub const KEYS_DIR: &str = "keys";
 pub const INDEX_FILE: &str = "index.json";

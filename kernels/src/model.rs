@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{KernelError, Result};
 
 /// Current on-disk model format version.
-pub const MODEL_VERSION: u32 = 1;
+pub const MODEL_VERSION: u32 = 2;
 /// File names inside a model directory.
 pub const MODEL_FILE: &str = "model.cbor";
 pub const SUMMARY_FILE: &str = "model.json";
@@ -76,7 +76,12 @@ pub struct Segment {
     pub bias: Vec<i64>,
     /// Requantization shift s.
     pub shift: u32,
-    pub relu: bool,
+    /// The first `relu_rows` outputs pass through ReLU; the rest (tensors carried across
+    /// the cut, a residual stream) are requantized only.
+    pub relu_rows: usize,
+    /// The output state's tensors, in order: (ONNX name, shape). One tensor for a chain;
+    /// more where a residual stream or another branch is live across the cut.
+    pub state: Vec<(String, Vec<usize>)>,
     /// Output magnitude bits m: the requantized value q lies in [-2^m, 2^m).
     pub q_bits: u32,
 }
@@ -138,7 +143,8 @@ impl Segment {
         self.rows
             .iter()
             .zip(&self.bias)
-            .map(|(row, b)| self.finish(self.accumulate(row, *b, x)))
+            .enumerate()
+            .map(|(i, (row, b))| self.finish(i, self.accumulate(row, *b, x)))
             .collect()
     }
 
@@ -149,10 +155,32 @@ impl Segment {
         })
     }
 
-    /// Requantize (and ReLU) one accumulator.
-    pub fn finish(&self, acc: i128) -> i64 {
+    /// Requantize (and ReLU, for a ReLU row) output `i`'s accumulator.
+    pub fn finish(&self, i: usize, acc: i128) -> i64 {
         let q = (acc + (1i128 << (self.shift - 1))) >> self.shift;
-        (if self.relu { q.max(0) } else { q }) as i64
+        (if self.relu(i) { q.max(0) } else { q }) as i64
+    }
+
+    /// Output `i` copies input `j` exactly (weight 2^shift, no bias, no ReLU): a value
+    /// carried across the cut. Its input range check already bounds it, so the circuit
+    /// spends no constraint on it.
+    pub fn copy_of(&self, i: usize) -> Option<usize> {
+        match self.rows[i].as_slice() {
+            [(j, w)] if *w == 1i64 << self.shift && self.bias[i] == 0 && !self.relu(i) => {
+                Some(*j as usize)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether output `i` passes through ReLU.
+    pub fn relu(&self, i: usize) -> bool {
+        i < self.relu_rows
+    }
+
+    /// Whether every output passes through ReLU (the output range is then unsigned).
+    pub fn all_relu(&self) -> bool {
+        self.relu_rows == self.n_out()
     }
 
     /// Checks a tensor against this segment's input length and range.
@@ -245,11 +273,21 @@ impl Model {
             if s.acc_bits() > MAX_ACC_BITS || s.input.bits == 0 || s.input.bits > 64 {
                 return bad(format!("segment {i}: ranges out of bounds"));
             }
+            let state: usize = s
+                .state
+                .iter()
+                .map(|(_, d)| d.iter().product::<usize>())
+                .sum();
+            if !s.state.is_empty() && state != s.n_out() {
+                return bad(format!(
+                    "segment {i}: its state tensors do not add up to its output"
+                ));
+            }
             let n_in = s.n_in() as u32;
             if s.rows.iter().flatten().any(|(j, _)| *j >= n_in) {
                 return bad(format!("segment {i}: weight index past the input"));
             }
-            if s.output != output_range(s.q_bits, s.relu) {
+            if s.relu_rows > s.n_out() || s.output != output_range(s.q_bits, s.all_relu()) {
                 return bad(format!("segment {i}: output range disagrees with q_bits"));
             }
             if let Some(next) = self.segments.get(i + 1) {

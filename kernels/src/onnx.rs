@@ -1,24 +1,26 @@
-//! ONNX import: reads a model file into a chain of float affine layers.
+//! ONNX import: reads a model file (a DAG of ops) into a chain of float affine layers over
+//! the model's *state*.
 //!
 //! We read the protobuf directly (see `onnx_proto`) instead of pulling in a full inference
 //! engine: provnet only needs the graph, the initializers and a handful of attributes, and
 //! the lighter reader keeps the build small on 2-core machines.
 //!
-//! Every supported op lowers to one shape: `y = W x + b` (W as sparse rows over the flat,
-//! row-major input), optionally followed by ReLU. Gemm and MatMul give dense rows, Conv gives
-//! sparse rows (one per output pixel), Flatten/Reshape only change the recorded shape. A
-//! layer is one segment.
-//!
-//! Ops that are affine maps of one activation are folded into a layer, so they cost no
-//! constraints: Add, Sub, Mul and Div by a constant (broadcast the ONNX way),
+//! **The graph IR.** Nodes are walked in the file's (topological) order. Every activation
+//! is kept as an affine map of the *base state*: the flat concatenation of the tensors the
+//! last layer produced (at the start, the model's input). Affine ops only compose maps, so
+//! they cost no constraints: Gemm, MatMul and Conv against constants, Add, Sub, Mul and Div
+//! by constants (broadcast the ONNX way), Add and Sub of two activations (residuals),
 //! BatchNormalization (inference form), AveragePool and GlobalAveragePool, and data
-//! movement (Transpose, Slice, Gather with constant indices; Squeeze and Unsqueeze only
-//! change the shape). MaxPool is lowered exactly onto ReLU layers (see
-//! [`Lowering::max_pool`]). Before a layer's
-//! ReLU they fold into that layer (`y = M (W x + b) + t`); after it (or before the first
-//! layer, e.g. an input normalisation) they are kept pending and fold into the next layer's
-//! weights (`W' = W M`, `b' = W t + b`). One left pending where nothing follows, or before a
-//! ReLU with no open layer, becomes an affine layer of its own.
+//! movement (Transpose, Slice, Gather with constant indices; Reshape, Flatten, Squeeze and
+//! Unsqueeze only change the shape).
+//!
+//! A non-linear op ends a layer, which is a cut: the layer's outputs are the op's rows
+//! (through ReLU) followed by every other tensor still live (consumed by a later node or a
+//! graph output), unchanged. That output is the state at the cut, so a residual stream
+//! crosses cuts as part of the state, and the next layer's maps are over it. MaxPool is
+//! lowered exactly onto such layers (see [`Lowering::max_pool`]). At the end, the graph
+//! output is the last layer's output (a layer of its own when the last ops were affine).
+//! A layer is one segment.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -43,7 +45,10 @@ pub struct FloatLayer {
     /// Per output: (input index, weight).
     pub rows: Vec<Vec<(u32, f64)>>,
     pub bias: Vec<f64>,
-    pub relu: bool,
+    /// The first `relu_rows` outputs pass through ReLU; the rest are carried as they are.
+    pub relu_rows: usize,
+    /// The tensors of the output state, in order: (ONNX name, shape).
+    pub state: Vec<(String, Vec<usize>)>,
 }
 
 impl FloatLayer {
@@ -52,9 +57,10 @@ impl FloatLayer {
         self.rows
             .iter()
             .zip(&self.bias)
-            .map(|(row, b)| {
+            .enumerate()
+            .map(|(i, (row, b))| {
                 let y = row.iter().fold(*b, |acc, (j, w)| acc + w * x[*j as usize]);
-                if self.relu {
+                if i < self.relu_rows {
                     y.max(0.0)
                 } else {
                     y
@@ -105,30 +111,77 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<FloatModel> {
     Lowering::new(&graph, name)?.run(&graph)
 }
 
+/// An activation as a map of the base state: a slice of it (as the last layer produced
+/// it), or affine rows over it.
+#[derive(Clone, Debug)]
+enum Map {
+    /// Elements `offset..offset + len` of the base state.
+    Slice(u32),
+    Affine {
+        rows: Vec<Vec<(u32, f64)>>,
+        bias: Vec<f64>,
+    },
+}
+
+impl Map {
+    /// The map's rows and bias, `n` of them.
+    fn into_rows(self, n: usize) -> (Vec<Vec<(u32, f64)>>, Vec<f64>) {
+        match self {
+            Map::Slice(off) => (
+                (0..n as u32).map(|i| vec![(off + i, 1.0)]).collect(),
+                vec![0.0; n],
+            ),
+            Map::Affine { rows, bias } => (rows, bias),
+        }
+    }
+
+    /// `outer(self)`: outer's rows read this map's outputs.
+    fn then(&self, rows: Vec<Vec<(u32, f64)>>, shift: Vec<f64>) -> Map {
+        match self {
+            Map::Slice(0) => Map::Affine { rows, bias: shift },
+            Map::Slice(off) => Map::Affine {
+                rows: rows
+                    .into_iter()
+                    .map(|r| r.into_iter().map(|(j, w)| (j + off, w)).collect())
+                    .collect(),
+                bias: shift,
+            },
+            Map::Affine { rows: inner, bias } => {
+                let (rows, bias) = compose(&rows, &shift, inner, bias);
+                Map::Affine { rows, bias }
+            }
+        }
+    }
+}
+
+/// A live activation: its shape and its map of the base state.
+#[derive(Clone, Debug)]
+struct Sym {
+    shape: Vec<usize>,
+    map: Map,
+    /// Definition order, which orders the tensors carried across a cut.
+    born: usize,
+}
+
 struct Lowering<'g> {
     name: String,
     inits: HashMap<&'g str, &'g TensorProto>,
     input_shape: Vec<usize>,
+    /// The base state's tensors (name, shape), in order, and its flat length.
+    base: Vec<(String, Vec<usize>)>,
+    base_len: usize,
+    /// Live activations, each a map of the base state.
+    env: HashMap<String, Sym>,
+    /// Per tensor, the node inputs that will still read it (graph outputs hold one more).
+    uses: HashMap<String, usize>,
+    born: usize,
+    /// The activation the node in hand reads (its name, shape and map): ops update these.
     current: String,
     shape: Vec<usize>,
+    map: Map,
     layers: Vec<FloatLayer>,
-    /// Shape-only ops seen before the next affine op starts a layer.
+    /// Ops since the last layer, which the next layer records.
     pending: Vec<(String, String)>,
-    /// Whether the last layer may still take a bias or a ReLU.
-    open: bool,
-    /// Affine ops since the last layer closed (its ReLU) or since the input, waiting for
-    /// the next layer to fold into: the current activation is `pending(x_last)`.
-    pending_map: Option<Affine>,
-}
-
-/// An affine map over flat vectors: output `o` is `sum rows[o] + shift[o]`.
-#[derive(Clone, Debug)]
-struct Affine {
-    rows: Vec<Vec<(u32, f64)>>,
-    shift: Vec<f64>,
-    /// Input length (the shape before the first op folded in).
-    in_shape: Vec<usize>,
-    ops: Vec<(String, String)>,
 }
 
 /// `outer(inner(x))` as one affine map, given inner's rows and bias.
@@ -150,30 +203,86 @@ fn compose(
                 *acc.entry(*j).or_default() += w * v;
             }
         }
-        let mut r: Vec<(u32, f64)> = acc
-            .iter()
-            .filter(|(_, v)| **v != 0.0)
-            .map(|(j, v)| (*j, *v))
-            .collect();
-        r.sort_unstable_by_key(|(j, _)| *j);
-        rows.push(r);
+        rows.push(sparse(&acc));
         bias.push(bo);
     }
     (rows, bias)
 }
 
+/// A row from accumulated weights: the non-zero ones, by input index.
+fn sparse(acc: &HashMap<u32, f64>) -> Vec<(u32, f64)> {
+    let mut r: Vec<(u32, f64)> = acc
+        .iter()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|(j, v)| (*j, *v))
+        .collect();
+    r.sort_unstable_by_key(|(j, _)| *j);
+    r
+}
+
+/// `a + sign * b`, row by row (two maps of the same length over the same base).
+fn add_rows(
+    (a, a_bias): (Vec<Vec<(u32, f64)>>, Vec<f64>),
+    (b, b_bias): (Vec<Vec<(u32, f64)>>, Vec<f64>),
+    sign: f64,
+) -> Map {
+    let mut acc: HashMap<u32, f64> = HashMap::new();
+    let rows = a
+        .into_iter()
+        .zip(b)
+        .map(|(ra, rb)| {
+            acc.clear();
+            for (j, w) in ra {
+                *acc.entry(j).or_default() += w;
+            }
+            for (j, w) in rb {
+                *acc.entry(j).or_default() += sign * w;
+            }
+            sparse(&acc)
+        })
+        .collect();
+    let bias = a_bias
+        .iter()
+        .zip(&b_bias)
+        .map(|(x, y)| x + sign * y)
+        .collect();
+    Map::Affine { rows, bias }
+}
+
 impl<'g> Lowering<'g> {
     fn new(graph: &'g GraphProto, name: &str) -> Result<Self> {
-        let inits: HashMap<&str, &TensorProto> = graph
+        let mut inits: HashMap<&str, &TensorProto> = graph
             .initializer
             .iter()
             .map(|t| (t.name.as_str(), t))
             .collect();
+        // Constant nodes (PyTorch emits them for shapes and scalars) are initializers too.
+        for node in &graph.node {
+            if node.op_type == "Constant" {
+                let t = attr(node, "value")
+                    .and_then(|a| a.t.as_ref())
+                    .ok_or_else(|| unsupported(node, "only Constant with a tensor `value`"))?;
+                if let Some(out) = node.output.first() {
+                    inits.insert(out.as_str(), t);
+                }
+            }
+        }
         let input = graph
             .input
             .iter()
             .find(|i| !inits.contains_key(i.name.as_str()))
             .ok_or_else(|| KernelError::Graph("the graph declares no data input".into()))?;
+        if let Some(more) = graph
+            .input
+            .iter()
+            .filter(|i| !inits.contains_key(i.name.as_str()))
+            .nth(1)
+        {
+            return Err(KernelError::Graph(format!(
+                "the graph has more than one data input ('{}' and '{}'): only one is supported",
+                input.name, more.name
+            )));
+        }
         let dims = input
             .r#type
             .as_ref()
@@ -200,16 +309,41 @@ impl<'g> Lowering<'g> {
             )));
         }
         let shape = full[1..].to_vec();
+        let [out] = &graph.output[..] else {
+            return Err(KernelError::Graph(format!(
+                "the graph declares {} outputs: exactly one is supported",
+                graph.output.len()
+            )));
+        };
+        let mut uses: HashMap<String, usize> = HashMap::new();
+        for node in &graph.node {
+            for i in node.input.iter().filter(|i| !i.is_empty()) {
+                *uses.entry(i.clone()).or_default() += 1;
+            }
+        }
+        *uses.entry(out.name.clone()).or_default() += 1;
+        let env = HashMap::from([(
+            input.name.clone(),
+            Sym {
+                shape: shape.clone(),
+                map: Map::Slice(0),
+                born: 0,
+            },
+        )]);
         Ok(Lowering {
             name: name.to_string(),
             inits,
             input_shape: shape.clone(),
+            base: vec![(input.name.clone(), shape.clone())],
+            base_len: shape.iter().product(),
+            env,
+            uses,
+            born: 1,
             current: input.name.clone(),
             shape,
+            map: Map::Slice(0),
             layers: Vec::new(),
             pending: Vec::new(),
-            open: false,
-            pending_map: None,
         })
     }
 
@@ -217,37 +351,53 @@ impl<'g> Lowering<'g> {
         for node in &graph.node {
             self.node(node)?;
         }
-        // Affine ops nothing followed: a layer of their own.
-        self.materialize();
-        let out = graph
-            .output
-            .first()
-            .ok_or_else(|| KernelError::Graph("the graph declares no output".into()))?;
-        if out.name != self.current {
-            return Err(KernelError::Graph(format!(
-                "graph output '{}' is not the end of the op chain (which ends at '{}'): \
-                 only single-path graphs are supported",
-                out.name, self.current
-            )));
+        let out = &graph.output[0].name;
+        let sym = self.env.get(out).cloned().ok_or_else(|| {
+            KernelError::Graph(format!("graph output '{out}' is not computed by any node"))
+        })?;
+        let n: usize = sym.shape.iter().product();
+        let done = matches!(sym.map, Map::Slice(0)) && n == self.base_len;
+        if !done || self.layers.is_empty() {
+            // The last ops were affine: they make a layer of their own, whose output is the
+            // graph output (the only tensor still live).
+            self.layer(None)?;
         }
         if self.layers.is_empty() {
             return Err(KernelError::Graph(
                 "the graph has no Gemm, MatMul or Conv: nothing to prove".into(),
             ));
         }
-        if let Some(last) = self.layers.last_mut() {
-            for (op, node) in self.pending.drain(..) {
-                last.ops.push(op);
-                last.nodes.push(node);
-            }
-            last.out_shape = self.shape.clone();
+        let last = self.layers.last_mut().expect("checked above");
+        for (op, node) in self.pending.drain(..) {
+            last.ops.push(op);
+            last.nodes.push(node);
         }
+        last.out_shape = sym.shape.clone();
+        last.state = vec![(out.clone(), sym.shape.clone())];
         Ok(FloatModel {
             name: self.name,
             input_shape: self.input_shape,
-            output_shape: self.shape,
+            output_shape: sym.shape,
             layers: self.layers,
         })
+    }
+
+    /// The activations a node reads (its inputs that are not constants).
+    fn activations<'n>(&self, node: &'n NodeProto) -> Vec<&'n String> {
+        node.input
+            .iter()
+            .filter(|i| !i.is_empty() && !self.inits.contains_key(i.as_str()))
+            .collect()
+    }
+
+    /// Marks one read of `name` done; a tensor nothing reads any more leaves the state.
+    fn consume(&mut self, name: &str) {
+        if let Some(u) = self.uses.get_mut(name) {
+            *u = u.saturating_sub(1);
+            if *u == 0 {
+                self.env.remove(name);
+            }
+        }
     }
 
     fn node(&mut self, node: &NodeProto) -> Result<()> {
@@ -255,17 +405,41 @@ impl<'g> Lowering<'g> {
         if !node.domain.is_empty() && node.domain != "ai.onnx" {
             return Err(err(format!("custom op domain '{}'", node.domain)));
         }
-        if !node.input.contains(&self.current) {
-            return Err(err(format!(
-                "does not consume the previous result '{}': only single-path graphs are supported",
-                self.current
-            )));
+        if node.op_type == "Constant" {
+            return Ok(()); // read as an initializer
         }
+        let acts = self.activations(node);
+        let Some(first) = acts.first().map(|s| s.to_string()) else {
+            return Err(err("reads no activation (only constants)".into()));
+        };
+        for a in &acts {
+            if !self.env.contains_key(a.as_str()) {
+                return Err(err(format!(
+                    "input '{a}' is not computed before this node (the graph is not in \
+                     topological order, or reads a graph input other than the first)"
+                )));
+            }
+        }
+        // The node's data input: the first activation it reads.
+        let sym = self.env[&first].clone();
+        self.current = first;
+        self.shape = sym.shape;
+        self.map = sym.map;
+        // Residual operands are read here, before the reads are counted.
+        let others: Vec<Sym> = acts[1..]
+            .iter()
+            .map(|a| self.env[a.as_str()].clone())
+            .collect();
+        for a in acts {
+            self.consume(a);
+        }
+        self.pending
+            .push((node.op_type.clone(), node_name(node).to_string()));
         match node.op_type.as_str() {
             "Gemm" => self.gemm(node),
             "MatMul" => self.matmul(node),
             "Conv" => self.conv(node),
-            "Add" | "Sub" | "Mul" | "Div" => self.elementwise(node),
+            "Add" | "Sub" | "Mul" | "Div" => self.elementwise(node, others),
             "BatchNormalization" => self.batch_norm(node),
             "AveragePool" | "GlobalAveragePool" => self.average_pool(node),
             "MaxPool" => self.max_pool(node),
@@ -279,65 +453,107 @@ impl<'g> Lowering<'g> {
                     return Err(err(format!("Flatten axis {axis} (only 0 or 1)")));
                 }
                 self.shape = vec![self.shape.iter().product()];
-                self.shape_op(node)
+                Ok(())
             }
             "Reshape" => self.reshape(node),
-            "Identity" => self.shape_op(node),
+            "Identity" => Ok(()),
             other => Err(err(format!(
-                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub, Mul and Div by constants, BatchNormalization, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity)"
+                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add and Sub (constants or two activations), Mul and Div by constants, BatchNormalization, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
             ))),
         }?;
-        self.current = node
+        let out = node
             .output
             .first()
             .cloned()
             .ok_or_else(|| err("node has no output".into()))?;
+        let sym = Sym {
+            shape: self.shape.clone(),
+            map: std::mem::replace(&mut self.map, Map::Slice(0)),
+            born: self.born,
+        };
+        self.born += 1;
+        if self.uses.get(&out).copied().unwrap_or(0) > 0 {
+            self.env.insert(out, sym);
+        }
         Ok(())
     }
 
-    fn shape_op(&mut self, node: &NodeProto) -> Result<()> {
-        self.pending
-            .push((node.op_type.clone(), node_name(node).to_string()));
-        Ok(())
-    }
-
-    fn push_layer(
-        &mut self,
-        node: &NodeProto,
-        out_shape: Vec<usize>,
-        rows: Vec<Vec<(u32, f64)>>,
-        bias: Vec<f64>,
-    ) -> Result<()> {
-        let mut ops: Vec<String> = Vec::new();
-        let mut nodes: Vec<String> = Vec::new();
-        for (op, name) in self.pending.drain(..) {
-            ops.push(op);
-            nodes.push(name);
+    /// Ends a layer (a cut). Its outputs: `relu`'s rows through ReLU, when given, then every
+    /// live tensor as it is; they become the base state that later maps read, and each
+    /// carried tensor becomes a slice of it.
+    fn layer(&mut self, relu: Option<(String, Vec<usize>, Map)>) -> Result<()> {
+        let mut rows = Vec::new();
+        let mut bias = Vec::new();
+        let mut state = Vec::new();
+        let mut relu_rows = 0;
+        let mut relu_name = None;
+        if let Some((name, shape, map)) = relu {
+            let n: usize = shape.iter().product();
+            let (r, b) = map.into_rows(n);
+            rows.extend(r);
+            bias.extend(b);
+            relu_rows = n;
+            state.push((name.clone(), shape));
+            relu_name = Some(name);
         }
-        ops.push(node.op_type.clone());
-        nodes.push(node_name(node));
-        let mut in_shape = self.shape.clone();
-        let (mut rows, mut bias) = (rows, bias);
-        if let Some(m) = self.pending_map.take() {
-            // The affine ops since the last layer fold into this layer's weights.
-            (rows, bias) = compose(&rows, &bias, &m.rows, &m.shift);
-            in_shape = m.in_shape;
-            for (i, (op, name)) in m.ops.into_iter().enumerate() {
-                ops.insert(i, op);
-                nodes.insert(i, name);
-            }
+        let mut live: Vec<(String, Sym)> = self.env.drain().collect();
+        live.sort_by_key(|(_, s)| s.born);
+        let mut env = HashMap::new();
+        if let Some(name) = &relu_name {
+            let (_, shape) = &state[0];
+            env.insert(
+                name.clone(),
+                Sym {
+                    shape: shape.clone(),
+                    map: Map::Slice(0),
+                    born: self.born,
+                },
+            );
         }
+        for (name, sym) in live {
+            let n: usize = sym.shape.iter().product();
+            let offset = rows.len() as u32;
+            let (r, b) = sym.map.into_rows(n);
+            rows.extend(r);
+            bias.extend(b);
+            state.push((name.clone(), sym.shape.clone()));
+            env.insert(
+                name,
+                Sym {
+                    shape: sym.shape,
+                    map: Map::Slice(offset),
+                    born: sym.born,
+                },
+            );
+        }
+        if rows.is_empty() {
+            return Err(KernelError::Graph(
+                "a layer would have no outputs (nothing is live)".into(),
+            ));
+        }
+        if rows.len() > u32::MAX as usize {
+            return Err(KernelError::Graph("the state is too large".into()));
+        }
+        let (ops, nodes) = self.pending.drain(..).unzip();
+        let flat = |s: &[(String, Vec<usize>)], len: usize| match s {
+            [(_, shape)] => shape.clone(),
+            _ => vec![len],
+        };
+        let in_shape = flat(&self.base, self.base_len);
+        let out_shape = flat(&state, rows.len());
+        self.base_len = rows.len();
+        self.base = state.clone();
+        self.env = env;
         self.layers.push(FloatLayer {
             ops,
             nodes,
             in_shape,
-            out_shape: out_shape.clone(),
+            out_shape,
             rows,
             bias,
-            relu: false,
+            relu_rows,
+            state,
         });
-        self.shape = out_shape;
-        self.open = true;
         Ok(())
     }
 
@@ -415,93 +631,56 @@ impl<'g> Lowering<'g> {
             bias = broadcast(&dims, &b, &[n]).map_err(err)?;
             bias.iter_mut().for_each(|b| *b *= beta);
         }
-        self.push_layer(node, vec![n], rows, bias)
+        self.fold(node, rows, bias, vec![n])
     }
 
+    /// MatMul against a constant `[K, N]`, over the last axis: `[..., K]` becomes `[..., N]`
+    /// (a transformer's per-token projection).
     fn matmul(&mut self, node: &NodeProto) -> Result<()> {
         let err = |reason: String| unsupported(node, reason);
-        if node.input.first() != Some(&self.current) {
+        if node.input.first() != Some(&self.current) || node.input.len() != 2 {
             return Err(err(
-                "only MatMul(x, W) with a constant W is supported".into()
+                "only MatMul(x, W) with a constant W is supported (a MatMul of two activations, as in attention, needs a product gadget: not yet)".into()
             ));
         }
-        let k = self.flat_input(node)?;
+        let k = *self.shape.last().unwrap_or(&0);
         let (dims, w) = self.weight(node, 1)?;
         if dims.len() != 2 || dims[0] != k {
             return Err(err(format!(
-                "weight shape {dims:?} does not take {k} inputs"
+                "weight shape {dims:?} does not take the last axis of {:?}",
+                self.shape
             )));
         }
         let n = dims[1];
-        let rows = (0..n)
-            .map(|o| {
-                (0..k)
-                    .filter_map(|i| (w[i * n + o] != 0.0).then_some((i as u32, w[i * n + o])))
-                    .collect()
-            })
-            .collect();
-        self.push_layer(node, vec![n], rows, vec![0.0; n])
+        let lead: usize = self.shape[..self.shape.len() - 1].iter().product();
+        let mut rows = Vec::with_capacity(lead * n);
+        for t in 0..lead {
+            for o in 0..n {
+                rows.push(
+                    (0..k)
+                        .filter(|i| w[i * n + o] != 0.0)
+                        .map(|i| ((t * k + i) as u32, w[i * n + o]))
+                        .collect(),
+                );
+            }
+        }
+        let mut shape = self.shape.clone();
+        *shape.last_mut().expect("rank >= 1") = n;
+        self.fold(node, rows, vec![0.0; lead * n], shape)
     }
 
-    /// Folds an affine map of the current activation (`rows` over it, then `shift`; its
-    /// output has shape `out_shape`): into the open layer, or pending for the next one.
+    /// Applies an affine map to the current activation (`rows` over it, then `shift`; its
+    /// output has shape `out_shape`).
     fn fold(
         &mut self,
-        node: &NodeProto,
+        _node: &NodeProto,
         rows: Vec<Vec<(u32, f64)>>,
         shift: Vec<f64>,
         out_shape: Vec<usize>,
     ) -> Result<()> {
-        let open = self.open
-            && self.pending.is_empty()
-            && self.pending_map.is_none()
-            && self.layers.last().is_some_and(|l| !l.relu);
-        let op = (node.op_type.clone(), node_name(node));
-        if open {
-            let layer = self.layers.last_mut().expect("checked above");
-            (layer.rows, layer.bias) = compose(&rows, &shift, &layer.rows, &layer.bias);
-            layer.out_shape = out_shape.clone();
-            layer.ops.push(op.0);
-            layer.nodes.push(op.1);
-        } else {
-            let n: usize = self.shape.iter().product();
-            let m = self.pending_map.take().unwrap_or_else(|| Affine {
-                rows: (0..n as u32).map(|i| vec![(i, 1.0)]).collect(),
-                shift: vec![0.0; n],
-                in_shape: self.shape.clone(),
-                ops: Vec::new(),
-            });
-            let (r, t) = compose(&rows, &shift, &m.rows, &m.shift);
-            let mut ops = m.ops;
-            ops.append(&mut self.pending);
-            ops.push(op);
-            self.pending_map = Some(Affine {
-                rows: r,
-                shift: t,
-                in_shape: m.in_shape,
-                ops,
-            });
-        }
+        self.map = self.map.then(rows, shift);
         self.shape = out_shape;
         Ok(())
-    }
-
-    /// A pending affine map with no layer to fold into becomes a layer of its own.
-    fn materialize(&mut self) {
-        let Some(m) = self.pending_map.take() else {
-            return;
-        };
-        let (ops, nodes) = m.ops.into_iter().chain(self.pending.drain(..)).unzip();
-        self.layers.push(FloatLayer {
-            ops,
-            nodes,
-            in_shape: m.in_shape,
-            out_shape: self.shape.clone(),
-            rows: m.rows,
-            bias: m.shift,
-            relu: false,
-        });
-        self.open = true;
     }
 
     /// The current activation times a diagonal `scale`, plus `shift` (both full length).
@@ -521,16 +700,33 @@ impl<'g> Lowering<'g> {
         self.fold(node, rows, shift, shape)
     }
 
-    /// Add, Sub, Mul or Div with one constant operand.
-    fn elementwise(&mut self, node: &NodeProto) -> Result<()> {
+    /// Add, Sub, Mul or Div with one constant operand; Add or Sub of two activations (a
+    /// residual connection: the sum of two maps of the base state is one).
+    fn elementwise(&mut self, node: &NodeProto, others: Vec<Sym>) -> Result<()> {
         let err = |reason: String| unsupported(node, reason);
+        if node.input.len() != 2 {
+            return Err(err("takes two operands".into()));
+        }
+        if let Some(other) = others.first() {
+            if !matches!(node.op_type.as_str(), "Add" | "Sub") {
+                return Err(err(
+                    "of two activations is not affine (it needs a product gadget: not yet)".into(),
+                ));
+            }
+            if other.shape != self.shape {
+                return Err(err(format!(
+                    "two activations of shapes {:?} and {:?}: only equal shapes are added",
+                    self.shape, other.shape
+                )));
+            }
+            let n: usize = self.shape.iter().product();
+            let sign = if node.op_type == "Sub" { -1.0 } else { 1.0 };
+            let a = std::mem::replace(&mut self.map, Map::Slice(0)).into_rows(n);
+            self.map = add_rows(a, other.map.clone().into_rows(n), sign);
+            return Ok(());
+        }
         let first = node.input.first() == Some(&self.current);
         let other = usize::from(first);
-        if node.input.len() != 2 || node.input.get(other) == Some(&self.current) {
-            return Err(err(
-                "one operand must be a constant (two activations are not supported yet)".into(),
-            ));
-        }
         let (dims, c) = self.weight(node, other)?;
         let c = broadcast(&dims, &c, &self.shape).map_err(err)?;
         let n = c.len();
@@ -736,7 +932,7 @@ impl<'g> Lowering<'g> {
                 }
                 // The flat data is unchanged: only the shape moves.
                 self.shape = shape[1..].to_vec();
-                self.shape_op(node)
+                Ok(())
             }
             "Transpose" => {
                 let rank = full.len();
@@ -870,12 +1066,12 @@ impl<'g> Lowering<'g> {
         }
     }
 
-    /// MaxPool (2-D), lowered exactly onto ReLU layers: `max(u, v) = v + relu(u - v)`,
-    /// and `v = relu(v) - relu(-v)` carries a value through a ReLU (just `relu(v)` when
-    /// the values are known to be non-negative, as after a ReLU). Each round halves the
-    /// candidates of every window, so a k-cell window takes ceil(log2 k) ReLU layers; the
-    /// maxima themselves are affine in the last one and fold into what follows. The ReLU's
-    /// sign bit is the comparison; weights are ±1, so nothing is approximated.
+    /// MaxPool (2-D), lowered exactly onto ReLU layers: `max(u, v) = v + relu(u - v)`.
+    /// Each round is a layer whose ReLU rows are the differences `u - v` and whose carried
+    /// rows are the `v`s (and a window's odd candidate out): it halves the candidates of
+    /// every window, so a k-cell window takes ceil(log2 k) layers; the maxima themselves are
+    /// affine in the last one and fold into what follows. The ReLU's sign bit is the
+    /// comparison; weights are ±1, so nothing is approximated.
     fn max_pool(&mut self, node: &NodeProto) -> Result<()> {
         let err = |reason: String| unsupported(node, reason);
         let (c, h, w) = self.planes(node)?;
@@ -890,7 +1086,8 @@ impl<'g> Lowering<'g> {
         explicit_pads(node).map_err(err)?;
         let (kh, kw) = kernel_shape(node).map_err(err)?;
         let win = Window::of(node, h, w, kh, kw).map_err(err)?;
-        // Each window's candidates, as affine expressions over the current activation.
+        // Each window's candidates, as combinations of `src`'s outputs: at first the pooled
+        // activation's cells, after a round the round's layer outputs.
         let mut windows: Vec<Vec<Vec<(u32, f64)>>> = Vec::with_capacity(c * win.oh * win.ow);
         for ch in 0..c {
             for oy in 0..win.oh {
@@ -907,87 +1104,93 @@ impl<'g> Lowering<'g> {
                 }
             }
         }
-        // Non-negative when the activation is a ReLU's output (nothing folded since).
-        let non_negative =
-            !self.open && self.pending_map.is_none() && self.layers.last().is_some_and(|l| l.relu);
+        let mut src = std::mem::replace(&mut self.map, Map::Slice(0));
+        let name = node_name(node);
+        let mut round = 0;
         while windows.iter().any(|cands| cands.len() > 1) {
-            // The ReLU layer's inputs, and for each window, its next candidates as
-            // combinations of that layer's outputs.
-            let mut rows: Vec<Vec<(u32, f64)>> = Vec::new();
-            let mut next: Vec<Vec<Vec<(u32, f64)>>> = Vec::with_capacity(windows.len());
-            let carry = |v: &[(u32, f64)], rows: &mut Vec<Vec<(u32, f64)>>| {
-                let mut out = vec![(rows.len() as u32, 1.0)];
-                rows.push(v.to_vec());
-                if !non_negative {
-                    out.push((rows.len() as u32, -1.0));
-                    rows.push(v.iter().map(|(j, x)| (*j, -x)).collect());
-                }
-                out
-            };
+            // The round's ReLU rows (differences) and carried rows, and each window's next
+            // candidates: (is a difference, index) pairs with weights.
+            let (mut diffs, mut carries) = (Vec::new(), Vec::new());
+            let mut next: Vec<Vec<Vec<(bool, u32, f64)>>> = Vec::with_capacity(windows.len());
             for cands in &windows {
                 let mut out = Vec::with_capacity(cands.len().div_ceil(2));
                 for pair in cands.chunks(2) {
-                    match pair {
-                        [u, v] => {
-                            // relu(u - v), then v carried through.
-                            let mut diff: HashMap<u32, f64> = HashMap::new();
-                            for (j, x) in u {
-                                *diff.entry(*j).or_default() += x;
-                            }
-                            for (j, x) in v {
-                                *diff.entry(*j).or_default() -= x;
-                            }
-                            let mut d: Vec<(u32, f64)> =
-                                diff.into_iter().filter(|(_, x)| *x != 0.0).collect();
-                            d.sort_unstable_by_key(|(j, _)| *j);
-                            let mut m = vec![(rows.len() as u32, 1.0)];
-                            rows.push(d);
-                            m.extend(carry(v, &mut rows));
-                            out.push(m);
+                    let carry = (false, carries.len() as u32, 1.0);
+                    carries.push(pair[pair.len() - 1].clone());
+                    if let [u, v] = pair {
+                        let mut diff: HashMap<u32, f64> = HashMap::new();
+                        for (j, x) in u {
+                            *diff.entry(*j).or_default() += x;
                         }
-                        [v] => out.push(carry(v, &mut rows)),
-                        _ => unreachable!("chunks of two"),
+                        for (j, x) in v {
+                            *diff.entry(*j).or_default() -= x;
+                        }
+                        out.push(vec![(true, diffs.len() as u32, 1.0), carry]);
+                        diffs.push(sparse(&diff));
+                    } else {
+                        out.push(vec![carry]);
                     }
                 }
                 next.push(out);
             }
-            let n = rows.len();
-            self.fold(node, rows, vec![0.0; n], vec![n])?;
-            self.close_with_relu(node)?;
-            // The maxima of signed values stay signed, of non-negative ones non-negative.
-            windows = next;
+            round += 1;
+            let (relu_name, carry_name) = (
+                format!("{name}/round{round}"),
+                format!("{name}/round{round}/carried"),
+            );
+            let (nd, nc) = (diffs.len(), carries.len());
+            self.env.insert(
+                carry_name.clone(),
+                Sym {
+                    shape: vec![nc],
+                    map: src.then(carries, vec![0.0; nc]),
+                    born: self.born,
+                },
+            );
+            let relu = (relu_name.clone(), vec![nd], src.then(diffs, vec![0.0; nd]));
+            self.layer(Some(relu))?;
+            // The next round reads this layer's output.
+            let Some(Map::Slice(carry_at)) = self.env.remove(&carry_name).map(|s| s.map) else {
+                unreachable!("a carried tensor is a slice of the new state");
+            };
+            self.env.remove(&relu_name);
+            self.pending.push((node.op_type.clone(), name.clone()));
+            windows = next
+                .into_iter()
+                .map(|cands| {
+                    cands
+                        .into_iter()
+                        .map(|terms| {
+                            terms
+                                .into_iter()
+                                .map(|(d, i, x)| (if d { i } else { carry_at + i }, x))
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect();
+            src = Map::Slice(0);
         }
-        // The maxima, affine in the last ReLU layer (or the cells, for 1x1 windows).
+        // The maxima, affine in the last round's layer (or the cells, for 1x1 windows).
         let rows: Vec<Vec<(u32, f64)>> = windows.into_iter().map(|mut c| c.remove(0)).collect();
         let n = rows.len();
-        self.fold(node, rows, vec![0.0; n], vec![c, win.oh, win.ow])
+        self.map = src.then(rows, vec![0.0; n]);
+        self.shape = vec![c, win.oh, win.ow];
+        Ok(())
     }
 
+    /// ReLU ends a layer: the activation's rows through ReLU, then what else is live.
     fn relu(&mut self, node: &NodeProto) -> Result<()> {
-        self.close_with_relu(node)
-    }
-
-    /// Ends the last layer with a ReLU (recorded as `node`'s op).
-    fn close_with_relu(&mut self, node: &NodeProto) -> Result<()> {
-        // Affine ops after a closed layer (or at the input) are a layer of their own here.
-        if self.pending_map.is_some() {
-            self.materialize();
-        }
-        let ready =
-            self.open && self.pending.is_empty() && self.layers.last().is_some_and(|l| !l.relu);
-        if !ready {
-            return Err(unsupported(
-                node,
-                "Relu is supported only after Gemm, MatMul, Conv or an affine op",
-            ));
-        }
-        let layer = self.layers.last_mut().expect("checked above");
-        layer.relu = true;
-        if node.op_type == "Relu" {
-            layer.ops.push("Relu".into());
-            layer.nodes.push(node_name(node));
-        }
-        self.open = false;
+        let out = node
+            .output
+            .first()
+            .cloned()
+            .ok_or_else(|| unsupported(node, "node has no output"))?;
+        let map = std::mem::replace(&mut self.map, Map::Slice(0));
+        self.layer(Some((out.clone(), self.shape.clone(), map)))?;
+        // The node's output is the new state's first tensor; `node` files it under its name.
+        self.env.remove(&out);
+        self.map = Map::Slice(0);
         Ok(())
     }
 
@@ -1042,7 +1245,7 @@ impl<'g> Lowering<'g> {
             )));
         }
         self.shape = dims;
-        self.shape_op(node)
+        Ok(())
     }
 
     fn conv(&mut self, node: &NodeProto) -> Result<()> {
@@ -1089,7 +1292,7 @@ impl<'g> Lowering<'g> {
             let (_, b) = self.weight(node, 2)?;
             bias = broadcast(&[b.len(), 1, 1], &b, &[m, oh, ow]).map_err(err)?;
         }
-        self.push_layer(node, vec![m, oh, ow], rows, bias)
+        self.fold(node, rows, bias, vec![m, oh, ow])
     }
 }
 

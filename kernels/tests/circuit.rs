@@ -10,7 +10,7 @@ use provnet_kernels::{trace, KernelError};
 
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
-const PINNED: [(&str, &[usize]); 8] = [
+const PINNED: [(&str, &[usize]); 9] = [
     ("dense_16", &[800]),
     ("dense_64", &[3327]),
     ("dense_256", &[13825]),
@@ -21,12 +21,16 @@ const PINNED: [(&str, &[usize]); 8] = [
     ("cnn_bn_pool", &[10003, 10475, 3497]),
     // Transpose, Slice, Gather, (Un)squeeze and Flatten before its first Gemm: all free.
     ("data_moves", &[571, 190]),
-    // Each MaxPool round is a ReLU layer (max(u, v) = v + relu(u - v)): 2x2 takes two,
-    // 3x3 four; the maxima fold into the next layer.
+    // Each MaxPool round is a layer (max(u, v) = v + relu(u - v): ReLU rows for the
+    // differences, the v carried without one): 2x2 takes two, 3x3 four; the maxima fold
+    // into the next layer.
     (
         "cnn_maxpool",
-        &[10085, 13057, 8961, 8155, 7021, 4357, 3029, 1317],
+        &[10085, 8853, 9228, 6602, 4716, 2397, 1544, 907],
     ),
+    // Two residual blocks: the 24-wide stream is carried (requantized) across each block's
+    // ReLU cut, and the Adds fold into the next layer.
+    ("residual_mlp", &[2563, 4129, 2713, 837]),
 ];
 
 #[test]
@@ -49,16 +53,19 @@ fn constraint_counts_are_pinned_and_match_the_builder() {
             assert_eq!(cs.num_witness(), shape.witnesses);
             // The matmul is free: every constraint is a bit check, a ReLU, a packing word
             // (outputs without ReLU only) or the binding square.
-            let relu = if seg.relu { seg.n_out() } else { 0 };
+            let relu = seg.relu_rows;
             let words = seg.n_out().div_ceil(circuit::per_word(seg.output.bits));
+            // Rows that copy an input (a carried tensor) are not decomposed.
             let acc: usize = seg
                 .row_q_bits()
                 .iter()
-                .map(|m| seg.row_acc_bits(*m) as usize)
+                .enumerate()
+                .filter(|(i, _)| seg.copy_of(*i).is_none())
+                .map(|(_, m)| seg.row_acc_bits(*m) as usize)
                 .sum();
             assert!(acc <= seg.n_out() * seg.acc_bits() as usize);
             let bits = seg.n_in() * seg.input.bits as usize + acc;
-            let packing = if seg.relu { 0 } else { words };
+            let packing = if seg.all_relu() { 0 } else { words };
             assert_eq!(shape.constraints - bits - relu, packing + 1);
         }
     }
@@ -142,6 +149,79 @@ fn a_false_claim_is_reported_by_name() {
             assert_eq!(index, cs.num_constraints() - 1 - words);
         }
         other => panic!("expected an unsatisfied constraint, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_residual_segment_refuses_a_lie_on_a_relu_row_and_on_a_carried_row() {
+    // residual_mlp's segment 1 outputs [relu(fc1(h1)) (48), h1 (24)]: ReLU rows and
+    // rows carried without one, in one segment.
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model, _) = common::import_fixture(tmp.path(), "residual_mlp");
+    let x = model.quantize(&common::read_floats(
+        "residual_mlp_input.json",
+        "input_data",
+    ));
+    let tr = trace::run(&model, &x).unwrap();
+    let seg = &model.segments[1];
+    assert!(seg.relu_rows == 48 && seg.n_out() == 72);
+    for (row, delta) in [(0usize, 1i64), (47, -1), (48, 1), (71, -1)] {
+        let mut lie = tr.tensors[2].clone();
+        lie[row] += delta;
+        if !seg.output.contains(lie[row] as i128) {
+            continue;
+        }
+        let a = Assignment {
+            input: &tr.tensors[1],
+            claimed_output: Some(&lie),
+        };
+        let cs = circuit::synthesize(seg, Mode::Prove, Fr::from(1u64), Some(a));
+        match cs.first_unsatisfied() {
+            Some(KernelError::Unsatisfied { label, .. }) => {
+                assert!(label.contains("packs outputs"), "row {row}: {label}")
+            }
+            other => panic!("row {row}: expected an unsatisfied constraint, got {other:?}"),
+        }
+    }
+    let honest = Assignment {
+        input: &tr.tensors[1],
+        claimed_output: None,
+    };
+    let cs = circuit::synthesize(seg, Mode::Prove, Fr::from(1u64), Some(honest));
+    assert!(cs.first_unsatisfied().is_none());
+}
+
+#[test]
+fn a_copied_value_costs_nothing_and_a_lie_about_it_is_refused() {
+    // cnn_maxpool's first MaxPool round carries half of each window's cells as they are:
+    // rows that copy an input, with no decomposition of their own.
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model, _) = common::import_fixture(tmp.path(), "cnn_maxpool");
+    let x = model.quantize(&common::read_floats("cnn_maxpool_input.json", "input_data"));
+    let tr = trace::run(&model, &x).unwrap();
+    let seg = &model.segments[1];
+    let copies: Vec<usize> = (0..seg.n_out())
+        .filter(|i| seg.copy_of(*i).is_some())
+        .collect();
+    assert!(!copies.is_empty());
+    for &i in &copies {
+        let j = seg.copy_of(i).unwrap();
+        assert_eq!(tr.tensors[2][i], tr.tensors[1][j]);
+    }
+    for (i, delta) in [(copies[0], 1i64), (*copies.last().unwrap(), -1)] {
+        let mut lie = tr.tensors[2].clone();
+        lie[i] += delta;
+        let a = Assignment {
+            input: &tr.tensors[1],
+            claimed_output: Some(&lie),
+        };
+        let cs = circuit::synthesize(seg, Mode::Prove, Fr::from(1u64), Some(a));
+        match cs.first_unsatisfied() {
+            Some(KernelError::Unsatisfied { label, .. }) => {
+                assert!(label.contains("packs outputs"), "row {i}: {label}")
+            }
+            other => panic!("row {i}: expected an unsatisfied constraint, got {other:?}"),
+        }
     }
 }
 

@@ -110,7 +110,7 @@ fn affine_ops_by_constants_fold_into_a_layer_or_become_one() {
     // What is not affine, or not one activation, is refused with the node's name.
     for (op, inputs, says) in [
         ("Div", ["two", "h"], "not affine"),
-        ("Add", ["h", "h"], "two activations"),
+        ("Mul", ["h", "h"], "two activations"),
         ("Div", ["h", "zero"], "constant 0"),
     ] {
         let bad = chain(
@@ -168,7 +168,7 @@ fn max_pooling_becomes_relu_layers_and_its_maxima_fold_into_the_next_layer() {
             "MaxPool+Flatten+Gemm",
         ]
     );
-    assert!(fm.layers[1..7].iter().all(|l| l.relu));
+    assert!(fm.layers[1..7].iter().all(|l| l.relu_rows > 0));
     // Exact in floats: max(u, v) = v + relu(u - v) on the fixture's input.
     let x = common::read_floats("cnn_maxpool_input.json", "input_data");
     let want = common::read_floats("cnn_maxpool_expected.json", "output_data");
@@ -203,6 +203,80 @@ fn data_movement_before_a_layer_folds_into_its_weights() {
     for row in &fm.layers[0].rows {
         assert!(row.len() <= 4, "{row:?}");
     }
+}
+
+#[test]
+fn a_tensor_read_after_a_cut_is_carried_across_it_in_the_state() {
+    // y = relu(h) + x - relu(h) / 2: the input x is still read after the ReLU, so the
+    // ReLU's layer outputs [relu(h), x] and the residual sum is the next layer.
+    let more = vec![
+        node("Relu", "act", &["h"], "r"),
+        node("Add", "residual", &["r", "x"], "s"),
+        node("Div", "halve", &["r", "two"], "t"),
+        node("Sub", "minus", &["s", "t"], "y"),
+    ];
+    let fm = onnx::parse(&chain(more, vec![tensor("two", &[1], &[2.0])]), "dag").unwrap();
+    assert_eq!(fm.layers.len(), 2);
+    let names =
+        |l: &onnx::FloatLayer| -> Vec<String> { l.state.iter().map(|(n, _)| n.clone()).collect() };
+    assert_eq!(names(&fm.layers[0]), ["r", "x"]);
+    assert_eq!(fm.layers[0].relu_rows, 2);
+    assert_eq!(fm.layers[0].out_shape, [4]);
+    assert_eq!(fm.layers[1].in_shape, [4]);
+    assert_eq!(fm.layers[1].ops, ["Add", "Div", "Sub"]);
+    assert_eq!(names(&fm.layers[1]), ["y"]);
+    assert_eq!(fm.layers[1].relu_rows, 0);
+    // h = [2.1, -1.6] at x = [1, 2]; relu(h) = [2.1, 0]; y = relu(h) / 2 + x = [2.05, 2].
+    let y = fm.eval(&[1.0, 2.0]);
+    assert!(
+        (y[0] - 2.05).abs() < 1e-6 && (y[1] - 2.0).abs() < 1e-6,
+        "{y:?}"
+    );
+
+    // A node reading what no earlier node computed is refused with its name.
+    let bad = chain(
+        vec![
+            node("Add", "early", &["h", "later"], "y"),
+            node("Relu", "late", &["h"], "later"),
+        ],
+        vec![],
+    );
+    match onnx::parse(&bad, "bad").unwrap_err() {
+        KernelError::Unsupported { node, reason, .. } => {
+            assert_eq!(node, "early");
+            assert!(reason.contains("not computed before"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn residual_blocks_carry_their_stream_across_every_relu_cut() {
+    let fm = onnx::load(&common::fixture("residual_mlp.onnx")).unwrap();
+    let states: Vec<Vec<(&str, usize)>> = fm
+        .layers
+        .iter()
+        .map(|l| {
+            l.state
+                .iter()
+                .map(|(n, d)| (n.as_str(), d.iter().product()))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            vec![("blocks.0/r", 48), ("h0", 24)],
+            vec![("blocks.1/r", 48), ("h1", 24)],
+            vec![("hr", 24)],
+            vec![("y", 5)],
+        ]
+    );
+    let relu: Vec<usize> = fm.layers.iter().map(|l| l.relu_rows).collect();
+    assert_eq!(relu, [48, 48, 24, 0]);
+    // The Constant node is read as a constant; the residual Add folds into the next layer.
+    assert_eq!(fm.layers[1].ops, ["Gemm", "Mul", "Add", "Gemm", "Relu"]);
+    assert_eq!(fm.layers[1].in_shape, [72]);
 }
 
 #[test]

@@ -5,8 +5,8 @@ mod common;
 
 use ark_std::rand::SeedableRng;
 use provnet_kernels::{
-    keys, prove_segment, trace, CpuBackend, KernelError, Model, ModelKeys, ProofContext, ProofFile,
-    SegmentVerifier,
+    import, keys, prove_segment, trace, CpuBackend, ImportOptions, KernelError, Model, ModelKeys,
+    ProofContext, ProofFile, SegmentVerifier,
 };
 use rand_chacha::ChaCha20Rng;
 
@@ -275,4 +275,58 @@ fn a_batch_of_proofs_for_one_segment_each_verifies_under_its_own_context() {
     assert!(
         provnet_kernels::prove_segment_many(&CpuBackend, &model, seg, &pk, &bad, &mut rng).is_err()
     );
+}
+
+#[test]
+fn the_constraint_budget_is_enforced_and_the_summary_sizes_the_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let onnx = common::fixture("residual_mlp.onnx");
+    // Segments of 2,563, 4,129, 2,713 and 837 constraints: a budget of 4,000 refuses the
+    // second, naming it, and writes nothing.
+    let refused = tmp.path().join("refused");
+    let tight = ImportOptions {
+        max_constraints: 4000,
+        ..Default::default()
+    };
+    match import(&onnx, &refused, &tight) {
+        Err(KernelError::Unsupported { node, reason, .. }) => {
+            assert_eq!(node, "/blocks.1/act/Relu");
+            assert!(
+                reason.contains("segment 1") && reason.contains("4129 constraints"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!refused.exists());
+
+    let opts = ImportOptions {
+        max_constraints: 4129,
+        ..Default::default()
+    };
+    let dir = tmp.path().join("fits");
+    let summary = import(&onnx, &dir, &opts).unwrap();
+    let model = Model::load(&dir).unwrap();
+    let index = keys::setup(&dir, &model, &mut rng).unwrap();
+    // The key sizes the summary gives before setup are the files setup writes (less their
+    // headers).
+    for seg in &model.segments {
+        let entry = &index.segments[seg.index];
+        let said = summary.segments[seg.index].keys;
+        let size = |f: &str| std::fs::metadata(dir.join("keys").join(f)).unwrap().len() as usize;
+        let (pk, h) = (size(&entry.pk_file), size(&entry.h_table_file));
+        assert!(
+            (said.pk_bytes..said.pk_bytes + 4096).contains(&pk),
+            "segment {}: pk {pk} vs {}",
+            seg.index,
+            said.pk_bytes
+        );
+        assert!(
+            (said.h_table_bytes..said.h_table_bytes + 256).contains(&h),
+            "segment {}: h table {h} vs {}",
+            seg.index,
+            said.h_table_bytes
+        );
+    }
 }

@@ -116,6 +116,10 @@ pub enum ModelCommand {
         /// Largest real input value the model must accept.
         #[arg(long, default_value_t = provnet_kernels::import::DEFAULT_INPUT_MAX, allow_hyphen_values = true)]
         input_max: f64,
+        /// Most constraints one segment may have (its keys and proving memory grow with
+        /// it): a model with a larger segment is refused, naming it.
+        #[arg(long, default_value_t = provnet_kernels::import::DEFAULT_MAX_CONSTRAINTS)]
+        max_constraints: usize,
     },
     /// Groth16 setup per segment (single-party: development only).
     Setup { dir: PathBuf },
@@ -230,14 +234,28 @@ fn model(cmd: ModelCommand) -> Result<ExitCode> {
             scale_bits,
             input_min,
             input_max,
+            max_constraints,
         } => {
             let opts = ImportOptions {
                 scale_bits,
                 input_min,
                 input_max,
+                max_constraints,
             };
             let summary = import(&onnx, &out, &opts)
                 .with_context(|| format!("importing {}", onnx.display()))?;
+            // A table for the operator on stderr; the summary as JSON on stdout.
+            eprintln!("segment  constraints  est. prove (CPU)  keys (pk + h table)  ops");
+            for s in &summary.segments {
+                eprintln!(
+                    "{:>7}  {:>11}  {:>13.1} ms  {:>16.1} MB  {}",
+                    s.index,
+                    s.constraints,
+                    s.estimated_prove_ms,
+                    (s.keys.pk_bytes + s.keys.h_table_bytes) as f64 / 1e6,
+                    s.ops.join(" ")
+                );
+            }
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         ModelCommand::Setup { dir } => {

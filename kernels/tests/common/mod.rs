@@ -9,7 +9,7 @@ use ark_ff::{BigInteger, PrimeField, UniformRand, Zero};
 use ark_std::rand::{rngs::StdRng, Rng};
 use provnet_kernels::{import, ImportOptions, Model, ModelSummary};
 
-pub const MODELS: [&str; 8] = [
+pub const MODELS: [&str; 9] = [
     "dense_16",
     "dense_64",
     "dense_256",
@@ -18,6 +18,7 @@ pub const MODELS: [&str; 8] = [
     "cnn_bn_pool",
     "data_moves",
     "cnn_maxpool",
+    "residual_mlp",
 ];
 
 /// A fixture file. A test binary carried to another machine (the GPU device tests) finds
