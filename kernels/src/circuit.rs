@@ -9,12 +9,19 @@
 //!   offset accumulator z_i = sum_j w_ij x_j + b_i + 2^(s-1) + 2^(m+s) is decomposed into
 //!   k = s + m + 1 bits (k constraints). Its low s bits are the rounding remainder, its high
 //!   m + 1 bits are q_i + 2^m, and the top bit is the sign of q_i;
+//!   A product of two inputs (attention, a gate) adds c * p to accumulators, where
+//!   p = x_a * x_b is one witness and one constraint per distinct pair;
+//! * a row that copies an input (a tensor carried across the cut) is that input's linear
+//!   combination: its range check bounds it, so it costs nothing;
 //! * ReLU costs one constraint: y_i = top_bit * (q_i's low m bits);
 //! * one constraint per packed word ties the public words to the values;
 //! * binding * binding = binding_sq puts the binding into a constraint (an unconstrained
 //!   Groth16 public input would be malleable).
 //!
-//! Constraints per segment: n_in * b_in + sum_i k_i (+ n_out with ReLU) + words + 1.
+//! Constraints per segment: n_in * b_in + pairs + sum_i k_i (copies excluded) + ReLU rows
+//! + output words (none when every row has a ReLU) + 1.
+
+use std::collections::HashMap;
 
 use ark_bn254::Fr;
 use ark_ff::{AdditiveGroup, Field, One, Zero};
@@ -61,10 +68,16 @@ impl CircuitShape {
         } else {
             (seg.relu_rows, seg.relu_rows, words_out)
         };
+        let pairs = seg.product_pairs().len();
         CircuitShape {
-            constraints: n_in * b_in + k + relu_c + pack_c + 1,
+            constraints: n_in * b_in + pairs + k + relu_c + pack_c + 1,
             public_inputs: words_in + words_out + 1,
-            witnesses: (n_in - words_in) + n_in * (b_in - 1) + (k - decomposed) + relu_w + 1,
+            witnesses: (n_in - words_in)
+                + n_in * (b_in - 1)
+                + pairs
+                + (k - decomposed)
+                + relu_w
+                + 1,
         }
     }
 }
@@ -134,11 +147,7 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
     let values = cs.wants_values();
     let x: &[i64] = assignment.map(|a| a.input).unwrap_or(&[]);
     let accs: Vec<i128> = if values {
-        seg.rows
-            .iter()
-            .zip(&seg.bias)
-            .map(|(row, b)| seg.accumulate(row, *b, x))
-            .collect()
+        (0..seg.n_out()).map(|i| seg.accumulate(i, x)).collect()
     } else {
         Vec::new()
     };
@@ -172,6 +181,7 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
 
     let xs = input_values(&mut cs, seg, x, &pin, &pow2);
     input_range_checks(&mut cs, seg, x, &xs, &pow2);
+    let products = products(&mut cs, seg, x, &xs);
 
     // Outputs: accumulator decomposition, requantization, ReLU. A ReLU segment's outputs are
     // defined through the public words (see `word_values`), so they need no packing
@@ -201,7 +211,13 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
                 return lc;
             }
             let y = ys.get(i);
-            output_row(&mut cs, seg, (i, m), &xs, y, accs.get(i).copied(), &pow2)
+            let row = Row {
+                xs: &xs,
+                products: &products,
+                relu_out: y,
+                acc: accs.get(i).copied(),
+            };
+            output_row(&mut cs, seg, (i, m), row, &pow2)
         })
         .collect();
     if !seg.all_relu() {
@@ -325,15 +341,57 @@ fn decompose(
     bits
 }
 
+/// What one output row reads: the inputs, the products, its ReLU output (when it has
+/// one) and, when proving, its accumulator.
+struct Row<'a> {
+    xs: &'a [Lc],
+    products: &'a HashMap<(u32, u32), Var>,
+    relu_out: Option<&'a Lc>,
+    acc: Option<i128>,
+}
+
+/// One witness and one constraint per distinct pair of inputs the segment multiplies:
+/// p = x_a * x_b. The accumulators read p with their coefficients.
+fn products(cs: &mut R1cs, seg: &Segment, x: &[i64], xs: &[Lc]) -> HashMap<(u32, u32), Var> {
+    let values = cs.wants_values();
+    seg.product_pairs()
+        .into_iter()
+        .map(|(a, b)| {
+            let p = cs.witness(|| {
+                if values {
+                    fr_i128(x[a as usize] as i128 * x[b as usize] as i128)
+                } else {
+                    Fr::zero()
+                }
+            });
+            let out = cs.var(p);
+            cs.enforce(
+                xs[a as usize].clone(),
+                xs[b as usize].clone(),
+                out,
+                Label {
+                    what: "product",
+                    i: a,
+                    j: b,
+                },
+            );
+            ((a, b), p)
+        })
+        .collect()
+}
+
 /// One output row `i` whose requantized value needs `m` magnitude bits: decomposes the
 /// offset accumulator and returns (output - output range lo) as an Lc.
 fn output_row(
     cs: &mut R1cs,
     seg: &Segment,
     (i, m): (usize, u32),
-    xs: &[Lc],
-    relu_out: Option<&Lc>,
-    acc: Option<i128>,
+    Row {
+        xs,
+        products,
+        relu_out,
+        acc,
+    }: Row,
     pow2: &[Fr],
 ) -> Lc {
     let (s, k) = (seg.shift, seg.row_acc_bits(m));
@@ -345,6 +403,10 @@ fn output_row(
         for (j, w) in row {
             let w = fr_i128(*w as i128);
             terms.extend(xs[*j as usize].terms.iter().map(|(v, c)| (*v, *c * w)));
+        }
+        for (a, b, c) in seg.row_products(i) {
+            let p = products[&(*a.min(b), *a.max(b))];
+            terms.push((p, fr_i128(*c as i128)));
         }
         terms.push((Var::One, fr_i128(constant)));
     });

@@ -45,6 +45,10 @@ impl Default for ImportOptions {
     }
 }
 
+/// Most extra weight-scale bits a layer gets for small weights (products may take up to
+/// [`MAX_EXTRA_WEIGHT_BITS`]).
+const MAX_LINEAR_EXTRA_BITS: u32 = 8;
+
 /// Default constraint budget per segment (`--max-constraints`): 2^20, an FFT domain of 2^20
 /// to 2^21, whose keys (proving key and h table, see [`KeySize`]) take about 1 GB. A model
 /// with a segment over the budget is refused at import, naming it.
@@ -114,12 +118,34 @@ fn quantize_layer(layer: &FloatLayer, index: usize, input: Range, s: u32) -> Res
         .iter()
         .flatten()
         .fold(0.0f64, |m, (_, w)| m.max(w.abs()));
-    let extra = if largest > 0.0 {
-        ((1.0 / largest).log2().floor().max(0.0) as u32).min(MAX_EXTRA_WEIGHT_BITS)
+    let mut extra = if largest > 0.0 {
+        ((1.0 / largest).log2().floor().max(0.0) as u32).min(MAX_LINEAR_EXTRA_BITS)
     } else {
         0
     };
+    // A product's coefficient has scale 2^extra (see `Segment::products`): enough bits
+    // that the smallest keeps 8 significant bits, within the limit.
+    let smallest = layer
+        .products
+        .iter()
+        .flatten()
+        .fold(f64::INFINITY, |m, (_, _, c)| m.min(c.abs()));
+    if smallest.is_finite() && smallest > 0.0 {
+        let want = (8.0 - smallest.log2()).ceil().max(0.0) as u32;
+        extra = extra.max(want.min(MAX_EXTRA_WEIGHT_BITS));
+    }
     let w_scale = (1u64 << (s + extra)) as f64;
+    let c_scale = (1u64 << extra) as f64;
+    let products: Vec<Vec<(u32, u32, i64)>> = layer
+        .products
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|(a, b, c)| (*a, *b, (c * c_scale).round() as i64))
+                .filter(|(_, _, c)| *c != 0)
+                .collect()
+        })
+        .collect();
     let rows: Vec<Vec<(u32, i64)>> = layer
         .rows
         .iter()
@@ -145,6 +171,7 @@ fn quantize_layer(layer: &FloatLayer, index: usize, input: Range, s: u32) -> Res
         output: input,
         rows,
         bias,
+        products,
         shift: s + extra,
         relu_rows: layer.relu_rows,
         state: layer.state.clone(),

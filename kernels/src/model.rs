@@ -25,8 +25,9 @@ pub const MODEL_FILE: &str = "model.cbor";
 pub const SUMMARY_FILE: &str = "model.json";
 /// Accumulators wider than this are refused at import (keeps i128 arithmetic and the field safe).
 pub const MAX_ACC_BITS: u32 = 120;
-/// Most bits a segment's weight scale may exceed the model's activation scale by.
-pub const MAX_EXTRA_WEIGHT_BITS: u32 = 8;
+/// Most bits a segment's weight scale may exceed the model's activation scale by: 8 for
+/// small weights, up to 12 for the coefficients of products (see [`Segment::products`]).
+pub const MAX_EXTRA_WEIGHT_BITS: u32 = 12;
 
 /// A power-of-two integer range: signed is [-2^(bits-1), 2^(bits-1)), unsigned is [0, 2^bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +75,11 @@ pub struct Segment {
     pub rows: Vec<Vec<(u32, i64)>>,
     /// Per output: integer bias at scale 2^(2s).
     pub bias: Vec<i64>,
+    /// Per output (or empty when no row has any): products of two inputs, (a, b, c) adding
+    /// c * x_a * x_b to the accumulator. x_a * x_b has scale 2^(2s), so c has scale
+    /// 2^(shift - s): the coefficient of an activation times an activation (attention's
+    /// Q K^T and P V, a gate) times what the affine ops after it folded in.
+    pub products: Vec<Vec<(u32, u32, i64)>>,
     /// Requantization shift s.
     pub shift: u32,
     /// The first `relu_rows` outputs pass through ReLU; the rest (tensors carried across
@@ -117,16 +123,27 @@ impl Segment {
     pub fn row_q_bits(&self) -> Vec<u32> {
         let (lo_in, hi_in) = (self.input.lo(), self.input.hi());
         let half = 1i128 << (self.shift - 1);
+        // Any product of two inputs lies in [p_lo, p_hi].
+        let corners = [lo_in * lo_in, lo_in * hi_in, hi_in * hi_in];
+        let (p_lo, p_hi) = (corners.iter().min(), corners.iter().max());
+        let (p_lo, p_hi) = (*p_lo.unwrap_or(&0), *p_hi.unwrap_or(&0));
         self.rows
             .iter()
             .zip(&self.bias)
-            .map(|(row, b)| {
+            .enumerate()
+            .map(|(i, (row, b))| {
                 let (mut lo, mut hi) = (*b as i128, *b as i128);
                 for (_, w) in row {
                     let w = *w as i128;
                     let (a, c) = (w * lo_in, w * hi_in);
                     lo += a.min(c);
                     hi += a.max(c);
+                }
+                for (_, _, c) in self.row_products(i) {
+                    let c = *c as i128;
+                    let (a, d) = (c * p_lo, c * p_hi);
+                    lo += a.min(d);
+                    hi += a.max(d);
                 }
                 let (q_lo, q_hi) = ((lo + half) >> self.shift, (hi + half) >> self.shift);
                 let mut m = 0u32;
@@ -140,19 +157,40 @@ impl Segment {
 
     /// Exact integer evaluation of this segment. `x` must already be in range.
     pub fn eval(&self, x: &[i64]) -> Vec<i64> {
-        self.rows
-            .iter()
-            .zip(&self.bias)
-            .enumerate()
-            .map(|(i, (row, b))| self.finish(i, self.accumulate(row, *b, x)))
+        (0..self.n_out())
+            .map(|i| self.finish(i, self.accumulate(i, x)))
             .collect()
     }
 
-    /// Accumulator of one output row: b + sum w * x.
-    pub fn accumulate(&self, row: &[(u32, i64)], bias: i64, x: &[i64]) -> i128 {
-        row.iter().fold(bias as i128, |acc, (j, w)| {
-            acc + (*w as i128) * (x[*j as usize] as i128)
-        })
+    /// Accumulator of output row `i`: b + sum w * x + sum c * x_a * x_b.
+    pub fn accumulate(&self, i: usize, x: &[i64]) -> i128 {
+        let v = |j: &u32| x[*j as usize] as i128;
+        let linear = self.rows[i]
+            .iter()
+            .fold(self.bias[i] as i128, |acc, (j, w)| {
+                acc + (*w as i128) * v(j)
+            });
+        self.row_products(i)
+            .iter()
+            .fold(linear, |acc, (a, b, c)| acc + (*c as i128) * v(a) * v(b))
+    }
+
+    /// Output `i`'s products of two inputs (none for most segments).
+    pub fn row_products(&self, i: usize) -> &[(u32, u32, i64)] {
+        self.products.get(i).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The distinct input pairs multiplied anywhere in the segment: one constraint each.
+    pub fn product_pairs(&self) -> Vec<(u32, u32)> {
+        let mut pairs: Vec<(u32, u32)> = self
+            .products
+            .iter()
+            .flatten()
+            .map(|(a, b, _)| (*a.min(b), *a.max(b)))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs
     }
 
     /// Requantize (and ReLU, for a ReLU row) output `i`'s accumulator.
@@ -166,7 +204,12 @@ impl Segment {
     /// spends no constraint on it.
     pub fn copy_of(&self, i: usize) -> Option<usize> {
         match self.rows[i].as_slice() {
-            [(j, w)] if *w == 1i64 << self.shift && self.bias[i] == 0 && !self.relu(i) => {
+            [(j, w)]
+                if *w == 1i64 << self.shift
+                    && self.bias[i] == 0
+                    && !self.relu(i)
+                    && self.row_products(i).is_empty() =>
+            {
                 Some(*j as usize)
             }
             _ => None,
@@ -286,6 +329,14 @@ impl Model {
             let n_in = s.n_in() as u32;
             if s.rows.iter().flatten().any(|(j, _)| *j >= n_in) {
                 return bad(format!("segment {i}: weight index past the input"));
+            }
+            if !(s.products.is_empty() || s.products.len() == s.n_out())
+                || s.products
+                    .iter()
+                    .flatten()
+                    .any(|(a, b, _)| *a >= n_in || *b >= n_in)
+            {
+                return bad(format!("segment {i}: products disagree with the input"));
             }
             if s.relu_rows > s.n_out() || s.output != output_range(s.q_bits, s.all_relu()) {
                 return bad(format!("segment {i}: output range disagrees with q_bits"));

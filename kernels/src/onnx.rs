@@ -45,6 +45,8 @@ pub struct FloatLayer {
     /// Per output: (input index, weight).
     pub rows: Vec<Vec<(u32, f64)>>,
     pub bias: Vec<f64>,
+    /// Per output (or empty): products (a, b, c) adding c * x_a * x_b.
+    pub products: Vec<Vec<(u32, u32, f64)>>,
     /// The first `relu_rows` outputs pass through ReLU; the rest are carried as they are.
     pub relu_rows: usize,
     /// The tensors of the output state, in order: (ONNX name, shape).
@@ -60,6 +62,11 @@ impl FloatLayer {
             .enumerate()
             .map(|(i, (row, b))| {
                 let y = row.iter().fold(*b, |acc, (j, w)| acc + w * x[*j as usize]);
+                let y = self.products.get(i).map_or(y, |p| {
+                    p.iter().fold(y, |acc, (a, c, w)| {
+                        acc + w * x[*a as usize] * x[*c as usize]
+                    })
+                });
                 if i < self.relu_rows {
                     y.max(0.0)
                 } else {
@@ -111,45 +118,54 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<FloatModel> {
     Lowering::new(&graph, name)?.run(&graph)
 }
 
+/// Rows over the base state: per output, weights, a bias and products of two base values
+/// (`quad`, empty when no row has one).
+#[derive(Clone, Debug, Default)]
+struct Rows {
+    lin: Vec<Vec<(u32, f64)>>,
+    bias: Vec<f64>,
+    quad: Vec<Vec<(u32, u32, f64)>>,
+}
+
 /// An activation as a map of the base state: a slice of it (as the last layer produced
-/// it), or affine rows over it.
+/// it), or rows over it, affine or (after a product of two activations) quadratic.
 #[derive(Clone, Debug)]
 enum Map {
     /// Elements `offset..offset + len` of the base state.
     Slice(u32),
-    Affine {
-        rows: Vec<Vec<(u32, f64)>>,
-        bias: Vec<f64>,
-    },
+    Rows(Rows),
 }
 
 impl Map {
-    /// The map's rows and bias, `n` of them.
-    fn into_rows(self, n: usize) -> (Vec<Vec<(u32, f64)>>, Vec<f64>) {
+    /// The map's rows, `n` of them.
+    fn into_rows(self, n: usize) -> Rows {
         match self {
-            Map::Slice(off) => (
-                (0..n as u32).map(|i| vec![(off + i, 1.0)]).collect(),
-                vec![0.0; n],
-            ),
-            Map::Affine { rows, bias } => (rows, bias),
+            Map::Slice(off) => Rows {
+                lin: (0..n as u32).map(|i| vec![(off + i, 1.0)]).collect(),
+                bias: vec![0.0; n],
+                quad: Vec::new(),
+            },
+            Map::Rows(r) => r,
         }
     }
 
-    /// `outer(self)`: outer's rows read this map's outputs.
+    /// `outer(self)`: outer's rows (weights over this map's outputs, then `shift`).
     fn then(&self, rows: Vec<Vec<(u32, f64)>>, shift: Vec<f64>) -> Map {
         match self {
-            Map::Slice(0) => Map::Affine { rows, bias: shift },
-            Map::Slice(off) => Map::Affine {
-                rows: rows
+            Map::Slice(0) => Map::Rows(Rows {
+                lin: rows,
+                bias: shift,
+                quad: Vec::new(),
+            }),
+            Map::Slice(off) => Map::Rows(Rows {
+                lin: rows
                     .into_iter()
                     .map(|r| r.into_iter().map(|(j, w)| (j + off, w)).collect())
                     .collect(),
                 bias: shift,
-            },
-            Map::Affine { rows: inner, bias } => {
-                let (rows, bias) = compose(&rows, &shift, inner, bias);
-                Map::Affine { rows, bias }
-            }
+                quad: Vec::new(),
+            }),
+            Map::Rows(inner) => Map::Rows(compose(&rows, &shift, inner)),
         }
     }
 }
@@ -184,29 +200,43 @@ struct Lowering<'g> {
     pending: Vec<(String, String)>,
 }
 
-/// `outer(inner(x))` as one affine map, given inner's rows and bias.
-fn compose(
-    outer: &[Vec<(u32, f64)>],
-    outer_bias: &[f64],
-    inner: &[Vec<(u32, f64)>],
-    inner_bias: &[f64],
-) -> (Vec<Vec<(u32, f64)>>, Vec<f64>) {
+/// `outer(inner(x))`: outer's rows and bias over inner's outputs, composed.
+fn compose(outer: &[Vec<(u32, f64)>], outer_bias: &[f64], inner: &Rows) -> Rows {
     let mut acc: HashMap<u32, f64> = HashMap::new();
-    let mut rows = Vec::with_capacity(outer.len());
-    let mut bias = Vec::with_capacity(outer.len());
+    let mut qacc: HashMap<(u32, u32), f64> = HashMap::new();
+    let mut out = Rows::default();
     for (row, b) in outer.iter().zip(outer_bias) {
         acc.clear();
+        qacc.clear();
         let mut bo = *b;
         for (k, w) in row {
-            bo += w * inner_bias[*k as usize];
-            for (j, v) in &inner[*k as usize] {
+            let k = *k as usize;
+            bo += w * inner.bias[k];
+            for (j, v) in &inner.lin[k] {
                 *acc.entry(*j).or_default() += w * v;
             }
+            for (a, c, v) in inner.quad.get(k).map(Vec::as_slice).unwrap_or(&[]) {
+                *qacc.entry((*a, *c)).or_default() += w * v;
+            }
         }
-        rows.push(sparse(&acc));
-        bias.push(bo);
+        out.lin.push(sparse(&acc));
+        out.bias.push(bo);
+        if !inner.quad.is_empty() {
+            out.quad.push(sparse_pairs(&qacc));
+        }
     }
-    (rows, bias)
+    out
+}
+
+/// Products from accumulated coefficients: the non-zero ones, by pair.
+fn sparse_pairs(acc: &HashMap<(u32, u32), f64>) -> Vec<(u32, u32, f64)> {
+    let mut r: Vec<(u32, u32, f64)> = acc
+        .iter()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|((a, b), v)| (*a, *b, *v))
+        .collect();
+    r.sort_unstable_by_key(|(a, b, _)| (*a, *b));
+    r
 }
 
 /// A row from accumulated weights: the non-zero ones, by input index.
@@ -220,33 +250,29 @@ fn sparse(acc: &HashMap<u32, f64>) -> Vec<(u32, f64)> {
     r
 }
 
+/// Appends `more`'s rows to `all`'s (padding the products where only one side has any).
+fn append(all: &mut Rows, more: Rows) {
+    let (n, m) = (all.lin.len(), more.lin.len());
+    if !more.quad.is_empty() || !all.quad.is_empty() {
+        all.quad.resize(n, Vec::new());
+        let mut q = more.quad;
+        q.resize(m, Vec::new());
+        all.quad.extend(q);
+    }
+    all.lin.extend(more.lin);
+    all.bias.extend(more.bias);
+}
+
 /// `a + sign * b`, row by row (two maps of the same length over the same base).
-fn add_rows(
-    (a, a_bias): (Vec<Vec<(u32, f64)>>, Vec<f64>),
-    (b, b_bias): (Vec<Vec<(u32, f64)>>, Vec<f64>),
-    sign: f64,
-) -> Map {
-    let mut acc: HashMap<u32, f64> = HashMap::new();
-    let rows = a
-        .into_iter()
-        .zip(b)
-        .map(|(ra, rb)| {
-            acc.clear();
-            for (j, w) in ra {
-                *acc.entry(j).or_default() += w;
-            }
-            for (j, w) in rb {
-                *acc.entry(j).or_default() += sign * w;
-            }
-            sparse(&acc)
-        })
+fn add_rows(a: Rows, b: Rows, sign: f64) -> Map {
+    let n = a.lin.len();
+    // Each output reads its own a and b: rows of one map over [a; b] outputs.
+    let outer: Vec<Vec<(u32, f64)>> = (0..n as u32)
+        .map(|i| vec![(i, 1.0), (i + n as u32, sign)])
         .collect();
-    let bias = a_bias
-        .iter()
-        .zip(&b_bias)
-        .map(|(x, y)| x + sign * y)
-        .collect();
-    Map::Affine { rows, bias }
+    let mut both = a;
+    append(&mut both, b);
+    Map::Rows(compose(&outer, &vec![0.0; n], &both))
 }
 
 impl<'g> Lowering<'g> {
@@ -437,6 +463,7 @@ impl<'g> Lowering<'g> {
             .push((node.op_type.clone(), node_name(node).to_string()));
         match node.op_type.as_str() {
             "Gemm" => self.gemm(node),
+            "MatMul" if !others.is_empty() => self.matmul_activations(node, others),
             "MatMul" => self.matmul(node),
             "Conv" => self.conv(node),
             "Add" | "Sub" | "Mul" | "Div" => self.elementwise(node, others),
@@ -458,7 +485,7 @@ impl<'g> Lowering<'g> {
             "Reshape" => self.reshape(node),
             "Identity" => Ok(()),
             other => Err(err(format!(
-                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add and Sub (constants or two activations), Mul and Div by constants, BatchNormalization, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
+                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
             ))),
         }?;
         let out = node
@@ -482,16 +509,13 @@ impl<'g> Lowering<'g> {
     /// live tensor as it is; they become the base state that later maps read, and each
     /// carried tensor becomes a slice of it.
     fn layer(&mut self, relu: Option<(String, Vec<usize>, Map)>) -> Result<()> {
-        let mut rows = Vec::new();
-        let mut bias = Vec::new();
+        let mut all = Rows::default();
         let mut state = Vec::new();
         let mut relu_rows = 0;
         let mut relu_name = None;
         if let Some((name, shape, map)) = relu {
             let n: usize = shape.iter().product();
-            let (r, b) = map.into_rows(n);
-            rows.extend(r);
-            bias.extend(b);
+            append(&mut all, map.into_rows(n));
             relu_rows = n;
             state.push((name.clone(), shape));
             relu_name = Some(name);
@@ -512,10 +536,8 @@ impl<'g> Lowering<'g> {
         }
         for (name, sym) in live {
             let n: usize = sym.shape.iter().product();
-            let offset = rows.len() as u32;
-            let (r, b) = sym.map.into_rows(n);
-            rows.extend(r);
-            bias.extend(b);
+            let offset = all.lin.len() as u32;
+            append(&mut all, sym.map.into_rows(n));
             state.push((name.clone(), sym.shape.clone()));
             env.insert(
                 name,
@@ -526,6 +548,11 @@ impl<'g> Lowering<'g> {
                 },
             );
         }
+        let Rows {
+            lin: rows,
+            bias,
+            quad: products,
+        } = all;
         if rows.is_empty() {
             return Err(KernelError::Graph(
                 "a layer would have no outputs (nothing is live)".into(),
@@ -551,6 +578,7 @@ impl<'g> Lowering<'g> {
             out_shape,
             rows,
             bias,
+            products,
             relu_rows,
             state,
         });
@@ -640,7 +668,7 @@ impl<'g> Lowering<'g> {
         let err = |reason: String| unsupported(node, reason);
         if node.input.first() != Some(&self.current) || node.input.len() != 2 {
             return Err(err(
-                "only MatMul(x, W) with a constant W is supported (a MatMul of two activations, as in attention, needs a product gadget: not yet)".into()
+                "only MatMul(x, W) with a constant W, or of two activations, is supported".into(),
             ));
         }
         let k = *self.shape.last().unwrap_or(&0);
@@ -708,9 +736,14 @@ impl<'g> Lowering<'g> {
             return Err(err("takes two operands".into()));
         }
         if let Some(other) = others.first() {
-            if !matches!(node.op_type.as_str(), "Add" | "Sub") {
+            if node.op_type == "Mul" {
+                return self.multiply(node, other.clone());
+            }
+            if node.op_type == "Div" {
                 return Err(err(
-                    "of two activations is not affine (it needs a product gadget: not yet)".into(),
+                    "an activation divided by an activation is not supported (it needs a \
+                     reciprocal gadget: not yet)"
+                        .into(),
                 ));
             }
             if other.shape != self.shape {
@@ -748,6 +781,110 @@ impl<'g> Lowering<'g> {
             }
         };
         self.fold_diagonal(node, scale, shift)
+    }
+
+    /// Makes the current activation and `other` slices of the base state, ending a layer
+    /// (without ReLU) first when either is not one yet: a product reads two stored values.
+    /// Returns their offsets in the base state.
+    fn as_slices(&mut self, node: &NodeProto, other: Sym) -> Result<(u32, u32)> {
+        if let (Map::Slice(a), Map::Slice(b)) = (&self.map, &other.map) {
+            return Ok((*a, *b));
+        }
+        let name = node_name(node);
+        let (ka, kb) = (format!("{name}/lhs"), format!("{name}/rhs"));
+        let lhs = Sym {
+            shape: self.shape.clone(),
+            map: std::mem::replace(&mut self.map, Map::Slice(0)),
+            born: self.born,
+        };
+        self.env.insert(ka.clone(), lhs);
+        self.env.insert(
+            kb.clone(),
+            Sym {
+                born: self.born + 1,
+                ..other
+            },
+        );
+        self.born += 2;
+        // The product itself belongs to the next layer.
+        let op = self.pending.pop();
+        self.layer(None)?;
+        self.pending.extend(op);
+        let mut offset = |k: &str| match self.env.remove(k).map(|s| s.map) {
+            Some(Map::Slice(o)) => o,
+            _ => unreachable!("a carried tensor is a slice of the new state"),
+        };
+        Ok((offset(&ka), offset(&kb)))
+    }
+
+    /// Products only: `quad` rows and nothing else.
+    fn products(quad: Vec<Vec<(u32, u32, f64)>>) -> Map {
+        let n = quad.len();
+        Map::Rows(Rows {
+            lin: vec![Vec::new(); n],
+            bias: vec![0.0; n],
+            quad,
+        })
+    }
+
+    /// Mul of two activations (a gate, x * x): one product per element, the second operand
+    /// broadcast the ONNX way to the first's shape.
+    fn multiply(&mut self, node: &NodeProto, other: Sym) -> Result<()> {
+        let err = |reason: String| unsupported(node, reason);
+        let n_other: usize = other.shape.iter().product();
+        let index: Vec<f64> = (0..n_other).map(|i| i as f64).collect();
+        let pick = broadcast(&other.shape, &index, &self.shape).map_err(|e| {
+            err(format!(
+                "{e}: the second operand must broadcast to the first's shape"
+            ))
+        })?;
+        let (a, b) = self.as_slices(node, other)?;
+        let quad = pick
+            .into_iter()
+            .enumerate()
+            .map(|(i, j)| vec![(a + i as u32, b + j as u32, 1.0)])
+            .collect();
+        self.map = Self::products(quad);
+        Ok(())
+    }
+
+    /// MatMul of two activations (attention's Q K^T and P V): `[..., M, K]` times
+    /// `[..., K, N]` with the same leading axes; each output is a sum of K products.
+    fn matmul_activations(&mut self, node: &NodeProto, others: Vec<Sym>) -> Result<()> {
+        let err = |reason: String| unsupported(node, reason);
+        let other = others.into_iter().next().expect("called with an operand");
+        let (sa, sb) = (self.shape.clone(), other.shape.clone());
+        let (ra, rb) = (sa.len(), sb.len());
+        if ra < 2 || ra != rb || sa[..ra - 2] != sb[..rb - 2] || sa[ra - 1] != sb[rb - 2] {
+            return Err(err(format!(
+                "shapes {sa:?} and {sb:?}: needs [..., M, K] and [..., K, N] with the same \
+                 leading axes"
+            )));
+        }
+        let (m, k, n) = (sa[ra - 2], sa[ra - 1], sb[rb - 1]);
+        let lead: usize = sa[..ra - 2].iter().product();
+        let (a, b) = self.as_slices(node, other)?;
+        let mut quad = Vec::with_capacity(lead * m * n);
+        for h in 0..lead {
+            for i in 0..m {
+                for j in 0..n {
+                    quad.push(
+                        (0..k)
+                            .map(|t| {
+                                let x = a + (h * m * k + i * k + t) as u32;
+                                let y = b + (h * k * n + t * n + j) as u32;
+                                (x, y, 1.0)
+                            })
+                            .collect(),
+                    );
+                }
+            }
+        }
+        self.map = Self::products(quad);
+        let mut shape = sa;
+        shape[ra - 1] = n;
+        self.shape = shape;
+        Ok(())
     }
 
     /// BatchNormalization (inference form): per channel,

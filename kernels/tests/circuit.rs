@@ -10,7 +10,7 @@ use provnet_kernels::{trace, KernelError};
 
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
-const PINNED: [(&str, &[usize]); 9] = [
+const PINNED: [(&str, &[usize]); 11] = [
     ("dense_16", &[800]),
     ("dense_64", &[3327]),
     ("dense_256", &[13825]),
@@ -31,6 +31,11 @@ const PINNED: [(&str, &[usize]); 9] = [
     // Two residual blocks: the 24-wide stream is carried (requantized) across each block's
     // ReLU cut, and the Adds fold into the next layer.
     ("residual_mlp", &[2563, 4129, 2713, 837]),
+    // relu(gate) and up carried to the cut, then 16 products (one per element, shared by
+    // the five outputs).
+    ("gated_mlp", &[1247, 924]),
+    // q, k^T and v stored (x copied), then 128 products of q k^T, then 128 of p v.
+    ("linear_attention", &[3599, 3354, 4355]),
 ];
 
 #[test]
@@ -51,8 +56,8 @@ fn constraint_counts_are_pinned_and_match_the_builder() {
             );
             assert_eq!(cs.num_instance(), shape.public_inputs);
             assert_eq!(cs.num_witness(), shape.witnesses);
-            // The matmul is free: every constraint is a bit check, a ReLU, a packing word
-            // (outputs without ReLU only) or the binding square.
+            // The matmul is free: every constraint is a bit check, a ReLU, a product, a
+            // packing word (outputs without ReLU only) or the binding square.
             let relu = seg.relu_rows;
             let words = seg.n_out().div_ceil(circuit::per_word(seg.output.bits));
             // Rows that copy an input (a carried tensor) are not decomposed.
@@ -66,7 +71,9 @@ fn constraint_counts_are_pinned_and_match_the_builder() {
             assert!(acc <= seg.n_out() * seg.acc_bits() as usize);
             let bits = seg.n_in() * seg.input.bits as usize + acc;
             let packing = if seg.all_relu() { 0 } else { words };
-            assert_eq!(shape.constraints - bits - relu, packing + 1);
+            // One constraint per distinct pair of inputs multiplied.
+            let products = seg.product_pairs().len();
+            assert_eq!(shape.constraints - bits - relu - products, packing + 1);
         }
     }
 }
@@ -221,6 +228,52 @@ fn a_copied_value_costs_nothing_and_a_lie_about_it_is_refused() {
                 assert!(label.contains("packs outputs"), "row {i}: {label}")
             }
             other => panic!("row {i}: expected an unsatisfied constraint, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn products_of_activations_agree_with_native_evaluation_and_refuse_a_lie() {
+    // gated_mlp's second segment and linear_attention's last two multiply activations.
+    // Over random inputs anywhere in each segment's input range, the honest witness
+    // satisfies every constraint (so the circuit computes exactly what the native
+    // evaluation does); an output off by one does not.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(15);
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, segments) in [("gated_mlp", &[1usize][..]), ("linear_attention", &[1, 2])] {
+        let (_, model, _) = common::import_fixture(tmp.path(), name);
+        for &k in segments {
+            let seg = &model.segments[k];
+            assert!(!seg.product_pairs().is_empty(), "{name} seg {k}");
+            for _ in 0..8 {
+                let (lo, hi) = (seg.input.lo() as i64, seg.input.hi() as i64);
+                let x: Vec<i64> = (0..seg.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
+                let honest = Assignment {
+                    input: &x,
+                    claimed_output: None,
+                };
+                let cs = circuit::synthesize(seg, Mode::Check, Fr::from(3u64), Some(honest));
+                assert!(cs.first_unsatisfied().is_none(), "{name} seg {k}");
+                let mut lie = seg.eval(&x);
+                let i = rng.gen_range(0..lie.len());
+                lie[i] += if lie[i] > seg.output.lo() as i64 {
+                    -1
+                } else {
+                    1
+                };
+                let a = Assignment {
+                    input: &x,
+                    claimed_output: Some(&lie),
+                };
+                let cs = circuit::synthesize(seg, Mode::Check, Fr::from(3u64), Some(a));
+                match cs.first_unsatisfied() {
+                    Some(KernelError::Unsatisfied { label, .. }) => {
+                        assert!(label.contains("packs outputs"), "{name} seg {k}: {label}")
+                    }
+                    other => panic!("{name} seg {k}: a lie passed: {other:?}"),
+                }
+            }
         }
     }
 }

@@ -110,7 +110,7 @@ fn affine_ops_by_constants_fold_into_a_layer_or_become_one() {
     // What is not affine, or not one activation, is refused with the node's name.
     for (op, inputs, says) in [
         ("Div", ["two", "h"], "not affine"),
-        ("Mul", ["h", "h"], "two activations"),
+        ("Div", ["h", "h"], "activation divided by an activation"),
         ("Div", ["h", "zero"], "constant 0"),
     ] {
         let bad = chain(
@@ -277,6 +277,45 @@ fn residual_blocks_carry_their_stream_across_every_relu_cut() {
     // The Constant node is read as a constant; the residual Add folds into the next layer.
     assert_eq!(fm.layers[1].ops, ["Gemm", "Mul", "Add", "Gemm", "Relu"]);
     assert_eq!(fm.layers[1].in_shape, [72]);
+}
+
+#[test]
+fn attention_products_read_stored_values_so_their_operands_end_a_layer() {
+    // q and k^T are affine maps of x: the first product needs them stored, so a layer
+    // (without ReLU) ends before it, carrying x (copied) and v too. Its result, divided
+    // by sqrt(d), is a product's operand again: stored at the next cut.
+    let fm = onnx::load(&common::fixture("linear_attention.onnx")).unwrap();
+    let states: Vec<Vec<&str>> = fm
+        .layers
+        .iter()
+        .map(|l| l.state.iter().map(|(n, _)| n.as_str()).collect())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            vec!["x", "v", "/MatMul/lhs", "/MatMul/rhs"],
+            vec!["x", "/MatMul_1/lhs", "/MatMul_1/rhs"],
+            vec!["y"],
+        ]
+    );
+    assert!(fm.layers.iter().all(|l| l.relu_rows == 0));
+    let products: Vec<usize> = fm
+        .layers
+        .iter()
+        .map(|l| l.products.iter().map(Vec::len).sum())
+        .collect();
+    // Q K^T: 16 scores of 8 products; P V then W_o: 32 outputs, each 8 x 4 products.
+    assert_eq!(products, [0, 128, 32 * 32]);
+    assert_eq!(fm.layers[1].ops, ["MatMul", "Div"]);
+    // A product of an activation and what it cannot read is refused, naming the node.
+    let bad = chain(vec![node("Div", "ratio", &["h", "h"], "y")], vec![]);
+    match onnx::parse(&bad, "bad").unwrap_err() {
+        KernelError::Unsupported { node, reason, .. } => {
+            assert_eq!(node, "ratio");
+            assert!(reason.contains("reciprocal"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

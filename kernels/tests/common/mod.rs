@@ -9,7 +9,7 @@ use ark_ff::{BigInteger, PrimeField, UniformRand, Zero};
 use ark_std::rand::{rngs::StdRng, Rng};
 use provnet_kernels::{import, ImportOptions, Model, ModelSummary};
 
-pub const MODELS: [&str; 9] = [
+pub const MODELS: [&str; 11] = [
     "dense_16",
     "dense_64",
     "dense_256",
@@ -19,6 +19,8 @@ pub const MODELS: [&str; 9] = [
     "data_moves",
     "cnn_maxpool",
     "residual_mlp",
+    "gated_mlp",
+    "linear_attention",
 ];
 
 /// A fixture file. A test binary carried to another machine (the GPU device tests) finds
