@@ -52,10 +52,19 @@ impl CircuitShape {
         let b_in = seg.input.bits as usize;
         // Rows copied from the input are not decomposed.
         let (mut k, mut decomposed) = (0, 0);
+        // Reciprocal square roots: a ReLU (1) and the checks' bits, plus y, y^2, y^2 q
+        // and y q (witnesses) and their three products (constraints).
+        let (mut rsqrt_c, mut rsqrt_w) = (0, 0);
         for (i, m) in seg.row_q_bits().into_iter().enumerate() {
             if seg.copy_of(i).is_none() {
                 k += seg.row_acc_bits(m) as usize;
                 decomposed += 1;
+            }
+            if seg.rsqrt(i) {
+                let (ny, nc, nh) = seg.rsqrt_widths(m);
+                let bits = (ny + nc + nh) as usize;
+                rsqrt_c += 1 + bits + 3;
+                rsqrt_w += 1 + (bits - 3) + 4;
             }
         }
         let words_in = n_in.div_ceil(per_word(seg.input.bits));
@@ -70,13 +79,14 @@ impl CircuitShape {
         };
         let pairs = seg.product_pairs().len();
         CircuitShape {
-            constraints: n_in * b_in + pairs + k + relu_c + pack_c + 1,
+            constraints: n_in * b_in + pairs + k + relu_c + rsqrt_c + pack_c + 1,
             public_inputs: words_in + words_out + 1,
             witnesses: (n_in - words_in)
                 + n_in * (b_in - 1)
                 + pairs
                 + (k - decomposed)
                 + relu_w
+                + rsqrt_w
                 + 1,
         }
     }
@@ -210,12 +220,29 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
                 cs.add(&mut lc, Var::One, fr_i128(-seg.output.lo()));
                 return lc;
             }
-            let y = ys.get(i);
+            let acc = accs.get(i).copied();
+            if seg.rsqrt(i) {
+                // max(q, 1) - 1 through the ReLU gadget, then the witness-and-check.
+                let q1 = acc.map(|a| (a + (1i128 << (seg.shift - 1))) >> seg.shift);
+                let r = q1.unwrap_or(0).max(0);
+                let rv = cs.witness(|| fr_i128(r));
+                let r_lc = cs.var(rv);
+                let row = Row {
+                    xs: &xs,
+                    products: &products,
+                    relu_out: Some(&r_lc),
+                    acc,
+                };
+                let r_lc = output_row(&mut cs, seg, (i, m), row, &pow2);
+                // y is what the prover claims (the truth unless a test tampers with it).
+                let y = claimed.get(i).map(|v| *v as i128).unwrap_or(0);
+                return rsqrt_row(&mut cs, seg, (i, m), r_lc, (r, y), &pow2);
+            }
             let row = Row {
                 xs: &xs,
                 products: &products,
-                relu_out: y,
-                acc: accs.get(i).copied(),
+                relu_out: ys.get(i),
+                acc,
             };
             output_row(&mut cs, seg, (i, m), row, &pow2)
         })
@@ -398,7 +425,7 @@ fn output_row(
     let offset = seg.row_acc_offset(m);
     let z = acc.map(|a| (a + offset) as u128).unwrap_or(0);
     let row = &seg.rows[i];
-    let constant = seg.bias[i] as i128 + offset;
+    let constant = seg.row_constant(i) + offset;
     let bits = decompose(cs, z, k, pow2, ("output bit", i), |terms| {
         for (j, w) in row {
             let w = fr_i128(*w as i128);
@@ -418,7 +445,7 @@ fn output_row(
         }
         lc
     };
-    if !seg.relu(i) {
+    if !seg.relu(i) && !seg.rsqrt(i) {
         // q + 2^m_row, shifted to the segment-wide range: q - lo = q + 2^q_bits.
         let mut lc = high(cs, k);
         let shift = (1i128 << seg.q_bits) - (1i128 << m);
@@ -442,13 +469,70 @@ fn output_row(
             j: 0,
         },
     );
-    if seg.all_relu() {
+    if seg.all_relu() || seg.rsqrt(i) {
         return y;
     }
     // A ReLU row among carried ones: shifted to the segment-wide signed range.
     let mut lc = y;
     cs.add(&mut lc, Var::One, fr_i128(1i128 << seg.q_bits));
     lc
+}
+
+/// Reciprocal square root of row `i`, from r = max(q, 1) - 1 (its value `r_value` when
+/// proving, and the claimed y): q' = r + 1, and y = floor(sqrt(C / q')), C = 2^(3s), is the only
+/// integer in [0, 2^ny) with y^2 q' <= C < (y + 1)^2 q'. Both inequalities are bit
+/// decompositions of C - y^2 q' and (y + 1)^2 q' - C - 1 = y^2 q' + 2 y q' + q' - C - 1,
+/// too short to wrap the field. Returns y - lo_out.
+fn rsqrt_row(
+    cs: &mut R1cs,
+    seg: &Segment,
+    (i, m): (usize, u32),
+    r: Lc,
+    (r_value, y): (i128, i128),
+    pow2: &[Fr],
+) -> Lc {
+    let (ny, nc, nh) = seg.rsqrt_widths(m);
+    let c = 1i128 << (3 * seg.rsqrt_scale);
+    let q = r_value + 1;
+    let mut qp = r;
+    cs.add(&mut qp, Var::One, Fr::one());
+    let label = |what: &'static str| Label {
+        what,
+        i: i as u32,
+        j: 0,
+    };
+    let yv = cs.witness(|| fr_i128(y));
+    let y_lc = cs.var(yv);
+    decompose(cs, y as u128, ny, pow2, ("rsqrt bit", i), |t| {
+        t.extend(y_lc.terms.iter().copied())
+    });
+    let y2 = cs.witness(|| fr_i128(y * y));
+    let a = cs.witness(|| fr_i128(y * y * q));
+    let b = cs.witness(|| fr_i128(y * q));
+    let (y2_lc, a_lc, b_lc) = (cs.var(y2), cs.var(a), cs.var(b));
+    cs.enforce(
+        y_lc.clone(),
+        y_lc.clone(),
+        y2_lc.clone(),
+        label("rsqrt y^2"),
+    );
+    cs.enforce(y2_lc, qp.clone(), a_lc, label("rsqrt y^2 q"));
+    cs.enforce(y_lc.clone(), qp.clone(), b_lc, label("rsqrt y q"));
+    let low = (c - y * y * q).max(0) as u128;
+    decompose(cs, low, nc, pow2, ("rsqrt y^2 q <= C", i), |t| {
+        t.push((a, -Fr::one()));
+        t.push((Var::One, fr_i128(c)));
+    });
+    let high = ((y + 1) * (y + 1) * q - c - 1).max(0) as u128;
+    decompose(cs, high, nh, pow2, ("rsqrt (y + 1)^2 q > C", i), |t| {
+        t.push((a, Fr::one()));
+        t.push((b, Fr::from(2u64)));
+        t.extend(qp.terms.iter().copied());
+        t.push((Var::One, fr_i128(-c - 1)));
+    });
+    let mut out = y_lc;
+    cs.add(&mut out, Var::One, fr_i128(-seg.output.lo()));
+    out
 }
 
 /// One constraint per public word: word = sum_t value_t * 2^(bits * t), over `count` values.

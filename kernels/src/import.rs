@@ -174,10 +174,12 @@ fn quantize_layer(layer: &FloatLayer, index: usize, input: Range, s: u32) -> Res
         products,
         shift: s + extra,
         relu_rows: layer.relu_rows,
+        rsqrt_rows: layer.rsqrt_rows,
+        rsqrt_scale: s,
         state: layer.state.clone(),
         q_bits: 0,
     };
-    let m = seg.row_q_bits().into_iter().max().unwrap_or(0);
+    let m = seg.row_out_bits().into_iter().max().unwrap_or(0);
     seg.q_bits = m;
     if seg.acc_bits() > MAX_ACC_BITS {
         return Err(KernelError::Unsupported {

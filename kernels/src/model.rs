@@ -85,6 +85,12 @@ pub struct Segment {
     /// The first `relu_rows` outputs pass through ReLU; the rest (tensors carried across
     /// the cut, a residual stream) are requantized only.
     pub relu_rows: usize,
+    /// The first `rsqrt_rows` outputs (a segment has ReLU rows or these, not both) are
+    /// `y = floor(sqrt(2^(3s) / max(q, 1)))`: 1/sqrt(v) at scale 2^s for v = q / 2^s, as
+    /// LayerNorm divides by (exact integer witness-and-check, see `circuit`).
+    pub rsqrt_rows: usize,
+    /// The model's activation scale bits s, which reciprocal square roots are taken at.
+    pub rsqrt_scale: u32,
     /// The output state's tensors, in order: (ONNX name, shape). One tensor for a chain;
     /// more where a residual stream or another branch is live across the cut.
     pub state: Vec<(String, Vec<usize>)>,
@@ -131,8 +137,9 @@ impl Segment {
             .iter()
             .zip(&self.bias)
             .enumerate()
-            .map(|(i, (row, b))| {
-                let (mut lo, mut hi) = (*b as i128, *b as i128);
+            .map(|(i, (row, _))| {
+                let b = self.row_constant(i);
+                let (mut lo, mut hi) = (b, b);
                 for (_, w) in row {
                     let w = *w as i128;
                     let (a, c) = (w * lo_in, w * hi_in);
@@ -162,12 +169,13 @@ impl Segment {
             .collect()
     }
 
-    /// Accumulator of output row `i`: b + sum w * x + sum c * x_a * x_b.
+    /// Accumulator of output row `i`: b + sum w * x + sum c * x_a * x_b (less 2^shift for a
+    /// reciprocal square root, see [`Segment::row_constant`]).
     pub fn accumulate(&self, i: usize, x: &[i64]) -> i128 {
         let v = |j: &u32| x[*j as usize] as i128;
         let linear = self.rows[i]
             .iter()
-            .fold(self.bias[i] as i128, |acc, (j, w)| {
+            .fold(self.row_constant(i), |acc, (j, w)| {
                 acc + (*w as i128) * v(j)
             });
         self.row_products(i)
@@ -196,7 +204,13 @@ impl Segment {
     /// Requantize (and ReLU, for a ReLU row) output `i`'s accumulator.
     pub fn finish(&self, i: usize, acc: i128) -> i64 {
         let q = (acc + (1i128 << (self.shift - 1))) >> self.shift;
-        (if self.relu(i) { q.max(0) } else { q }) as i64
+        (if self.relu(i) {
+            q.max(0)
+        } else if self.rsqrt(i) {
+            self.rsqrt_of(q)
+        } else {
+            q
+        }) as i64
     }
 
     /// Output `i` copies input `j` exactly (weight 2^shift, no bias, no ReLU): a value
@@ -208,6 +222,7 @@ impl Segment {
                 if *w == 1i64 << self.shift
                     && self.bias[i] == 0
                     && !self.relu(i)
+                    && !self.rsqrt(i)
                     && self.row_products(i).is_empty() =>
             {
                 Some(*j as usize)
@@ -219,6 +234,52 @@ impl Segment {
     /// Whether output `i` passes through ReLU.
     pub fn relu(&self, i: usize) -> bool {
         i < self.relu_rows
+    }
+
+    /// Whether output `i` is a reciprocal square root.
+    pub fn rsqrt(&self, i: usize) -> bool {
+        i < self.rsqrt_rows
+    }
+
+    /// The constant of row `i`'s decomposed accumulator: its bias, less 2^shift for a
+    /// reciprocal square root (whose requantized value is then q - 1, so a ReLU of it
+    /// plus one is max(q, 1)).
+    pub fn row_constant(&self, i: usize) -> i128 {
+        let b = self.bias[i] as i128;
+        if self.rsqrt(i) {
+            b - (1i128 << self.shift)
+        } else {
+            b
+        }
+    }
+
+    /// Bits of a reciprocal square root's output: y <= 2^(1.5 s) < 2^bits.
+    pub fn rsqrt_bits(&self) -> u32 {
+        128 - isqrt(1u128 << (3 * self.rsqrt_scale)).leading_zeros()
+    }
+
+    /// A reciprocal square root row's output from its requantized q - 1.
+    pub fn rsqrt_of(&self, q_minus_1: i128) -> i128 {
+        let q = (q_minus_1.max(0) + 1) as u128;
+        isqrt((1u128 << (3 * self.rsqrt_scale)) / q) as i128
+    }
+
+    /// Bit widths of a reciprocal square root row's checks, given its row_q_bits m:
+    /// (y, C - y^2 q, (y + 1)^2 q - C - 1) with C = 2^(3s). The last is below 4C when
+    /// y >= 1, and below q <= 2^(m+1) when y = 0.
+    pub fn rsqrt_widths(&self, m: u32) -> (u32, u32, u32) {
+        let s3 = 3 * self.rsqrt_scale;
+        (self.rsqrt_bits(), s3 + 1, (s3 + 2).max(m + 2))
+    }
+
+    /// Per output row, the magnitude bits of its output value: `row_q_bits`, or the
+    /// reciprocal square root's. `q_bits` is their maximum.
+    pub fn row_out_bits(&self) -> Vec<u32> {
+        self.row_q_bits()
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| if self.rsqrt(i) { self.rsqrt_bits() } else { m })
+            .collect()
     }
 
     /// Whether every output passes through ReLU (the output range is then unsigned).
@@ -338,7 +399,12 @@ impl Model {
             {
                 return bad(format!("segment {i}: products disagree with the input"));
             }
-            if s.relu_rows > s.n_out() || s.output != output_range(s.q_bits, s.all_relu()) {
+            if s.relu_rows > s.n_out()
+                || s.rsqrt_rows > s.n_out()
+                || (s.relu_rows > 0 && s.rsqrt_rows > 0)
+                || (s.rsqrt_rows > 0 && s.rsqrt_scale != self.scale_bits)
+                || s.output != output_range(s.q_bits, s.all_relu())
+            {
                 return bad(format!("segment {i}: output range disagrees with q_bits"));
             }
             if let Some(next) = self.segments.get(i + 1) {
@@ -347,7 +413,7 @@ impl Model {
                 }
             }
             // The widest accumulator fixes the output range the next segment checks.
-            if s.row_q_bits().into_iter().max() != Some(s.q_bits) {
+            if s.row_out_bits().into_iter().max() != Some(s.q_bits) {
                 return bad(format!("segment {i}: q_bits disagrees with the weights"));
             }
         }
@@ -386,6 +452,18 @@ impl Model {
         model.validate(&path)?;
         Ok(model)
     }
+}
+
+/// floor(sqrt(n)).
+pub fn isqrt(n: u128) -> u128 {
+    let mut y = (n as f64).sqrt() as u128;
+    while y * y > n {
+        y -= 1;
+    }
+    while (y + 1) * (y + 1) <= n {
+        y += 1;
+    }
+    y
 }
 
 /// The range of a segment's output given its magnitude bits.

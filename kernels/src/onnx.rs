@@ -49,6 +49,9 @@ pub struct FloatLayer {
     pub products: Vec<Vec<(u32, u32, f64)>>,
     /// The first `relu_rows` outputs pass through ReLU; the rest are carried as they are.
     pub relu_rows: usize,
+    /// The first `rsqrt_rows` outputs are 1 / sqrt(v) of their value v (a layer has ReLU
+    /// rows or these, not both).
+    pub rsqrt_rows: usize,
     /// The tensors of the output state, in order: (ONNX name, shape).
     pub state: Vec<(String, Vec<usize>)>,
 }
@@ -69,6 +72,8 @@ impl FloatLayer {
                 });
                 if i < self.relu_rows {
                     y.max(0.0)
+                } else if i < self.rsqrt_rows {
+                    1.0 / y.max(f64::MIN_POSITIVE).sqrt()
                 } else {
                     y
                 }
@@ -168,6 +173,13 @@ impl Map {
             Map::Rows(inner) => Map::Rows(compose(&rows, &shift, inner)),
         }
     }
+}
+
+/// The non-linear step a layer applies to its first rows.
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    Relu,
+    Rsqrt,
 }
 
 /// A live activation: its shape and its map of the base state.
@@ -468,6 +480,7 @@ impl<'g> Lowering<'g> {
             "Conv" => self.conv(node),
             "Add" | "Sub" | "Mul" | "Div" => self.elementwise(node, others),
             "BatchNormalization" => self.batch_norm(node),
+            "LayerNormalization" => self.layer_norm(node),
             "AveragePool" | "GlobalAveragePool" => self.average_pool(node),
             "MaxPool" => self.max_pool(node),
             "Transpose" | "Squeeze" | "Unsqueeze" | "Slice" | "Gather" => {
@@ -485,7 +498,7 @@ impl<'g> Lowering<'g> {
             "Reshape" => self.reshape(node),
             "Identity" => Ok(()),
             other => Err(err(format!(
-                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
+                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization (last axis), AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
             ))),
         }?;
         let out = node
@@ -509,14 +522,23 @@ impl<'g> Lowering<'g> {
     /// live tensor as it is; they become the base state that later maps read, and each
     /// carried tensor becomes a slice of it.
     fn layer(&mut self, relu: Option<(String, Vec<usize>, Map)>) -> Result<()> {
+        self.layer_with(relu.map(|(name, shape, map)| (Act::Relu, name, shape, map)))
+    }
+
+    /// [`Self::layer`] with the first rows' non-linear step named: a ReLU or a reciprocal
+    /// square root.
+    fn layer_with(&mut self, first: Option<(Act, String, Vec<usize>, Map)>) -> Result<()> {
         let mut all = Rows::default();
         let mut state = Vec::new();
-        let mut relu_rows = 0;
+        let (mut relu_rows, mut rsqrt_rows) = (0, 0);
         let mut relu_name = None;
-        if let Some((name, shape, map)) = relu {
+        if let Some((act, name, shape, map)) = first {
             let n: usize = shape.iter().product();
             append(&mut all, map.into_rows(n));
-            relu_rows = n;
+            match act {
+                Act::Relu => relu_rows = n,
+                Act::Rsqrt => rsqrt_rows = n,
+            }
             state.push((name.clone(), shape));
             relu_name = Some(name);
         }
@@ -580,6 +602,7 @@ impl<'g> Lowering<'g> {
             bias,
             products,
             relu_rows,
+            rsqrt_rows,
             state,
         });
         Ok(())
@@ -787,34 +810,156 @@ impl<'g> Lowering<'g> {
     /// (without ReLU) first when either is not one yet: a product reads two stored values.
     /// Returns their offsets in the base state.
     fn as_slices(&mut self, node: &NodeProto, other: Sym) -> Result<(u32, u32)> {
-        if let (Map::Slice(a), Map::Slice(b)) = (&self.map, &other.map) {
-            return Ok((*a, *b));
-        }
-        let name = node_name(node);
-        let (ka, kb) = (format!("{name}/lhs"), format!("{name}/rhs"));
         let lhs = Sym {
             shape: self.shape.clone(),
             map: std::mem::replace(&mut self.map, Map::Slice(0)),
             born: self.born,
         };
-        self.env.insert(ka.clone(), lhs);
+        match self.store(node, vec![("lhs", lhs), ("rhs", other)])?[..] {
+            [a, b] => Ok((a, b)),
+            _ => unreachable!("two stored"),
+        }
+    }
+
+    /// Stores `syms` in the state: their offsets in the base state, after ending a layer
+    /// (without ReLU, carrying them as `NODE/part` and what else is live) unless every one
+    /// is a slice of it already.
+    fn store(&mut self, node: &NodeProto, syms: Vec<(&str, Sym)>) -> Result<Vec<u32>> {
+        let slices: Vec<u32> = syms
+            .iter()
+            .filter_map(|(_, s)| match s.map {
+                Map::Slice(o) => Some(o),
+                _ => None,
+            })
+            .collect();
+        if slices.len() == syms.len() {
+            return Ok(slices);
+        }
+        let name = node_name(node);
+        let mut keys = Vec::with_capacity(syms.len());
+        for (part, sym) in syms {
+            let key = format!("{name}/{part}");
+            self.env.insert(
+                key.clone(),
+                Sym {
+                    born: self.born,
+                    ..sym
+                },
+            );
+            self.born += 1;
+            keys.push(key);
+        }
+        // The node is recorded by the layer that stores its operands and by the next,
+        // which computes it.
+        self.layer(None)?;
+        self.pending
+            .push((node.op_type.clone(), node_name(node).to_string()));
+        Ok(keys
+            .iter()
+            .map(|k| match self.env.remove(k).map(|s| s.map) {
+                Some(Map::Slice(o)) => o,
+                _ => unreachable!("a carried tensor is a slice of the new state"),
+            })
+            .collect())
+    }
+
+    /// LayerNormalization over the last axis (length D, T rows):
+    /// `(x - mean) / sqrt(var + epsilon) * scale + B`. The centred d = x - mean is affine,
+    /// and stored (a cut) because the variance multiplies it by itself; the variance
+    /// (products d * d / D, plus epsilon) ends a layer through the reciprocal square root
+    /// gadget, one per row; the output `d * r * scale + B` is products of two stored
+    /// values again, and folds into what follows.
+    fn layer_norm(&mut self, node: &NodeProto) -> Result<()> {
+        let err = |reason: String| unsupported(node, reason);
+        let rank = self.shape.len() as i64;
+        let axis = attr_int(node, "axis").unwrap_or(-1);
+        if axis != -1 && axis != rank {
+            return Err(err(format!(
+                "axis {axis}: only the last axis is normalised"
+            )));
+        }
+        if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) {
+            return Err(err(
+                "the Mean and InvStdDev outputs are not supported".into()
+            ));
+        }
+        let eps = attr_float(node, "epsilon").unwrap_or(1e-5) as f64;
+        let d = *self.shape.last().unwrap_or(&0);
+        let t: usize = self.shape[..self.shape.len() - 1].iter().product();
+        let (_, gamma) = self.weight(node, 1)?;
+        let beta = match node.input.get(2).filter(|b| !b.is_empty()) {
+            Some(_) => self.weight(node, 2)?.1,
+            None => vec![0.0; d],
+        };
+        if gamma.len() != d || beta.len() != d || d == 0 {
+            return Err(err(format!(
+                "scale and bias need {d} values (the last axis)"
+            )));
+        }
+        let share = 1.0 / d as f64;
+        let centre: Vec<Vec<(u32, f64)>> = (0..t * d)
+            .map(|o| {
+                let (row, i) = (o / d, o % d);
+                (0..d)
+                    .map(|j| {
+                        let w = if i == j { 1.0 - share } else { -share };
+                        ((row * d + j) as u32, w)
+                    })
+                    .collect()
+            })
+            .collect();
+        let centred = Sym {
+            shape: self.shape.clone(),
+            map: self.map.then(centre, vec![0.0; t * d]),
+            born: self.born,
+        };
+        let [at] = self.store(node, vec![("centred", centred)])?[..] else {
+            unreachable!("one stored");
+        };
+        let var = Rows {
+            lin: vec![Vec::new(); t],
+            bias: vec![eps; t],
+            quad: (0..t)
+                .map(|row| {
+                    (0..d)
+                        .map(|j| {
+                            let k = at + (row * d + j) as u32;
+                            (k, k, share)
+                        })
+                        .collect()
+                })
+                .collect(),
+        };
+        // The centred values ride along with the reciprocal square roots.
+        let name = node_name(node);
+        let key = format!("{name}/centred");
         self.env.insert(
-            kb.clone(),
+            key.clone(),
             Sym {
-                born: self.born + 1,
-                ..other
+                shape: self.shape.clone(),
+                map: Map::Slice(at),
+                born: self.born,
             },
         );
-        self.born += 2;
-        // The product itself belongs to the next layer.
-        let op = self.pending.pop();
-        self.layer(None)?;
-        self.pending.extend(op);
-        let mut offset = |k: &str| match self.env.remove(k).map(|s| s.map) {
-            Some(Map::Slice(o)) => o,
-            _ => unreachable!("a carried tensor is a slice of the new state"),
+        let inv = format!("{name}/inv_std");
+        self.layer_with(Some((Act::Rsqrt, inv.clone(), vec![t], Map::Rows(var))))?;
+        self.pending.push((node.op_type.clone(), name.clone()));
+        let Some(Map::Slice(at)) = self.env.remove(&key).map(|s| s.map) else {
+            unreachable!("a carried tensor is a slice of the new state");
         };
-        Ok((offset(&ka), offset(&kb)))
+        self.env.remove(&inv);
+        let quad = (0..t * d)
+            .map(|o| {
+                let (row, i) = (o / d, o % d);
+                vec![(at + o as u32, row as u32, gamma[i])]
+            })
+            .collect();
+        self.map = Map::Rows(Rows {
+            lin: vec![Vec::new(); t * d],
+            bias: (0..t * d).map(|o| beta[o % d]).collect(),
+            quad,
+        });
+        Ok(())
     }
 
     /// Products only: `quad` rows and nothing else.

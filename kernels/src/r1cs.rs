@@ -171,13 +171,20 @@ impl R1cs {
     }
 
     /// A linear combination whose value the caller already knows (computed natively). The
-    /// terms are only built when recorded, so proving skips them entirely.
+    /// terms are only built when recorded, so proving skips them entirely. Checking
+    /// evaluates the terms instead, as a proof would: a witness that disagrees with what
+    /// the caller expected then fails the constraints that read it, by name.
     pub fn known(&self, value: impl FnOnce() -> Fr, terms: impl FnOnce(&mut Vec<(Var, Fr)>)) -> Lc {
         let mut lc = Lc::default();
         if self.mode.terms() {
             terms(&mut lc.terms);
         }
-        if self.mode.values() {
+        if self.mode == Mode::Check {
+            lc.value = lc
+                .terms
+                .iter()
+                .fold(Fr::zero(), |acc, (v, c)| acc + self.value(*v) * c);
+        } else if self.mode.values() {
             lc.value = value();
         }
         lc

@@ -10,7 +10,7 @@ use provnet_kernels::{trace, KernelError};
 
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
-const PINNED: [(&str, &[usize]); 11] = [
+const PINNED: [(&str, &[usize]); 12] = [
     ("dense_16", &[800]),
     ("dense_64", &[3327]),
     ("dense_256", &[13825]),
@@ -36,6 +36,9 @@ const PINNED: [(&str, &[usize]); 11] = [
     ("gated_mlp", &[1247, 924]),
     // q, k^T and v stored (x copied), then 128 products of q k^T, then 128 of p v.
     ("linear_attention", &[3599, 3354, 4355]),
+    // Each LayerNorm: the centred values stored (a cut), then one reciprocal square root
+    // per token (a cut); the norm's scale and shift are products folded into what follows.
+    ("prenorm_ffn", &[1542, 1795, 5017, 4350, 1867, 3617]),
 ];
 
 #[test]
@@ -71,9 +74,20 @@ fn constraint_counts_are_pinned_and_match_the_builder() {
             assert!(acc <= seg.n_out() * seg.acc_bits() as usize);
             let bits = seg.n_in() * seg.input.bits as usize + acc;
             let packing = if seg.all_relu() { 0 } else { words };
-            // One constraint per distinct pair of inputs multiplied.
+            // One constraint per distinct pair of inputs multiplied; a reciprocal square
+            // root's ReLU, three products and three bit checks.
             let products = seg.product_pairs().len();
-            assert_eq!(shape.constraints - bits - relu - products, packing + 1);
+            let q_bits = seg.row_q_bits();
+            let rsqrt: usize = (0..seg.rsqrt_rows)
+                .map(|i| {
+                    let (ny, nc, nh) = seg.rsqrt_widths(q_bits[i]);
+                    (1 + ny + nc + nh + 3) as usize
+                })
+                .sum();
+            assert_eq!(
+                shape.constraints - bits - relu - products - rsqrt,
+                packing + 1
+            );
         }
     }
 }
@@ -233,19 +247,28 @@ fn a_copied_value_costs_nothing_and_a_lie_about_it_is_refused() {
 }
 
 #[test]
-fn products_of_activations_agree_with_native_evaluation_and_refuse_a_lie() {
-    // gated_mlp's second segment and linear_attention's last two multiply activations.
+fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_a_lie() {
+    // gated_mlp's second segment and linear_attention's last two multiply activations;
+    // prenorm_ffn's 1 and 4 take LayerNorm's reciprocal square roots, 2 and 5 multiply by
+    // them.
     // Over random inputs anywhere in each segment's input range, the honest witness
     // satisfies every constraint (so the circuit computes exactly what the native
     // evaluation does); an output off by one does not.
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(15);
     let tmp = tempfile::tempdir().unwrap();
-    for (name, segments) in [("gated_mlp", &[1usize][..]), ("linear_attention", &[1, 2])] {
+    for (name, segments) in [
+        ("gated_mlp", &[1usize][..]),
+        ("linear_attention", &[1, 2]),
+        ("prenorm_ffn", &[1, 2, 4, 5]),
+    ] {
         let (_, model, _) = common::import_fixture(tmp.path(), name);
         for &k in segments {
             let seg = &model.segments[k];
-            assert!(!seg.product_pairs().is_empty(), "{name} seg {k}");
+            assert!(
+                !seg.product_pairs().is_empty() || seg.rsqrt_rows > 0,
+                "{name} seg {k}"
+            );
             for _ in 0..8 {
                 let (lo, hi) = (seg.input.lo() as i64, seg.input.hi() as i64);
                 let x: Vec<i64> = (0..seg.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
@@ -269,12 +292,53 @@ fn products_of_activations_agree_with_native_evaluation_and_refuse_a_lie() {
                 let cs = circuit::synthesize(seg, Mode::Check, Fr::from(3u64), Some(a));
                 match cs.first_unsatisfied() {
                     Some(KernelError::Unsatisfied { label, .. }) => {
-                        assert!(label.contains("packs outputs"), "{name} seg {k}: {label}")
+                        // A claimed reciprocal square root is the gadget's own witness.
+                        let check = if seg.rsqrt(i) {
+                            "rsqrt"
+                        } else {
+                            "packs outputs"
+                        };
+                        assert!(label.contains(check), "{name} seg {k} row {i}: {label}")
                     }
                     other => panic!("{name} seg {k}: a lie passed: {other:?}"),
                 }
             }
         }
+    }
+}
+
+#[test]
+fn a_reciprocal_square_root_off_by_one_fails_its_own_check() {
+    // A prover claiming y + 1 (or y - 1) as LayerNorm's 1/sqrt(var) packs it consistently,
+    // so the packing holds: the gadget's inequalities are what refuse it.
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model, _) = common::import_fixture(tmp.path(), "prenorm_ffn");
+    let x = model.quantize(&common::read_floats("prenorm_ffn_input.json", "input_data"));
+    let tr = trace::run(&model, &x).unwrap();
+    let seg = &model.segments[1];
+    assert_eq!(seg.rsqrt_rows, 4, "one per token");
+    for (row, delta, check) in [
+        (0usize, 1i64, "rsqrt y^2 q <= C"),
+        (3, -1, "rsqrt (y + 1)^2 q > C"),
+    ] {
+        let mut lie = tr.tensors[2].clone();
+        lie[row] += delta;
+        let a = Assignment {
+            input: &tr.tensors[1],
+            claimed_output: Some(&lie),
+        };
+        let cs = circuit::synthesize(seg, Mode::Check, Fr::from(1u64), Some(a));
+        match cs.first_unsatisfied() {
+            Some(KernelError::Unsatisfied { label, .. }) => {
+                assert!(label.contains(check), "row {row}: {label}")
+            }
+            other => panic!("row {row}: expected {check} to fail, got {other:?}"),
+        }
+    }
+    // Exact integer semantics at s = 13: y = floor(sqrt(2^39 / max(q, 1))), from q - 1.
+    assert_eq!(model.scale_bits, 13);
+    for (q1, want) in [(-5i128, 741455i128), (0, 741455), (3, 370727), (8191, 8192)] {
+        assert_eq!(seg.rsqrt_of(q1), want, "q - 1 = {q1}");
     }
 }
 

@@ -9,7 +9,7 @@ use ark_ff::{BigInteger, PrimeField, UniformRand, Zero};
 use ark_std::rand::{rngs::StdRng, Rng};
 use provnet_kernels::{import, ImportOptions, Model, ModelSummary};
 
-pub const MODELS: [&str; 11] = [
+pub const MODELS: [&str; 12] = [
     "dense_16",
     "dense_64",
     "dense_256",
@@ -21,6 +21,7 @@ pub const MODELS: [&str; 11] = [
     "residual_mlp",
     "gated_mlp",
     "linear_attention",
+    "prenorm_ffn",
 ];
 
 /// A fixture file. A test binary carried to another machine (the GPU device tests) finds
