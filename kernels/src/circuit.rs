@@ -18,7 +18,7 @@
 //! * binding * binding = binding_sq puts the binding into a constraint (an unconstrained
 //!   Groth16 public input would be malleable).
 //!
-//! Constraints per segment: n_in * b_in + pairs + sum_i k_i (copies excluded) + ReLU rows
+//! Constraints per segment: sum_j b_j (each input's range bits) + pairs + sum_i k_i (copies excluded) + ReLU rows
 //! + output words (none when every row has a ReLU) + 1.
 
 use std::collections::HashMap;
@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use ark_bn254::Fr;
 use ark_ff::{AdditiveGroup, Field, One, Zero};
 
+use crate::gadgets::{self, Gadget};
 use crate::model::{Range, Segment};
 use crate::r1cs::{Label, Lc, Mode, R1cs, Var};
 
@@ -49,22 +50,26 @@ pub struct CircuitShape {
 impl CircuitShape {
     pub fn of(seg: &Segment) -> CircuitShape {
         let (n_in, n_out) = (seg.n_in(), seg.n_out());
-        let b_in = seg.input.bits as usize;
+        // Each input's range check: its own range's bits.
+        let in_bits: usize = seg
+            .in_ranges
+            .iter()
+            .map(|(n, r)| *n as usize * r.bits as usize)
+            .sum();
         // Rows copied from the input are not decomposed.
         let (mut k, mut decomposed) = (0, 0);
-        // Reciprocal square roots: a ReLU (1) and the checks' bits, plus y, y^2, y^2 q
-        // and y q (witnesses) and their three products (constraints).
+        // Gadget rows: a ReLU and the gadget's constraints (`Gadget::cost`).
         let (mut rsqrt_c, mut rsqrt_w) = (0, 0);
         for (i, m) in seg.row_q_bits().into_iter().enumerate() {
             if seg.copy_of(i).is_none() {
                 k += seg.row_acc_bits(m) as usize;
                 decomposed += 1;
             }
-            if seg.rsqrt(i) {
-                let (ny, nc, nh) = seg.rsqrt_widths(m);
-                let bits = (ny + nc + nh) as usize;
-                rsqrt_c += 1 + bits + 3;
-                rsqrt_w += 1 + (bits - 3) + 4;
+            if let Some(g) = seg.gadget_at(i) {
+                // The row's ReLU, then the gadget's own.
+                let (c, w) = g.cost(seg.act_scale, m, seg.gadget_floor as i128);
+                rsqrt_c += 1 + c;
+                rsqrt_w += 1 + w;
             }
         }
         let words_in = n_in.div_ceil(per_word(seg.input.bits));
@@ -79,10 +84,10 @@ impl CircuitShape {
         };
         let pairs = seg.product_pairs().len();
         CircuitShape {
-            constraints: n_in * b_in + pairs + k + relu_c + rsqrt_c + pack_c + 1,
+            constraints: in_bits + pairs + k + relu_c + rsqrt_c + pack_c + 1,
             public_inputs: words_in + words_out + 1,
             witnesses: (n_in - words_in)
-                + n_in * (b_in - 1)
+                + (in_bits - n_in)
                 + pairs
                 + (k - decomposed)
                 + relu_w
@@ -221,11 +226,14 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
                 return lc;
             }
             let acc = accs.get(i).copied();
-            if seg.rsqrt(i) {
-                // max(q, 1) - 1 through the ReLU gadget, then the witness-and-check.
-                let q1 = acc.map(|a| (a + (1i128 << (seg.shift - 1))) >> seg.shift);
-                let r = q1.unwrap_or(0).max(0);
-                let rv = cs.witness(|| fr_i128(r));
+            if let Some(g) = seg.gadget_at(i) {
+                // The row's value v (q - 1 for an inverse power, q for exp), its ReLU, then
+                // the gadget. y is what the prover claims (the truth unless a test tampers
+                // with it).
+                let v = acc
+                    .map(|a| (a + (1i128 << (seg.shift - 1))) >> seg.shift)
+                    .unwrap_or(0);
+                let rv = cs.witness(|| fr_i128(v.max(0)));
                 let r_lc = cs.var(rv);
                 let row = Row {
                     xs: &xs,
@@ -233,10 +241,15 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
                     relu_out: Some(&r_lc),
                     acc,
                 };
-                let r_lc = output_row(&mut cs, seg, (i, m), row, &pow2);
-                // y is what the prover claims (the truth unless a test tampers with it).
+                let (r_lc, v_lc) = gadget_input(&mut cs, seg, (i, m), row, &pow2);
                 let y = claimed.get(i).map(|v| *v as i128).unwrap_or(0);
-                return rsqrt_row(&mut cs, seg, (i, m), r_lc, (r, y), &pow2);
+                let y_lc = match g.power() {
+                    Some(_) => inverse_row(&mut cs, seg, (g, i, m), r_lc, (v.max(0), y), &pow2),
+                    None => exp_row(&mut cs, seg, (i, m), (r_lc, v_lc), (v, y), &pow2),
+                };
+                let mut out = y_lc;
+                cs.add(&mut out, Var::One, fr_i128(-seg.output.lo()));
+                return out;
             }
             let row = Row {
                 xs: &xs,
@@ -317,12 +330,13 @@ fn input_values(cs: &mut R1cs, seg: &Segment, x: &[i64], pin: &[Var], pow2: &[Fr
     })
 }
 
-/// Exact range check of every input: b_in boolean constraints on the bits of x_j - lo.
+/// Exact range check of every input against its own range (`Segment::in_ranges`): b_j
+/// boolean constraints on the bits of x_j - lo_j.
 fn input_range_checks(cs: &mut R1cs, seg: &Segment, x: &[i64], xs: &[Lc], pow2: &[Fr]) {
-    let b = seg.input.bits;
-    let lo = seg.input.lo();
     let values = cs.wants_values();
+    let ranges = seg.input_ranges();
     for (j, xj) in xs.iter().enumerate() {
+        let (b, lo) = (ranges[j].bits, ranges[j].lo());
         let u = if values {
             (x[j] as i128 - lo) as u128
         } else {
@@ -409,7 +423,25 @@ fn products(cs: &mut R1cs, seg: &Segment, x: &[i64], xs: &[Lc]) -> HashMap<(u32,
 
 /// One output row `i` whose requantized value needs `m` magnitude bits: decomposes the
 /// offset accumulator and returns (output - output range lo) as an Lc.
-fn output_row(
+fn output_row(cs: &mut R1cs, seg: &Segment, (i, m): (usize, u32), row: Row, pow2: &[Fr]) -> Lc {
+    row_value(cs, seg, (i, m), row, pow2, false).0
+}
+
+/// A gadget row's input: its ReLU'd value and its value (both as combinations).
+fn gadget_input(
+    cs: &mut R1cs,
+    seg: &Segment,
+    (i, m): (usize, u32),
+    row: Row,
+    pow2: &[Fr],
+) -> (Lc, Lc) {
+    let (r, v) = row_value(cs, seg, (i, m), row, pow2, true);
+    (r, v.expect("asked for"))
+}
+
+/// Decomposes row `i`'s offset accumulator; returns (output - output range lo) (or the
+/// ReLU'd value for a gadget row) and, when `want_value`, the requantized value q itself.
+fn row_value(
     cs: &mut R1cs,
     seg: &Segment,
     (i, m): (usize, u32),
@@ -420,7 +452,8 @@ fn output_row(
         acc,
     }: Row,
     pow2: &[Fr],
-) -> Lc {
+    want_value: bool,
+) -> (Lc, Option<Lc>) {
     let (s, k) = (seg.shift, seg.row_acc_bits(m));
     let offset = seg.row_acc_offset(m);
     let z = acc.map(|a| (a + offset) as u128).unwrap_or(0);
@@ -445,15 +478,21 @@ fn output_row(
         }
         lc
     };
-    if !seg.relu(i) && !seg.rsqrt(i) {
+    let gadget = seg.gadget_at(i).is_some();
+    if !seg.relu(i) && !gadget {
         // q + 2^m_row, shifted to the segment-wide range: q - lo = q + 2^q_bits.
         let mut lc = high(cs, k);
         let shift = (1i128 << seg.q_bits) - (1i128 << m);
         if shift != 0 {
             cs.add(&mut lc, Var::One, fr_i128(shift));
         }
-        return lc;
+        return (lc, None);
     }
+    let value = want_value.then(|| {
+        let mut q = high(cs, k);
+        cs.add(&mut q, Var::One, fr_i128(-(1i128 << m)));
+        q
+    });
     let q_low = high(cs, k - 1); // q when the sign bit is set
     let y = relu_out
         .expect("ReLU segments pass their output values")
@@ -469,70 +508,299 @@ fn output_row(
             j: 0,
         },
     );
-    if seg.all_relu() || seg.rsqrt(i) {
-        return y;
+    if seg.all_relu() || gadget {
+        return (y, value);
     }
     // A ReLU row among carried ones: shifted to the segment-wide signed range.
     let mut lc = y;
     cs.add(&mut lc, Var::One, fr_i128(1i128 << seg.q_bits));
-    lc
+    (lc, None)
 }
 
-/// Reciprocal square root of row `i`, from r = max(q, 1) - 1 (its value `r_value` when
-/// proving, and the claimed y): q' = r + 1, and y = floor(sqrt(C / q')), C = 2^(3s), is the only
-/// integer in [0, 2^ny) with y^2 q' <= C < (y + 1)^2 q'. Both inequalities are bit
-/// decompositions of C - y^2 q' and (y + 1)^2 q' - C - 1 = y^2 q' + 2 y q' + q' - C - 1,
-/// too short to wrap the field. Returns y - lo_out.
-fn rsqrt_row(
+/// An inverse power gadget (`Gadget::Rsqrt`, p = 2, or `Gadget::Recip`, p = 1) on row
+/// `i`, from r = max(q, f) - f (its value, and the claimed y, when proving): q' = r + f,
+/// and y = floor((C / q')^(1/p)), C = 2^((p+1)s), is the only integer in [0, 2^ny) with
+/// y^p q' <= C < (y + 1)^p q'. Both inequalities are bit decompositions, of C - y^p q'
+/// and of (y + 1)^p q' - C - 1 (= y q' + q' - C - 1, or y^2 q' + 2 y q' + q' - C - 1),
+/// too short to wrap the field. Returns y.
+fn inverse_row(
     cs: &mut R1cs,
     seg: &Segment,
-    (i, m): (usize, u32),
+    (g, i, m): (Gadget, usize, u32),
     r: Lc,
     (r_value, y): (i128, i128),
     pow2: &[Fr],
 ) -> Lc {
-    let (ny, nc, nh) = seg.rsqrt_widths(m);
-    let c = 1i128 << (3 * seg.rsqrt_scale);
-    let q = r_value + 1;
+    let s = seg.act_scale;
+    let floor = seg.gadget_floor as i128;
+    let (ny, nc, nh) = g.inverse_widths(s, m, floor);
+    let c = 1i128 << g.numerator_bits(s);
+    let q = r_value + floor;
     let mut qp = r;
-    cs.add(&mut qp, Var::One, Fr::one());
+    cs.add(&mut qp, Var::One, fr_i128(floor));
     let label = |what: &'static str| Label {
         what,
         i: i as u32,
         j: 0,
     };
+    let (what_y, what_low, what_high, what_a) = match g {
+        Gadget::Rsqrt => (
+            "rsqrt bit",
+            "rsqrt y^2 q <= C",
+            "rsqrt (y + 1)^2 q > C",
+            "rsqrt y^2 q",
+        ),
+        _ => (
+            "recip bit",
+            "recip y q <= C",
+            "recip (y + 1) q > C",
+            "recip y q",
+        ),
+    };
     let yv = cs.witness(|| fr_i128(y));
     let y_lc = cs.var(yv);
-    decompose(cs, y as u128, ny, pow2, ("rsqrt bit", i), |t| {
+    decompose(cs, y as u128, ny, pow2, (what_y, i), |t| {
         t.extend(y_lc.terms.iter().copied())
     });
-    let y2 = cs.witness(|| fr_i128(y * y));
-    let a = cs.witness(|| fr_i128(y * y * q));
-    let b = cs.witness(|| fr_i128(y * q));
-    let (y2_lc, a_lc, b_lc) = (cs.var(y2), cs.var(a), cs.var(b));
-    cs.enforce(
-        y_lc.clone(),
-        y_lc.clone(),
-        y2_lc.clone(),
-        label("rsqrt y^2"),
-    );
-    cs.enforce(y2_lc, qp.clone(), a_lc, label("rsqrt y^2 q"));
-    cs.enforce(y_lc.clone(), qp.clone(), b_lc, label("rsqrt y q"));
-    let low = (c - y * y * q).max(0) as u128;
-    decompose(cs, low, nc, pow2, ("rsqrt y^2 q <= C", i), |t| {
+    // a = y^p q', and for p = 2 also b = y q'.
+    let (a_value, b) = if g == Gadget::Rsqrt {
+        let y2 = cs.witness(|| fr_i128(y * y));
+        let y2_lc = cs.var(y2);
+        cs.enforce(
+            y_lc.clone(),
+            y_lc.clone(),
+            y2_lc.clone(),
+            label("rsqrt y^2"),
+        );
+        let a = cs.witness(|| fr_i128(y * y * q));
+        let a_lc = cs.var(a);
+        cs.enforce(y2_lc, qp.clone(), a_lc, label(what_a));
+        let b = cs.witness(|| fr_i128(y * q));
+        let b_lc = cs.var(b);
+        cs.enforce(y_lc.clone(), qp.clone(), b_lc, label("rsqrt y q"));
+        ((y * y * q, a), Some(b))
+    } else {
+        let a = cs.witness(|| fr_i128(y * q));
+        let a_lc = cs.var(a);
+        cs.enforce(y_lc.clone(), qp.clone(), a_lc, label(what_a));
+        ((y * q, a), None)
+    };
+    let (a_int, a) = a_value;
+    let low = (c - a_int).max(0) as u128;
+    decompose(cs, low, nc, pow2, (what_low, i), |t| {
         t.push((a, -Fr::one()));
         t.push((Var::One, fr_i128(c)));
     });
-    let high = ((y + 1) * (y + 1) * q - c - 1).max(0) as u128;
-    decompose(cs, high, nh, pow2, ("rsqrt (y + 1)^2 q > C", i), |t| {
+    let next = if b.is_some() {
+        (y + 1) * (y + 1) * q
+    } else {
+        (y + 1) * q
+    };
+    let high = (next - c - 1).max(0) as u128;
+    decompose(cs, high, nh, pow2, (what_high, i), |t| {
         t.push((a, Fr::one()));
-        t.push((b, Fr::from(2u64)));
+        if let Some(b) = b {
+            t.push((b, Fr::from(2u64)));
+        }
         t.extend(qp.terms.iter().copied());
         t.push((Var::One, fr_i128(-c - 1)));
     });
-    let mut out = y_lc;
-    cs.add(&mut out, Var::One, fr_i128(-seg.output.lo()));
-    out
+    y_lc
+}
+
+/// The exp gadget on row `i` (see [`crate::gadgets`]), from its ReLU'd value r = max(q, 0)
+/// and its value q (and their values, and the claimed y, when proving). Returns y.
+fn exp_row(
+    cs: &mut R1cs,
+    seg: &Segment,
+    (i, m): (usize, u32),
+    (r, q): (Lc, Lc),
+    (q_value, y_claim): (i128, i128),
+    pow2: &[Fr],
+) -> Lc {
+    let s = seg.act_scale;
+    let values = cs.wants_values();
+    let label = |what: &'static str, j: u32| Label {
+        what,
+        i: i as u32,
+        j,
+    };
+    let l = gadgets::exp_ln2(s);
+    let kb = Gadget::exp_k_bits(s, m);
+    let nl = gadgets::exp_rem_bits(s);
+    // t = -min(q, 0) = r - q = k L + rem.
+    let t_value = (-q_value).max(0);
+    let (k_value, rem_value) = (t_value / l, t_value % l);
+    let mut t = r;
+    for (v, c) in q.terms.iter() {
+        if cs.wants_terms() {
+            t.terms.push((*v, -*c));
+        }
+    }
+    t.value -= q.value;
+    let kbits: Vec<Var> = (0..kb)
+        .map(|b| {
+            let v = cs.witness(|| {
+                if (k_value >> b) & 1 == 1 {
+                    Fr::one()
+                } else {
+                    Fr::zero()
+                }
+            });
+            let lc = cs.var(v);
+            cs.boolean(lc, label("exp k bit", b));
+            v
+        })
+        .collect();
+    let mut rem = t;
+    for (b, v) in kbits.iter().enumerate() {
+        cs.add(&mut rem, *v, -fr_i128(l << b));
+    }
+    let rem_terms = rem.terms.clone();
+    decompose(cs, rem_value as u128, nl, pow2, ("exp r >= 0", i), |t| {
+        t.extend(rem_terms.iter().copied())
+    });
+    decompose(
+        cs,
+        (l - 1 - rem_value) as u128,
+        nl,
+        pow2,
+        ("exp r < L", i),
+        |t| {
+            t.extend(rem_terms.iter().map(|(v, c)| (*v, -*c)));
+            t.push((Var::One, fr_i128(l - 1)));
+        },
+    );
+    // Horner: p = a4; p = requant(p * rem) + a_j.
+    let a = gadgets::exp_coefficients(s);
+    let half = 1i128 << (s - 1);
+    let step_bits = gadgets::exp_step_bits(s);
+    let mp = s + 1;
+    let mut p_value = a[a.len() - 1];
+    let mut p: Option<Lc> = None; // None: the constant p_value
+    for (step, c) in a[..a.len() - 1].iter().rev().enumerate() {
+        let prod_value = p_value * rem_value;
+        let prod = match &p {
+            None => {
+                let mut lc = rem.clone();
+                lc.terms
+                    .iter_mut()
+                    .for_each(|(_, k)| *k *= fr_i128(p_value));
+                lc.value *= fr_i128(p_value);
+                lc
+            }
+            Some(p_lc) => {
+                let w = cs.witness(|| fr_i128(prod_value));
+                let w_lc = cs.var(w);
+                cs.enforce(
+                    p_lc.clone(),
+                    rem.clone(),
+                    w_lc.clone(),
+                    label("exp horner product", step as u32),
+                );
+                w_lc
+            }
+        };
+        // z = prod + half + 2^(mp + s): its bits s.. are floor((prod + half) / 2^s) + 2^mp.
+        let offset = half + (1i128 << (mp + s));
+        let z = (prod_value + offset) as u128;
+        let prod_terms = prod.terms.clone();
+        let bits = decompose(cs, z, step_bits, pow2, ("exp horner step", i), |t| {
+            t.extend(prod_terms.iter().copied());
+            t.push((Var::One, fr_i128(offset)));
+        });
+        let mut next = Lc::default();
+        for tb in s..step_bits {
+            cs.add(&mut next, bits[(tb - 1) as usize], pow2[(tb - s) as usize]);
+        }
+        cs.add(&mut next, Var::One, fr_i128(*c - (1i128 << mp)));
+        p_value = ((prod_value + half) >> s) + c;
+        p = Some(next);
+    }
+    let p = p.expect("the polynomial has degree >= 1");
+    // 2^k_low and the flag that no high bit of k is set.
+    let low = kb.min(gadgets::EXP_SHIFT_BITS) as usize;
+    let factor = |cs: &R1cs, b: Var, f: i128| {
+        // 1 + b (f - 1)
+        let mut lc = cs.constant(Fr::one());
+        cs.add(&mut lc, b, fr_i128(f - 1));
+        lc
+    };
+    let mut pow_value = 1i128;
+    let mut pow = factor(cs, kbits[0], 2);
+    pow_value <<= k_value & 1;
+    for (bi, b) in kbits.iter().enumerate().take(low).skip(1) {
+        let f = factor(cs, *b, 1i128 << (1 << bi));
+        pow_value <<= ((k_value >> bi) & 1) << bi;
+        let w = cs.witness(|| fr_i128(pow_value));
+        let w_lc = cs.var(w);
+        cs.enforce(pow, f, w_lc.clone(), label("exp 2^k", bi as u32));
+        pow = w_lc;
+    }
+    let high_set = (k_value >> low) != 0;
+    let mut nz: Option<Lc> = None;
+    for (bi, b) in kbits.iter().enumerate().skip(low) {
+        let mut f = cs.constant(Fr::one());
+        cs.add(&mut f, *b, -Fr::one());
+        nz = Some(match nz {
+            None => f,
+            Some(prev) => {
+                let nz_value = !high_set || (k_value >> low) & ((1 << (bi - low + 1)) - 1) == 0;
+                let w = cs.witness(|| if nz_value { Fr::one() } else { Fr::zero() });
+                let w_lc = cs.var(w);
+                cs.enforce(prev, f, w_lc.clone(), label("exp k < 16", bi as u32));
+                w_lc
+            }
+        });
+    }
+    // y0 = floor(p / 2^k_low): y0 2^k_low <= p < (y0 + 1) 2^k_low.
+    let y0_value = if values { p_value / pow_value } else { 0 };
+    // A claimed y is y0 itself when no high bit is set (a test's tampering shows here).
+    let y0_value = if high_set || !values {
+        y0_value
+    } else {
+        y_claim
+    };
+    let y0 = cs.witness(|| fr_i128(y0_value));
+    let y0_lc = cs.var(y0);
+    let prod2 = cs.witness(|| fr_i128(y0_value * pow_value));
+    let prod2_lc = cs.var(prod2);
+    cs.enforce(
+        y0_lc.clone(),
+        pow.clone(),
+        prod2_lc.clone(),
+        label("exp y0 2^k", 0),
+    );
+    let nb = gadgets::exp_shift_rem_bits(low as u32);
+    let rem2_value = p_value - y0_value * pow_value;
+    let mut rem2 = p.clone();
+    cs.add(&mut rem2, prod2, -Fr::one());
+    let rem2_terms = rem2.terms.clone();
+    decompose(
+        cs,
+        rem2_value.max(0) as u128,
+        nb,
+        pow2,
+        ("exp p - y 2^k >= 0", i),
+        |t| t.extend(rem2_terms.iter().copied()),
+    );
+    let pow_terms = pow.terms.clone();
+    let top = (pow_value - 1 - rem2_value).max(0) as u128;
+    decompose(cs, top, nb, pow2, ("exp p - y 2^k < 2^k", i), |t| {
+        t.extend(pow_terms.iter().copied());
+        t.extend(rem2_terms.iter().map(|(v, c)| (*v, -*c)));
+        t.push((Var::One, -Fr::one()));
+    });
+    match nz {
+        None => y0_lc,
+        Some(nz) => {
+            let y_value = if high_set { 0 } else { y0_value };
+            let y = cs.witness(|| fr_i128(y_value));
+            let y_lc = cs.var(y);
+            cs.enforce(y0_lc, nz, y_lc.clone(), label("exp y = y0 (k < 16)", 0));
+            y_lc
+        }
+    }
 }
 
 /// One constraint per public word: word = sum_t value_t * 2^(bits * t), over `count` values.

@@ -9,7 +9,7 @@ use crate::error::{KernelError, Result};
 use crate::keys::PROVER_THREADS;
 use crate::model::{
     output_range, write_dir_atomically, Model, Range, Segment, MAX_ACC_BITS, MAX_EXTRA_WEIGHT_BITS,
-    MODEL_FILE, MODEL_VERSION, SUMMARY_FILE,
+    MAX_VALUE_BITS, MODEL_FILE, MODEL_VERSION, SUMMARY_FILE,
 };
 use crate::msm::FixedBaseTable;
 use crate::onnx::{self, FloatLayer, FloatModel};
@@ -71,8 +71,10 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     }
     let mut input = input_range(opts)?;
     let mut segments: Vec<Segment> = Vec::with_capacity(float.layers.len());
+    let n_in: usize = float.input_shape.iter().product();
+    let mut in_ranges = vec![(n_in as u32, input)];
     for layer in &float.layers {
-        let seg = quantize_layer(layer, segments.len(), input, s)?;
+        let seg = quantize_layer(layer, segments.len(), (input, in_ranges), s)?;
         let cost = CircuitShape::of(&seg).constraints;
         if cost > opts.max_constraints {
             return Err(KernelError::Unsupported {
@@ -93,6 +95,7 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
             });
         }
         input = seg.output;
+        in_ranges = seg.out_ranges();
         segments.push(seg);
     }
     let model = Model {
@@ -109,8 +112,14 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     Ok(model)
 }
 
-/// One float layer as segment `index`, reading values in `input`.
-fn quantize_layer(layer: &FloatLayer, index: usize, input: Range, s: u32) -> Result<Segment> {
+/// One float layer as segment `index`, reading values in `input` (each in its own range
+/// of `in_ranges`).
+fn quantize_layer(
+    layer: &FloatLayer,
+    index: usize,
+    (input, in_ranges): (Range, Vec<(u32, Range)>),
+    s: u32,
+) -> Result<Segment> {
     let scale = (1u64 << s) as f64;
     // Small weights get a finer scale: as many extra bits as the largest stays under 1.
     let largest = layer
@@ -169,13 +178,16 @@ fn quantize_layer(layer: &FloatLayer, index: usize, input: Range, s: u32) -> Res
         out_shape: layer.out_shape.clone(),
         input,
         output: input,
+        in_ranges,
         rows,
         bias,
         products,
         shift: s + extra,
         relu_rows: layer.relu_rows,
-        rsqrt_rows: layer.rsqrt_rows,
-        rsqrt_scale: s,
+        gadget: layer.gadget,
+        gadget_rows: layer.gadget_rows,
+        gadget_floor: ((layer.gadget_floor * scale).round() as i64).max(1),
+        act_scale: s,
         state: layer.state.clone(),
         q_bits: 0,
     };
@@ -192,6 +204,18 @@ fn quantize_layer(layer: &FloatLayer, index: usize, input: Range, s: u32) -> Res
         });
     }
     seg.output = output_range(m, seg.all_relu());
+    if seg.output.bits > MAX_VALUE_BITS {
+        return Err(KernelError::Unsupported {
+            node: layer.nodes.last().cloned().unwrap_or_default(),
+            op: layer.ops.last().cloned().unwrap_or_default(),
+            reason: format!(
+                "segment {index}'s outputs need {} bits over its whole input range (max \
+                 {MAX_VALUE_BITS}): a cut's range covers every tensor in its state, so \
+                 products of wide ranges grow fast; lower --scale-bits or the input range",
+                seg.output.bits
+            ),
+        });
+    }
     Ok(seg)
 }
 

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod binding;
 pub mod circuit;
 pub mod error;
+pub mod gadgets;
 pub mod gpu;
 pub mod import;
 pub mod keys;

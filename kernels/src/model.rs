@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{KernelError, Result};
+use crate::gadgets::Gadget;
 
 /// Current on-disk model format version.
 pub const MODEL_VERSION: u32 = 2;
@@ -25,6 +26,8 @@ pub const MODEL_FILE: &str = "model.cbor";
 pub const SUMMARY_FILE: &str = "model.json";
 /// Accumulators wider than this are refused at import (keeps i128 arithmetic and the field safe).
 pub const MAX_ACC_BITS: u32 = 120;
+/// Widest range of a value at a cut: values are i64.
+pub const MAX_VALUE_BITS: u32 = 63;
 /// Most bits a segment's weight scale may exceed the model's activation scale by: 8 for
 /// small weights, up to 12 for the coefficients of products (see [`Segment::products`]).
 pub const MAX_EXTRA_WEIGHT_BITS: u32 = 12;
@@ -71,6 +74,10 @@ pub struct Segment {
     pub out_shape: Vec<usize>,
     pub input: Range,
     pub output: Range,
+    /// The input's ranges, in runs (count, range) over its values, each within `input`
+    /// (which packs them): the previous cut's tensors' own ranges, so a narrow tensor
+    /// (softmax weights, a norm's inverse) is checked, and bounds products, as narrow.
+    pub in_ranges: Vec<(u32, Range)>,
     /// Per output: (input index, integer weight at scale 2^s).
     pub rows: Vec<Vec<(u32, i64)>>,
     /// Per output: integer bias at scale 2^(2s).
@@ -85,12 +92,14 @@ pub struct Segment {
     /// The first `relu_rows` outputs pass through ReLU; the rest (tensors carried across
     /// the cut, a residual stream) are requantized only.
     pub relu_rows: usize,
-    /// The first `rsqrt_rows` outputs (a segment has ReLU rows or these, not both) are
-    /// `y = floor(sqrt(2^(3s) / max(q, 1)))`: 1/sqrt(v) at scale 2^s for v = q / 2^s, as
-    /// LayerNorm divides by (exact integer witness-and-check, see `circuit`).
-    pub rsqrt_rows: usize,
-    /// The model's activation scale bits s, which reciprocal square roots are taken at.
-    pub rsqrt_scale: u32,
+    /// The first `gadget_rows` outputs end in `gadget` instead (a segment has ReLU rows or
+    /// these, not both): see [`crate::gadgets`].
+    pub gadget: Option<Gadget>,
+    pub gadget_rows: usize,
+    /// The inverse powers' floor f >= 1: their input is max(q, f).
+    pub gadget_floor: i64,
+    /// The model's activation scale bits s, which the gadgets work at.
+    pub act_scale: u32,
     /// The output state's tensors, in order: (ONNX name, shape). One tensor for a chain;
     /// more where a residual stream or another branch is live across the cut.
     pub state: Vec<(String, Vec<usize>)>,
@@ -127,12 +136,8 @@ impl Segment {
     /// inputs (exact interval arithmetic on that row's weights). Each row's accumulator is
     /// decomposed into only s + m_i + 1 bits; `q_bits` is their maximum.
     pub fn row_q_bits(&self) -> Vec<u32> {
-        let (lo_in, hi_in) = (self.input.lo(), self.input.hi());
+        let bounds = self.input_bounds();
         let half = 1i128 << (self.shift - 1);
-        // Any product of two inputs lies in [p_lo, p_hi].
-        let corners = [lo_in * lo_in, lo_in * hi_in, hi_in * hi_in];
-        let (p_lo, p_hi) = (corners.iter().min(), corners.iter().max());
-        let (p_lo, p_hi) = (*p_lo.unwrap_or(&0), *p_hi.unwrap_or(&0));
         self.rows
             .iter()
             .zip(&self.bias)
@@ -140,17 +145,25 @@ impl Segment {
             .map(|(i, (row, _))| {
                 let b = self.row_constant(i);
                 let (mut lo, mut hi) = (b, b);
-                for (_, w) in row {
-                    let w = *w as i128;
-                    let (a, c) = (w * lo_in, w * hi_in);
+                for (j, w) in row {
+                    let (w, (l, h)) = (*w as i128, bounds[*j as usize]);
+                    let (a, c) = (w * l, w * h);
                     lo += a.min(c);
                     hi += a.max(c);
                 }
-                for (_, _, c) in self.row_products(i) {
+                for (a, b, c) in self.row_products(i) {
+                    let ((la, ha), (lb, hb)) = (bounds[*a as usize], bounds[*b as usize]);
+                    // x_a x_b over the box: the corners bound it (x_a = x_b is a square,
+                    // which the box bounds too).
+                    let corners = [la * lb, la * hb, ha * lb, ha * hb];
+                    let (p_lo, p_hi) = (
+                        *corners.iter().min().expect("four"),
+                        *corners.iter().max().expect("four"),
+                    );
                     let c = *c as i128;
-                    let (a, d) = (c * p_lo, c * p_hi);
-                    lo += a.min(d);
-                    hi += a.max(d);
+                    let (x, y) = (c * p_lo, c * p_hi);
+                    lo += x.min(y);
+                    hi += x.max(y);
                 }
                 let (q_lo, q_hi) = ((lo + half) >> self.shift, (hi + half) >> self.shift);
                 let mut m = 0u32;
@@ -170,7 +183,7 @@ impl Segment {
     }
 
     /// Accumulator of output row `i`: b + sum w * x + sum c * x_a * x_b (less 2^shift for a
-    /// reciprocal square root, see [`Segment::row_constant`]).
+    /// gadget's inverse power, see [`Segment::row_constant`]).
     pub fn accumulate(&self, i: usize, x: &[i64]) -> i128 {
         let v = |j: &u32| x[*j as usize] as i128;
         let linear = self.rows[i]
@@ -206,8 +219,8 @@ impl Segment {
         let q = (acc + (1i128 << (self.shift - 1))) >> self.shift;
         (if self.relu(i) {
             q.max(0)
-        } else if self.rsqrt(i) {
-            self.rsqrt_of(q)
+        } else if let Some(g) = self.gadget_at(i) {
+            g.eval(self.act_scale, q, self.gadget_floor as i128)
         } else {
             q
         }) as i64
@@ -222,7 +235,7 @@ impl Segment {
                 if *w == 1i64 << self.shift
                     && self.bias[i] == 0
                     && !self.relu(i)
-                    && !self.rsqrt(i)
+                    && self.gadget_at(i).is_none()
                     && self.row_products(i).is_empty() =>
             {
                 Some(*j as usize)
@@ -236,55 +249,102 @@ impl Segment {
         i < self.relu_rows
     }
 
-    /// Whether output `i` is a reciprocal square root.
-    pub fn rsqrt(&self, i: usize) -> bool {
-        i < self.rsqrt_rows
+    /// The gadget output `i` ends in, if any.
+    pub fn gadget_at(&self, i: usize) -> Option<Gadget> {
+        self.gadget.filter(|_| i < self.gadget_rows)
     }
 
-    /// The constant of row `i`'s decomposed accumulator: its bias, less 2^shift for a
-    /// reciprocal square root (whose requantized value is then q - 1, so a ReLU of it
-    /// plus one is max(q, 1)).
+    /// The constant of row `i`'s decomposed accumulator: its bias, less f 2^shift for an
+    /// inverse power gadget with floor f (whose requantized value is then q - f, so a ReLU
+    /// of it plus f is max(q, f)).
     pub fn row_constant(&self, i: usize) -> i128 {
         let b = self.bias[i] as i128;
-        if self.rsqrt(i) {
-            b - (1i128 << self.shift)
-        } else {
-            b
+        match self.gadget_at(i) {
+            Some(g) if g.offsets_by_floor() => b - ((self.gadget_floor as i128) << self.shift),
+            _ => b,
         }
     }
 
-    /// Bits of a reciprocal square root's output: y <= 2^(1.5 s) < 2^bits.
-    pub fn rsqrt_bits(&self) -> u32 {
-        128 - isqrt(1u128 << (3 * self.rsqrt_scale)).leading_zeros()
-    }
-
-    /// A reciprocal square root row's output from its requantized q - 1.
-    pub fn rsqrt_of(&self, q_minus_1: i128) -> i128 {
-        let q = (q_minus_1.max(0) + 1) as u128;
-        isqrt((1u128 << (3 * self.rsqrt_scale)) / q) as i128
-    }
-
-    /// Bit widths of a reciprocal square root row's checks, given its row_q_bits m:
-    /// (y, C - y^2 q, (y + 1)^2 q - C - 1) with C = 2^(3s). The last is below 4C when
-    /// y >= 1, and below q <= 2^(m+1) when y = 0.
-    pub fn rsqrt_widths(&self, m: u32) -> (u32, u32, u32) {
-        let s3 = 3 * self.rsqrt_scale;
-        (self.rsqrt_bits(), s3 + 1, (s3 + 2).max(m + 2))
-    }
-
-    /// Per output row, the magnitude bits of its output value: `row_q_bits`, or the
-    /// reciprocal square root's. `q_bits` is their maximum.
+    /// Per output row, the magnitude bits of its output value: `row_q_bits`, or its
+    /// gadget's. `q_bits` is their maximum.
     pub fn row_out_bits(&self) -> Vec<u32> {
         self.row_q_bits()
             .into_iter()
             .enumerate()
-            .map(|(i, m)| if self.rsqrt(i) { self.rsqrt_bits() } else { m })
+            .map(|(i, m)| match self.gadget_at(i) {
+                Some(g) => g.out_bits(self.act_scale, self.gadget_floor as i128),
+                None => m,
+            })
             .collect()
     }
 
     /// Whether every output passes through ReLU (the output range is then unsigned).
     pub fn all_relu(&self) -> bool {
         self.relu_rows == self.n_out()
+    }
+
+    /// Each input value's (lo, hi), from `in_ranges`.
+    pub fn input_bounds(&self) -> Vec<(i128, i128)> {
+        self.input_ranges()
+            .into_iter()
+            .map(|r| (r.lo(), r.hi()))
+            .collect()
+    }
+
+    /// Each input value's range, from `in_ranges`.
+    pub fn input_ranges(&self) -> Vec<Range> {
+        self.in_ranges
+            .iter()
+            .flat_map(|(n, r)| std::iter::repeat_n(*r, *n as usize))
+            .collect()
+    }
+
+    /// The range row `i` enforces on its output, given its magnitude bits `m`.
+    fn row_range(&self, i: usize, m: u32, inputs: &[Range]) -> Range {
+        if let Some(j) = self.copy_of(i) {
+            return inputs[j];
+        }
+        match self.gadget_at(i) {
+            Some(g) => Range {
+                bits: g.out_bits(self.act_scale, self.gadget_floor as i128),
+                signed: false,
+            },
+            None if self.relu(i) => Range {
+                bits: m.max(1),
+                signed: false,
+            },
+            None => Range {
+                bits: m + 1,
+                signed: true,
+            },
+        }
+    }
+
+    /// The output's ranges, per state tensor (or one run): what the circuit enforces on
+    /// each output row (its decomposition, ReLU, gadget or copied input), joined.
+    pub fn out_ranges(&self) -> Vec<(u32, Range)> {
+        let inputs = self.input_ranges();
+        let rows: Vec<Range> = self
+            .row_q_bits()
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| self.row_range(i, m, &inputs))
+            .collect();
+        let sizes: Vec<usize> = if self.state.is_empty() {
+            vec![rows.len()]
+        } else {
+            self.state.iter().map(|(_, d)| d.iter().product()).collect()
+        };
+        let mut out = Vec::with_capacity(sizes.len());
+        let mut at = 0;
+        for n in sizes {
+            let joined = rows[at..at + n].iter().copied().reduce(join);
+            if let Some(r) = joined {
+                out.push((n as u32, r));
+            }
+            at += n;
+        }
+        out
     }
 
     /// Checks a tensor against this segment's input length and range.
@@ -298,16 +358,17 @@ impl Segment {
                 x.len()
             )));
         }
+        let ranges = self.input_ranges();
         if let Some((i, v)) = x
             .iter()
             .enumerate()
-            .find(|(_, v)| !self.input.contains(**v as i128))
+            .find(|(i, v)| !ranges[*i].contains(**v as i128))
         {
             return Err(KernelError::Input(format!(
                 "segment {} input[{i}] = {v} is outside its range [{}, {}]",
                 self.index,
-                self.input.lo(),
-                self.input.hi()
+                ranges[i].lo(),
+                ranges[i].hi()
             )));
         }
         Ok(())
@@ -374,7 +435,11 @@ impl Model {
             {
                 return bad(format!("segment {i}: rows, bias and output shape disagree"));
             }
-            if s.acc_bits() > MAX_ACC_BITS || s.input.bits == 0 || s.input.bits > 64 {
+            if s.acc_bits() > MAX_ACC_BITS
+                || s.input.bits == 0
+                || s.input.bits > MAX_VALUE_BITS
+                || s.output.bits > MAX_VALUE_BITS
+            {
                 return bad(format!("segment {i}: ranges out of bounds"));
             }
             let state: usize = s
@@ -386,6 +451,11 @@ impl Model {
                 return bad(format!(
                     "segment {i}: its state tensors do not add up to its output"
                 ));
+            }
+            let runs: u64 = s.in_ranges.iter().map(|(n, _)| *n as u64).sum();
+            let inside = |r: &Range| r.lo() >= s.input.lo() && r.hi() <= s.input.hi();
+            if runs != s.n_in() as u64 || !s.in_ranges.iter().all(|(_, r)| inside(r)) {
+                return bad(format!("segment {i}: input ranges disagree with the input"));
             }
             let n_in = s.n_in() as u32;
             if s.rows.iter().flatten().any(|(j, _)| *j >= n_in) {
@@ -400,15 +470,20 @@ impl Model {
                 return bad(format!("segment {i}: products disagree with the input"));
             }
             if s.relu_rows > s.n_out()
-                || s.rsqrt_rows > s.n_out()
-                || (s.relu_rows > 0 && s.rsqrt_rows > 0)
-                || (s.rsqrt_rows > 0 && s.rsqrt_scale != self.scale_bits)
+                || s.gadget_rows > s.n_out()
+                || (s.gadget.is_none() && s.gadget_rows > 0)
+                || (s.relu_rows > 0 && s.gadget_rows > 0)
+                || (s.gadget.is_some() && s.act_scale != self.scale_bits)
+                || s.gadget_floor < 1
                 || s.output != output_range(s.q_bits, s.all_relu())
             {
                 return bad(format!("segment {i}: output range disagrees with q_bits"));
             }
             if let Some(next) = self.segments.get(i + 1) {
-                if next.input != s.output || next.n_in() != s.n_out() {
+                if next.input != s.output
+                    || next.n_in() != s.n_out()
+                    || next.in_ranges != s.out_ranges()
+                {
                     return bad(format!("segment {i} does not feed segment {}", i + 1));
                 }
             }
@@ -451,6 +526,21 @@ impl Model {
             .map_err(|e| KernelError::model(&path, format!("corrupt model file: {e}")))?;
         model.validate(&path)?;
         Ok(model)
+    }
+}
+
+/// The smallest power-of-two range holding both.
+pub fn join(a: Range, b: Range) -> Range {
+    if a.signed == b.signed {
+        return Range {
+            bits: a.bits.max(b.bits),
+            signed: a.signed,
+        };
+    }
+    let (s, u) = if a.signed { (a, b) } else { (b, a) };
+    Range {
+        bits: s.bits.max(u.bits + 1),
+        signed: true,
     }
 }
 

@@ -28,6 +28,7 @@ use std::path::Path;
 use prost::Message;
 
 use crate::error::{KernelError, Result};
+use crate::gadgets::Gadget;
 use crate::onnx_proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, DT_DOUBLE, DT_FLOAT, DT_INT32,
     DT_INT64,
@@ -49,9 +50,13 @@ pub struct FloatLayer {
     pub products: Vec<Vec<(u32, u32, f64)>>,
     /// The first `relu_rows` outputs pass through ReLU; the rest are carried as they are.
     pub relu_rows: usize,
-    /// The first `rsqrt_rows` outputs are 1 / sqrt(v) of their value v (a layer has ReLU
-    /// rows or these, not both).
-    pub rsqrt_rows: usize,
+    /// The first `gadget_rows` outputs end in `gadget` instead (a layer has ReLU rows or
+    /// these, not both): 1/sqrt(v), 1/v or exp(v) of their value v.
+    pub gadget: Option<Gadget>,
+    pub gadget_rows: usize,
+    /// The inverse powers' input floor, as a real value (their input is max(v, floor),
+    /// with the floor at least one unit once quantized).
+    pub gadget_floor: f64,
     /// The tensors of the output state, in order: (ONNX name, shape).
     pub state: Vec<(String, Vec<usize>)>,
 }
@@ -72,8 +77,12 @@ impl FloatLayer {
                 });
                 if i < self.relu_rows {
                     y.max(0.0)
-                } else if i < self.rsqrt_rows {
-                    1.0 / y.max(f64::MIN_POSITIVE).sqrt()
+                } else if let Some(g) = self.gadget.filter(|_| i < self.gadget_rows) {
+                    match g {
+                        Gadget::Rsqrt => 1.0 / y.max(f64::MIN_POSITIVE).sqrt(),
+                        Gadget::Recip => 1.0 / y.max(self.gadget_floor),
+                        Gadget::Exp => y.exp(),
+                    }
                 } else {
                     y
                 }
@@ -179,7 +188,7 @@ impl Map {
 #[derive(Clone, Copy, Debug)]
 enum Act {
     Relu,
-    Rsqrt,
+    Gadget(Gadget),
 }
 
 /// A live activation: its shape and its map of the base state.
@@ -210,6 +219,8 @@ struct Lowering<'g> {
     layers: Vec<FloatLayer>,
     /// Ops since the last layer, which the next layer records.
     pending: Vec<(String, String)>,
+    /// The floor the next layer's inverse power gadget takes (see `FloatLayer`).
+    gadget_floor: Option<f64>,
 }
 
 /// `outer(inner(x))`: outer's rows and bias over inner's outputs, composed.
@@ -382,6 +393,7 @@ impl<'g> Lowering<'g> {
             map: Map::Slice(0),
             layers: Vec::new(),
             pending: Vec::new(),
+            gadget_floor: None,
         })
     }
 
@@ -481,6 +493,7 @@ impl<'g> Lowering<'g> {
             "Add" | "Sub" | "Mul" | "Div" => self.elementwise(node, others),
             "BatchNormalization" => self.batch_norm(node),
             "LayerNormalization" => self.layer_norm(node),
+            "Softmax" => self.softmax(node),
             "AveragePool" | "GlobalAveragePool" => self.average_pool(node),
             "MaxPool" => self.max_pool(node),
             "Transpose" | "Squeeze" | "Unsqueeze" | "Slice" | "Gather" => {
@@ -498,7 +511,7 @@ impl<'g> Lowering<'g> {
             "Reshape" => self.reshape(node),
             "Identity" => Ok(()),
             other => Err(err(format!(
-                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization (last axis), AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
+                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization and Softmax (last axis), AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
             ))),
         }?;
         let out = node
@@ -530,14 +543,14 @@ impl<'g> Lowering<'g> {
     fn layer_with(&mut self, first: Option<(Act, String, Vec<usize>, Map)>) -> Result<()> {
         let mut all = Rows::default();
         let mut state = Vec::new();
-        let (mut relu_rows, mut rsqrt_rows) = (0, 0);
+        let (mut relu_rows, mut gadget, mut gadget_rows) = (0, None, 0);
         let mut relu_name = None;
         if let Some((act, name, shape, map)) = first {
             let n: usize = shape.iter().product();
             append(&mut all, map.into_rows(n));
             match act {
                 Act::Relu => relu_rows = n,
-                Act::Rsqrt => rsqrt_rows = n,
+                Act::Gadget(g) => (gadget, gadget_rows) = (Some(g), n),
             }
             state.push((name.clone(), shape));
             relu_name = Some(name);
@@ -602,7 +615,9 @@ impl<'g> Lowering<'g> {
             bias,
             products,
             relu_rows,
-            rsqrt_rows,
+            gadget,
+            gadget_rows,
+            gadget_floor: self.gadget_floor.take().unwrap_or(0.0),
             state,
         });
         Ok(())
@@ -942,7 +957,12 @@ impl<'g> Lowering<'g> {
             },
         );
         let inv = format!("{name}/inv_std");
-        self.layer_with(Some((Act::Rsqrt, inv.clone(), vec![t], Map::Rows(var))))?;
+        self.layer_with(Some((
+            Act::Gadget(Gadget::Rsqrt),
+            inv.clone(),
+            vec![t],
+            Map::Rows(var),
+        )))?;
         self.pending.push((node.op_type.clone(), name.clone()));
         let Some(Map::Slice(at)) = self.env.remove(&key).map(|s| s.map) else {
             unreachable!("a carried tensor is a slice of the new state");
@@ -1386,7 +1406,22 @@ impl<'g> Lowering<'g> {
                 }
             }
         }
-        let mut src = std::mem::replace(&mut self.map, Map::Slice(0));
+        let src = std::mem::replace(&mut self.map, Map::Slice(0));
+        self.map = self.maxima(node, windows, src)?;
+        self.shape = vec![c, win.oh, win.ow];
+        Ok(())
+    }
+
+    /// The maximum of each window's candidates (combinations of `src`'s outputs), by
+    /// rounds of layers: `max(u, v) = v + relu(u - v)`, the differences as ReLU rows and
+    /// the `v`s carried. Returns the maxima as a map of the last round's state (`src`
+    /// itself when every window has one candidate). What else is live rides along.
+    fn maxima(
+        &mut self,
+        node: &NodeProto,
+        mut windows: Vec<Vec<Vec<(u32, f64)>>>,
+        mut src: Map,
+    ) -> Result<Map> {
         let name = node_name(node);
         let mut round = 0;
         while windows.iter().any(|cands| cands.len() > 1) {
@@ -1456,8 +1491,87 @@ impl<'g> Lowering<'g> {
         // The maxima, affine in the last round's layer (or the cells, for 1x1 windows).
         let rows: Vec<Vec<(u32, f64)>> = windows.into_iter().map(|mut c| c.remove(0)).collect();
         let n = rows.len();
-        self.map = src.then(rows, vec![0.0; n]);
-        self.shape = vec![c, win.oh, win.ow];
+        Ok(src.then(rows, vec![0.0; n]))
+    }
+
+    /// Softmax over the last axis (length L, T rows), max-subtracted:
+    /// `y = e / sum(e)` with `e = exp(x - max(x))`. The maxima take ceil(log2 L) layers of
+    /// ReLU comparisons (exact, as MaxPool's), with x carried; one layer of the exp gadget
+    /// on x - max (<= 0); one of the reciprocal gadget on each row's sum, with e carried
+    /// (copied, at no cost); then `e * (1 / sum)` is products, folded into what follows.
+    fn softmax(&mut self, node: &NodeProto) -> Result<()> {
+        let err = |reason: String| unsupported(node, reason);
+        let rank = self.shape.len() as i64;
+        let axis = attr_int(node, "axis").unwrap_or(-1);
+        if axis != -1 && axis != rank {
+            return Err(err(format!("axis {axis}: only the last axis is supported")));
+        }
+        let l = *self.shape.last().unwrap_or(&0);
+        let t: usize = self.shape[..self.shape.len() - 1].iter().product();
+        if l == 0 {
+            return Err(err("an empty axis".into()));
+        }
+        let name = node_name(node);
+        let shape = self.shape.clone();
+        // The logits ride along with the max rounds.
+        let logits = format!("{name}/logits");
+        let x = std::mem::replace(&mut self.map, Map::Slice(0));
+        self.env.insert(
+            logits.clone(),
+            Sym {
+                shape: shape.clone(),
+                map: x.clone(),
+                born: self.born,
+            },
+        );
+        self.born += 1;
+        let windows: Vec<Vec<Vec<(u32, f64)>>> = (0..t)
+            .map(|row| (0..l).map(|i| vec![((row * l + i) as u32, 1.0)]).collect())
+            .collect();
+        let maxima = self.maxima(node, windows, x)?;
+        let x = self.env.remove(&logits).map(|s| s.map).expect("carried");
+        // x - max, per row.
+        let spread: Vec<Vec<(u32, f64)>> =
+            (0..t * l).map(|o| vec![((o / l) as u32, 1.0)]).collect();
+        let maxima = maxima.then(spread, vec![0.0; t * l]);
+        let centred = add_rows(x.into_rows(t * l), maxima.into_rows(t * l), -1.0);
+        let exp = format!("{name}/exp");
+        self.layer_with(Some((
+            Act::Gadget(Gadget::Exp),
+            exp.clone(),
+            shape.clone(),
+            centred,
+        )))?;
+        self.pending.push((node.op_type.clone(), name.clone()));
+        // The row sums through the reciprocal, e carried.
+        let sums: Vec<Vec<(u32, f64)>> = (0..t)
+            .map(|row| (0..l).map(|i| ((row * l + i) as u32, 1.0)).collect())
+            .collect();
+        let e_map = self
+            .env
+            .get(&exp)
+            .map(|s| s.map.clone())
+            .expect("just made");
+        let sums = e_map.then(sums, vec![0.0; t]);
+        let inv = format!("{name}/inv_sum");
+        // Each row's sum holds its maximum's exp(0): the reciprocal's floor.
+        self.gadget_floor = Some(crate::gadgets::EXP_POLY[0]);
+        self.layer_with(Some((
+            Act::Gadget(Gadget::Recip),
+            inv.clone(),
+            vec![t],
+            sums,
+        )))?;
+        self.pending.push((node.op_type.clone(), name));
+        let Some(Map::Slice(e_at)) = self.env.remove(&exp).map(|s| s.map) else {
+            unreachable!("a carried tensor is a slice of the new state");
+        };
+        self.env.remove(&inv);
+        let quad = (0..t * l)
+            .map(|o| vec![(e_at + o as u32, (o / l) as u32, 1.0)])
+            .collect();
+        self.map = Self::products(quad);
+        self.shape = shape;
         Ok(())
     }
 

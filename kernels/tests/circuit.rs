@@ -5,12 +5,13 @@ mod common;
 
 use ark_bn254::Fr;
 use provnet_kernels::circuit::{self, Assignment, CircuitShape};
+use provnet_kernels::gadgets::Gadget;
 use provnet_kernels::r1cs::Mode;
 use provnet_kernels::{trace, KernelError};
 
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
-const PINNED: [(&str, &[usize]); 12] = [
+const PINNED: [(&str, &[usize]); 13] = [
     ("dense_16", &[800]),
     ("dense_64", &[3327]),
     ("dense_256", &[13825]),
@@ -26,19 +27,22 @@ const PINNED: [(&str, &[usize]); 12] = [
     // into the next layer.
     (
         "cnn_maxpool",
-        &[10085, 8853, 9228, 6602, 4716, 2397, 1544, 907],
+        &[10085, 8853, 8908, 6264, 4299, 2161, 1376, 803],
     ),
     // Two residual blocks: the 24-wide stream is carried (requantized) across each block's
     // ReLU cut, and the Adds fold into the next layer.
-    ("residual_mlp", &[2563, 4129, 2713, 837]),
+    ("residual_mlp", &[2563, 4031, 2592, 808]),
     // relu(gate) and up carried to the cut, then 16 products (one per element, shared by
     // the five outputs).
-    ("gated_mlp", &[1247, 924]),
+    ("gated_mlp", &[1247, 887]),
     // q, k^T and v stored (x copied), then 128 products of q k^T, then 128 of p v.
-    ("linear_attention", &[3599, 3354, 4355]),
+    ("linear_attention", &[3599, 3290, 3618]),
     // Each LayerNorm: the centred values stored (a cut), then one reciprocal square root
     // per token (a cut); the norm's scale and shift are products folded into what follows.
-    ("prenorm_ffn", &[1542, 1795, 5017, 4350, 1867, 3617]),
+    ("prenorm_ffn", &[1542, 1763, 4596, 3537, 1674, 2923]),
+    // q, k^T and v stored; the scores' two max rounds (4 per row); exp; the row sums'
+    // reciprocals (exp carried free); then softmax times v and W_o.
+    ("attention", &[3611, 4092, 2327, 5780, 1784, 2048, 3141]),
 ];
 
 #[test]
@@ -72,20 +76,21 @@ fn constraint_counts_are_pinned_and_match_the_builder() {
                 .map(|(_, m)| seg.row_acc_bits(*m) as usize)
                 .sum();
             assert!(acc <= seg.n_out() * seg.acc_bits() as usize);
-            let bits = seg.n_in() * seg.input.bits as usize + acc;
+            let in_bits: usize = seg.input_ranges().iter().map(|r| r.bits as usize).sum();
+            let bits = in_bits + acc;
             let packing = if seg.all_relu() { 0 } else { words };
-            // One constraint per distinct pair of inputs multiplied; a reciprocal square
-            // root's ReLU, three products and three bit checks.
+            // One constraint per distinct pair of inputs multiplied; a gadget row's ReLU
+            // and the gadget's own constraints.
             let products = seg.product_pairs().len();
             let q_bits = seg.row_q_bits();
-            let rsqrt: usize = (0..seg.rsqrt_rows)
+            let gadgets: usize = (0..seg.gadget_rows)
                 .map(|i| {
-                    let (ny, nc, nh) = seg.rsqrt_widths(q_bits[i]);
-                    (1 + ny + nc + nh + 3) as usize
+                    let g = seg.gadget_at(i).expect("a gadget row");
+                    1 + g.cost(seg.act_scale, q_bits[i], seg.gadget_floor as i128).0
                 })
                 .sum();
             assert_eq!(
-                shape.constraints - bits - relu - products - rsqrt,
+                shape.constraints - bits - relu - products - gadgets,
                 packing + 1
             );
         }
@@ -250,7 +255,7 @@ fn a_copied_value_costs_nothing_and_a_lie_about_it_is_refused() {
 fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_a_lie() {
     // gated_mlp's second segment and linear_attention's last two multiply activations;
     // prenorm_ffn's 1 and 4 take LayerNorm's reciprocal square roots, 2 and 5 multiply by
-    // them.
+    // them; attention's 3 is the softmax's exp, 4 its reciprocal sums, 5 and 6 products.
     // Over random inputs anywhere in each segment's input range, the honest witness
     // satisfies every constraint (so the circuit computes exactly what the native
     // evaluation does); an output off by one does not.
@@ -261,23 +266,29 @@ fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_
         ("gated_mlp", &[1usize][..]),
         ("linear_attention", &[1, 2]),
         ("prenorm_ffn", &[1, 2, 4, 5]),
+        ("attention", &[3, 4, 5, 6]),
     ] {
         let (_, model, _) = common::import_fixture(tmp.path(), name);
         for &k in segments {
             let seg = &model.segments[k];
             assert!(
-                !seg.product_pairs().is_empty() || seg.rsqrt_rows > 0,
+                !seg.product_pairs().is_empty() || seg.gadget_rows > 0,
                 "{name} seg {k}"
             );
             for _ in 0..8 {
-                let (lo, hi) = (seg.input.lo() as i64, seg.input.hi() as i64);
-                let x: Vec<i64> = (0..seg.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
+                // Anywhere in each value's own range.
+                let x: Vec<i64> = seg
+                    .input_bounds()
+                    .into_iter()
+                    .map(|(lo, hi)| rng.gen_range(lo as i64..=hi as i64))
+                    .collect();
                 let honest = Assignment {
                     input: &x,
                     claimed_output: None,
                 };
                 let cs = circuit::synthesize(seg, Mode::Check, Fr::from(3u64), Some(honest));
-                assert!(cs.first_unsatisfied().is_none(), "{name} seg {k}");
+                let bad = cs.first_unsatisfied();
+                assert!(bad.is_none(), "{name} seg {k}: {bad:?}");
                 let mut lie = seg.eval(&x);
                 let i = rng.gen_range(0..lie.len());
                 lie[i] += if lie[i] > seg.output.lo() as i64 {
@@ -292,11 +303,14 @@ fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_
                 let cs = circuit::synthesize(seg, Mode::Check, Fr::from(3u64), Some(a));
                 match cs.first_unsatisfied() {
                     Some(KernelError::Unsatisfied { label, .. }) => {
-                        // A claimed reciprocal square root is the gadget's own witness.
-                        let check = if seg.rsqrt(i) {
-                            "rsqrt"
-                        } else {
-                            "packs outputs"
+                        // A claimed gadget output is the gadget's own witness.
+                        // (An exp of a value below -16 ln 2 is 0 whatever the claim: the
+                        // packing refuses a claim of anything else.)
+                        let check = match seg.gadget_at(i) {
+                            Some(Gadget::Rsqrt) => "rsqrt",
+                            Some(Gadget::Recip) => "recip",
+                            Some(Gadget::Exp) if !label.contains("packs outputs") => "exp",
+                            _ => "packs outputs",
                         };
                         assert!(label.contains(check), "{name} seg {k} row {i}: {label}")
                     }
@@ -316,7 +330,8 @@ fn a_reciprocal_square_root_off_by_one_fails_its_own_check() {
     let x = model.quantize(&common::read_floats("prenorm_ffn_input.json", "input_data"));
     let tr = trace::run(&model, &x).unwrap();
     let seg = &model.segments[1];
-    assert_eq!(seg.rsqrt_rows, 4, "one per token");
+    assert_eq!(seg.gadget, Some(Gadget::Rsqrt));
+    assert_eq!(seg.gadget_rows, 4, "one per token");
     for (row, delta, check) in [
         (0usize, 1i64, "rsqrt y^2 q <= C"),
         (3, -1, "rsqrt (y + 1)^2 q > C"),
@@ -338,7 +353,7 @@ fn a_reciprocal_square_root_off_by_one_fails_its_own_check() {
     // Exact integer semantics at s = 13: y = floor(sqrt(2^39 / max(q, 1))), from q - 1.
     assert_eq!(model.scale_bits, 13);
     for (q1, want) in [(-5i128, 741455i128), (0, 741455), (3, 370727), (8191, 8192)] {
-        assert_eq!(seg.rsqrt_of(q1), want, "q - 1 = {q1}");
+        assert_eq!(Gadget::Rsqrt.eval(13, q1, 1), want, "q - 1 = {q1}");
     }
 }
 

@@ -9,7 +9,7 @@ use ark_ff::{BigInteger, PrimeField, UniformRand, Zero};
 use ark_std::rand::{rngs::StdRng, Rng};
 use provnet_kernels::{import, ImportOptions, Model, ModelSummary};
 
-pub const MODELS: [&str; 12] = [
+pub const MODELS: [&str; 13] = [
     "dense_16",
     "dense_64",
     "dense_256",
@@ -22,6 +22,7 @@ pub const MODELS: [&str; 12] = [
     "gated_mlp",
     "linear_attention",
     "prenorm_ffn",
+    "attention",
 ];
 
 /// A fixture file. A test binary carried to another machine (the GPU device tests) finds
