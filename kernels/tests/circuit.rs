@@ -11,7 +11,7 @@ use provnet_kernels::{trace, KernelError};
 
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
-const PINNED: [(&str, &[usize]); 13] = [
+const PINNED: [(&str, &[usize]); 14] = [
     ("dense_16", &[800]),
     ("dense_64", &[3327]),
     ("dense_256", &[13825]),
@@ -43,6 +43,14 @@ const PINNED: [(&str, &[usize]); 13] = [
     // q, k^T and v stored; the scores' two max rounds (4 per row); exp; the row sums'
     // reciprocals (exp carried free); then softmax times v and W_o.
     ("attention", &[3611, 4092, 2327, 5780, 1784, 2048, 3141]),
+    // LN1 (two cuts), q k^T v stored, softmax (max rounds over 5: three, exp,
+    // reciprocal), P V stored, W_o + residual + LN2 (two cuts), FFN.
+    (
+        "transformer_block",
+        &[
+            1927, 2204, 7784, 7417, 4460, 3789, 10768, 2629, 3143, 7008, 3759, 8385, 7014,
+        ],
+    ),
 ];
 
 #[test]
