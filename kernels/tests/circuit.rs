@@ -11,7 +11,7 @@ use provnet_kernels::{trace, KernelError};
 
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
-const PINNED: [(&str, &[usize]); 14] = [
+const PINNED: [(&str, &[usize]); 15] = [
     ("dense_16", &[800]),
     ("dense_64", &[3327]),
     ("dense_256", &[13825]),
@@ -49,6 +49,14 @@ const PINNED: [(&str, &[usize]); 14] = [
         "transformer_block",
         &[
             1927, 2204, 7784, 7417, 4460, 3789, 10768, 2629, 3143, 7008, 3759, 8385, 7014,
+        ],
+    ),
+    // Heads split by Reshape + Transpose: the same cuts as one head, over [2, 5, 5] scores;
+    // the classifier reads the first token through a last LayerNorm.
+    (
+        "two_head_classifier",
+        &[
+            1927, 2204, 7724, 10571, 7113, 5771, 19596, 3487, 4516, 3063, 468, 494,
         ],
     ),
 ];
