@@ -494,6 +494,8 @@ impl<'g> Lowering<'g> {
             "BatchNormalization" => self.batch_norm(node),
             "LayerNormalization" => self.layer_norm(node),
             "Softmax" => self.softmax(node),
+            "Sigmoid" | "Tanh" | "Gelu" => self.squash(node),
+            "Pow" => self.pow(node),
             "AveragePool" | "GlobalAveragePool" => self.average_pool(node),
             "MaxPool" => self.max_pool(node),
             "Transpose" | "Squeeze" | "Unsqueeze" | "Slice" | "Gather" => {
@@ -511,7 +513,7 @@ impl<'g> Lowering<'g> {
             "Reshape" => self.reshape(node),
             "Identity" => Ok(()),
             other => Err(err(format!(
-                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization and Softmax (last axis), AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
+                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization and Softmax (last axis), Sigmoid, Tanh, Gelu (tanh form), Pow (exponent 1 to 3), AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
             ))),
         }?;
         let out = node
@@ -1506,16 +1508,21 @@ impl<'g> Lowering<'g> {
         if axis != -1 && axis != rank {
             return Err(err(format!("axis {axis}: only the last axis is supported")));
         }
-        let l = *self.shape.last().unwrap_or(&0);
-        let t: usize = self.shape[..self.shape.len() - 1].iter().product();
-        if l == 0 {
+        if self.shape.last().is_none_or(|l| *l == 0) {
             return Err(err("an empty axis".into()));
         }
+        let x = std::mem::replace(&mut self.map, Map::Slice(0));
+        self.map = self.softmax_map(node, x, self.shape.clone())?;
+        Ok(())
+    }
+
+    /// Softmax of `x` (a map of shape `shape`) over its last axis, as a map of products.
+    fn softmax_map(&mut self, node: &NodeProto, x: Map, shape: Vec<usize>) -> Result<Map> {
+        let l = *shape.last().expect("a last axis");
+        let t: usize = shape[..shape.len() - 1].iter().product();
         let name = node_name(node);
-        let shape = self.shape.clone();
         // The logits ride along with the max rounds.
         let logits = format!("{name}/logits");
-        let x = std::mem::replace(&mut self.map, Map::Slice(0));
         self.env.insert(
             logits.clone(),
             Sym {
@@ -1570,9 +1577,125 @@ impl<'g> Lowering<'g> {
         let quad = (0..t * l)
             .map(|o| vec![(e_at + o as u32, (o / l) as u32, 1.0)])
             .collect();
-        self.map = Self::products(quad);
-        self.shape = shape;
+        Ok(Self::products(quad))
+    }
+
+    /// Sigmoid (and Tanh, Gelu's tanh form): `sigmoid(a x) = softmax([a x, 0])[0]`, so it
+    /// reuses the softmax's gadgets, exact to theirs: one max round, two exps, one
+    /// reciprocal and a product per element. Tanh is `2 sigmoid(2 x) - 1`.
+    fn sigmoid(&mut self, node: &NodeProto, a: f64) -> Result<Map> {
+        let n: usize = self.shape.iter().product();
+        let x = std::mem::replace(&mut self.map, Map::Slice(0));
+        let pairs: Vec<Vec<(u32, f64)>> = (0..2 * n)
+            .map(|o| {
+                if o % 2 == 0 {
+                    vec![((o / 2) as u32, a)]
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let logits = x.then(pairs, vec![0.0; 2 * n]);
+        let p = self.softmax_map(node, logits, vec![n, 2])?;
+        let first: Vec<Vec<(u32, f64)>> = (0..n).map(|i| vec![(2 * i as u32, 1.0)]).collect();
+        Ok(p.then(first, vec![0.0; n]))
+    }
+
+    /// Sigmoid, Tanh, and Gelu's tanh form (opset 20; the exact Erf form is refused).
+    fn squash(&mut self, node: &NodeProto) -> Result<()> {
+        let n: usize = self.shape.iter().product();
+        match node.op_type.as_str() {
+            "Sigmoid" => self.map = self.sigmoid(node, 1.0)?,
+            "Tanh" => {
+                let s = self.sigmoid(node, 2.0)?;
+                let twice: Vec<Vec<(u32, f64)>> = (0..n as u32).map(|i| vec![(i, 2.0)]).collect();
+                self.map = s.then(twice, vec![-1.0; n]);
+            }
+            _ => {
+                let approx = attr(node, "approximate")
+                    .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+                    .unwrap_or_default();
+                if approx != "tanh" {
+                    return Err(unsupported(
+                        node,
+                        "Gelu's exact (Erf) form needs an Erf gadget: not yet; \
+                         approximate=\"tanh\" is supported",
+                    ));
+                }
+                // x sigmoid(2 sqrt(2 / pi) (x + 0.044715 x^3)).
+                let x = Sym {
+                    shape: self.shape.clone(),
+                    map: self.map.clone(),
+                    born: self.born,
+                };
+                let name = node_name(node);
+                let keep = format!("{name}/x");
+                self.env.insert(keep.clone(), x.clone());
+                self.born += 1;
+                self.power(node, 3)?;
+                let cube = std::mem::replace(&mut self.map, Map::Slice(0)).into_rows(n);
+                let x_now = self.env.get(&keep).expect("carried").map.clone();
+                let c = 2.0 * (2.0 / std::f64::consts::PI).sqrt();
+                let mut u = cube;
+                u.lin
+                    .iter_mut()
+                    .flatten()
+                    .for_each(|(_, w)| *w *= 0.044715 * c);
+                u.quad
+                    .iter_mut()
+                    .flatten()
+                    .for_each(|(_, _, w)| *w *= 0.044715 * c);
+                u.bias.iter_mut().for_each(|b| *b *= 0.044715 * c);
+                let mut xs = x_now.into_rows(n);
+                xs.lin.iter_mut().flatten().for_each(|(_, w)| *w *= c);
+                xs.quad.iter_mut().flatten().for_each(|(_, _, w)| *w *= c);
+                xs.bias.iter_mut().for_each(|b| *b *= c);
+                self.map = add_rows(u, xs, 1.0);
+                let s = self.sigmoid(node, 1.0)?;
+                let x_now = self.env.remove(&keep).expect("carried");
+                self.map = s;
+                self.multiply(node, x_now)?;
+            }
+        }
         Ok(())
+    }
+
+    /// x^k for a constant integer k in 1..=3 (Pow, or x^3 in Gelu): products.
+    fn power(&mut self, node: &NodeProto, k: i64) -> Result<()> {
+        let x = Sym {
+            shape: self.shape.clone(),
+            map: self.map.clone(),
+            born: self.born,
+        };
+        match k {
+            1 => Ok(()),
+            2 => self.multiply(node, x),
+            3 => {
+                let name = node_name(node);
+                let keep = format!("{name}/base");
+                self.env.insert(keep.clone(), x.clone());
+                self.born += 1;
+                self.multiply(node, x)?;
+                let x = self.env.remove(&keep).expect("carried");
+                self.multiply(node, x)
+            }
+            _ => Err(unsupported(
+                node,
+                format!("exponent {k}: only 1, 2 and 3 are supported"),
+            )),
+        }
+    }
+
+    /// Pow with a constant exponent 1, 2 or 3.
+    fn pow(&mut self, node: &NodeProto) -> Result<()> {
+        let (_, e) = self.weight(node, 1)?;
+        match e.as_slice() {
+            [k] if k.fract() == 0.0 => self.power(node, *k as i64),
+            _ => Err(unsupported(
+                node,
+                "the exponent must be one constant integer (1, 2 or 3)",
+            )),
+        }
     }
 
     /// ReLU ends a layer: the activation's rows through ReLU, then what else is live.

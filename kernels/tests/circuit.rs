@@ -11,7 +11,7 @@ use provnet_kernels::{trace, KernelError};
 
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
-const PINNED: [(&str, &[usize]); 15] = [
+const PINNED: [(&str, &[usize]); 16] = [
     ("dense_16", &[800]),
     ("dense_64", &[3327]),
     ("dense_256", &[13825]),
@@ -57,6 +57,14 @@ const PINNED: [(&str, &[usize]); 15] = [
         "two_head_classifier",
         &[
             1927, 2204, 7724, 10571, 7113, 5771, 19596, 3487, 4516, 3063, 468, 494,
+        ],
+    ),
+    // GELU (tanh form): x^3 by two products, then tanh as sigmoid's softmax pair (a max
+    // round, exp, reciprocal); SiLU: sigmoid, then x times it.
+    (
+        "smooth_mlp",
+        &[
+            2255, 2071, 3707, 9829, 2359, 1604, 3844, 9190, 2440, 1685, 946,
         ],
     ),
 ];
@@ -271,7 +279,8 @@ fn a_copied_value_costs_nothing_and_a_lie_about_it_is_refused() {
 fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_a_lie() {
     // gated_mlp's second segment and linear_attention's last two multiply activations;
     // prenorm_ffn's 1 and 4 take LayerNorm's reciprocal square roots, 2 and 5 multiply by
-    // them; attention's 3 is the softmax's exp, 4 its reciprocal sums, 5 and 6 products.
+    // them; attention's 3 is the softmax's exp, 4 its reciprocal sums, 5 and 6 products;
+    // smooth_mlp's 1 to 5 are GELU's cube and its tanh's max round, exp and reciprocal.
     // Over random inputs anywhere in each segment's input range, the honest witness
     // satisfies every constraint (so the circuit computes exactly what the native
     // evaluation does); an output off by one does not.
@@ -283,6 +292,7 @@ fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_
         ("linear_attention", &[1, 2]),
         ("prenorm_ffn", &[1, 2, 4, 5]),
         ("attention", &[3, 4, 5, 6]),
+        ("smooth_mlp", &[1, 2, 3, 4, 5]),
     ] {
         let (_, model, _) = common::import_fixture(tmp.path(), name);
         for &k in segments {

@@ -9,7 +9,7 @@ use ark_ff::{BigInteger, PrimeField, UniformRand, Zero};
 use ark_std::rand::{rngs::StdRng, Rng};
 use provnet_kernels::{import, ImportOptions, Model, ModelSummary};
 
-pub const MODELS: [&str; 15] = [
+pub const MODELS: [&str; 16] = [
     "dense_16",
     "dense_64",
     "dense_256",
@@ -25,6 +25,7 @@ pub const MODELS: [&str; 15] = [
     "attention",
     "transformer_block",
     "two_head_classifier",
+    "smooth_mlp",
 ];
 
 /// A fixture file. A test binary carried to another machine (the GPU device tests) finds
