@@ -134,7 +134,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<FloatModel> {
 
 /// Rows over the base state: per output, weights, a bias and products of two base values
 /// (`quad`, empty when no row has one).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct Rows {
     lin: Vec<Vec<(u32, f64)>>,
     bias: Vec<f64>,
@@ -143,7 +143,7 @@ struct Rows {
 
 /// An activation as a map of the base state: a slice of it (as the last layer produced
 /// it), or rows over it, affine or (after a product of two activations) quadratic.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 enum Map {
     /// Elements `offset..offset + len` of the base state.
     Slice(u32),
@@ -221,6 +221,9 @@ struct Lowering<'g> {
     pending: Vec<(String, String)>,
     /// The floor the next layer's inverse power gadget takes (see `FloatLayer`).
     gadget_floor: Option<f64>,
+    /// Tensors stored as the reciprocal of what ONNX computes: a Sqrt's output, held as
+    /// 1/sqrt, which only a Div may read (as its divisor, `a / sqrt(v) = a * rsqrt(v)`).
+    inverted: std::collections::HashSet<String>,
 }
 
 /// `outer(inner(x))`: outer's rows and bias over inner's outputs, composed.
@@ -394,6 +397,7 @@ impl<'g> Lowering<'g> {
             layers: Vec::new(),
             pending: Vec::new(),
             gadget_floor: None,
+            inverted: Default::default(),
         })
     }
 
@@ -470,6 +474,16 @@ impl<'g> Lowering<'g> {
                 )));
             }
         }
+        // A Sqrt's output is held as its reciprocal: only a Div may read it, as divisor.
+        let divisor = node.op_type == "Div" && node.input.len() == 2 && acts.len() == 2;
+        for (k, a) in acts.iter().enumerate() {
+            if self.inverted.contains(a.as_str()) && !(divisor && k == 1 && acts[0] != *a) {
+                return Err(err(format!(
+                    "reads '{a}', a Sqrt's output: a Sqrt is supported only as the divisor \
+                     of a Div (a / sqrt(v), as a decomposed LayerNorm computes it)"
+                )));
+            }
+        }
         // The node's data input: the first activation it reads.
         let sym = self.env[&first].clone();
         self.current = first;
@@ -495,6 +509,8 @@ impl<'g> Lowering<'g> {
             "LayerNormalization" => self.layer_norm(node),
             "Softmax" => self.softmax(node),
             "Sigmoid" | "Tanh" | "Gelu" => self.squash(node),
+            "ReduceMean" | "ReduceSum" => self.reduce(node),
+            "Sqrt" => self.sqrt(node),
             "Pow" => self.pow(node),
             "AveragePool" | "GlobalAveragePool" => self.average_pool(node),
             "MaxPool" => self.max_pool(node),
@@ -513,7 +529,7 @@ impl<'g> Lowering<'g> {
             "Reshape" => self.reshape(node),
             "Identity" => Ok(()),
             other => Err(err(format!(
-                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization and Softmax (last axis), Sigmoid, Tanh, Gelu (tanh form), Pow (exponent 1 to 3), AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
+                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization and Softmax (last axis), Sigmoid, Tanh, Gelu (tanh form), Pow (exponent 1 to 3), ReduceMean, ReduceSum, Sqrt as a divisor, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
             ))),
         }?;
         let out = node
@@ -780,22 +796,42 @@ impl<'g> Lowering<'g> {
                 return self.multiply(node, other.clone());
             }
             if node.op_type == "Div" {
+                if node.input.get(1).is_some_and(|d| self.inverted.contains(d)) {
+                    // a / sqrt(v): the divisor is held as rsqrt(v).
+                    return self.multiply(node, other.clone());
+                }
                 return Err(err(
-                    "an activation divided by an activation is not supported (it needs a \
-                     reciprocal gadget: not yet)"
+                    "an activation divided by an activation is supported only when the \
+                     divisor is a Sqrt (a decomposed LayerNorm)"
                         .into(),
                 ));
             }
-            if other.shape != self.shape {
+            // Either operand may broadcast (the ONNX way) to the other's shape.
+            let expand = |map: &Map, from: &[usize], to: &[usize]| -> Option<Map> {
+                let n: usize = from.iter().product();
+                let index: Vec<f64> = (0..n).map(|i| i as f64).collect();
+                let pick = broadcast(from, &index, to).ok()?;
+                let m = pick.len();
+                let rows = pick.into_iter().map(|j| vec![(j as u32, 1.0)]).collect();
+                Some(map.then(rows, vec![0.0; m]))
+            };
+            let a = std::mem::replace(&mut self.map, Map::Slice(0));
+            let (a, b, shape) = if other.shape == self.shape {
+                (a, other.map.clone(), self.shape.clone())
+            } else if let Some(b) = expand(&other.map, &other.shape, &self.shape) {
+                (a, b, self.shape.clone())
+            } else if let Some(a) = expand(&a, &self.shape, &other.shape) {
+                (a, other.map.clone(), other.shape.clone())
+            } else {
                 return Err(err(format!(
-                    "two activations of shapes {:?} and {:?}: only equal shapes are added",
+                    "two activations of shapes {:?} and {:?} do not broadcast",
                     self.shape, other.shape
                 )));
-            }
-            let n: usize = self.shape.iter().product();
+            };
+            let n: usize = shape.iter().product();
             let sign = if node.op_type == "Sub" { -1.0 } else { 1.0 };
-            let a = std::mem::replace(&mut self.map, Map::Slice(0)).into_rows(n);
-            self.map = add_rows(a, other.map.clone().into_rows(n), sign);
+            self.map = add_rows(a.into_rows(n), b.into_rows(n), sign);
+            self.shape = shape;
             return Ok(());
         }
         let first = node.input.first() == Some(&self.current);
@@ -853,8 +889,20 @@ impl<'g> Lowering<'g> {
             return Ok(slices);
         }
         let name = node_name(node);
-        let mut keys = Vec::with_capacity(syms.len());
+        // (key, whether it is ours to remove): a value already live, or stored twice (x * x),
+        // is stored once.
+        let mut keys: Vec<(String, bool)> = Vec::with_capacity(syms.len());
         for (part, sym) in syms {
+            let same = self
+                .env
+                .iter()
+                .find(|(_, s)| s.shape == sym.shape && s.map == sym.map)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = same {
+                let ours = keys.iter().any(|(key, ours)| *key == k && *ours);
+                keys.push((k, ours));
+                continue;
+            }
             let key = format!("{name}/{part}");
             self.env.insert(
                 key.clone(),
@@ -864,20 +912,26 @@ impl<'g> Lowering<'g> {
                 },
             );
             self.born += 1;
-            keys.push(key);
+            keys.push((key, true));
         }
         // The node is recorded by the layer that stores its operands and by the next,
         // which computes it.
         self.layer(None)?;
         self.pending
             .push((node.op_type.clone(), node_name(node).to_string()));
-        Ok(keys
+        let offsets = keys
             .iter()
-            .map(|k| match self.env.remove(k).map(|s| s.map) {
-                Some(Map::Slice(o)) => o,
+            .map(|(k, _)| match self.env.get(k).map(|s| &s.map) {
+                Some(Map::Slice(o)) => *o,
                 _ => unreachable!("a carried tensor is a slice of the new state"),
             })
-            .collect())
+            .collect();
+        for (k, ours) in keys {
+            if ours {
+                self.env.remove(&k);
+            }
+        }
+        Ok(offsets)
     }
 
     /// LayerNormalization over the last axis (length D, T rows):
@@ -1684,6 +1738,94 @@ impl<'g> Lowering<'g> {
                 format!("exponent {k}: only 1, 2 and 3 are supported"),
             )),
         }
+    }
+
+    /// ReduceMean and ReduceSum over constant axes (an attribute, or from opset 18 an
+    /// input), keepdims or not: affine, so free.
+    fn reduce(&mut self, node: &NodeProto) -> Result<()> {
+        let err = |reason: String| unsupported(node, reason);
+        let full: Vec<usize> = std::iter::once(1)
+            .chain(self.shape.iter().copied())
+            .collect();
+        let rank = full.len();
+        let axes = match self.const_ints(node, 1)? {
+            Some(a) => a,
+            None => attr_ints(node, "axes").unwrap_or_default(),
+        };
+        let mut reduced = vec![false; rank];
+        if axes.is_empty() {
+            if attr_int(node, "noop_with_empty_axes").unwrap_or(0) != 0 {
+                return Ok(());
+            }
+            reduced[1..].iter_mut().for_each(|r| *r = true);
+        }
+        for a in &axes {
+            let r = rank as i64;
+            if *a < -r || *a >= r {
+                return Err(err(format!("axis {a} is out of range for rank {rank}")));
+            }
+            reduced[((a + r) % r) as usize] = true;
+        }
+        if reduced[0] {
+            return Err(err("cannot reduce over the batch".into()));
+        }
+        let keep = attr_int(node, "keepdims").unwrap_or(1) != 0;
+        let kept: Vec<usize> = (0..rank)
+            .map(|a| if reduced[a] { 1 } else { full[a] })
+            .collect();
+        let n_out: usize = kept.iter().product();
+        let count: usize = (0..rank).filter(|a| reduced[*a]).map(|a| full[a]).product();
+        let share = if node.op_type == "ReduceMean" {
+            1.0 / count as f64
+        } else {
+            1.0
+        };
+        let mut rows: Vec<Vec<(u32, f64)>> = vec![Vec::new(); n_out];
+        let n: usize = full.iter().product();
+        for i in 0..n {
+            // The output an input element sums into: its coordinates, reduced axes at 0.
+            let (mut rem, mut out, mut stride) = (i, 0usize, 1usize);
+            for a in (0..rank).rev() {
+                let c = rem % full[a];
+                rem /= full[a];
+                if !reduced[a] {
+                    out += c * stride;
+                }
+                stride *= kept[a];
+            }
+            rows[out].push((i as u32, share));
+        }
+        let shape: Vec<usize> = if keep {
+            kept[1..].to_vec()
+        } else {
+            (1..rank)
+                .filter(|a| !reduced[*a])
+                .map(|a| full[a])
+                .collect()
+        };
+        self.fold(node, rows, vec![0.0; n_out], shape)
+    }
+
+    /// Sqrt, held as its reciprocal: the reciprocal square root gadget (a layer), whose
+    /// output a Div then multiplies by (see `inverted`).
+    fn sqrt(&mut self, node: &NodeProto) -> Result<()> {
+        let out = node
+            .output
+            .first()
+            .cloned()
+            .ok_or_else(|| unsupported(node, "node has no output"))?;
+        let v = std::mem::replace(&mut self.map, Map::Slice(0));
+        let name = format!("{}/inv", node_name(node));
+        self.layer_with(Some((
+            Act::Gadget(Gadget::Rsqrt),
+            name.clone(),
+            self.shape.clone(),
+            v,
+        )))?;
+        self.env.remove(&name);
+        self.map = Map::Slice(0);
+        self.inverted.insert(out);
+        Ok(())
     }
 
     /// Pow with a constant exponent 1, 2 or 3.

@@ -313,7 +313,52 @@ fn attention_products_read_stored_values_so_their_operands_end_a_layer() {
     match onnx::parse(&bad, "bad").unwrap_err() {
         KernelError::Unsupported { node, reason, .. } => {
             assert_eq!(node, "ratio");
-            assert!(reason.contains("reciprocal"), "{reason}");
+            assert!(reason.contains("divisor is a Sqrt"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn reductions_over_constant_axes_are_affine() {
+    // h = [2.1, -1.6] at x = [1, 2]. Unsqueeze to [1, 1, 2], then ReduceSum over the last
+    // axis (keepdims) and ReduceMean over both (axes as an input, as from opset 18).
+    let mut sum = node("ReduceSum", "sum", &["u"], "s");
+    sum.attribute.push(AttributeProto {
+        name: "axes".into(),
+        ints: vec![-1],
+        ..Default::default()
+    });
+    let more = vec![
+        node("Unsqueeze", "unsq", &["h", "ax1"], "u"),
+        sum,
+        node("Add", "join", &["u", "s"], "t"),
+        node("ReduceMean", "mean", &["t", "both"], "y"),
+    ];
+    let ints = |name: &str, v: &[i64]| TensorProto {
+        dims: vec![v.len() as i64],
+        data_type: DT_INT64,
+        int64_data: v.to_vec(),
+        name: name.into(),
+        ..Default::default()
+    };
+    let fm = onnx::parse(
+        &chain(more, vec![ints("ax1", &[1]), ints("both", &[1, 2])]),
+        "r",
+    )
+    .unwrap();
+    assert_eq!(fm.output_shape, [1, 1]);
+    // s = 0.5 (broadcast over the last axis), t = [2.6, -1.1], y = 0.75.
+    let y = fm.eval(&[1.0, 2.0]);
+    assert!((y[0] - 0.75).abs() < 1e-9, "{y:?}");
+    let bad = chain(
+        vec![node("ReduceSum", "bad", &["h", "batch"], "y")],
+        vec![ints("batch", &[0])],
+    );
+    match onnx::parse(&bad, "bad").unwrap_err() {
+        KernelError::Unsupported { node, reason, .. } => {
+            assert_eq!(node, "bad");
+            assert!(reason.contains("batch"), "{reason}");
         }
         other => panic!("{other:?}"),
     }

@@ -9,7 +9,7 @@ use ark_ff::{BigInteger, PrimeField, UniformRand, Zero};
 use ark_std::rand::{rngs::StdRng, Rng};
 use provnet_kernels::{import, ImportOptions, Model, ModelSummary};
 
-pub const MODELS: [&str; 16] = [
+pub const MODELS: [&str; 17] = [
     "dense_16",
     "dense_64",
     "dense_256",
@@ -26,6 +26,7 @@ pub const MODELS: [&str; 16] = [
     "transformer_block",
     "two_head_classifier",
     "smooth_mlp",
+    "decomposed_ln",
 ];
 
 /// A fixture file. A test binary carried to another machine (the GPU device tests) finds
