@@ -7,7 +7,7 @@ use ark_bn254::Fr;
 use provnet_kernels::circuit::{self, Assignment, CircuitShape};
 use provnet_kernels::gadgets::Gadget;
 use provnet_kernels::r1cs::Mode;
-use provnet_kernels::{trace, KernelError};
+use provnet_kernels::{trace, KernelError, Segment};
 
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
@@ -205,6 +205,20 @@ fn a_false_claim_is_reported_by_name() {
     }
 }
 
+/// The label of the first constraint `seg` fails when its output is claimed to be `lie`
+/// (checked in `mode`); panics when the lie is satisfied.
+fn refusal(seg: &Segment, input: &[i64], lie: &[i64], mode: Mode) -> String {
+    let a = Assignment {
+        input,
+        claimed_output: Some(lie),
+    };
+    let cs = circuit::synthesize(seg, mode, Fr::from(1u64), Some(a));
+    match cs.first_unsatisfied() {
+        Some(KernelError::Unsatisfied { label, .. }) => label,
+        other => panic!("segment {}: a lie passed: {other:?}", seg.index),
+    }
+}
+
 #[test]
 fn a_residual_segment_refuses_a_lie_on_a_relu_row_and_on_a_carried_row() {
     // residual_mlp's segment 1 outputs [relu(fc1(h1)) (48), h1 (24)]: ReLU rows and
@@ -224,17 +238,8 @@ fn a_residual_segment_refuses_a_lie_on_a_relu_row_and_on_a_carried_row() {
         if !seg.output.contains(lie[row] as i128) {
             continue;
         }
-        let a = Assignment {
-            input: &tr.tensors[1],
-            claimed_output: Some(&lie),
-        };
-        let cs = circuit::synthesize(seg, Mode::Prove, Fr::from(1u64), Some(a));
-        match cs.first_unsatisfied() {
-            Some(KernelError::Unsatisfied { label, .. }) => {
-                assert!(label.contains("packs outputs"), "row {row}: {label}")
-            }
-            other => panic!("row {row}: expected an unsatisfied constraint, got {other:?}"),
-        }
+        let label = refusal(seg, &tr.tensors[1], &lie, Mode::Prove);
+        assert!(label.contains("packs outputs"), "row {row}: {label}");
     }
     let honest = Assignment {
         input: &tr.tensors[1],
@@ -264,17 +269,8 @@ fn a_copied_value_costs_nothing_and_a_lie_about_it_is_refused() {
     for (i, delta) in [(copies[0], 1i64), (*copies.last().unwrap(), -1)] {
         let mut lie = tr.tensors[2].clone();
         lie[i] += delta;
-        let a = Assignment {
-            input: &tr.tensors[1],
-            claimed_output: Some(&lie),
-        };
-        let cs = circuit::synthesize(seg, Mode::Prove, Fr::from(1u64), Some(a));
-        match cs.first_unsatisfied() {
-            Some(KernelError::Unsatisfied { label, .. }) => {
-                assert!(label.contains("packs outputs"), "row {i}: {label}")
-            }
-            other => panic!("row {i}: expected an unsatisfied constraint, got {other:?}"),
-        }
+        let label = refusal(seg, &tr.tensors[1], &lie, Mode::Prove);
+        assert!(label.contains("packs outputs"), "row {i}: {label}");
     }
 }
 
@@ -325,26 +321,16 @@ fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_
                 } else {
                     1
                 };
-                let a = Assignment {
-                    input: &x,
-                    claimed_output: Some(&lie),
+                let label = refusal(seg, &x, &lie, Mode::Check);
+                // A claimed gadget output is the gadget's own witness. (An exp of a value
+                // below -16 ln 2 is 0 whatever the claim: the packing refuses anything else.)
+                let check = match seg.gadget_at(i) {
+                    Some(Gadget::Rsqrt) => "rsqrt",
+                    Some(Gadget::Recip) => "recip",
+                    Some(Gadget::Exp) if !label.contains("packs outputs") => "exp",
+                    _ => "packs outputs",
                 };
-                let cs = circuit::synthesize(seg, Mode::Check, Fr::from(3u64), Some(a));
-                match cs.first_unsatisfied() {
-                    Some(KernelError::Unsatisfied { label, .. }) => {
-                        // A claimed gadget output is the gadget's own witness.
-                        // (An exp of a value below -16 ln 2 is 0 whatever the claim: the
-                        // packing refuses a claim of anything else.)
-                        let check = match seg.gadget_at(i) {
-                            Some(Gadget::Rsqrt) => "rsqrt",
-                            Some(Gadget::Recip) => "recip",
-                            Some(Gadget::Exp) if !label.contains("packs outputs") => "exp",
-                            _ => "packs outputs",
-                        };
-                        assert!(label.contains(check), "{name} seg {k} row {i}: {label}")
-                    }
-                    other => panic!("{name} seg {k}: a lie passed: {other:?}"),
-                }
+                assert!(label.contains(check), "{name} seg {k} row {i}: {label}");
             }
         }
     }
@@ -367,17 +353,8 @@ fn a_reciprocal_square_root_off_by_one_fails_its_own_check() {
     ] {
         let mut lie = tr.tensors[2].clone();
         lie[row] += delta;
-        let a = Assignment {
-            input: &tr.tensors[1],
-            claimed_output: Some(&lie),
-        };
-        let cs = circuit::synthesize(seg, Mode::Check, Fr::from(1u64), Some(a));
-        match cs.first_unsatisfied() {
-            Some(KernelError::Unsatisfied { label, .. }) => {
-                assert!(label.contains(check), "row {row}: {label}")
-            }
-            other => panic!("row {row}: expected {check} to fail, got {other:?}"),
-        }
+        let label = refusal(seg, &tr.tensors[1], &lie, Mode::Check);
+        assert!(label.contains(check), "row {row}: {label}");
     }
     // Exact integer semantics at s = 13: y = floor(sqrt(2^39 / max(q, 1))), from q - 1.
     assert_eq!(model.scale_bits, 13);
