@@ -325,7 +325,11 @@ fn raw_prove_ms(model_dir: &Path, threads: usize, runs: usize) -> Result<Vec<f64
     let mut out = Vec::new();
     for seg in &model.segments {
         let pk = mk.proving_key(seg.index)?;
-        let input: Vec<i64> = vec![seg.input.lo() as i64; seg.n_in()];
+        let input: Vec<i64> = seg
+            .input_bounds()
+            .iter()
+            .map(|(lo, _)| *lo as i64)
+            .collect();
         let ctx = ProofContext {
             challenge: [1; 32],
             nonce: [2; 32],

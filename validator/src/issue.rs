@@ -172,14 +172,18 @@ pub fn pace(next_at: &mut f64, rate: f64, now_ms: f64) -> bool {
     true
 }
 
-/// A challenge on a random segment of `model`, with a random input in that segment's range
-/// and a fresh nonce.
+/// A challenge on a random segment of `model`, with a random input in that segment's
+/// ranges and a fresh nonce.
 pub fn random_challenge(model: &Model, deadline_ms: u64) -> Challenge {
     let mut rng = rand::rngs::OsRng;
     let segment = rng.gen_range(0..model.segments.len());
     let seg = &model.segments[segment];
-    let (lo, hi) = (seg.input.lo() as i64, seg.input.hi() as i64);
-    let input = (0..seg.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
+    // Each value anywhere in its own tensor's range (a cut's tensors have their own).
+    let input = seg
+        .input_bounds()
+        .into_iter()
+        .map(|(lo, hi)| rng.gen_range(lo as i64..=hi as i64))
+        .collect();
     Challenge {
         model_id: model.id(),
         segment: segment as u32,

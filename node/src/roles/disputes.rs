@@ -217,8 +217,11 @@ impl DisputeRole {
         let mut rng = rand::rngs::OsRng;
         let model = self.models.values().min_by_key(|m| m.id())?.clone();
         let first = model.segments.first()?;
-        let (lo, hi) = (first.input.lo() as i64, first.input.hi() as i64);
-        let input: Vec<i64> = (0..first.n_in()).map(|_| rng.gen_range(lo..=hi)).collect();
+        let input: Vec<i64> = first
+            .input_bounds()
+            .into_iter()
+            .map(|(lo, hi)| rng.gen_range(lo as i64..=hi as i64))
+            .collect();
         let corrupt = (rng.gen::<f64>() < self.cfg.cheat_rate)
             .then(|| rng.gen_range(0..model.segments.len() as u32));
         Some(self.claim_job(model, input, corrupt, None))
