@@ -517,6 +517,8 @@ impl<'g> Lowering<'g> {
             "Transpose" | "Squeeze" | "Unsqueeze" | "Slice" | "Gather" => {
                 self.data_movement(node)
             }
+            "Concat" => self.concat(node, others),
+            "Split" => self.split(node),
             "Relu" => self.relu(node),
             "Flatten" => {
                 let axis = attr_int(node, "axis").unwrap_or(1);
@@ -529,7 +531,7 @@ impl<'g> Lowering<'g> {
             "Reshape" => self.reshape(node),
             "Identity" => Ok(()),
             other => Err(err(format!(
-                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization and Softmax (last axis), Sigmoid, Tanh, Gelu (tanh form), Pow (exponent 1 to 3), ReduceMean, ReduceSum, Sqrt as a divisor, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
+                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization and Softmax (last axis), Sigmoid, Tanh, Gelu (tanh form), Pow (exponent 1 to 3), ReduceMean, ReduceSum, Sqrt as a divisor, Concat, Split, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
             ))),
         }?;
         let out = node
@@ -1825,6 +1827,156 @@ impl<'g> Lowering<'g> {
         self.env.remove(&name);
         self.map = Map::Slice(0);
         self.inverted.insert(out);
+        Ok(())
+    }
+
+    /// An axis given the ONNX way, of the full shape (batch included), as an index.
+    fn axis(&self, node: &NodeProto, a: i64) -> Result<usize> {
+        let r = self.shape.len() as i64 + 1;
+        if a < -r || a >= r || (a + r) % r == 0 {
+            return Err(unsupported(
+                node,
+                format!("axis {a} is out of range for rank {r} (or is the batch)"),
+            ));
+        }
+        Ok(((a + r) % r) as usize - 1)
+    }
+
+    /// Concat of activations and constants along an axis: each output row is an input's
+    /// row, so it is free.
+    fn concat(&mut self, node: &NodeProto, others: Vec<Sym>) -> Result<()> {
+        let err = |reason: String| unsupported(node, reason);
+        let axis = self.axis(node, attr_int(node, "axis").unwrap_or(0))?;
+        let first = Sym {
+            shape: self.shape.clone(),
+            map: std::mem::replace(&mut self.map, Map::Slice(0)),
+            born: self.born,
+        };
+        let mut acts = std::iter::once(first).chain(others);
+        // Each part: its shape and rows, in input order.
+        let mut parts: Vec<(Vec<usize>, Rows)> = Vec::new();
+        for name in node.input.iter().filter(|i| !i.is_empty()) {
+            if self.inits.contains_key(name.as_str()) {
+                let (dims, c) =
+                    self.weight(node, node.input.iter().position(|i| i == name).unwrap_or(0))?;
+                let dims = match dims.first() {
+                    Some(1) => dims[1..].to_vec(),
+                    _ => return Err(err(format!("constant '{name}' lacks the batch axis"))),
+                };
+                let n = c.len();
+                parts.push((
+                    dims,
+                    Rows {
+                        lin: vec![Vec::new(); n],
+                        bias: c,
+                        quad: Vec::new(),
+                    },
+                ));
+            } else {
+                let sym = acts.next().expect("one per activation input");
+                let n: usize = sym.shape.iter().product();
+                parts.push((sym.shape, sym.map.into_rows(n)));
+            }
+        }
+        let base = &parts[0].0;
+        if parts.iter().any(|(d, _)| {
+            d.len() != base.len()
+                || d.iter()
+                    .zip(base)
+                    .enumerate()
+                    .any(|(a, (x, y))| a != axis && x != y)
+        }) {
+            return Err(err(format!(
+                "shapes {:?} differ off the axis",
+                parts.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>()
+            )));
+        }
+        let outer: usize = base[..axis].iter().product();
+        let inner: usize = base[axis + 1..].iter().product();
+        let mut shape = base.clone();
+        shape[axis] = parts.iter().map(|(d, _)| d[axis]).sum();
+        let mut out = Rows::default();
+        for o in 0..outer {
+            for (d, rows) in &parts {
+                let block = d[axis] * inner;
+                let (start, end) = (o * block, (o + 1) * block);
+                append(
+                    &mut out,
+                    Rows {
+                        lin: rows.lin[start..end].to_vec(),
+                        bias: rows.bias[start..end].to_vec(),
+                        quad: if rows.quad.is_empty() {
+                            Vec::new()
+                        } else {
+                            rows.quad[start..end].to_vec()
+                        },
+                    },
+                );
+            }
+        }
+        self.map = Map::Rows(out);
+        self.shape = shape;
+        Ok(())
+    }
+
+    /// Split along an axis into parts (sizes from the `split` input or attribute, or equal
+    /// parts): selections, so free. The first part is the node's output in hand; the others
+    /// are filed under their names here.
+    fn split(&mut self, node: &NodeProto) -> Result<()> {
+        let err = |reason: String| unsupported(node, reason);
+        let axis = self.axis(node, attr_int(node, "axis").unwrap_or(0))?;
+        let len = self.shape[axis];
+        let outs: Vec<&String> = node.output.iter().collect();
+        let sizes: Vec<usize> = match self.const_ints(node, 1)? {
+            Some(v) => v.iter().map(|x| *x as usize).collect(),
+            None => match attr_ints(node, "split") {
+                Some(v) => v.iter().map(|x| *x as usize).collect(),
+                None if len % outs.len() == 0 => vec![len / outs.len(); outs.len()],
+                None => {
+                    return Err(err(format!(
+                        "{len} does not split into {} equal parts",
+                        outs.len()
+                    )))
+                }
+            },
+        };
+        if sizes.len() != outs.len() || sizes.iter().sum::<usize>() != len {
+            return Err(err(format!(
+                "sizes {sizes:?} do not split {len} into {} parts",
+                outs.len()
+            )));
+        }
+        let outer: usize = self.shape[..axis].iter().product();
+        let inner: usize = self.shape[axis + 1..].iter().product();
+        let x = std::mem::replace(&mut self.map, Map::Slice(0));
+        let mut first = None;
+        let mut at = 0;
+        for (k, (size, out)) in sizes.iter().zip(outs).enumerate() {
+            let rows: Vec<Vec<(u32, f64)>> = (0..outer)
+                .flat_map(|o| {
+                    (0..size * inner)
+                        .map(move |i| vec![((o * len * inner + at * inner + i) as u32, 1.0)])
+                })
+                .collect();
+            let n = rows.len();
+            let mut shape = self.shape.clone();
+            shape[axis] = *size;
+            let sym = Sym {
+                shape,
+                map: x.then(rows, vec![0.0; n]),
+                born: self.born + k,
+            };
+            at += size;
+            if k == 0 {
+                first = Some(sym);
+            } else if self.uses.get(out.as_str()).copied().unwrap_or(0) > 0 {
+                self.env.insert(out.clone(), sym);
+            }
+        }
+        self.born += sizes.len();
+        let first = first.expect("at least one part");
+        self.map = first.map;
+        self.shape = first.shape;
         Ok(())
     }
 

@@ -365,6 +365,53 @@ fn reductions_over_constant_axes_are_affine() {
 }
 
 #[test]
+fn concat_and_split_move_data_for_free() {
+    // t = Concat(h, c, relu(h)) = [2.1, -1.6, 0.5, -0.5, 2.1, 0] at x = [1, 2]; Split into
+    // a (4) and b (2); y = b + sum(a) = [2.6, 0.5].
+    let attr = |name: &str, v: &[i64]| AttributeProto {
+        name: name.into(),
+        i: v[0],
+        ints: v.to_vec(),
+        ..Default::default()
+    };
+    let mut cat = node("Concat", "cat", &["h", "c", "r"], "t");
+    cat.attribute.push(attr("axis", &[1]));
+    let mut split = node("Split", "split", &["t"], "a");
+    split.output.push("b".into());
+    split.attribute.push(attr("axis", &[-1]));
+    split.attribute.push(attr("split", &[4, 2]));
+    let more = vec![
+        node("Relu", "act", &["h"], "r"),
+        cat,
+        split,
+        node("ReduceSum", "sum", &["a"], "s"),
+        node("Add", "y", &["b", "s"], "y"),
+    ];
+    let fm = onnx::parse(
+        &chain(more, vec![tensor("c", &[1, 2], &[0.5, -0.5])]),
+        "cat",
+    )
+    .unwrap();
+    let y = fm.eval(&[1.0, 2.0]);
+    assert!(
+        (y[0] - 2.6).abs() < 1e-6 && (y[1] - 0.5).abs() < 1e-6,
+        "{y:?}"
+    );
+    // Parts that do not add up are refused.
+    let mut bad = node("Split", "bad", &["h"], "y");
+    bad.output.push("z".into());
+    bad.attribute.push(attr("split", &[1, 2]));
+    bad.attribute.push(attr("axis", &[1]));
+    match onnx::parse(&chain(vec![bad], vec![]), "bad").unwrap_err() {
+        KernelError::Unsupported { node, reason, .. } => {
+            assert_eq!(node, "bad");
+            assert!(reason.contains("do not split"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn a_hand_built_graph_lowers_and_evaluates_exactly() {
     let fm = onnx::parse(&tiny("Relu"), "tiny").unwrap();
     assert_eq!(fm.layers.len(), 1);
