@@ -382,6 +382,14 @@ fn decompose(
     bits
 }
 
+/// A witness w = a * b, with its constraint; `value` is w when proving.
+fn product(cs: &mut R1cs, (a, b): (Lc, Lc), value: i128, label: Label) -> Var {
+    let w = cs.witness(|| fr_i128(value));
+    let w_lc = cs.var(w);
+    cs.enforce(a, b, w_lc, label);
+    w
+}
+
 /// What one output row reads: the inputs, the products, its ReLU output (when it has
 /// one) and, when proving, its accumulator.
 struct Row<'a> {
@@ -398,24 +406,18 @@ fn products(cs: &mut R1cs, seg: &Segment, x: &[i64], xs: &[Lc]) -> HashMap<(u32,
     seg.product_pairs()
         .into_iter()
         .map(|(a, b)| {
-            let p = cs.witness(|| {
-                if values {
-                    fr_i128(x[a as usize] as i128 * x[b as usize] as i128)
-                } else {
-                    Fr::zero()
-                }
-            });
-            let out = cs.var(p);
-            cs.enforce(
-                xs[a as usize].clone(),
-                xs[b as usize].clone(),
-                out,
-                Label {
-                    what: "product",
-                    i: a,
-                    j: b,
-                },
-            );
+            let (a_us, b_us) = (a as usize, b as usize);
+            let value = if values {
+                x[a_us] as i128 * x[b_us] as i128
+            } else {
+                0
+            };
+            let label = Label {
+                what: "product",
+                i: a,
+                j: b,
+            };
+            let p = product(cs, (xs[a_us].clone(), xs[b_us].clone()), value, label);
             ((a, b), p)
         })
         .collect()
@@ -564,25 +566,13 @@ fn inverse_row(
     });
     // a = y^p q', and for p = 2 also b = y q'.
     let (a_value, b) = if g == Gadget::Rsqrt {
-        let y2 = cs.witness(|| fr_i128(y * y));
+        let y2 = product(cs, (y_lc.clone(), y_lc.clone()), y * y, label("rsqrt y^2"));
         let y2_lc = cs.var(y2);
-        cs.enforce(
-            y_lc.clone(),
-            y_lc.clone(),
-            y2_lc.clone(),
-            label("rsqrt y^2"),
-        );
-        let a = cs.witness(|| fr_i128(y * y * q));
-        let a_lc = cs.var(a);
-        cs.enforce(y2_lc, qp.clone(), a_lc, label(what_a));
-        let b = cs.witness(|| fr_i128(y * q));
-        let b_lc = cs.var(b);
-        cs.enforce(y_lc.clone(), qp.clone(), b_lc, label("rsqrt y q"));
+        let a = product(cs, (y2_lc, qp.clone()), y * y * q, label(what_a));
+        let b = product(cs, (y_lc.clone(), qp.clone()), y * q, label("rsqrt y q"));
         ((y * y * q, a), Some(b))
     } else {
-        let a = cs.witness(|| fr_i128(y * q));
-        let a_lc = cs.var(a);
-        cs.enforce(y_lc.clone(), qp.clone(), a_lc, label(what_a));
+        let a = product(cs, (y_lc.clone(), qp.clone()), y * q, label(what_a));
         ((y * q, a), None)
     };
     let (a_int, a) = a_value;
@@ -690,15 +680,9 @@ fn exp_row(
                 lc
             }
             Some(p_lc) => {
-                let w = cs.witness(|| fr_i128(prod_value));
-                let w_lc = cs.var(w);
-                cs.enforce(
-                    p_lc.clone(),
-                    rem.clone(),
-                    w_lc.clone(),
-                    label("exp horner product", step as u32),
-                );
-                w_lc
+                let step = label("exp horner product", step as u32);
+                let w = product(cs, (p_lc.clone(), rem.clone()), prod_value, step);
+                cs.var(w)
             }
         };
         // z = prod + half + 2^(mp + s): its bits s.. are floor((prod + half) / 2^s) + 2^mp.
@@ -732,10 +716,8 @@ fn exp_row(
     for (bi, b) in kbits.iter().enumerate().take(low).skip(1) {
         let f = factor(cs, *b, 1i128 << (1 << bi));
         pow_value <<= ((k_value >> bi) & 1) << bi;
-        let w = cs.witness(|| fr_i128(pow_value));
-        let w_lc = cs.var(w);
-        cs.enforce(pow, f, w_lc.clone(), label("exp 2^k", bi as u32));
-        pow = w_lc;
+        let w = product(cs, (pow, f), pow_value, label("exp 2^k", bi as u32));
+        pow = cs.var(w);
     }
     let high_set = (k_value >> low) != 0;
     let mut nz: Option<Lc> = None;
@@ -746,10 +728,13 @@ fn exp_row(
             None => f,
             Some(prev) => {
                 let nz_value = !high_set || (k_value >> low) & ((1 << (bi - low + 1)) - 1) == 0;
-                let w = cs.witness(|| if nz_value { Fr::one() } else { Fr::zero() });
-                let w_lc = cs.var(w);
-                cs.enforce(prev, f, w_lc.clone(), label("exp k < 16", bi as u32));
-                w_lc
+                let w = product(
+                    cs,
+                    (prev, f),
+                    nz_value as i128,
+                    label("exp k < 16", bi as u32),
+                );
+                cs.var(w)
             }
         });
     }
@@ -763,12 +748,10 @@ fn exp_row(
     };
     let y0 = cs.witness(|| fr_i128(y0_value));
     let y0_lc = cs.var(y0);
-    let prod2 = cs.witness(|| fr_i128(y0_value * pow_value));
-    let prod2_lc = cs.var(prod2);
-    cs.enforce(
-        y0_lc.clone(),
-        pow.clone(),
-        prod2_lc.clone(),
+    let prod2 = product(
+        cs,
+        (y0_lc.clone(), pow.clone()),
+        y0_value * pow_value,
         label("exp y0 2^k", 0),
     );
     let nb = gadgets::exp_shift_rem_bits(low as u32);
@@ -795,10 +778,8 @@ fn exp_row(
         None => y0_lc,
         Some(nz) => {
             let y_value = if high_set { 0 } else { y0_value };
-            let y = cs.witness(|| fr_i128(y_value));
-            let y_lc = cs.var(y);
-            cs.enforce(y0_lc, nz, y_lc.clone(), label("exp y = y0 (k < 16)", 0));
-            y_lc
+            let y = product(cs, (y0_lc, nz), y_value, label("exp y = y0 (k < 16)", 0));
+            cs.var(y)
         }
     }
 }

@@ -75,7 +75,8 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     let mut in_ranges = vec![(n_in as u32, input)];
     for layer in &float.layers {
         let seg = quantize_layer(layer, segments.len(), (input, in_ranges), s)?;
-        let cost = CircuitShape::of(&seg).constraints;
+        let shape = CircuitShape::of(&seg);
+        let cost = shape.constraints;
         if cost > opts.max_constraints {
             return Err(KernelError::Unsupported {
                 node: layer.nodes.last().cloned().unwrap_or_default(),
@@ -88,7 +89,7 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
                     seg.ops.join(" "),
                     opts.max_constraints,
                     {
-                        let k = KeySize::of(&CircuitShape::of(&seg));
+                        let k = KeySize::of(&shape);
                         (k.pk_bytes + k.h_table_bytes) / 1_000_000
                     }
                 ),

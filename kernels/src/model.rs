@@ -268,8 +268,14 @@ impl Segment {
     /// Per output row, the magnitude bits of its output value: `row_q_bits`, or its
     /// gadget's. `q_bits` is their maximum.
     pub fn row_out_bits(&self) -> Vec<u32> {
-        self.row_q_bits()
-            .into_iter()
+        self.row_out_bits_from(&self.row_q_bits())
+    }
+
+    /// [`Self::row_out_bits`] from this segment's `row_q_bits`.
+    fn row_out_bits_from(&self, q_bits: &[u32]) -> Vec<u32> {
+        q_bits
+            .iter()
+            .copied()
             .enumerate()
             .map(|(i, m)| match self.gadget_at(i) {
                 Some(g) => g.out_bits(self.act_scale, self.gadget_floor as i128),
@@ -323,10 +329,15 @@ impl Segment {
     /// The output's ranges, per state tensor (or one run): what the circuit enforces on
     /// each output row (its decomposition, ReLU, gadget or copied input), joined.
     pub fn out_ranges(&self) -> Vec<(u32, Range)> {
+        self.out_ranges_from(&self.row_q_bits())
+    }
+
+    /// [`Self::out_ranges`] from this segment's `row_q_bits`.
+    fn out_ranges_from(&self, q_bits: &[u32]) -> Vec<(u32, Range)> {
         let inputs = self.input_ranges();
-        let rows: Vec<Range> = self
-            .row_q_bits()
-            .into_iter()
+        let rows: Vec<Range> = q_bits
+            .iter()
+            .copied()
             .enumerate()
             .map(|(i, m)| self.row_range(i, m, &inputs))
             .collect();
@@ -479,16 +490,18 @@ impl Model {
             {
                 return bad(format!("segment {i}: output range disagrees with q_bits"));
             }
+            // Every row's magnitude, once: the chain and q_bits are checked against it.
+            let q_bits = s.row_q_bits();
             if let Some(next) = self.segments.get(i + 1) {
                 if next.input != s.output
                     || next.n_in() != s.n_out()
-                    || next.in_ranges != s.out_ranges()
+                    || next.in_ranges != s.out_ranges_from(&q_bits)
                 {
                     return bad(format!("segment {i} does not feed segment {}", i + 1));
                 }
             }
             // The widest accumulator fixes the output range the next segment checks.
-            if s.row_out_bits().into_iter().max() != Some(s.q_bits) {
+            if s.row_out_bits_from(&q_bits).into_iter().max() != Some(s.q_bits) {
                 return bad(format!("segment {i}: q_bits disagrees with the weights"));
             }
         }

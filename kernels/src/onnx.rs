@@ -141,6 +141,15 @@ struct Rows {
     quad: Vec<Vec<(u32, u32, f64)>>,
 }
 
+impl Rows {
+    /// Every weight, coefficient and bias times `c`.
+    fn scale(&mut self, c: f64) {
+        self.lin.iter_mut().flatten().for_each(|(_, w)| *w *= c);
+        self.quad.iter_mut().flatten().for_each(|(_, _, w)| *w *= c);
+        self.bias.iter_mut().for_each(|b| *b *= c);
+    }
+}
+
 /// An activation as a map of the base state: a slice of it (as the last layer produced
 /// it), or rows over it, affine or (after a product of two activations) quadratic.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,6 +170,14 @@ impl Map {
             },
             Map::Rows(r) => r,
         }
+    }
+
+    /// Output i is this map's output `source[i]`.
+    fn select(&self, source: impl IntoIterator<Item = usize>) -> Map {
+        let rows: Vec<Vec<(u32, f64)>> =
+            source.into_iter().map(|j| vec![(j as u32, 1.0)]).collect();
+        let n = rows.len();
+        self.then(rows, vec![0.0; n])
     }
 
     /// `outer(self)`: outer's rows (weights over this map's outputs, then `shift`).
@@ -534,11 +551,7 @@ impl<'g> Lowering<'g> {
                 "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization and Softmax (last axis), Sigmoid, Tanh, Gelu (tanh form), Pow (exponent 1 to 3), ReduceMean, ReduceSum, Sqrt as a divisor, Concat, Split, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
             ))),
         }?;
-        let out = node
-            .output
-            .first()
-            .cloned()
-            .ok_or_else(|| err("node has no output".into()))?;
+        let out = output_name(node)?;
         let sym = Sym {
             shape: self.shape.clone(),
             map: std::mem::replace(&mut self.map, Map::Slice(0)),
@@ -810,12 +823,7 @@ impl<'g> Lowering<'g> {
             }
             // Either operand may broadcast (the ONNX way) to the other's shape.
             let expand = |map: &Map, from: &[usize], to: &[usize]| -> Option<Map> {
-                let n: usize = from.iter().product();
-                let index: Vec<f64> = (0..n).map(|i| i as f64).collect();
-                let pick = broadcast(from, &index, to).ok()?;
-                let m = pick.len();
-                let rows = pick.into_iter().map(|j| vec![(j as u32, 1.0)]).collect();
-                Some(map.then(rows, vec![0.0; m]))
+                Some(map.select(broadcast_index(from, to).ok()?))
             };
             let a = std::mem::replace(&mut self.map, Map::Slice(0));
             let (a, b, shape) = if other.shape == self.shape {
@@ -921,19 +929,28 @@ impl<'g> Lowering<'g> {
         self.layer(None)?;
         self.pending
             .push((node.op_type.clone(), node_name(node).to_string()));
-        let offsets = keys
-            .iter()
-            .map(|(k, _)| match self.env.get(k).map(|s| &s.map) {
-                Some(Map::Slice(o)) => *o,
-                _ => unreachable!("a carried tensor is a slice of the new state"),
-            })
-            .collect();
+        let offsets = keys.iter().map(|(k, _)| self.slice_of(k)).collect();
         for (k, ours) in keys {
             if ours {
                 self.env.remove(&k);
             }
         }
         Ok(offsets)
+    }
+
+    /// The offset in the base state of `key`, a tensor the last layer carried.
+    fn slice_of(&self, key: &str) -> u32 {
+        match self.env.get(key).map(|s| &s.map) {
+            Some(Map::Slice(o)) => *o,
+            _ => unreachable!("a carried tensor is a slice of the new state"),
+        }
+    }
+
+    /// [`Self::slice_of`], and `key` leaves the live tensors.
+    fn take_slice(&mut self, key: &str) -> u32 {
+        let at = self.slice_of(key);
+        self.env.remove(key);
+        at
     }
 
     /// LayerNormalization over the last axis (length D, T rows):
@@ -1022,9 +1039,7 @@ impl<'g> Lowering<'g> {
             Map::Rows(var),
         )))?;
         self.pending.push((node.op_type.clone(), name.clone()));
-        let Some(Map::Slice(at)) = self.env.remove(&key).map(|s| s.map) else {
-            unreachable!("a carried tensor is a slice of the new state");
-        };
+        let at = self.take_slice(&key);
         self.env.remove(&inv);
         let quad = (0..t * d)
             .map(|o| {
@@ -1054,9 +1069,7 @@ impl<'g> Lowering<'g> {
     /// broadcast the ONNX way to the first's shape.
     fn multiply(&mut self, node: &NodeProto, other: Sym) -> Result<()> {
         let err = |reason: String| unsupported(node, reason);
-        let n_other: usize = other.shape.iter().product();
-        let index: Vec<f64> = (0..n_other).map(|i| i as f64).collect();
-        let pick = broadcast(&other.shape, &index, &self.shape).map_err(|e| {
+        let pick = broadcast_index(&other.shape, &self.shape).map_err(|e| {
             err(format!(
                 "{e}: the second operand must broadcast to the first's shape"
             ))
@@ -1209,15 +1222,10 @@ impl<'g> Lowering<'g> {
     }
 
     /// Data movement: output element `i` is input element `source[i]` (0 constraints).
-    fn gather_flat(
-        &mut self,
-        node: &NodeProto,
-        source: Vec<usize>,
-        out_shape: Vec<usize>,
-    ) -> Result<()> {
-        let n = source.len();
-        let rows = source.into_iter().map(|j| vec![(j as u32, 1.0)]).collect();
-        self.fold(node, rows, vec![0.0; n], out_shape)
+    fn gather_flat(&mut self, source: Vec<usize>, out_shape: Vec<usize>) -> Result<()> {
+        self.map = self.map.select(source);
+        self.shape = out_shape;
+        Ok(())
     }
 
     /// Transpose, Squeeze, Unsqueeze, Slice, and Gather with constant indices.
@@ -1230,13 +1238,7 @@ impl<'g> Lowering<'g> {
         let full: Vec<usize> = std::iter::once(1)
             .chain(self.shape.iter().copied())
             .collect();
-        let axis_of = |a: i64, rank: usize| -> Result<usize> {
-            let r = rank as i64;
-            if a < -r || a >= r {
-                return Err(err(format!("axis {a} is out of range for rank {rank}")));
-            }
-            Ok(((a + r) % r) as usize)
-        };
+        let axis_of = |a: i64, rank: usize| axis_index(a, rank).map_err(err);
         let strides = |shape: &[usize]| -> Vec<usize> {
             let mut s = vec![1; shape.len()];
             for i in (0..shape.len().saturating_sub(1)).rev() {
@@ -1315,7 +1317,7 @@ impl<'g> Lowering<'g> {
                         perm.iter().zip(&c).map(|(a, v)| v * in_strides[*a]).sum()
                     })
                     .collect();
-                self.gather_flat(node, source, out[1..].to_vec())
+                self.gather_flat(source, out[1..].to_vec())
             }
             "Slice" => {
                 let rank = full.len();
@@ -1372,7 +1374,7 @@ impl<'g> Lowering<'g> {
                             .sum()
                     })
                     .collect();
-                self.gather_flat(node, source, out[1..].to_vec())
+                self.gather_flat(source, out[1..].to_vec())
             }
             "Gather" => {
                 let rank = full.len();
@@ -1420,7 +1422,7 @@ impl<'g> Lowering<'g> {
                 if out.first() != Some(&1) || out.len() < 2 {
                     return Err(err(format!("gathering into {out:?} loses the batch")));
                 }
-                self.gather_flat(node, source, out[1..].to_vec())
+                self.gather_flat(source, out[1..].to_vec())
             }
             _ => unreachable!("dispatched by op type"),
         }
@@ -1525,9 +1527,7 @@ impl<'g> Lowering<'g> {
             let relu = (relu_name.clone(), vec![nd], src.then(diffs, vec![0.0; nd]));
             self.layer(Some(relu))?;
             // The next round reads this layer's output.
-            let Some(Map::Slice(carry_at)) = self.env.remove(&carry_name).map(|s| s.map) else {
-                unreachable!("a carried tensor is a slice of the new state");
-            };
+            let carry_at = self.take_slice(&carry_name);
             self.env.remove(&relu_name);
             self.pending.push((node.op_type.clone(), name.clone()));
             windows = next
@@ -1594,9 +1594,7 @@ impl<'g> Lowering<'g> {
         let maxima = self.maxima(node, windows, x)?;
         let x = self.env.remove(&logits).map(|s| s.map).expect("carried");
         // x - max, per row.
-        let spread: Vec<Vec<(u32, f64)>> =
-            (0..t * l).map(|o| vec![((o / l) as u32, 1.0)]).collect();
-        let maxima = maxima.then(spread, vec![0.0; t * l]);
+        let maxima = maxima.select((0..t * l).map(|o| o / l));
         let centred = add_rows(x.into_rows(t * l), maxima.into_rows(t * l), -1.0);
         let exp = format!("{name}/exp");
         self.layer_with(Some((
@@ -1626,9 +1624,7 @@ impl<'g> Lowering<'g> {
             sums,
         )))?;
         self.pending.push((node.op_type.clone(), name));
-        let Some(Map::Slice(e_at)) = self.env.remove(&exp).map(|s| s.map) else {
-            unreachable!("a carried tensor is a slice of the new state");
-        };
+        let e_at = self.take_slice(&exp);
         self.env.remove(&inv);
         let quad = (0..t * l)
             .map(|o| vec![(e_at + o as u32, (o / l) as u32, 1.0)])
@@ -1653,8 +1649,7 @@ impl<'g> Lowering<'g> {
             .collect();
         let logits = x.then(pairs, vec![0.0; 2 * n]);
         let p = self.softmax_map(node, logits, vec![n, 2])?;
-        let first: Vec<Vec<(u32, f64)>> = (0..n).map(|i| vec![(2 * i as u32, 1.0)]).collect();
-        Ok(p.then(first, vec![0.0; n]))
+        Ok(p.select((0..n).map(|i| 2 * i)))
     }
 
     /// Sigmoid, Tanh, and Gelu's tanh form (opset 20; the exact Erf form is refused).
@@ -1693,19 +1688,9 @@ impl<'g> Lowering<'g> {
                 let x_now = self.env.get(&keep).expect("carried").map.clone();
                 let c = 2.0 * (2.0 / std::f64::consts::PI).sqrt();
                 let mut u = cube;
-                u.lin
-                    .iter_mut()
-                    .flatten()
-                    .for_each(|(_, w)| *w *= 0.044715 * c);
-                u.quad
-                    .iter_mut()
-                    .flatten()
-                    .for_each(|(_, _, w)| *w *= 0.044715 * c);
-                u.bias.iter_mut().for_each(|b| *b *= 0.044715 * c);
+                u.scale(0.044715 * c);
                 let mut xs = x_now.into_rows(n);
-                xs.lin.iter_mut().flatten().for_each(|(_, w)| *w *= c);
-                xs.quad.iter_mut().flatten().for_each(|(_, _, w)| *w *= c);
-                xs.bias.iter_mut().for_each(|b| *b *= c);
+                xs.scale(c);
                 self.map = add_rows(u, xs, 1.0);
                 let s = self.sigmoid(node, 1.0)?;
                 let x_now = self.env.remove(&keep).expect("carried");
@@ -1762,11 +1747,7 @@ impl<'g> Lowering<'g> {
             reduced[1..].iter_mut().for_each(|r| *r = true);
         }
         for a in &axes {
-            let r = rank as i64;
-            if *a < -r || *a >= r {
-                return Err(err(format!("axis {a} is out of range for rank {rank}")));
-            }
-            reduced[((a + r) % r) as usize] = true;
+            reduced[axis_index(*a, rank).map_err(err)?] = true;
         }
         if reduced[0] {
             return Err(err("cannot reduce over the batch".into()));
@@ -1811,11 +1792,7 @@ impl<'g> Lowering<'g> {
     /// Sqrt, held as its reciprocal: the reciprocal square root gadget (a layer), whose
     /// output a Div then multiplies by (see `inverted`).
     fn sqrt(&mut self, node: &NodeProto) -> Result<()> {
-        let out = node
-            .output
-            .first()
-            .cloned()
-            .ok_or_else(|| unsupported(node, "node has no output"))?;
+        let out = output_name(node)?;
         let v = std::mem::replace(&mut self.map, Map::Slice(0));
         let name = format!("{}/inv", node_name(node));
         self.layer_with(Some((
@@ -1832,14 +1809,14 @@ impl<'g> Lowering<'g> {
 
     /// An axis given the ONNX way, of the full shape (batch included), as an index.
     fn axis(&self, node: &NodeProto, a: i64) -> Result<usize> {
-        let r = self.shape.len() as i64 + 1;
-        if a < -r || a >= r || (a + r) % r == 0 {
-            return Err(unsupported(
+        let rank = self.shape.len() + 1;
+        match axis_index(a, rank) {
+            Ok(i) if i > 0 => Ok(i - 1),
+            _ => Err(unsupported(
                 node,
-                format!("axis {a} is out of range for rank {r} (or is the batch)"),
-            ));
+                format!("axis {a} is out of range for rank {rank} (or is the batch)"),
+            )),
         }
-        Ok(((a + r) % r) as usize - 1)
     }
 
     /// Concat of activations and constants along an axis: each output row is an input's
@@ -1952,18 +1929,13 @@ impl<'g> Lowering<'g> {
         let mut first = None;
         let mut at = 0;
         for (k, (size, out)) in sizes.iter().zip(outs).enumerate() {
-            let rows: Vec<Vec<(u32, f64)>> = (0..outer)
-                .flat_map(|o| {
-                    (0..size * inner)
-                        .map(move |i| vec![((o * len * inner + at * inner + i) as u32, 1.0)])
-                })
-                .collect();
-            let n = rows.len();
+            let source = (0..outer)
+                .flat_map(|o| (0..size * inner).map(move |i| o * len * inner + at * inner + i));
             let mut shape = self.shape.clone();
             shape[axis] = *size;
             let sym = Sym {
                 shape,
-                map: x.then(rows, vec![0.0; n]),
+                map: x.select(source),
                 born: self.born + k,
             };
             at += size;
@@ -1994,11 +1966,7 @@ impl<'g> Lowering<'g> {
 
     /// ReLU ends a layer: the activation's rows through ReLU, then what else is live.
     fn relu(&mut self, node: &NodeProto) -> Result<()> {
-        let out = node
-            .output
-            .first()
-            .cloned()
-            .ok_or_else(|| unsupported(node, "node has no output"))?;
+        let out = output_name(node)?;
         let map = std::mem::replace(&mut self.map, Map::Slice(0));
         self.layer(Some((out.clone(), self.shape.clone(), map)))?;
         // The node's output is the new state's first tensor; `node` files it under its name.
@@ -2144,6 +2112,34 @@ fn broadcast(dims: &[usize], data: &[f64], shape: &[usize]) -> Result<Vec<f64>, 
         out.push(data[idx]);
     }
     Ok(out)
+}
+
+/// For each element of a tensor of shape `to`, the element of a tensor of shape `from` that
+/// broadcasts (the ONNX way) onto it.
+fn broadcast_index(from: &[usize], to: &[usize]) -> Result<Vec<usize>, String> {
+    let n: usize = from.iter().product();
+    let index: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    Ok(broadcast(from, &index, to)?
+        .into_iter()
+        .map(|i| i as usize)
+        .collect())
+}
+
+/// An axis given the ONNX way (negative from the end) of a rank-`rank` tensor, as an index.
+fn axis_index(a: i64, rank: usize) -> Result<usize, String> {
+    let r = rank as i64;
+    if a < -r || a >= r {
+        return Err(format!("axis {a} is out of range for rank {rank}"));
+    }
+    Ok(((a + r) % r) as usize)
+}
+
+/// A node's (first) output.
+fn output_name(node: &NodeProto) -> Result<String> {
+    node.output
+        .first()
+        .cloned()
+        .ok_or_else(|| unsupported(node, "node has no output"))
 }
 
 /// Why `node` cannot be imported.
