@@ -241,11 +241,14 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
                     relu_out: Some(&r_lc),
                     acc,
                 };
-                let (r_lc, v_lc) = gadget_input(&mut cs, seg, (i, m), row, &pow2);
+                let (r_lc, v_lc, sign) = gadget_input(&mut cs, seg, (i, m), row, &pow2);
                 let y = claimed.get(i).map(|v| *v as i128).unwrap_or(0);
-                let y_lc = match g.power() {
-                    Some(_) => inverse_row(&mut cs, seg, (g, i, m), r_lc, (v.max(0), y), &pow2),
-                    None => exp_row(&mut cs, seg, (i, m), (r_lc, v_lc), (v, y), &pow2),
+                let y_lc = match g {
+                    Gadget::Rsqrt | Gadget::Recip => {
+                        inverse_row(&mut cs, seg, (g, i, m), r_lc, (v.max(0), y), &pow2)
+                    }
+                    Gadget::Exp => exp_row(&mut cs, seg, (i, m), (r_lc, v_lc), (v, y), &pow2),
+                    Gadget::Erf => erf_row(&mut cs, seg, (i, m), (r_lc, v_lc, sign), (v, y), &pow2),
                 };
                 let mut out = y_lc;
                 cs.add(&mut out, Var::One, fr_i128(-seg.output.lo()));
@@ -429,20 +432,23 @@ fn output_row(cs: &mut R1cs, seg: &Segment, (i, m): (usize, u32), row: Row, pow2
     row_value(cs, seg, (i, m), row, pow2, false).0
 }
 
-/// A gadget row's input: its ReLU'd value and its value (both as combinations).
+/// A gadget row's input: its ReLU'd value, its value and its sign bit (1 when q >= 0), as
+/// combinations.
 fn gadget_input(
     cs: &mut R1cs,
     seg: &Segment,
     (i, m): (usize, u32),
     row: Row,
     pow2: &[Fr],
-) -> (Lc, Lc) {
+) -> (Lc, Lc, Lc) {
     let (r, v) = row_value(cs, seg, (i, m), row, pow2, true);
-    (r, v.expect("asked for"))
+    let (v, sign) = v.expect("asked for");
+    (r, v, sign)
 }
 
 /// Decomposes row `i`'s offset accumulator; returns (output - output range lo) (or the
-/// ReLU'd value for a gadget row) and, when `want_value`, the requantized value q itself.
+/// ReLU'd value for a gadget row) and, when `want_value`, the requantized value q itself
+/// and its sign bit.
 fn row_value(
     cs: &mut R1cs,
     seg: &Segment,
@@ -455,7 +461,7 @@ fn row_value(
     }: Row,
     pow2: &[Fr],
     want_value: bool,
-) -> (Lc, Option<Lc>) {
+) -> (Lc, Option<(Lc, Lc)>) {
     let (s, k) = (seg.shift, seg.row_acc_bits(m));
     let offset = seg.row_acc_offset(m);
     let z = acc.map(|a| (a + offset) as u128).unwrap_or(0);
@@ -490,16 +496,16 @@ fn row_value(
         }
         return (lc, None);
     }
+    let sign = cs.var(bits[(k - 2) as usize]);
     let value = want_value.then(|| {
         let mut q = high(cs, k);
         cs.add(&mut q, Var::One, fr_i128(-(1i128 << m)));
-        q
+        (q, sign.clone())
     });
     let q_low = high(cs, k - 1); // q when the sign bit is set
     let y = relu_out
         .expect("ReLU segments pass their output values")
         .clone();
-    let sign = cs.var(bits[(k - 2) as usize]);
     cs.enforce(
         sign,
         q_low,
@@ -782,6 +788,172 @@ fn exp_row(
             cs.var(y)
         }
     }
+}
+
+/// The erf gadget on row `i` (see [`crate::gadgets`]), from its ReLU'd value r = max(q, 0),
+/// its value q and its sign bit (and q's value, and the claimed y, when proving). Returns y.
+fn erf_row(
+    cs: &mut R1cs,
+    seg: &Segment,
+    (i, m): (usize, u32),
+    (r, q, sign): (Lc, Lc, Lc),
+    (q_value, y_claim): (i128, i128),
+    pow2: &[Fr],
+) -> Lc {
+    let s = seg.act_scale;
+    let label = |what: &'static str, j: u32| Label {
+        what,
+        i: i as u32,
+        j,
+    };
+    let (ub, low, high) = Gadget::erf_bits(s, m);
+    let rb = s - gadgets::ERF_PIECE_LOG;
+    // u = |q| = 2 r - q, and its bits.
+    let u_value = q_value.unsigned_abs();
+    let mut u = r.clone();
+    u.terms.iter_mut().for_each(|(_, c)| *c = c.double());
+    u.value = u.value.double();
+    for (v, c) in q.terms.iter() {
+        if cs.wants_terms() {
+            u.terms.push((*v, -*c));
+        }
+    }
+    u.value -= q.value;
+    let u_terms = u.terms.clone();
+    let bits = decompose(cs, u_value, ub, pow2, ("erf |q| bit", i), |t| {
+        t.extend(u_terms.iter().copied())
+    });
+    // j's bits are u's bits rb.. (bits[t - 1] is bit t); r' = u less them.
+    let jbits: Vec<Var> = (rb..ub).map(|t| bits[(t - 1) as usize]).collect();
+    let mut rem = u;
+    for (b, v) in jbits.iter().enumerate() {
+        cs.add(&mut rem, *v, -pow2[rb as usize + b]);
+    }
+    let rem_value = (u_value & ((1u128 << rb) - 1)) as i128;
+    let j_value = (u_value >> rb) as usize;
+    let bit_value = |b: usize| (j_value >> b) & 1;
+    // Every product of two or more of j's low bits, indexed by the subset's mask.
+    let n_pieces = 1usize << low;
+    let mut monomials: Vec<Lc> = Vec::with_capacity(n_pieces);
+    let mut mono_values: Vec<i128> = Vec::with_capacity(n_pieces);
+    for mask in 0..n_pieces {
+        if mask == 0 {
+            monomials.push(cs.constant(Fr::one()));
+            mono_values.push(1);
+            continue;
+        }
+        let top = usize::BITS - 1 - mask.leading_zeros();
+        let rest = mask ^ (1 << top);
+        let bit = cs.var(jbits[top as usize]);
+        let value = mono_values[rest] * bit_value(top as usize) as i128;
+        if rest == 0 {
+            monomials.push(bit);
+        } else {
+            let w = product(
+                cs,
+                (monomials[rest].clone(), bit),
+                value,
+                label("erf piece select", mask as u32),
+            );
+            monomials.push(cs.var(w));
+        }
+        mono_values.push(value);
+    }
+    // Each coefficient as a combination of the monomials: the Moebius transform of its
+    // column of the pieces' table (pieces past 2^low are unreachable).
+    let degree = gadgets::ERF_POLY[0].len() - 1;
+    let table: Vec<[i128; 4]> = (0..n_pieces)
+        .map(|j| gadgets::erf_coefficients(s, j))
+        .collect();
+    let coefficient = |cs: &R1cs, d: usize| {
+        let mut mobius: Vec<i128> = table.iter().map(|c| c[d]).collect();
+        for b in 0..low {
+            for mask in 0..n_pieces {
+                if mask & (1 << b) != 0 {
+                    mobius[mask] -= mobius[mask ^ (1 << b)];
+                }
+            }
+        }
+        let mut lc = Lc::default();
+        for (mono, k) in monomials.iter().zip(&mobius) {
+            if *k != 0 {
+                let k = fr_i128(*k);
+                if cs.wants_terms() {
+                    lc.terms
+                        .extend(mono.terms.iter().map(|(v, c)| (*v, *c * k)));
+                }
+                lc.value += mono.value * k;
+            }
+        }
+        lc
+    };
+    // The piece the low bits pick (a saturated |q| still evaluates one, then discards it).
+    let piece = table[j_value & (n_pieces - 1)];
+    // Horner: p = c_3; p = requant(p * r') + c_d.
+    let half = 1i128 << (s - 1);
+    let step_bits = gadgets::erf_step_bits(s);
+    let offset = half + (1i128 << (2 * s));
+    let mut p = coefficient(cs, degree);
+    let mut p_value = piece[degree];
+    for d in (0..degree).rev() {
+        let prod_value = p_value * rem_value;
+        let step = label("erf horner product", d as u32);
+        let w = product(cs, (p, rem.clone()), prod_value, step);
+        let z = (prod_value + offset) as u128;
+        let bits = decompose(cs, z, step_bits, pow2, ("erf horner step", i), |t| {
+            t.push((w, Fr::one()));
+            t.push((Var::One, fr_i128(offset)));
+        });
+        let mut next = coefficient(cs, d);
+        for tb in s..step_bits {
+            cs.add(&mut next, bits[(tb - 1) as usize], pow2[(tb - s) as usize]);
+        }
+        cs.add(&mut next, Var::One, -fr_i128(1i128 << s));
+        p_value = ((prod_value + half) >> s) + piece[d];
+        p = next;
+    }
+    // |y|: P below 4, 2^s from 4 up (a high bit of j set).
+    let one = 1i128 << s;
+    let saturated = j_value >> low != 0;
+    let abs = if high == 0 {
+        p
+    } else {
+        // nz = prod (1 - b) over the high bits: 1 when none is set.
+        let mut nz: Option<Lc> = None;
+        for (hb, b) in jbits.iter().enumerate().skip(low as usize) {
+            let mut f = cs.constant(Fr::one());
+            cs.add(&mut f, *b, -Fr::one());
+            nz = Some(match nz {
+                None => f,
+                Some(prev) => {
+                    let clear = (j_value >> low) & ((1 << (hb - low as usize + 1)) - 1) == 0;
+                    let w = product(
+                        cs,
+                        (prev, f),
+                        clear as i128,
+                        label("erf |q| < 4", hb as u32),
+                    );
+                    cs.var(w)
+                }
+            });
+        }
+        let nz = nz.expect("high > 0");
+        // |y| = 2^s + nz (P - 2^s).
+        let mut dp = p;
+        cs.add(&mut dp, Var::One, -fr_i128(one));
+        let picked = if saturated { 0 } else { p_value - one };
+        let w = product(cs, (nz, dp), picked, label("erf saturate", 0));
+        let mut abs = cs.var(w);
+        cs.add(&mut abs, Var::One, fr_i128(one));
+        abs
+    };
+    // y = (2 sign - 1) |y|; the claimed y enters here.
+    let mut pm = sign.clone();
+    pm.terms.iter_mut().for_each(|(_, c)| *c = c.double());
+    pm.value = pm.value.double();
+    cs.add(&mut pm, Var::One, -Fr::one());
+    let y = product(cs, (pm, abs), y_claim, label("erf y = sign |y|", 0));
+    cs.var(y)
 }
 
 /// One constraint per public word: word = sum_t value_t * 2^(bits * t), over `count` values.

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::circuit::CircuitShape;
 use crate::error::{KernelError, Result};
+use crate::gadgets::{Gadget, ERF_MIN_SCALE};
 use crate::keys::PROVER_THREADS;
 use crate::model::{
     output_range, write_dir_atomically, Model, Range, Segment, MAX_ACC_BITS, MAX_EXTRA_WEIGHT_BITS,
@@ -171,6 +172,13 @@ fn quantize_layer(
         .iter()
         .map(|b| (b * scale * w_scale).round() as i64)
         .collect();
+    if layer.gadget == Some(Gadget::Erf) && s < ERF_MIN_SCALE {
+        return Err(KernelError::Unsupported {
+            node: layer.nodes.last().cloned().unwrap_or_default(),
+            op: layer.ops.last().cloned().unwrap_or_default(),
+            reason: format!("the erf gadget needs --scale-bits of at least {ERF_MIN_SCALE}"),
+        });
+    }
     let mut seg = Segment {
         index,
         ops: layer.ops.clone(),

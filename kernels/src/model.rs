@@ -311,10 +311,13 @@ impl Segment {
             return inputs[j];
         }
         match self.gadget_at(i) {
-            Some(g) => Range {
-                bits: g.out_bits(self.act_scale, self.gadget_floor as i128),
-                signed: false,
-            },
+            Some(g) => {
+                let bits = g.out_bits(self.act_scale, self.gadget_floor as i128);
+                Range {
+                    bits: bits + u32::from(g.out_signed()),
+                    signed: g.out_signed(),
+                }
+            }
             None if self.relu(i) => Range {
                 bits: m.max(1),
                 signed: false,
@@ -485,6 +488,7 @@ impl Model {
                 || (s.gadget.is_none() && s.gadget_rows > 0)
                 || (s.relu_rows > 0 && s.gadget_rows > 0)
                 || (s.gadget.is_some() && s.act_scale != self.scale_bits)
+                || (s.gadget == Some(Gadget::Erf) && s.act_scale < crate::gadgets::ERF_MIN_SCALE)
                 || s.gadget_floor < 1
                 || s.output != output_range(s.q_bits, s.all_relu())
             {

@@ -82,6 +82,7 @@ impl FloatLayer {
                         Gadget::Rsqrt => 1.0 / y.max(f64::MIN_POSITIVE).sqrt(),
                         Gadget::Recip => 1.0 / y.max(self.gadget_floor),
                         Gadget::Exp => y.exp(),
+                        Gadget::Erf => libm::erf(y),
                     }
                 } else {
                     y
@@ -307,6 +308,50 @@ fn append(all: &mut Rows, more: Rows) {
 }
 
 /// `a + sign * b`, row by row (two maps of the same length over the same base).
+/// Most products one element of a Mul of two affine maps may expand into; past it the
+/// operands are stored instead (a cut: each stored value costs an accumulator
+/// decomposition of some 30 bits, and the cut re-checks the range of everything live).
+const EXPAND_PRODUCTS: usize = 4;
+
+/// The elementwise product of two affine maps as one quadratic map, output i reading a's
+/// element i and b's element `pick[i]`: (sum a_x x + c)(sum b_y y + d) = sum a_x b_y x y +
+/// d sum a_x x + c sum b_y y + c d. None when either map already has products, or an
+/// element would expand into more than [`EXPAND_PRODUCTS`].
+fn expand_product(a: &Rows, b: &Rows, pick: &[usize]) -> Option<Rows> {
+    let affine = |r: &Rows| r.quad.iter().all(Vec::is_empty);
+    if !affine(a) || !affine(b) {
+        return None;
+    }
+    let mut out = Rows::default();
+    for (i, &j) in pick.iter().enumerate() {
+        let (la, lb) = (&a.lin[i], &b.lin[j]);
+        if la.len() * lb.len() > EXPAND_PRODUCTS {
+            return None;
+        }
+        let (c, d) = (a.bias[i], b.bias[j]);
+        out.quad.push(
+            la.iter()
+                .flat_map(|(x, wa)| lb.iter().map(move |(y, wb)| (*x, *y, wa * wb)))
+                .collect(),
+        );
+        let mut lin: Vec<(u32, f64)> = Vec::with_capacity(la.len() + lb.len());
+        for (x, w) in la
+            .iter()
+            .map(|(x, w)| (*x, w * d))
+            .chain(lb.iter().map(|(y, w)| (*y, w * c)))
+        {
+            match lin.iter_mut().find(|(k, _)| *k == x) {
+                Some((_, acc)) => *acc += w,
+                None => lin.push((x, w)),
+            }
+        }
+        lin.retain(|(_, w)| *w != 0.0);
+        out.lin.push(lin);
+        out.bias.push(c * d);
+    }
+    Some(out)
+}
+
 fn add_rows(a: Rows, b: Rows, sign: f64) -> Map {
     let n = a.lin.len();
     // Each output reads its own a and b: rows of one map over [a; b] outputs.
@@ -526,6 +571,10 @@ impl<'g> Lowering<'g> {
             "LayerNormalization" => self.layer_norm(node),
             "Softmax" => self.softmax(node),
             "Sigmoid" | "Tanh" | "Gelu" => self.squash(node),
+            "Erf" => {
+                self.map = self.erf(node, 1.0)?;
+                Ok(())
+            }
             "ReduceMean" | "ReduceSum" => self.reduce(node),
             "Sqrt" => self.sqrt(node),
             "Pow" => self.pow(node),
@@ -548,7 +597,7 @@ impl<'g> Lowering<'g> {
             "Reshape" => self.reshape(node),
             "Identity" => Ok(()),
             other => Err(err(format!(
-                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization and Softmax (last axis), Sigmoid, Tanh, Gelu (tanh form), Pow (exponent 1 to 3), ReduceMean, ReduceSum, Sqrt as a divisor, Concat, Split, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
+                "op {other} is not supported (supported: Gemm, MatMul, Conv, Relu, Add, Sub and Mul (constants or two activations), Div by constants, BatchNormalization, LayerNormalization and Softmax (last axis), Sigmoid, Tanh, Gelu, Erf, Pow (exponent 1 to 3), ReduceMean, ReduceSum, Sqrt as a divisor, Concat, Split, AveragePool, GlobalAveragePool, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Slice, Gather with constant indices, Identity, Constant)"
             ))),
         }?;
         let out = output_name(node)?;
@@ -1074,6 +1123,15 @@ impl<'g> Lowering<'g> {
                 "{e}: the second operand must broadcast to the first's shape"
             ))
         })?;
+        let pick: Vec<usize> = pick.into_iter().collect();
+        // Affine operands with few terms (x (1 + erf), a gate of one value) multiply out
+        // in place; others are stored first.
+        let n_other: usize = other.shape.iter().product();
+        let lhs = self.map.clone().into_rows(pick.len());
+        if let Some(rows) = expand_product(&lhs, &other.map.clone().into_rows(n_other), &pick) {
+            self.map = Map::Rows(rows);
+            return Ok(());
+        }
         let (a, b) = self.as_slices(node, other)?;
         let quad = pick
             .into_iter()
@@ -1652,7 +1710,8 @@ impl<'g> Lowering<'g> {
         Ok(p.select((0..n).map(|i| 2 * i)))
     }
 
-    /// Sigmoid, Tanh, and Gelu's tanh form (opset 20; the exact Erf form is refused).
+    /// Sigmoid, Tanh, and Gelu (opset 20): its tanh form through the sigmoid, its exact
+    /// form through the erf gadget.
     fn squash(&mut self, node: &NodeProto) -> Result<()> {
         let n: usize = self.shape.iter().product();
         match node.op_type.as_str() {
@@ -1667,11 +1726,25 @@ impl<'g> Lowering<'g> {
                     .map(|a| String::from_utf8_lossy(&a.s).into_owned())
                     .unwrap_or_default();
                 if approx != "tanh" {
-                    return Err(unsupported(
-                        node,
-                        "Gelu's exact (Erf) form needs an Erf gadget: not yet; \
-                         approximate=\"tanh\" is supported",
-                    ));
+                    // x (1 + erf(x / sqrt 2)) / 2.
+                    let x = Sym {
+                        shape: self.shape.clone(),
+                        map: self.map.clone(),
+                        born: self.born,
+                    };
+                    let keep = format!("{}/x", node_name(node));
+                    self.env.insert(keep.clone(), x);
+                    self.born += 1;
+                    let e = self.erf(node, std::f64::consts::FRAC_1_SQRT_2)?;
+                    // The product is the next layer's.
+                    self.pending
+                        .push((node.op_type.clone(), node_name(node).to_string()));
+                    let x_now = self.env.remove(&keep).expect("carried");
+                    let halves: Vec<Vec<(u32, f64)>> =
+                        (0..n as u32).map(|i| vec![(i, 0.5)]).collect();
+                    self.map = e.then(halves, vec![0.5; n]);
+                    self.multiply(node, x_now)?;
+                    return Ok(());
                 }
                 // x sigmoid(2 sqrt(2 / pi) (x + 0.044715 x^3)).
                 let x = Sym {
@@ -1699,6 +1772,22 @@ impl<'g> Lowering<'g> {
             }
         }
         Ok(())
+    }
+
+    /// erf(a x) of the current activation: one layer of the erf gadget (see
+    /// [`crate::gadgets`]), whose output the returned map reads.
+    fn erf(&mut self, node: &NodeProto, a: f64) -> Result<Map> {
+        let n: usize = self.shape.iter().product();
+        let x = std::mem::replace(&mut self.map, Map::Slice(0));
+        let scaled: Vec<Vec<(u32, f64)>> = (0..n as u32).map(|i| vec![(i, a)]).collect();
+        let name = format!("{}/erf", node_name(node));
+        self.layer_with(Some((
+            Act::Gadget(Gadget::Erf),
+            name.clone(),
+            self.shape.clone(),
+            x.then(scaled, vec![0.0; n]),
+        )))?;
+        Ok(self.env.remove(&name).map(|s| s.map).expect("just made"))
     }
 
     /// x^k for a constant integer k in 1..=3 (Pow, or x^3 in Gelu): products.

@@ -67,6 +67,7 @@ impl std::fmt::Display for Label {
             "relu" => write!(f, "output[{}] = relu(requantized accumulator)", self.i),
             "pack input" => write!(f, "public input word {} packs inputs", self.i),
             "pack output" => write!(f, "public output word {} packs outputs", self.i),
+            "erf y = sign |y|" => write!(f, "output[{}]: erf y = sign |y|", self.i),
             other => write!(f, "{other}"),
         }
     }

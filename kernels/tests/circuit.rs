@@ -11,7 +11,7 @@ use provnet_kernels::{trace, KernelError, Segment};
 
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
-const PINNED: [(&str, &[usize]); 17] = [
+const PINNED: [(&str, &[usize]); 19] = [
     ("dense_16", &[800]),
     ("dense_64", &[3327]),
     ("dense_256", &[13825]),
@@ -70,6 +70,12 @@ const PINNED: [(&str, &[usize]); 17] = [
     // ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div: the same cuts as LayerNormalization
     // (the centred values stored, then the reciprocal square root).
     ("decomposed_ln", &[1540, 1216, 2349]),
+    // LayerNorm (two cuts), then the erf gadget on fc1's outputs over sqrt 2 (x carried),
+    // then x (1 + erf) / 2 multiplied out in place (one product per element, no cut),
+    // folded into fc2 and the residual.
+    ("gelu_ffn", &[1542, 1763, 16447, 5057]),
+    // Opset 20's one Gelu node lowers to the same cuts.
+    ("gelu20_ffn", &[1542, 1763, 16523, 5057]),
 ];
 
 #[test]
@@ -292,6 +298,7 @@ fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_
         ("prenorm_ffn", &[1, 2, 4, 5]),
         ("attention", &[3, 4, 5, 6]),
         ("smooth_mlp", &[1, 2, 3, 4, 5]),
+        ("gelu_ffn", &[2, 3]),
     ] {
         let (_, model, _) = common::import_fixture(tmp.path(), name);
         for &k in segments {
@@ -328,6 +335,7 @@ fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_
                     Some(Gadget::Rsqrt) => "rsqrt",
                     Some(Gadget::Recip) => "recip",
                     Some(Gadget::Exp) if !label.contains("packs outputs") => "exp",
+                    Some(Gadget::Erf) => "erf y = sign |y|",
                     _ => "packs outputs",
                 };
                 assert!(label.contains(check), "{name} seg {k} row {i}: {label}");
@@ -361,6 +369,73 @@ fn a_reciprocal_square_root_off_by_one_fails_its_own_check() {
     for (q1, want) in [(-5i128, 741455i128), (0, 741455), (3, 370727), (8191, 8192)] {
         assert_eq!(Gadget::Rsqrt.eval(13, q1, 1), want, "q - 1 = {q1}");
     }
+}
+
+#[test]
+fn an_erf_output_off_by_one_or_past_its_tolerance_fails_its_own_check() {
+    // gelu_ffn's segment 2 ends in the erf gadget. A claimed erf off by one unit, or by
+    // three (just past the gadget's documented two units), is packed consistently, so the
+    // gadget's own last constraint (y = sign |y|) is what refuses it; so it is for a value
+    // in every part of the gadget: negative, inside a piece, and saturated (|q| >= 4).
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, model, _) = common::import_fixture(tmp.path(), "gelu_ffn");
+    let seg = &model.segments[2];
+    assert_eq!(seg.gadget, Some(Gadget::Erf));
+    let s = seg.act_scale;
+    let n = seg.gadget_rows;
+    assert_eq!(n, 64, "one per hidden unit and token");
+    let x = model.quantize(&common::read_floats("gelu_ffn_input.json", "input_data"));
+    let tr = trace::run(&model, &x).unwrap();
+    let input = &tr.tensors[2];
+    let honest = seg.eval(input);
+    let q = |i: usize| {
+        let acc = seg.accumulate(i, input);
+        (acc + (1i128 << (seg.shift - 1))) >> seg.shift
+    };
+    let q_max = (0..n).map(q).map(i128::abs).max().unwrap();
+    assert!(
+        q_max > 0 && (0..n).any(|i| q(i) < 0),
+        "negative and positive inputs"
+    );
+    for (i, y) in honest.iter().take(n).enumerate() {
+        assert_eq!(*y as i128, Gadget::Erf.eval(s, q(i), 0), "row {i}");
+        let want = libm::erf(q(i) as f64 / (1u64 << s) as f64) * (1u64 << s) as f64;
+        assert!((*y as f64 - want).abs() <= 2.0, "row {i}");
+    }
+    for (i, delta) in [(0usize, 1i64), (n / 2, -1), (n - 1, 3), (7, -3)] {
+        let mut lie = honest.clone();
+        lie[i] += delta;
+        let label = refusal(seg, input, &lie, Mode::Check);
+        assert_eq!(label, format!("output[{i}]: erf y = sign |y|"), "row {i}");
+    }
+    // Saturated inputs (|q| >= 4), found among random inputs anywhere in the segment's
+    // input ranges.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(21);
+    let (far, row) = (0..64)
+        .find_map(|_| {
+            let x: Vec<i64> = seg
+                .input_bounds()
+                .into_iter()
+                .map(|(lo, hi)| rng.gen_range(lo as i64..=hi as i64))
+                .collect();
+            let q = |i: usize| (seg.accumulate(i, &x) + (1i128 << (seg.shift - 1))) >> seg.shift;
+            let row = (0..n).find(|i| q(*i).abs() >= 4 << s)?;
+            Some((x, row))
+        })
+        .expect("some input saturates a row");
+    let y = seg.eval(&far);
+    assert_eq!(y[row].abs(), 1 << s, "saturated");
+    let a = Assignment {
+        input: &far,
+        claimed_output: None,
+    };
+    let cs = circuit::synthesize(seg, Mode::Check, Fr::from(3u64), Some(a));
+    assert!(cs.first_unsatisfied().is_none());
+    let mut lie = y.clone();
+    lie[row] -= y[row].signum();
+    let label = refusal(seg, &far, &lie, Mode::Check);
+    assert_eq!(label, format!("output[{row}]: erf y = sign |y|"));
 }
 
 #[test]

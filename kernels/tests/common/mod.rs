@@ -9,7 +9,7 @@ use ark_ff::{BigInteger, PrimeField, UniformRand, Zero};
 use ark_std::rand::{rngs::StdRng, Rng};
 use provnet_kernels::{import, ImportOptions, Model, ModelSummary};
 
-pub const MODELS: [&str; 17] = [
+pub const MODELS: [&str; 19] = [
     "dense_16",
     "dense_64",
     "dense_256",
@@ -27,6 +27,8 @@ pub const MODELS: [&str; 17] = [
     "two_head_classifier",
     "smooth_mlp",
     "decomposed_ln",
+    "gelu_ffn",
+    "gelu20_ffn",
 ];
 
 /// A fixture file. A test binary carried to another machine (the GPU device tests) finds
