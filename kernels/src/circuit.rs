@@ -18,8 +18,13 @@
 //! * binding * binding = binding_sq puts the binding into a constraint (an unconstrained
 //!   Groth16 public input would be malleable).
 //!
-//! Constraints per segment: sum_j b_j (each input's range bits) + pairs + sum_i k_i (copies excluded) + ReLU rows
-//! + output words (none when every row has a ReLU) + 1.
+//! * a segment of several layers (cuts placed by cost) chains them: each later layer reads
+//!   the combinations the layer before computed (decomposed, ReLU'd, gadget or copied
+//!   values, each bounded by its own check), with no range check and no public word.
+//!
+//! Constraints per layer: pairs + sum_i k_i (copies excluded) + ReLU rows + gadgets; per
+//! segment, those of its layers plus sum_j b_j (each input's range bits), its last layer's
+//! output words (none when every row has a ReLU) and 1.
 
 use std::collections::HashMap;
 
@@ -27,7 +32,7 @@ use ark_bn254::Fr;
 use ark_ff::{AdditiveGroup, Field, One, Zero};
 
 use crate::gadgets::{self, Gadget};
-use crate::model::{Range, Segment};
+use crate::model::{Layer, Range, Segment};
 use crate::r1cs::{Label, Lc, Mode, R1cs, Var};
 
 /// Bits of payload per packed public word (below the 254-bit BN254 scalar field).
@@ -50,50 +55,63 @@ pub struct CircuitShape {
 impl CircuitShape {
     pub fn of(seg: &Segment) -> CircuitShape {
         let (n_in, n_out) = (seg.n_in(), seg.n_out());
-        // Each input's range check: its own range's bits.
+        // Each input's range check: its own range's bits. Values between layers are not
+        // checked again: the layer computing them bounds them.
         let in_bits: usize = seg
-            .in_ranges
+            .in_ranges()
             .iter()
             .map(|(n, r)| *n as usize * r.bits as usize)
             .sum();
+        let words_in = n_in.div_ceil(per_word(seg.input().bits));
+        let words_out = n_out.div_ceil(per_word(seg.output().bits));
+        let (mut constraints, mut witnesses) =
+            (in_bits + 1, (n_in - words_in) + (in_bits - n_in) + 1);
+        let last = seg.layers.len() - 1;
+        for (l, layer) in seg.layers.iter().enumerate() {
+            let (c, w) = Self::layer(layer, (l == last).then_some(words_out));
+            constraints += c;
+            witnesses += w;
+        }
+        CircuitShape {
+            constraints,
+            public_inputs: words_in + words_out + 1,
+            witnesses,
+        }
+    }
+
+    /// Constraints and witnesses of one layer; `words_out` for the segment's last layer,
+    /// whose outputs are packed into that many public words.
+    fn layer(layer: &Layer, words_out: Option<usize>) -> (usize, usize) {
+        let n_out = layer.n_out();
         // Rows copied from the input are not decomposed.
         let (mut k, mut decomposed) = (0, 0);
         // Gadget rows: a ReLU and the gadget's constraints (`Gadget::cost`).
-        let (mut rsqrt_c, mut rsqrt_w) = (0, 0);
-        for (i, m) in seg.row_q_bits().into_iter().enumerate() {
-            if seg.copy_of(i).is_none() {
-                k += seg.row_acc_bits(m) as usize;
+        let (mut gadget_c, mut gadget_w) = (0, 0);
+        for (i, m) in layer.row_q_bits().into_iter().enumerate() {
+            if layer.copy_of(i).is_none() {
+                k += layer.row_acc_bits(m) as usize;
                 decomposed += 1;
             }
-            if let Some(g) = seg.gadget_at(i) {
+            if let Some(g) = layer.gadget_at(i) {
                 // The row's ReLU, then the gadget's own.
-                let (c, w) = g.cost(seg.act_scale, m, seg.gadget_floor as i128);
-                rsqrt_c += 1 + c;
-                rsqrt_w += 1 + w;
+                let (c, w) = g.cost(layer.act_scale, m, layer.gadget_floor as i128);
+                gadget_c += 1 + c;
+                gadget_w += 1 + w;
             }
         }
-        let words_in = n_in.div_ceil(per_word(seg.input.bits));
-        let words_out = n_out.div_ceil(per_word(seg.output.bits));
-        // All ReLU: one constraint and one witness per output, less the word starts, which
-        // are defined from the public words. Otherwise: one constraint and one witness per
-        // ReLU row, and one packing constraint per output word.
-        let (relu_c, relu_w, pack_c) = if seg.all_relu() {
-            (n_out, n_out - words_out, 0)
-        } else {
-            (seg.relu_rows, seg.relu_rows, words_out)
+        // A last layer all ReLU: one constraint and one witness per output, less the word
+        // starts, which are defined from the public words. Otherwise: one constraint and
+        // one witness per ReLU row, and (last layer) one packing constraint per word.
+        let (relu_c, relu_w, pack_c) = match words_out {
+            Some(w) if layer.all_relu() => (n_out, n_out - w, 0),
+            Some(w) => (layer.relu_rows, layer.relu_rows, w),
+            None => (layer.relu_rows, layer.relu_rows, 0),
         };
-        let pairs = seg.product_pairs().len();
-        CircuitShape {
-            constraints: in_bits + pairs + k + relu_c + rsqrt_c + pack_c + 1,
-            public_inputs: words_in + words_out + 1,
-            witnesses: (n_in - words_in)
-                + (in_bits - n_in)
-                + pairs
-                + (k - decomposed)
-                + relu_w
-                + rsqrt_w
-                + 1,
-        }
+        let pairs = layer.product_pairs().len();
+        (
+            pairs + k + relu_c + gadget_c + pack_c,
+            pairs + (k - decomposed) + relu_w + gadget_w,
+        )
     }
 }
 
@@ -140,8 +158,8 @@ pub fn pack(values: &[i64], range: Range) -> Vec<Fr> {
 
 /// The public inputs of a segment proof, in circuit order.
 pub fn public_inputs(seg: &Segment, input: &[i64], output: &[i64], binding: Fr) -> Vec<Fr> {
-    let mut v = pack(input, seg.input);
-    v.extend(pack(output, seg.output));
+    let mut v = pack(input, seg.input());
+    v.extend(pack(output, seg.output()));
     v.push(binding);
     v
 }
@@ -161,31 +179,28 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
     let pow2 = pow2_table(PACK_BITS as usize + 1);
     let values = cs.wants_values();
     let x: &[i64] = assignment.map(|a| a.input).unwrap_or(&[]);
-    let accs: Vec<i128> = if values {
-        (0..seg.n_out()).map(|i| seg.accumulate(i, x)).collect()
-    } else {
-        Vec::new()
-    };
-    let truth: Vec<i64> = accs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| seg.finish(i, *a))
-        .collect();
-    let claimed: &[i64] = assignment.and_then(|a| a.claimed_output).unwrap_or(&truth);
+    // Every layer's input, natively (when proving), then the segment output.
+    let mut inputs: Vec<Vec<i64>> = Vec::new();
+    if values {
+        inputs.push(x.to_vec());
+        inputs.extend(seg.layer_values(x));
+    }
+    let truth: &[i64] = inputs.last().map(Vec::as_slice).unwrap_or(&[]);
+    let claimed: &[i64] = assignment.and_then(|a| a.claimed_output).unwrap_or(truth);
 
     // Public inputs.
     let words_in = if values {
-        pack(x, seg.input)
+        pack(x, seg.input())
     } else {
         Vec::new()
     };
     let words_out = if values {
-        pack(claimed, seg.output)
+        pack(claimed, seg.output())
     } else {
         Vec::new()
     };
-    let n_words_in = seg.n_in().div_ceil(per_word(seg.input.bits));
-    let n_words_out = seg.n_out().div_ceil(per_word(seg.output.bits));
+    let n_words_in = seg.n_in().div_ceil(per_word(seg.input().bits));
+    let n_words_out = seg.n_out().div_ceil(per_word(seg.output().bits));
     let pin: Vec<Var> = (0..n_words_in)
         .map(|e| cs.instance(|| words_in[e]))
         .collect();
@@ -194,85 +209,39 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
         .collect();
     let bind = cs.instance(|| binding);
 
-    let xs = input_values(&mut cs, seg, x, &pin, &pow2);
-    input_range_checks(&mut cs, seg, x, &xs, &pow2);
-    let products = products(&mut cs, seg, x, &xs);
-
-    // Outputs: accumulator decomposition, requantization, ReLU. A ReLU segment's outputs are
-    // defined through the public words (see `word_values`), so they need no packing
-    // constraint; otherwise each output word gets one.
-    let ys = if seg.all_relu() {
-        word_values(&mut cs, &pout, seg.n_out(), seg.output, &pow2, |i| {
-            fr_i128(truth[i] as i128)
-        })
-    } else {
-        (0..seg.relu_rows)
-            .map(|i| {
-                let y = cs.witness(|| fr_i128(truth[i] as i128));
-                cs.var(y)
-            })
-            .collect()
-    };
-    let outs: Vec<Lc> = seg
-        .row_q_bits()
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            if let Some(j) = seg.copy_of(i) {
-                // x_j - lo_out: x_j is range-checked as an input, and the output range
-                // holds the input range (q_bits covers this row).
-                let mut lc = xs[j].clone();
-                cs.add(&mut lc, Var::One, fr_i128(-seg.output.lo()));
-                return lc;
-            }
-            let acc = accs.get(i).copied();
-            if let Some(g) = seg.gadget_at(i) {
-                // The row's value v (q - 1 for an inverse power, q for exp), its ReLU, then
-                // the gadget. y is what the prover claims (the truth unless a test tampers
-                // with it).
-                let v = acc
-                    .map(|a| (a + (1i128 << (seg.shift - 1))) >> seg.shift)
-                    .unwrap_or(0);
-                let rv = cs.witness(|| fr_i128(v.max(0)));
-                let r_lc = cs.var(rv);
-                let row = Row {
-                    xs: &xs,
-                    products: &products,
-                    relu_out: Some(&r_lc),
-                    acc,
-                };
-                let (r_lc, v_lc, sign) = gadget_input(&mut cs, seg, (i, m), row, &pow2);
-                let y = claimed.get(i).map(|v| *v as i128).unwrap_or(0);
-                let y_lc = match g {
-                    Gadget::Rsqrt | Gadget::Recip => {
-                        inverse_row(&mut cs, seg, (g, i, m), r_lc, (v.max(0), y), &pow2)
-                    }
-                    Gadget::Exp => exp_row(&mut cs, seg, (i, m), (r_lc, v_lc), (v, y), &pow2),
-                    Gadget::Erf => erf_row(&mut cs, seg, (i, m), (r_lc, v_lc, sign), (v, y), &pow2),
-                };
-                let mut out = y_lc;
-                cs.add(&mut out, Var::One, fr_i128(-seg.output.lo()));
-                return out;
-            }
-            let row = Row {
-                xs: &xs,
-                products: &products,
-                relu_out: ys.get(i),
-                acc,
-            };
-            output_row(&mut cs, seg, (i, m), row, &pow2)
-        })
-        .collect();
-    if !seg.all_relu() {
-        pack_words(
-            &mut cs,
-            &pout,
-            seg.n_out(),
-            seg.output,
-            &pow2,
-            "pack output",
-            |_, i| outs[i].clone(),
-        );
+    let first = seg.first();
+    let mut xs = input_values(&mut cs, first, x, &pin, &pow2);
+    input_range_checks(&mut cs, first, x, &xs, &pow2);
+    let last = seg.layers.len() - 1;
+    for (l, layer) in seg.layers.iter().enumerate() {
+        let lx: &[i64] = inputs.get(l).map(Vec::as_slice).unwrap_or(&[]);
+        if l < last {
+            // The layer's outputs feed the next layer as they are (no range check, no
+            // public word): shifted back from `output - lo` to values.
+            let outs = layer_circuit(&mut cs, layer, (lx, &xs), None, &pow2);
+            let lo = fr_i128(layer.output.lo());
+            xs = outs
+                .into_iter()
+                .map(|mut lc| {
+                    cs.add(&mut lc, Var::One, lo);
+                    lc
+                })
+                .collect();
+            continue;
+        }
+        let outs = layer_circuit(&mut cs, layer, (lx, &xs), Some((&pout, claimed)), &pow2);
+        if !layer.all_relu() {
+            pack_words(
+                &mut cs,
+                &pout,
+                layer.n_out(),
+                layer.output,
+                &pow2,
+                "pack output",
+                |_, i| outs[i].clone(),
+            );
+        }
+        break;
     }
 
     let sq = cs.witness(|| binding.square());
@@ -288,6 +257,99 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
         },
     );
     cs
+}
+
+/// One layer's rows from its inputs `xs` (and their values `x`, when proving): products,
+/// accumulator decompositions, requantization, ReLU and gadgets. Returns each output less
+/// the layer's output range lo. `last`: the segment's public output words and the claimed
+/// output, for its last layer (an all-ReLU one defines its outputs through the words).
+fn layer_circuit(
+    cs: &mut R1cs,
+    seg: &Layer,
+    (x, xs): (&[i64], &[Lc]),
+    last: Option<(&[Var], &[i64])>,
+    pow2: &[Fr],
+) -> Vec<Lc> {
+    let values = cs.wants_values();
+    let accs: Vec<i128> = if values {
+        (0..seg.n_out()).map(|i| seg.accumulate(i, x)).collect()
+    } else {
+        Vec::new()
+    };
+    let truth: Vec<i64> = accs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| seg.finish(i, *a))
+        .collect();
+    let claimed: &[i64] = last.map(|(_, c)| c).unwrap_or(&truth);
+    let products = products(cs, seg, x, xs);
+
+    // Outputs: accumulator decomposition, requantization, ReLU. A last layer all ReLU
+    // defines its outputs through the public words (see `word_values`), so they need no
+    // packing constraint; otherwise each output word gets one.
+    let ys = match last {
+        Some((pout, _)) if seg.all_relu() => {
+            word_values(cs, pout, seg.n_out(), seg.output, pow2, |i| {
+                fr_i128(truth[i] as i128)
+            })
+        }
+        _ => (0..seg.relu_rows)
+            .map(|i| {
+                let y = cs.witness(|| fr_i128(truth[i] as i128));
+                cs.var(y)
+            })
+            .collect(),
+    };
+    seg.row_q_bits()
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if let Some(j) = seg.copy_of(i) {
+                // x_j - lo_out: x_j is range-checked as an input (or bounded by the layer
+                // before), and the output range holds the input range (q_bits covers this
+                // row).
+                let mut lc = xs[j].clone();
+                cs.add(&mut lc, Var::One, fr_i128(-seg.output.lo()));
+                return lc;
+            }
+            let acc = accs.get(i).copied();
+            if let Some(g) = seg.gadget_at(i) {
+                // The row's value v (q - 1 for an inverse power, q for exp and erf), its
+                // ReLU, then the gadget. y is what the prover claims (the truth unless a
+                // test tampers with it).
+                let v = acc
+                    .map(|a| (a + (1i128 << (seg.shift - 1))) >> seg.shift)
+                    .unwrap_or(0);
+                let rv = cs.witness(|| fr_i128(v.max(0)));
+                let r_lc = cs.var(rv);
+                let row = Row {
+                    xs,
+                    products: &products,
+                    relu_out: Some(&r_lc),
+                    acc,
+                };
+                let (r_lc, v_lc, sign) = gadget_input(cs, seg, (i, m), row, pow2);
+                let y = claimed.get(i).map(|v| *v as i128).unwrap_or(0);
+                let y_lc = match g {
+                    Gadget::Rsqrt | Gadget::Recip => {
+                        inverse_row(cs, seg, (g, i, m), r_lc, (v.max(0), y), pow2)
+                    }
+                    Gadget::Exp => exp_row(cs, seg, (i, m), (r_lc, v_lc), (v, y), pow2),
+                    Gadget::Erf => erf_row(cs, seg, (i, m), (r_lc, v_lc, sign), (v, y), pow2),
+                };
+                let mut out = y_lc;
+                cs.add(&mut out, Var::One, fr_i128(-seg.output.lo()));
+                return out;
+            }
+            let row = Row {
+                xs,
+                products: &products,
+                relu_out: ys.get(i),
+                acc,
+            };
+            output_row(cs, seg, (i, m), row, pow2)
+        })
+        .collect()
 }
 
 /// The values packed into public words, as linear combinations. Every value is a witness
@@ -327,7 +389,7 @@ fn word_values(
 }
 
 /// The segment inputs as linear combinations over the public input words.
-fn input_values(cs: &mut R1cs, seg: &Segment, x: &[i64], pin: &[Var], pow2: &[Fr]) -> Vec<Lc> {
+fn input_values(cs: &mut R1cs, seg: &Layer, x: &[i64], pin: &[Var], pow2: &[Fr]) -> Vec<Lc> {
     word_values(cs, pin, seg.n_in(), seg.input, pow2, |j| {
         fr_i128(x[j] as i128)
     })
@@ -335,7 +397,7 @@ fn input_values(cs: &mut R1cs, seg: &Segment, x: &[i64], pin: &[Var], pow2: &[Fr
 
 /// Exact range check of every input against its own range (`Segment::in_ranges`): b_j
 /// boolean constraints on the bits of x_j - lo_j.
-fn input_range_checks(cs: &mut R1cs, seg: &Segment, x: &[i64], xs: &[Lc], pow2: &[Fr]) {
+fn input_range_checks(cs: &mut R1cs, seg: &Layer, x: &[i64], xs: &[Lc], pow2: &[Fr]) {
     let values = cs.wants_values();
     let ranges = seg.input_ranges();
     for (j, xj) in xs.iter().enumerate() {
@@ -404,7 +466,7 @@ struct Row<'a> {
 
 /// One witness and one constraint per distinct pair of inputs the segment multiplies:
 /// p = x_a * x_b. The accumulators read p with their coefficients.
-fn products(cs: &mut R1cs, seg: &Segment, x: &[i64], xs: &[Lc]) -> HashMap<(u32, u32), Var> {
+fn products(cs: &mut R1cs, seg: &Layer, x: &[i64], xs: &[Lc]) -> HashMap<(u32, u32), Var> {
     let values = cs.wants_values();
     seg.product_pairs()
         .into_iter()
@@ -428,7 +490,7 @@ fn products(cs: &mut R1cs, seg: &Segment, x: &[i64], xs: &[Lc]) -> HashMap<(u32,
 
 /// One output row `i` whose requantized value needs `m` magnitude bits: decomposes the
 /// offset accumulator and returns (output - output range lo) as an Lc.
-fn output_row(cs: &mut R1cs, seg: &Segment, (i, m): (usize, u32), row: Row, pow2: &[Fr]) -> Lc {
+fn output_row(cs: &mut R1cs, seg: &Layer, (i, m): (usize, u32), row: Row, pow2: &[Fr]) -> Lc {
     row_value(cs, seg, (i, m), row, pow2, false).0
 }
 
@@ -436,7 +498,7 @@ fn output_row(cs: &mut R1cs, seg: &Segment, (i, m): (usize, u32), row: Row, pow2
 /// combinations.
 fn gadget_input(
     cs: &mut R1cs,
-    seg: &Segment,
+    seg: &Layer,
     (i, m): (usize, u32),
     row: Row,
     pow2: &[Fr],
@@ -451,7 +513,7 @@ fn gadget_input(
 /// and its sign bit.
 fn row_value(
     cs: &mut R1cs,
-    seg: &Segment,
+    seg: &Layer,
     (i, m): (usize, u32),
     Row {
         xs,
@@ -533,7 +595,7 @@ fn row_value(
 /// too short to wrap the field. Returns y.
 fn inverse_row(
     cs: &mut R1cs,
-    seg: &Segment,
+    seg: &Layer,
     (g, i, m): (Gadget, usize, u32),
     r: Lc,
     (r_value, y): (i128, i128),
@@ -608,7 +670,7 @@ fn inverse_row(
 /// and its value q (and their values, and the claimed y, when proving). Returns y.
 fn exp_row(
     cs: &mut R1cs,
-    seg: &Segment,
+    seg: &Layer,
     (i, m): (usize, u32),
     (r, q): (Lc, Lc),
     (q_value, y_claim): (i128, i128),
@@ -794,7 +856,7 @@ fn exp_row(
 /// its value q and its sign bit (and q's value, and the claimed y, when proving). Returns y.
 fn erf_row(
     cs: &mut R1cs,
-    seg: &Segment,
+    seg: &Layer,
     (i, m): (usize, u32),
     (r, q, sign): (Lc, Lc, Lc),
     (q_value, y_claim): (i128, i128),

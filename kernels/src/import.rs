@@ -9,8 +9,8 @@ use crate::error::{KernelError, Result};
 use crate::gadgets::{Gadget, ERF_MIN_SCALE};
 use crate::keys::PROVER_THREADS;
 use crate::model::{
-    output_range, write_dir_atomically, Model, Range, Segment, MAX_ACC_BITS, MAX_EXTRA_WEIGHT_BITS,
-    MAX_VALUE_BITS, MODEL_FILE, MODEL_VERSION, SUMMARY_FILE,
+    output_range, write_dir_atomically, Layer, Model, Range, Segment, MAX_ACC_BITS,
+    MAX_EXTRA_WEIGHT_BITS, MAX_VALUE_BITS, MODEL_FILE, MODEL_VERSION, SUMMARY_FILE,
 };
 use crate::msm::FixedBaseTable;
 use crate::onnx::{self, FloatLayer, FloatModel};
@@ -31,8 +31,13 @@ pub struct ImportOptions {
     /// power-of-two integer range around it (unsigned when input_min >= 0).
     pub input_min: f64,
     pub input_max: f64,
-    /// Most constraints one segment may have: a model with a larger one is refused.
+    /// Most constraints one segment may have: a model with a larger layer is refused.
     pub max_constraints: usize,
+    /// Place cuts by cost: merge consecutive layers into segments of at most
+    /// `max_constraints` (fewer, larger proofs; a merged cut costs no range check and no
+    /// public words). Off, every non-linear layer is its own segment: the finest
+    /// granularity for the dispute game's bisection.
+    pub merge: bool,
 }
 
 impl Default for ImportOptions {
@@ -42,6 +47,7 @@ impl Default for ImportOptions {
             input_min: DEFAULT_INPUT_MIN,
             input_max: DEFAULT_INPUT_MAX,
             max_constraints: DEFAULT_MAX_CONSTRAINTS,
+            merge: false,
         }
     }
 }
@@ -71,23 +77,27 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
         )));
     }
     let mut input = input_range(opts)?;
-    let mut segments: Vec<Segment> = Vec::with_capacity(float.layers.len());
+    let mut layers: Vec<Layer> = Vec::with_capacity(float.layers.len());
     let n_in: usize = float.input_shape.iter().product();
     let mut in_ranges = vec![(n_in as u32, input)];
     for layer in &float.layers {
-        let seg = quantize_layer(layer, segments.len(), (input, in_ranges), s)?;
-        let shape = CircuitShape::of(&seg);
+        let q = quantize_layer(layer, (input, in_ranges), s)?;
+        let alone = Segment {
+            index: layers.len(),
+            layers: vec![q],
+        };
+        let shape = CircuitShape::of(&alone);
         let cost = shape.constraints;
         if cost > opts.max_constraints {
             return Err(KernelError::Unsupported {
                 node: layer.nodes.last().cloned().unwrap_or_default(),
                 op: layer.ops.last().cloned().unwrap_or_default(),
                 reason: format!(
-                    "segment {} ({}) needs {cost} constraints, over --max-constraints {}: \
+                    "layer {} ({}) needs {cost} constraints, over --max-constraints {}: \
                      raise it (its keys would take about {} MB), or cut the layer in the \
                      model",
-                    seg.index,
-                    seg.ops.join(" "),
+                    alone.index,
+                    alone.ops().join(" "),
                     opts.max_constraints,
                     {
                         let k = KeySize::of(&shape);
@@ -96,10 +106,12 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
                 ),
             });
         }
-        input = seg.output;
-        in_ranges = seg.out_ranges();
-        segments.push(seg);
+        let q = alone.layers.into_iter().next().expect("one layer");
+        input = q.output;
+        in_ranges = q.out_ranges();
+        layers.push(q);
     }
+    let segments = group(layers, opts);
     let model = Model {
         version: MODEL_VERSION,
         name: float.name.clone(),
@@ -114,14 +126,38 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     Ok(model)
 }
 
-/// One float layer as segment `index`, reading values in `input` (each in its own range
-/// of `in_ranges`).
+/// Layers into segments: one each, or with `opts.merge`, greedily as many consecutive
+/// layers as fit `opts.max_constraints` (merging never adds constraints: it removes the
+/// merged cut's range checks and words).
+fn group(layers: Vec<Layer>, opts: &ImportOptions) -> Vec<Segment> {
+    let mut segments: Vec<Segment> = Vec::new();
+    for layer in layers {
+        if let Some(seg) = segments.last_mut().filter(|_| opts.merge) {
+            seg.layers.push(layer);
+            if CircuitShape::of(seg).constraints <= opts.max_constraints {
+                continue;
+            }
+            let layer = seg.layers.pop().expect("just pushed");
+            segments.push(Segment {
+                index: segments.len(),
+                layers: vec![layer],
+            });
+            continue;
+        }
+        segments.push(Segment {
+            index: segments.len(),
+            layers: vec![layer],
+        });
+    }
+    segments
+}
+
+/// One float layer, reading values in `input` (each in its own range of `in_ranges`).
 fn quantize_layer(
     layer: &FloatLayer,
-    index: usize,
     (input, in_ranges): (Range, Vec<(u32, Range)>),
     s: u32,
-) -> Result<Segment> {
+) -> Result<Layer> {
     let scale = (1u64 << s) as f64;
     // Small weights get a finer scale: as many extra bits as the largest stays under 1.
     let largest = layer
@@ -179,8 +215,7 @@ fn quantize_layer(
             reason: format!("the erf gadget needs --scale-bits of at least {ERF_MIN_SCALE}"),
         });
     }
-    let mut seg = Segment {
-        index,
+    let mut seg = Layer {
         ops: layer.ops.clone(),
         nodes: layer.nodes.clone(),
         in_shape: layer.in_shape.clone(),
@@ -218,7 +253,7 @@ fn quantize_layer(
             node: layer.nodes.last().cloned().unwrap_or_default(),
             op: layer.ops.last().cloned().unwrap_or_default(),
             reason: format!(
-                "segment {index}'s outputs need {} bits over its whole input range (max \
+                "the layer's outputs need {} bits over its whole input range (max \
                  {MAX_VALUE_BITS}): a cut's range covers every tensor in its state, so \
                  products of wide ranges grow fast; lower --scale-bits or the input range",
                 seg.output.bits
@@ -313,11 +348,14 @@ pub struct SegmentSummary {
     pub index: usize,
     pub ops: Vec<String>,
     pub nodes: Vec<String>,
+    /// Layers proven together (more than one when merged by cost).
+    pub layers: usize,
     pub input_shape: Vec<usize>,
     pub output_shape: Vec<usize>,
     /// The tensors of the state at the segment's output cut, in order.
     pub state: Vec<StateTensor>,
-    /// Outputs through ReLU (the first ones); the rest are carried as they are.
+    /// Outputs of the last layer through ReLU (the first ones); the rest are carried as
+    /// they are.
     pub relu_outputs: usize,
     pub input_bits: u32,
     pub output_bits: u32,
@@ -339,23 +377,28 @@ impl ModelSummary {
                 let shape = CircuitShape::of(s);
                 SegmentSummary {
                     index: s.index,
-                    ops: s.ops.clone(),
-                    nodes: s.nodes.clone(),
-                    input_shape: s.in_shape.clone(),
-                    output_shape: s.out_shape.clone(),
+                    ops: s.ops(),
+                    nodes: s.nodes(),
+                    layers: s.layers.len(),
+                    input_shape: s.in_shape().to_vec(),
+                    output_shape: s.out_shape().to_vec(),
                     state: s
-                        .state
+                        .state()
                         .iter()
                         .map(|(name, shape)| StateTensor {
                             name: name.clone(),
                             shape: shape.clone(),
                         })
                         .collect(),
-                    relu_outputs: s.relu_rows,
-                    input_bits: s.input.bits,
-                    output_bits: s.output.bits,
-                    accumulator_bits: s.acc_bits(),
-                    weights: s.rows.iter().map(Vec::len).sum(),
+                    relu_outputs: s.last().relu_rows,
+                    input_bits: s.input().bits,
+                    output_bits: s.output().bits,
+                    accumulator_bits: s.layers.iter().map(Layer::acc_bits).max().unwrap_or(0),
+                    weights: s
+                        .layers
+                        .iter()
+                        .flat_map(|l| l.rows.iter().map(Vec::len))
+                        .sum(),
                     constraints: shape.constraints,
                     public_inputs: shape.public_inputs,
                     estimated_prove_ms: estimated_prove_ms(shape.constraints),
@@ -363,7 +406,7 @@ impl ModelSummary {
                 }
             })
             .collect();
-        let first = &model.segments[0].input;
+        let first = &model.segments[0].input();
         ModelSummary {
             name: model.name.clone(),
             model_id: hex(&model.id()),

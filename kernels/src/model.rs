@@ -4,13 +4,15 @@
 //! weights use scale 2^w, its biases 2^(s+w) (the accumulator's), where w = s plus up to
 //! [`MAX_EXTRA_WEIGHT_BITS`] more for a layer whose weights are all small (a pooling folded
 //! into the layer after it divides them by the window), so small weights keep their
-//! precision. Each segment computes, exactly, `acc = W x + b`, `q = floor((acc + 2^(w-1)) /
+//! precision. Each layer computes, exactly, `acc = W x + b`, `q = floor((acc + 2^(w-1)) /
 //! 2^w)` (round half up; `w` is the segment's `shift`) and, if it has one, `y = max(q, 0)`.
 //!
-//! Every tensor at a segment boundary has a power-of-two [`Range`] that the circuit enforces;
-//! a segment's output range is the next segment's input range, and the accumulator width is
-//! derived from the input range and the weights by interval arithmetic, so no value can wrap
-//! the field.
+//! A segment is one layer of that kind, or (cuts placed by cost) a chain of them proven in
+//! one circuit. Every tensor at a layer boundary has a power-of-two [`Range`] that the
+//! circuit enforces (a segment's input by range checks, a merged cut by the layer that
+//! computes it); a layer's output range is the next layer's input range, and the
+//! accumulator width is derived from the input range and the weights by interval
+//! arithmetic, so no value can wrap the field.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +22,7 @@ use crate::error::{KernelError, Result};
 use crate::gadgets::Gadget;
 
 /// Current on-disk model format version.
-pub const MODEL_VERSION: u32 = 2;
+pub const MODEL_VERSION: u32 = 3;
 /// File names inside a model directory.
 pub const MODEL_FILE: &str = "model.cbor";
 pub const SUMMARY_FILE: &str = "model.json";
@@ -62,10 +64,139 @@ impl Range {
     }
 }
 
-/// One provable segment: affine map, requantization, optional ReLU.
+/// One provable segment: a chain of layers proven together, between two cuts. Its input
+/// is the first layer's, its output (and the state at its output cut) the last's; the
+/// values between its layers are witnesses, bounded by the layer that computes them, so
+/// a merged cut costs no range check and no public input.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
     pub index: usize,
+    pub layers: Vec<Layer>,
+}
+
+impl Segment {
+    pub fn first(&self) -> &Layer {
+        &self.layers[0]
+    }
+
+    pub fn last(&self) -> &Layer {
+        self.layers.last().expect("a segment has a layer")
+    }
+
+    pub fn n_in(&self) -> usize {
+        self.first().n_in()
+    }
+
+    pub fn n_out(&self) -> usize {
+        self.last().n_out()
+    }
+
+    /// The range the segment's input words pack.
+    pub fn input(&self) -> Range {
+        self.first().input
+    }
+
+    /// The range the segment's output words pack.
+    pub fn output(&self) -> Range {
+        self.last().output
+    }
+
+    pub fn in_shape(&self) -> &[usize] {
+        &self.first().in_shape
+    }
+
+    pub fn out_shape(&self) -> &[usize] {
+        &self.last().out_shape
+    }
+
+    /// The input's ranges, in runs (see [`Layer::in_ranges`]).
+    pub fn in_ranges(&self) -> &[(u32, Range)] {
+        &self.first().in_ranges
+    }
+
+    /// The tensors of the state at the output cut.
+    pub fn state(&self) -> &[(String, Vec<usize>)] {
+        &self.last().state
+    }
+
+    /// ONNX ops covered, in order.
+    pub fn ops(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.ops.iter().cloned())
+            .collect()
+    }
+
+    /// ONNX node names covered.
+    pub fn nodes(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.nodes.iter().cloned())
+            .collect()
+    }
+
+    /// Each input value's range.
+    pub fn input_ranges(&self) -> Vec<Range> {
+        self.first().input_ranges()
+    }
+
+    /// Each input value's (lo, hi).
+    pub fn input_bounds(&self) -> Vec<(i128, i128)> {
+        self.first().input_bounds()
+    }
+
+    /// The output's ranges, per state tensor.
+    pub fn out_ranges(&self) -> Vec<(u32, Range)> {
+        self.last().out_ranges()
+    }
+
+    /// Exact integer evaluation of every layer in turn. `x` must already be in range.
+    pub fn eval(&self, x: &[i64]) -> Vec<i64> {
+        self.layer_values(x).pop().expect("a segment has a layer")
+    }
+
+    /// Each layer's output in turn, from the segment input `x`.
+    pub fn layer_values(&self, x: &[i64]) -> Vec<Vec<i64>> {
+        let mut out: Vec<Vec<i64>> = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let y = layer.eval(out.last().map_or(x, Vec::as_slice));
+            out.push(y);
+        }
+        out
+    }
+
+    /// Checks a tensor against this segment's input length and range.
+    pub fn check_input(&self, x: &[i64]) -> Result<()> {
+        if x.len() != self.n_in() {
+            return Err(KernelError::Input(format!(
+                "segment {} takes {} values (shape {:?}), got {}",
+                self.index,
+                self.n_in(),
+                self.in_shape(),
+                x.len()
+            )));
+        }
+        let ranges = self.input_ranges();
+        if let Some((i, v)) = x
+            .iter()
+            .enumerate()
+            .find(|(i, v)| !ranges[*i].contains(**v as i128))
+        {
+            return Err(KernelError::Input(format!(
+                "segment {} input[{i}] = {v} is outside its range [{}, {}]",
+                self.index,
+                ranges[i].lo(),
+                ranges[i].hi()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One layer: affine map (with products of two inputs), requantization, then ReLU or a
+/// gadget on its first rows; the rest are carried.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
     /// ONNX ops covered, in order.
     pub ops: Vec<String>,
     /// ONNX node names covered.
@@ -107,7 +238,7 @@ pub struct Segment {
     pub q_bits: u32,
 }
 
-impl Segment {
+impl Layer {
     pub fn n_in(&self) -> usize {
         self.in_shape.iter().product()
     }
@@ -360,33 +491,6 @@ impl Segment {
         }
         out
     }
-
-    /// Checks a tensor against this segment's input length and range.
-    pub fn check_input(&self, x: &[i64]) -> Result<()> {
-        if x.len() != self.n_in() {
-            return Err(KernelError::Input(format!(
-                "segment {} takes {} values (shape {:?}), got {}",
-                self.index,
-                self.n_in(),
-                self.in_shape,
-                x.len()
-            )));
-        }
-        let ranges = self.input_ranges();
-        if let Some((i, v)) = x
-            .iter()
-            .enumerate()
-            .find(|(i, v)| !ranges[*i].contains(**v as i128))
-        {
-            return Err(KernelError::Input(format!(
-                "segment {} input[{i}] = {v} is outside its range [{}, {}]",
-                self.index,
-                ranges[i].lo(),
-                ranges[i].hi()
-            )));
-        }
-        Ok(())
-    }
 }
 
 /// A whole quantized model.
@@ -440,21 +544,42 @@ impl Model {
         if self.segments.is_empty() {
             return bad("no segments".into());
         }
-        for (i, s) in self.segments.iter().enumerate() {
+        for (i, seg) in self.segments.iter().enumerate() {
+            if seg.index != i || seg.layers.is_empty() {
+                return bad(format!("{i} header is inconsistent"));
+            }
+        }
+        // Every layer in order, segment boundaries or not: each feeds the next the same way.
+        let layers: Vec<(String, &Layer)> = self
+            .segments
+            .iter()
+            .flat_map(|seg| {
+                let one = seg.layers.len() == 1;
+                seg.layers.iter().enumerate().map(move |(l, layer)| {
+                    let name = if one {
+                        format!("segment {}", seg.index)
+                    } else {
+                        format!("segment {} layer {l}", seg.index)
+                    };
+                    (name, layer)
+                })
+            })
+            .collect();
+        for (k, (i, s)) in layers.iter().enumerate() {
             let extra = s.shift.checked_sub(self.scale_bits);
-            if s.index != i || extra.is_none_or(|e| e > MAX_EXTRA_WEIGHT_BITS) {
-                return bad(format!("segment {i} header is inconsistent"));
+            if extra.is_none_or(|e| e > MAX_EXTRA_WEIGHT_BITS) {
+                return bad(format!("{i} header is inconsistent"));
             }
             if s.rows.len() != s.bias.len() || s.rows.len() != s.out_shape.iter().product::<usize>()
             {
-                return bad(format!("segment {i}: rows, bias and output shape disagree"));
+                return bad(format!("{i}: rows, bias and output shape disagree"));
             }
             if s.acc_bits() > MAX_ACC_BITS
                 || s.input.bits == 0
                 || s.input.bits > MAX_VALUE_BITS
                 || s.output.bits > MAX_VALUE_BITS
             {
-                return bad(format!("segment {i}: ranges out of bounds"));
+                return bad(format!("{i}: ranges out of bounds"));
             }
             let state: usize = s
                 .state
@@ -469,11 +594,11 @@ impl Model {
             let runs: u64 = s.in_ranges.iter().map(|(n, _)| *n as u64).sum();
             let inside = |r: &Range| r.lo() >= s.input.lo() && r.hi() <= s.input.hi();
             if runs != s.n_in() as u64 || !s.in_ranges.iter().all(|(_, r)| inside(r)) {
-                return bad(format!("segment {i}: input ranges disagree with the input"));
+                return bad(format!("{i}: input ranges disagree with the input"));
             }
             let n_in = s.n_in() as u32;
             if s.rows.iter().flatten().any(|(j, _)| *j >= n_in) {
-                return bad(format!("segment {i}: weight index past the input"));
+                return bad(format!("{i}: weight index past the input"));
             }
             if !(s.products.is_empty() || s.products.len() == s.n_out())
                 || s.products
@@ -481,7 +606,7 @@ impl Model {
                     .flatten()
                     .any(|(a, b, _)| *a >= n_in || *b >= n_in)
             {
-                return bad(format!("segment {i}: products disagree with the input"));
+                return bad(format!("{i}: products disagree with the input"));
             }
             if s.relu_rows > s.n_out()
                 || s.gadget_rows > s.n_out()
@@ -492,24 +617,24 @@ impl Model {
                 || s.gadget_floor < 1
                 || s.output != output_range(s.q_bits, s.all_relu())
             {
-                return bad(format!("segment {i}: output range disagrees with q_bits"));
+                return bad(format!("{i}: output range disagrees with q_bits"));
             }
             // Every row's magnitude, once: the chain and q_bits are checked against it.
             let q_bits = s.row_q_bits();
-            if let Some(next) = self.segments.get(i + 1) {
+            if let Some((j, next)) = layers.get(k + 1) {
                 if next.input != s.output
                     || next.n_in() != s.n_out()
                     || next.in_ranges != s.out_ranges_from(&q_bits)
                 {
-                    return bad(format!("segment {i} does not feed segment {}", i + 1));
+                    return bad(format!("{i} does not feed {j}"));
                 }
             }
             // The widest accumulator fixes the output range the next segment checks.
             if s.row_out_bits_from(&q_bits).into_iter().max() != Some(s.q_bits) {
-                return bad(format!("segment {i}: q_bits disagrees with the weights"));
+                return bad(format!("{i}: q_bits disagrees with the weights"));
             }
         }
-        if self.segments[0].in_shape != self.input_shape {
+        if self.segments[0].in_shape() != self.input_shape {
             return bad("input shape disagrees with segment 0".into());
         }
         Ok(())

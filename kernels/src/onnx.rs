@@ -20,7 +20,8 @@
 //! crosses cuts as part of the state, and the next layer's maps are over it. MaxPool is
 //! lowered exactly onto such layers (see [`Lowering::max_pool`]). At the end, the graph
 //! output is the last layer's output (a layer of its own when the last ops were affine).
-//! A layer is one segment.
+//! A layer is one segment, or with `ImportOptions::merge`, consecutive layers share one
+//! (see `import::quantize`).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -90,7 +90,8 @@ impl ProofFile {
     ) -> Result<ProofFile> {
         let seg = model.segment(segment)?;
         seg.check_input(input)?;
-        if output.len() != seg.n_out() || output.iter().any(|v| !seg.output.contains(*v as i128)) {
+        if output.len() != seg.n_out() || output.iter().any(|v| !seg.output().contains(*v as i128))
+        {
             return Err(KernelError::Rejected(
                 "the claimed output has the wrong length or is out of range".into(),
             ));
@@ -310,7 +311,7 @@ impl SegmentVerifier {
         seg.check_input(&pf.input)
             .map_err(|e| KernelError::Rejected(e.to_string()))?;
         if pf.output.len() != seg.n_out()
-            || pf.output.iter().any(|v| !seg.output.contains(*v as i128))
+            || pf.output.iter().any(|v| !seg.output().contains(*v as i128))
         {
             return reject("the claimed output has the wrong length or is out of range".into());
         }

@@ -7,7 +7,7 @@ use ark_bn254::Fr;
 use provnet_kernels::circuit::{self, Assignment, CircuitShape};
 use provnet_kernels::gadgets::Gadget;
 use provnet_kernels::r1cs::Mode;
-use provnet_kernels::{trace, KernelError, Segment};
+use provnet_kernels::{trace, ImportOptions, KernelError, Segment};
 
 /// Constraints per segment at the default scale (2^13). A change here changes proving cost:
 /// update it only on purpose.
@@ -78,6 +78,44 @@ const PINNED: [(&str, &[usize]); 19] = [
     ("gelu20_ffn", &[1542, 1763, 16523, 5057]),
 ];
 
+/// The constraints a segment should have, counted from its parts: the matmul is free, so
+/// every constraint is an input bit check, an accumulator bit check, a ReLU, a product, a
+/// gadget's own, a packing word (a last layer not all ReLU) or the binding square. Values
+/// between merged layers are neither checked again nor packed.
+fn expected_constraints(seg: &Segment) -> usize {
+    let in_bits: usize = seg.input_ranges().iter().map(|r| r.bits as usize).sum();
+    let words = seg.n_out().div_ceil(circuit::per_word(seg.output().bits));
+    let last = seg.layers.len() - 1;
+    let mut total = in_bits + 1;
+    for (l, layer) in seg.layers.iter().enumerate() {
+        let q_bits = layer.row_q_bits();
+        // Rows that copy an input (a carried tensor) are not decomposed.
+        let acc: usize = q_bits
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| layer.copy_of(*i).is_none())
+            .map(|(_, m)| layer.row_acc_bits(*m) as usize)
+            .sum();
+        assert!(acc <= layer.n_out() * layer.acc_bits() as usize);
+        // A gadget row's ReLU and the gadget's own constraints.
+        let gadgets: usize = (0..layer.gadget_rows)
+            .map(|i| {
+                let g = layer.gadget_at(i).expect("a gadget row");
+                1 + g
+                    .cost(layer.act_scale, q_bits[i], layer.gadget_floor as i128)
+                    .0
+            })
+            .sum();
+        let packing = if l == last && !layer.all_relu() {
+            words
+        } else {
+            0
+        };
+        total += acc + layer.relu_rows + layer.product_pairs().len() + gadgets + packing;
+    }
+    total
+}
+
 #[test]
 fn constraint_counts_are_pinned_and_match_the_builder() {
     let tmp = tempfile::tempdir().unwrap();
@@ -96,36 +134,90 @@ fn constraint_counts_are_pinned_and_match_the_builder() {
             );
             assert_eq!(cs.num_instance(), shape.public_inputs);
             assert_eq!(cs.num_witness(), shape.witnesses);
-            // The matmul is free: every constraint is a bit check, a ReLU, a product, a
-            // packing word (outputs without ReLU only) or the binding square.
-            let relu = seg.relu_rows;
-            let words = seg.n_out().div_ceil(circuit::per_word(seg.output.bits));
-            // Rows that copy an input (a carried tensor) are not decomposed.
-            let acc: usize = seg
-                .row_q_bits()
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| seg.copy_of(*i).is_none())
-                .map(|(_, m)| seg.row_acc_bits(*m) as usize)
-                .sum();
-            assert!(acc <= seg.n_out() * seg.acc_bits() as usize);
-            let in_bits: usize = seg.input_ranges().iter().map(|r| r.bits as usize).sum();
-            let bits = in_bits + acc;
-            let packing = if seg.all_relu() { 0 } else { words };
-            // One constraint per distinct pair of inputs multiplied; a gadget row's ReLU
-            // and the gadget's own constraints.
-            let products = seg.product_pairs().len();
-            let q_bits = seg.row_q_bits();
-            let gadgets: usize = (0..seg.gadget_rows)
-                .map(|i| {
-                    let g = seg.gadget_at(i).expect("a gadget row");
-                    1 + g.cost(seg.act_scale, q_bits[i], seg.gadget_floor as i128).0
-                })
-                .sum();
-            assert_eq!(
-                shape.constraints - bits - relu - products - gadgets,
-                packing + 1
-            );
+            assert_eq!(shape.constraints, expected_constraints(seg), "{name}");
+        }
+    }
+}
+
+#[test]
+fn merged_layers_compute_the_same_outputs_with_fewer_constraints_and_refuse_a_lie() {
+    // `merge` places cuts by cost: consecutive layers share a segment up to the budget.
+    // The same layers in the same order, the same values at the cuts that remain (so the
+    // same output), every segment within the budget, fewer constraints in all (no range
+    // checks or words at merged cuts), the builder's count as predicted, honest witnesses
+    // satisfying every constraint and a lie at the output refused.
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, budget) in [
+        ("transformer_block", 1 << 20),
+        ("transformer_block", 20_000),
+        ("deep_mlp", 4_000),
+        ("cnn_maxpool", 1 << 20),
+        ("gelu_ffn", 1 << 20),
+    ] {
+        let (_, one, _) = common::import_fixture_with(
+            tmp.path(),
+            name,
+            &format!("{name}-one-{budget}"),
+            &ImportOptions::default(),
+        );
+        let opts = ImportOptions {
+            max_constraints: budget,
+            merge: true,
+            ..Default::default()
+        };
+        let dir = format!("{name}-{budget}");
+        let (_, merged, summary) = common::import_fixture_with(tmp.path(), name, &dir, &opts);
+        assert!(
+            merged.segments.len() < one.segments.len(),
+            "{name} {budget}"
+        );
+        let flat: Vec<_> = merged.segments.iter().flat_map(|s| &s.layers).collect();
+        let singles: Vec<_> = one.segments.iter().map(|s| s.first()).collect();
+        assert_eq!(flat, singles, "{name}: the same layers");
+        let unmerged: usize = one
+            .segments
+            .iter()
+            .map(|s| CircuitShape::of(s).constraints)
+            .sum();
+        assert!(summary.total_constraints < unmerged, "{name} {budget}");
+        eprintln!(
+            "{name} at {budget}: {} segments, {} constraints (one layer each: {} in {})",
+            merged.segments.len(),
+            summary.total_constraints,
+            unmerged,
+            one.segments.len()
+        );
+        let x = one.quantize(&common::read_floats(
+            &format!("{name}_input.json"),
+            "input_data",
+        ));
+        let t1 = trace::run(&one, &x).unwrap();
+        let tm = trace::run(&merged, &x).unwrap();
+        assert_eq!(t1.output(), tm.output(), "{name}");
+        for seg in &merged.segments {
+            let shape = CircuitShape::of(seg);
+            assert!(shape.constraints <= budget, "{name} seg {}", seg.index);
+            assert_eq!(shape.constraints, expected_constraints(seg));
+            let setup = circuit::synthesize(seg, Mode::Setup, Fr::from(0u64), None);
+            assert_eq!(setup.num_constraints(), shape.constraints);
+            assert_eq!(setup.num_witness(), shape.witnesses);
+            assert_eq!(setup.num_instance(), shape.public_inputs);
+            let input = &tm.tensors[seg.index];
+            let a = Assignment {
+                input,
+                claimed_output: None,
+            };
+            let cs = circuit::synthesize(seg, Mode::Check, Fr::from(4u64), Some(a));
+            assert_eq!(cs.first_inconsistent(), None, "{name} seg {}", seg.index);
+            assert!(cs.first_unsatisfied().is_none(), "{name} seg {}", seg.index);
+            let mut lie = tm.tensors[seg.index + 1].clone();
+            let k = lie.len() / 2;
+            lie[k] += if seg.output().contains(lie[k] as i128 + 1) {
+                1
+            } else {
+                -1
+            };
+            refusal(seg, input, &lie, Mode::Check);
         }
     }
 }
@@ -204,7 +296,7 @@ fn a_false_claim_is_reported_by_name() {
     match cs.first_unsatisfied() {
         Some(KernelError::Unsatisfied { label, index, .. }) => {
             assert_eq!(label, "public output word 0 packs outputs");
-            let words = seg.n_out().div_ceil(circuit::per_word(seg.output.bits));
+            let words = seg.n_out().div_ceil(circuit::per_word(seg.output().bits));
             assert_eq!(index, cs.num_constraints() - 1 - words);
         }
         other => panic!("expected an unsatisfied constraint, got {other:?}"),
@@ -237,11 +329,11 @@ fn a_residual_segment_refuses_a_lie_on_a_relu_row_and_on_a_carried_row() {
     ));
     let tr = trace::run(&model, &x).unwrap();
     let seg = &model.segments[1];
-    assert!(seg.relu_rows == 48 && seg.n_out() == 72);
+    assert!(seg.first().relu_rows == 48 && seg.n_out() == 72);
     for (row, delta) in [(0usize, 1i64), (47, -1), (48, 1), (71, -1)] {
         let mut lie = tr.tensors[2].clone();
         lie[row] += delta;
-        if !seg.output.contains(lie[row] as i128) {
+        if !seg.output().contains(lie[row] as i128) {
             continue;
         }
         let label = refusal(seg, &tr.tensors[1], &lie, Mode::Prove);
@@ -265,11 +357,11 @@ fn a_copied_value_costs_nothing_and_a_lie_about_it_is_refused() {
     let tr = trace::run(&model, &x).unwrap();
     let seg = &model.segments[1];
     let copies: Vec<usize> = (0..seg.n_out())
-        .filter(|i| seg.copy_of(*i).is_some())
+        .filter(|i| seg.first().copy_of(*i).is_some())
         .collect();
     assert!(!copies.is_empty());
     for &i in &copies {
-        let j = seg.copy_of(i).unwrap();
+        let j = seg.first().copy_of(i).unwrap();
         assert_eq!(tr.tensors[2][i], tr.tensors[1][j]);
     }
     for (i, delta) in [(copies[0], 1i64), (*copies.last().unwrap(), -1)] {
@@ -304,7 +396,7 @@ fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_
         for &k in segments {
             let seg = &model.segments[k];
             assert!(
-                !seg.product_pairs().is_empty() || seg.gadget_rows > 0,
+                !seg.first().product_pairs().is_empty() || seg.first().gadget_rows > 0,
                 "{name} seg {k}"
             );
             for _ in 0..8 {
@@ -323,7 +415,7 @@ fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_
                 assert!(bad.is_none(), "{name} seg {k}: {bad:?}");
                 let mut lie = seg.eval(&x);
                 let i = rng.gen_range(0..lie.len());
-                lie[i] += if lie[i] > seg.output.lo() as i64 {
+                lie[i] += if lie[i] > seg.output().lo() as i64 {
                     -1
                 } else {
                     1
@@ -331,7 +423,7 @@ fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_
                 let label = refusal(seg, &x, &lie, Mode::Check);
                 // A claimed gadget output is the gadget's own witness. (An exp of a value
                 // below -16 ln 2 is 0 whatever the claim: the packing refuses anything else.)
-                let check = match seg.gadget_at(i) {
+                let check = match seg.first().gadget_at(i) {
                     Some(Gadget::Rsqrt) => "rsqrt",
                     Some(Gadget::Recip) => "recip",
                     Some(Gadget::Exp) if !label.contains("packs outputs") => "exp",
@@ -353,8 +445,8 @@ fn a_reciprocal_square_root_off_by_one_fails_its_own_check() {
     let x = model.quantize(&common::read_floats("prenorm_ffn_input.json", "input_data"));
     let tr = trace::run(&model, &x).unwrap();
     let seg = &model.segments[1];
-    assert_eq!(seg.gadget, Some(Gadget::Rsqrt));
-    assert_eq!(seg.gadget_rows, 4, "one per token");
+    assert_eq!(seg.first().gadget, Some(Gadget::Rsqrt));
+    assert_eq!(seg.first().gadget_rows, 4, "one per token");
     for (row, delta, check) in [
         (0usize, 1i64, "rsqrt y^2 q <= C"),
         (3, -1, "rsqrt (y + 1)^2 q > C"),
@@ -380,17 +472,17 @@ fn an_erf_output_off_by_one_or_past_its_tolerance_fails_its_own_check() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, model, _) = common::import_fixture(tmp.path(), "gelu_ffn");
     let seg = &model.segments[2];
-    assert_eq!(seg.gadget, Some(Gadget::Erf));
-    let s = seg.act_scale;
-    let n = seg.gadget_rows;
+    assert_eq!(seg.first().gadget, Some(Gadget::Erf));
+    let s = seg.first().act_scale;
+    let n = seg.first().gadget_rows;
     assert_eq!(n, 64, "one per hidden unit and token");
     let x = model.quantize(&common::read_floats("gelu_ffn_input.json", "input_data"));
     let tr = trace::run(&model, &x).unwrap();
     let input = &tr.tensors[2];
     let honest = seg.eval(input);
     let q = |i: usize| {
-        let acc = seg.accumulate(i, input);
-        (acc + (1i128 << (seg.shift - 1))) >> seg.shift
+        let acc = seg.first().accumulate(i, input);
+        (acc + (1i128 << (seg.first().shift - 1))) >> seg.first().shift
     };
     let q_max = (0..n).map(q).map(i128::abs).max().unwrap();
     assert!(
@@ -419,7 +511,10 @@ fn an_erf_output_off_by_one_or_past_its_tolerance_fails_its_own_check() {
                 .into_iter()
                 .map(|(lo, hi)| rng.gen_range(lo as i64..=hi as i64))
                 .collect();
-            let q = |i: usize| (seg.accumulate(i, &x) + (1i128 << (seg.shift - 1))) >> seg.shift;
+            let q = |i: usize| {
+                (seg.first().accumulate(i, &x) + (1i128 << (seg.first().shift - 1)))
+                    >> seg.first().shift
+            };
             let row = (0..n).find(|i| q(*i).abs() >= 4 << s)?;
             Some((x, row))
         })
@@ -454,8 +549,8 @@ fn packing_is_dense_and_public_inputs_match_the_circuit() {
     assert_eq!(cs.instance, circuit::public_inputs(seg, &x, &y, bind));
     // 64 inputs of 18 bits -> 14 per word -> 5 words; plus output words and the binding.
     assert_eq!(
-        circuit::per_word(seg.input.bits),
-        (252 / seg.input.bits) as usize
+        circuit::per_word(seg.input().bits),
+        (252 / seg.input().bits) as usize
     );
     assert_eq!(cs.instance.len(), CircuitShape::of(seg).public_inputs);
     assert!(

@@ -23,7 +23,17 @@ struct Proven {
 }
 
 fn prove_all(tmp: &std::path::Path, name: &str, rng: &mut ChaCha20Rng) -> Proven {
-    let (dir, model, _) = common::import_fixture(tmp, name);
+    prove_all_with(tmp, name, &ImportOptions::default(), rng)
+}
+
+fn prove_all_with(
+    tmp: &std::path::Path,
+    name: &str,
+    opts: &ImportOptions,
+    rng: &mut ChaCha20Rng,
+) -> Proven {
+    let sub = format!("{name}-{}-{}", opts.merge, opts.max_constraints);
+    let (dir, model, _) = common::import_fixture_with(tmp, name, &sub, opts);
     keys::setup(&dir, &model, rng).unwrap();
     let keys = ModelKeys::open(&dir, &model).unwrap();
     let x = model.quantize(&common::read_floats(
@@ -74,6 +84,32 @@ fn every_segment_of_every_model_proves_and_verifies() {
             verifier(&p, i).verify(&p.model, f, &CTX).unwrap();
         }
     }
+}
+
+#[test]
+fn merged_segments_prove_verify_and_chain() {
+    // transformer_block with cuts placed by cost: a few multi-layer segments, each proof
+    // 128 bytes, verifying, chaining to the same output as one layer per segment.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(17);
+    let opts = ImportOptions {
+        max_constraints: 24_000,
+        merge: true,
+        ..Default::default()
+    };
+    let p = prove_all_with(tmp.path(), "transformer_block", &opts, &mut rng);
+    assert!(p.model.segments.len() > 1 && p.model.segments.len() < 13);
+    assert!(p.model.segments.iter().any(|s| s.layers.len() > 1));
+    for (i, f) in p.files.iter().enumerate() {
+        verifier(&p, i).verify(&p.model, f, &CTX).unwrap();
+    }
+    let one = prove_all(tmp.path(), "transformer_block", &mut rng);
+    assert_eq!(
+        p.files.last().unwrap().output,
+        one.files.last().unwrap().output
+    );
+    // A merged segment's proof does not verify as another's.
+    assert!(verifier(&p, 0).verify(&p.model, &p.files[1], &CTX).is_err());
 }
 
 #[test]
@@ -243,7 +279,7 @@ fn a_batch_of_proofs_for_one_segment_each_verifies_under_its_own_context() {
         .collect();
     // Two different inputs in one batch: the trace's, and the trace's with one value moved.
     let mut other = tr.tensors[1].clone();
-    other[0] = if seg.input.contains(other[0] as i128 + 1) {
+    other[0] = if seg.input().contains(other[0] as i128 + 1) {
         other[0] + 1
     } else {
         other[0] - 1
@@ -293,7 +329,7 @@ fn the_constraint_budget_is_enforced_and_the_summary_sizes_the_keys() {
         Err(KernelError::Unsupported { node, reason, .. }) => {
             assert_eq!(node, "/blocks.1/act/Relu");
             assert!(
-                reason.contains("segment 1") && reason.contains("4031 constraints"),
+                reason.contains("layer 1") && reason.contains("4031 constraints"),
                 "{reason}"
             );
         }

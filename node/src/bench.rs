@@ -152,7 +152,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         let process_ms = process[seg.index];
         let row = json!({
             "segment": seg.index,
-            "ops": seg.ops,
+            "ops": seg.ops(),
             "constraints": shape.constraints,
             "domain": (shape.constraints + shape.public_inputs + 1).next_power_of_two(),
             "pk_load_ms": pk_load_ms,

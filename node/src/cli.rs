@@ -117,9 +117,14 @@ pub enum ModelCommand {
         #[arg(long, default_value_t = provnet_kernels::import::DEFAULT_INPUT_MAX, allow_hyphen_values = true)]
         input_max: f64,
         /// Most constraints one segment may have (its keys and proving memory grow with
-        /// it): a model with a larger segment is refused, naming it.
+        /// it): a model with a larger layer is refused, naming it.
         #[arg(long, default_value_t = provnet_kernels::import::DEFAULT_MAX_CONSTRAINTS)]
         max_constraints: usize,
+        /// Place cuts by cost: merge consecutive layers into segments of at most
+        /// --max-constraints (fewer, larger proofs, no range checks at merged cuts). By
+        /// default every non-linear layer is a segment: the finest dispute granularity.
+        #[arg(long)]
+        merge: bool,
     },
     /// Groth16 setup per segment (single-party: development only).
     Setup { dir: PathBuf },
@@ -235,21 +240,24 @@ fn model(cmd: ModelCommand) -> Result<ExitCode> {
             input_min,
             input_max,
             max_constraints,
+            merge,
         } => {
             let opts = ImportOptions {
                 scale_bits,
                 input_min,
                 input_max,
                 max_constraints,
+                merge,
             };
             let summary = import(&onnx, &out, &opts)
                 .with_context(|| format!("importing {}", onnx.display()))?;
             // A table for the operator on stderr; the summary as JSON on stdout.
-            eprintln!("segment  constraints  est. prove (CPU)  keys (pk + h table)  ops");
+            eprintln!("segment  layers  constraints  est. prove (CPU)  keys (pk + h table)  ops");
             for s in &summary.segments {
                 eprintln!(
-                    "{:>7}  {:>11}  {:>13.1} ms  {:>16.1} MB  {}",
+                    "{:>7}  {:>6}  {:>11}  {:>13.1} ms  {:>16.1} MB  {}",
                     s.index,
+                    s.layers,
                     s.constraints,
                     s.estimated_prove_ms,
                     (s.keys.pk_bytes + s.keys.h_table_bytes) as f64 / 1e6,

@@ -96,7 +96,7 @@ pub fn prove(args: ProveArgs) -> Result<ExitCode> {
         serde_json::to_string_pretty(&json!({
             "model": model.name,
             "segment": seg.index,
-            "ops": seg.ops,
+            "ops": seg.ops(),
             "constraints": CircuitShape::of(seg).constraints,
             "challenge": hex::encode(ctx.challenge),
             "miner": hex::encode(ctx.miner),

@@ -79,7 +79,7 @@ fn challenge(model: &Model, nonce: u8, deadline_ms: u64) -> Challenge {
         model_id: model.id(),
         segment: 0,
         input: (0..seg.n_in())
-            .map(|i| (i as i64 * 37 + nonce as i64) % (seg.input.hi() as i64))
+            .map(|i| (i as i64 * 37 + nonce as i64) % (seg.input().hi() as i64))
             .collect(),
         nonce: [nonce; 32],
         deadline_ms,
@@ -853,7 +853,7 @@ fn random_challenges_fit_each_segment_s_own_input_ranges() {
     let dir = tmp.path().join("attention");
     import(&onnx, &dir, &ImportOptions::default()).expect("imports");
     let model = Model::load(&dir).expect("loads");
-    assert!(model.segments.iter().any(|s| s.in_ranges.len() > 1));
+    assert!(model.segments.iter().any(|s| s.in_ranges().len() > 1));
     for _ in 0..100 {
         let c = provnet_validator::issue::random_challenge(&model, u64::MAX);
         let seg = &model.segments[c.segment as usize];

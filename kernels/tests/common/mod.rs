@@ -45,13 +45,19 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Imports a fixture model into `tmp/name` with default options.
 pub fn import_fixture(tmp: &Path, name: &str) -> (PathBuf, Model, ModelSummary) {
-    let dir = tmp.join(name);
-    let summary = import(
-        &fixture(&format!("{name}.onnx")),
-        &dir,
-        &ImportOptions::default(),
-    )
-    .expect("fixture imports");
+    import_fixture_with(tmp, name, name, &ImportOptions::default())
+}
+
+/// [`import_fixture`] into `tmp/dir` with `opts`.
+#[allow(dead_code)]
+pub fn import_fixture_with(
+    tmp: &Path,
+    name: &str,
+    dir: &str,
+    opts: &ImportOptions,
+) -> (PathBuf, Model, ModelSummary) {
+    let dir = tmp.join(dir);
+    let summary = import(&fixture(&format!("{name}.onnx")), &dir, opts).expect("fixture imports");
     let model = Model::load(&dir).expect("model loads");
     (dir, model, summary)
 }

@@ -114,7 +114,7 @@ impl Run {
     pub fn of(model: &Model, input: &[i64], corrupt: Option<u32>) -> Option<Run> {
         let t = trace::run_with(model, input, |seg, y| {
             if corrupt == Some(seg.index as u32) {
-                let hi = seg.output.hi() as i64;
+                let hi = seg.output().hi() as i64;
                 y[0] = if y[0] < hi { y[0] + 1 } else { y[0] - 1 };
             }
         })
