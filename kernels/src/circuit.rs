@@ -54,29 +54,51 @@ pub struct CircuitShape {
 
 impl CircuitShape {
     pub fn of(seg: &Segment) -> CircuitShape {
-        let (n_in, n_out) = (seg.n_in(), seg.n_out());
-        // Each input's range check: its own range's bits. Values between layers are not
-        // checked again: the layer computing them bounds them.
-        let in_bits: usize = seg
-            .in_ranges()
+        let mut shape = Self::head(seg.first());
+        let last = seg.layers.len() - 1;
+        for (l, layer) in seg.layers.iter().enumerate() {
+            let part = Self::part(layer, l == last);
+            shape.constraints += part.constraints;
+            shape.public_inputs += part.public_inputs;
+            shape.witnesses += part.witnesses;
+        }
+        shape
+    }
+
+    /// What a segment starting with `first` spends before its layers: each input's range
+    /// check (its own range's bits), the input words and the binding. Values between
+    /// layers are not checked again: the layer computing them bounds them.
+    pub fn head(first: &Layer) -> CircuitShape {
+        let n_in = first.n_in();
+        let in_bits: usize = first
+            .in_ranges
             .iter()
             .map(|(n, r)| *n as usize * r.bits as usize)
             .sum();
-        let words_in = n_in.div_ceil(per_word(seg.input().bits));
-        let words_out = n_out.div_ceil(per_word(seg.output().bits));
-        let (mut constraints, mut witnesses) =
-            (in_bits + 1, (n_in - words_in) + (in_bits - n_in) + 1);
-        let last = seg.layers.len() - 1;
-        for (l, layer) in seg.layers.iter().enumerate() {
-            let (c, w) = Self::layer(layer, (l == last).then_some(words_out));
-            constraints += c;
-            witnesses += w;
+        let words_in = n_in.div_ceil(per_word(first.input.bits));
+        CircuitShape {
+            constraints: in_bits + 1,
+            public_inputs: words_in + 1,
+            witnesses: (n_in - words_in) + (in_bits - n_in) + 1,
         }
+    }
+
+    /// What `layer` adds to a segment; `last` when it ends the segment (its outputs are
+    /// then packed into public words).
+    pub fn part(layer: &Layer, last: bool) -> CircuitShape {
+        let words_out = layer.n_out().div_ceil(per_word(layer.output.bits));
+        let (constraints, witnesses) = Self::layer(layer, last.then_some(words_out));
         CircuitShape {
             constraints,
-            public_inputs: words_in + words_out + 1,
+            public_inputs: if last { words_out } else { 0 },
             witnesses,
         }
+    }
+
+    /// The FFT domain of the circuit: constraints plus public inputs (and the constant
+    /// one), rounded up to a power of two.
+    pub fn domain(&self) -> usize {
+        (self.constraints + self.public_inputs + 1).next_power_of_two()
     }
 
     /// Constraints and witnesses of one layer; `words_out` for the segment's last layer,

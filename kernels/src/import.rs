@@ -126,30 +126,78 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     Ok(model)
 }
 
-/// Layers into segments: one each, or with `opts.merge`, greedily as many consecutive
-/// layers as fit `opts.max_constraints` (merging never adds constraints: it removes the
-/// merged cut's range checks and words).
+/// Layers into segments: one each, or with `opts.merge`, cuts placed by cost: of all the
+/// ways to cut the chain into runs of consecutive layers within `opts.max_constraints`, the
+/// one with the least total [`estimated_prove_ms`] (a dynamic program over the cut
+/// points; merging never adds constraints, but a segment just past a power of two pays a
+/// whole FFT domain more, so the cheapest cut is not always the fewest segments).
 fn group(layers: Vec<Layer>, opts: &ImportOptions) -> Vec<Segment> {
-    let mut segments: Vec<Segment> = Vec::new();
-    for layer in layers {
-        if let Some(seg) = segments.last_mut().filter(|_| opts.merge) {
-            seg.layers.push(layer);
-            if CircuitShape::of(seg).constraints <= opts.max_constraints {
+    let n = layers.len();
+    let cut_each = || {
+        layers
+            .iter()
+            .enumerate()
+            .map(|(index, l)| Segment {
+                index,
+                layers: vec![l.clone()],
+            })
+            .collect()
+    };
+    if !opts.merge || n < 2 {
+        return cut_each();
+    }
+    let head: Vec<CircuitShape> = layers.iter().map(CircuitShape::head).collect();
+    let mid: Vec<CircuitShape> = layers
+        .iter()
+        .map(|l| CircuitShape::part(l, false))
+        .collect();
+    let end: Vec<CircuitShape> = layers.iter().map(|l| CircuitShape::part(l, true)).collect();
+    // The shape of the segment of layers i..=j.
+    let shape = |i: usize, j: usize| {
+        let mut s = head[i];
+        for m in &mid[i..j] {
+            s.constraints += m.constraints;
+            s.witnesses += m.witnesses;
+        }
+        s.constraints += end[j].constraints;
+        s.public_inputs += end[j].public_inputs;
+        s.witnesses += end[j].witnesses;
+        s
+    };
+    // best[j]: the cheapest cut of layers 0..j, and where its last segment starts.
+    let mut best: Vec<(f64, usize)> = vec![(0.0, 0); n + 1];
+    for j in 0..n {
+        best[j + 1] = (f64::INFINITY, j);
+        for i in (0..=j).rev() {
+            let s = shape(i, j);
+            if s.constraints > opts.max_constraints {
                 continue;
             }
-            let layer = seg.layers.pop().expect("just pushed");
-            segments.push(Segment {
-                index: segments.len(),
-                layers: vec![layer],
-            });
-            continue;
+            let cost = best[i].0 + estimated_prove_ms(&s);
+            if cost < best[j + 1].0 {
+                best[j + 1] = (cost, i);
+            }
         }
-        segments.push(Segment {
-            index: segments.len(),
-            layers: vec![layer],
-        });
     }
-    segments
+    let mut starts = Vec::new();
+    let mut j = n;
+    while j > 0 {
+        starts.push(best[j].1);
+        j = best[j].1;
+    }
+    starts.reverse();
+    let mut it = layers.into_iter();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(index, &i)| {
+            let until = starts.get(index + 1).copied().unwrap_or(n);
+            Segment {
+                index,
+                layers: it.by_ref().take(until - i).collect(),
+            }
+        })
+        .collect()
 }
 
 /// One float layer, reading values in `input` (each in its own range of `in_ranges`).
@@ -279,7 +327,7 @@ pub struct KeySize {
 impl KeySize {
     pub fn of(shape: &CircuitShape) -> KeySize {
         let vars = 1 + shape.public_inputs + shape.witnesses;
-        let domain = (shape.constraints + shape.public_inputs + 1).next_power_of_two();
+        let domain = shape.domain();
         let (g1, g2) = (64, 128);
         let h = domain - 1;
         let c = FixedBaseTable::best_window(h, PROVER_THREADS);
@@ -292,12 +340,13 @@ impl KeySize {
     }
 }
 
-/// Estimated CPU prove time of a circuit on the reference 2-core machine: a fixed cost plus
-/// a cost per constraint, fitted to measured proofs (dense_64: 3,327 constraints in 19.8 ms,
-/// dense_256: 13,825 in 63.5 ms, README "Benchmarks"). An estimate for sizing segments, not
-/// a measurement: `provnet bench prove` measures.
-pub fn estimated_prove_ms(constraints: usize) -> f64 {
-    5.8 + 4.2e-3 * constraints as f64
+/// Estimated CPU prove time of a circuit on the reference 2-core machine: a fixed cost, a
+/// cost per point of its FFT domain (the FFTs and the h query grow with it) and one per
+/// constraint, fitted to measured proofs of 2,622 to 35,974 constraints (domains 2^12 to
+/// 2^16; within 6%, README "Benchmarks"). An estimate for placing cuts and sizing
+/// segments, not a measurement: `provnet bench prove` measures.
+pub fn estimated_prove_ms(shape: &CircuitShape) -> f64 {
+    5.3 + 2.31e-3 * shape.domain() as f64 + 1.31e-3 * shape.constraints as f64
 }
 
 /// The integer range the circuit enforces on model inputs.
@@ -401,7 +450,7 @@ impl ModelSummary {
                         .sum(),
                     constraints: shape.constraints,
                     public_inputs: shape.public_inputs,
-                    estimated_prove_ms: estimated_prove_ms(shape.constraints),
+                    estimated_prove_ms: estimated_prove_ms(&shape),
                     keys: KeySize::of(&shape),
                 }
             })

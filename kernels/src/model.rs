@@ -119,20 +119,27 @@ impl Segment {
         &self.last().state
     }
 
-    /// ONNX ops covered, in order.
+    /// ONNX ops covered, in order (a node spanning several merged layers, once).
     pub fn ops(&self) -> Vec<String> {
-        self.layers
-            .iter()
-            .flat_map(|l| l.ops.iter().cloned())
-            .collect()
+        self.covered().into_iter().map(|(op, _)| op).collect()
     }
 
-    /// ONNX node names covered.
+    /// ONNX node names covered (each once, as [`Self::ops`]).
     pub fn nodes(&self) -> Vec<String> {
-        self.layers
-            .iter()
-            .flat_map(|l| l.nodes.iter().cloned())
-            .collect()
+        self.covered().into_iter().map(|(_, node)| node).collect()
+    }
+
+    /// (op, node) pairs in order, a node recorded by consecutive layers kept once.
+    fn covered(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for layer in &self.layers {
+            for (op, node) in layer.ops.iter().zip(&layer.nodes) {
+                if out.last().is_none_or(|(_, n)| n != node) {
+                    out.push((op.clone(), node.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// Each input value's range.

@@ -6,6 +6,7 @@ mod common;
 use ark_bn254::Fr;
 use provnet_kernels::circuit::{self, Assignment, CircuitShape};
 use provnet_kernels::gadgets::Gadget;
+use provnet_kernels::import::estimated_prove_ms;
 use provnet_kernels::r1cs::Mode;
 use provnet_kernels::{trace, ImportOptions, KernelError, Segment};
 
@@ -180,6 +181,25 @@ fn merged_layers_compute_the_same_outputs_with_fewer_constraints_and_refuse_a_li
             .map(|s| CircuitShape::of(s).constraints)
             .sum();
         assert!(summary.total_constraints < unmerged, "{name} {budget}");
+        // The cuts minimise the estimated prove time: no worse than one layer per segment,
+        // nor than every layer in one segment (where that fits the budget).
+        let est = |segs: &[Segment]| -> f64 {
+            segs.iter()
+                .map(|s| estimated_prove_ms(&CircuitShape::of(s)))
+                .sum()
+        };
+        let chosen = est(&merged.segments);
+        assert!(chosen <= est(&one.segments), "{name} {budget}");
+        let all = Segment {
+            index: 0,
+            layers: one.segments.iter().map(|s| s.first().clone()).collect(),
+        };
+        if CircuitShape::of(&all).constraints <= budget {
+            assert!(
+                chosen <= est(std::slice::from_ref(&all)) + 1e-9,
+                "{name} {budget}"
+            );
+        }
         eprintln!(
             "{name} at {budget}: {} segments, {} constraints (one layer each: {} in {})",
             merged.segments.len(),
