@@ -433,24 +433,35 @@ fn products_and_reciprocal_square_roots_agree_with_native_evaluation_and_refuse_
                 let cs = circuit::synthesize(seg, Mode::Check, Fr::from(3u64), Some(honest));
                 let bad = cs.first_unsatisfied();
                 assert!(bad.is_none(), "{name} seg {k}: {bad:?}");
-                let mut lie = seg.eval(&x);
-                let i = rng.gen_range(0..lie.len());
-                lie[i] += if lie[i] > seg.output().lo() as i64 {
-                    -1
-                } else {
-                    1
+                let honest_y = seg.eval(&x);
+                let i = rng.gen_range(0..honest_y.len());
+                // Off by one in the last place, and just past the gadget's documented
+                // worst-case error (1 unit for the inverse powers, 4 for exp, 2 for erf).
+                let past = match seg.first().gadget_at(i) {
+                    Some(Gadget::Exp) => 5,
+                    Some(Gadget::Erf) => 3,
+                    _ => 2,
                 };
-                let label = refusal(seg, &x, &lie, Mode::Check);
-                // A claimed gadget output is the gadget's own witness. (An exp of a value
-                // below -16 ln 2 is 0 whatever the claim: the packing refuses anything else.)
-                let check = match seg.first().gadget_at(i) {
-                    Some(Gadget::Rsqrt) => "rsqrt",
-                    Some(Gadget::Recip) => "recip",
-                    Some(Gadget::Exp) if !label.contains("packs outputs") => "exp",
-                    Some(Gadget::Erf) => "erf y = sign |y|",
-                    _ => "packs outputs",
-                };
-                assert!(label.contains(check), "{name} seg {k} row {i}: {label}");
+                for delta in [1i64, past] {
+                    let mut lie = honest_y.clone();
+                    let down = lie[i] - delta >= seg.output().lo() as i64;
+                    lie[i] += if down { -delta } else { delta };
+                    let label = refusal(seg, &x, &lie, Mode::Check);
+                    // A claimed gadget output is the gadget's own witness. (An exp of a value
+                    // below -16 ln 2 is 0 whatever the claim: the packing refuses anything
+                    // else.)
+                    let check = match seg.first().gadget_at(i) {
+                        Some(Gadget::Rsqrt) => "rsqrt",
+                        Some(Gadget::Recip) => "recip",
+                        Some(Gadget::Exp) if !label.contains("packs outputs") => "exp",
+                        Some(Gadget::Erf) => "erf y = sign |y|",
+                        _ => "packs outputs",
+                    };
+                    assert!(
+                        label.contains(check),
+                        "{name} seg {k} row {i} by {delta}: {label}"
+                    );
+                }
             }
         }
     }
