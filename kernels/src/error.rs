@@ -43,6 +43,8 @@ pub enum KernelError {
     ProofFile(String),
     #[error("proof rejected: {0}")]
     Rejected(String),
+    #[error("powers of tau file {path}: {reason}")]
+    Ptau { path: PathBuf, reason: String },
     #[error("prover backend {backend}: {reason}")]
     Backend { backend: String, reason: String },
 }

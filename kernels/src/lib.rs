@@ -19,6 +19,7 @@ pub mod onnx;
 pub mod onnx_proto;
 pub mod proof;
 pub mod prover;
+pub mod ptau;
 pub mod r1cs;
 pub mod raw;
 pub mod trace;

@@ -67,6 +67,14 @@ pub enum Command {
     /// Network genesis files.
     #[command(subcommand)]
     Genesis(GenesisCommand),
+    /// Check a snarkjs .ptau file (phase 1 of a setup ceremony): its power, whether it is
+    /// prepared for phase 2, and (with --model) whether it serves every segment.
+    Ptau {
+        file: PathBuf,
+        /// A model directory whose segments the file must serve.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
     /// Watch running nodes in the terminal: rankings, rewards, challenges, peers, log.
     Tui(TuiArgs),
     /// A running node's disputes, newest first.
@@ -190,6 +198,7 @@ impl Cli {
             Command::Claim(args) => claim::run(args),
             #[cfg(feature = "adversary")]
             Command::Flood(args) => crate::flood::run(args),
+            Command::Ptau { file, model } => ptau(&file, model.as_deref()),
             Command::Disputes(t) => disputes_cli::list(&t),
             Command::Dispute(cmd) => disputes_cli::run(cmd),
             Command::Tui(args) => {
@@ -229,6 +238,41 @@ impl Cli {
             }
         }
     }
+}
+
+fn ptau(file: &std::path::Path, model: Option<&std::path::Path>) -> Result<ExitCode> {
+    use ark_ec::AffineRepr;
+    use provnet_kernels::circuit::CircuitShape;
+    let mut p = provnet_kernels::ptau::Ptau::open(file)?;
+    // The first powers read and checked (coordinates, curve, subgroup), and tau^0 is the
+    // generator: a quick look that the file is what it says.
+    let t1 = p.tau_g1(2)?;
+    let t2 = p.tau_g2(2)?;
+    if t1[0] != ark_bn254::G1Affine::generator() || t2[0] != ark_bn254::G2Affine::generator() {
+        anyhow::bail!("{}: tau^0 is not the generator", file.display());
+    }
+    let mut segments = Vec::new();
+    if let Some(dir) = model {
+        let m = Model::load(dir)?;
+        for seg in &m.segments {
+            let domain = CircuitShape::of(seg).domain();
+            p.require_domain(domain)
+                .with_context(|| format!("segment {}", seg.index))?;
+            segments.push(json!({"segment": seg.index, "domain": domain}));
+        }
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "file": file.display().to_string(),
+            "power": p.power(),
+            "ceremony_power": p.ceremony_power(),
+            "max_domain": 1u64 << p.power(),
+            "prepared_for_phase2": p.prepared(),
+            "segments": segments,
+        }))?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn model(cmd: ModelCommand) -> Result<ExitCode> {

@@ -557,3 +557,42 @@ fn backend_choice_falls_back_or_fails_clearly() {
         stderr(&o)
     );
 }
+
+#[test]
+fn ptau_reports_the_file_and_which_segments_it_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ptau = fixture("pot14_final.ptau");
+    let o = ok(provnet(&["ptau", &ptau]));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["power"], 14);
+    assert_eq!(v["prepared_for_phase2"], true);
+    // digits_mlp's segments fit 2^14; transformer_block with --merge has a 2^15 segment.
+    let small = tmp.path().join("digits");
+    ok(provnet(&[
+        "model",
+        "import",
+        &fixture("digits_mlp.onnx"),
+        "--out",
+        s(&small),
+    ]));
+    let o = ok(provnet(&["ptau", &ptau, "--model", s(&small)]));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["segments"].as_array().unwrap().len(), 2);
+    let big = tmp.path().join("tb");
+    ok(provnet(&[
+        "model",
+        "import",
+        &fixture("transformer_block.onnx"),
+        "--out",
+        s(&big),
+        "--merge",
+    ]));
+    fails(
+        provnet(&["ptau", &ptau, "--model", s(&big)]),
+        "power 15 or more",
+    );
+    fails(
+        provnet(&["ptau", &fixture("dense_16.onnx")]),
+        "not a snarkjs .ptau file",
+    );
+}
