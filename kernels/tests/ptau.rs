@@ -4,8 +4,9 @@
 
 mod common;
 
-use ark_bn254::{Bn254, G1Affine, G1Projective, G2Affine, G2Projective};
-use ark_ec::{pairing::Pairing, AffineRepr, CurveGroup};
+use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
+use ark_ec::{pairing::Pairing, AffineRepr, CurveGroup, VariableBaseMSM};
+use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
 use provnet_kernels::ptau::Ptau;
 use provnet_kernels::KernelError;
 
@@ -81,6 +82,21 @@ fn the_lagrange_bases_sum_to_one() {
             .map(|q| q.into_group())
             .sum();
         assert_eq!(sum.into_affine(), b, "beta, 2^{k}");
+    }
+    // And sum_i w^i L_i(tau) = tau with arkworks' own root of unity w: the file's bases are
+    // over the same domain, in the same order, as the evaluation domains our QAP uses (what
+    // a phase 2 built on this file needs).
+    let tau = p.tau_g1(2).unwrap()[1];
+    for k in [1u32, 3, 10] {
+        let w = Radix2EvaluationDomain::<Fr>::new(1 << k)
+            .unwrap()
+            .group_gen();
+        let basis = p.lagrange_g1(k).unwrap();
+        let scalars: Vec<Fr> = std::iter::successors(Some(Fr::from(1u64)), |x| Some(*x * w))
+            .take(basis.len())
+            .collect();
+        let sum = G1Projective::msm(&basis, &scalars).unwrap();
+        assert_eq!(sum.into_affine(), tau, "2^{k}");
     }
     let sum: G2Projective = p
         .lagrange_g2(6)
