@@ -54,15 +54,23 @@ pub struct CircuitShape {
 
 impl CircuitShape {
     pub fn of(seg: &Segment) -> CircuitShape {
-        let mut shape = Self::head(seg.first());
         let last = seg.layers.len() - 1;
-        for (l, layer) in seg.layers.iter().enumerate() {
-            let part = Self::part(layer, l == last);
-            shape.constraints += part.constraints;
-            shape.public_inputs += part.public_inputs;
-            shape.witnesses += part.witnesses;
+        seg.layers
+            .iter()
+            .enumerate()
+            .fold(Self::head(seg.first()), |shape, (l, layer)| {
+                let (mid, end) = Self::parts(layer);
+                shape.plus(if l == last { end } else { mid })
+            })
+    }
+
+    /// This shape with `part`'s counts added.
+    pub fn plus(self, part: CircuitShape) -> CircuitShape {
+        CircuitShape {
+            constraints: self.constraints + part.constraints,
+            public_inputs: self.public_inputs + part.public_inputs,
+            witnesses: self.witnesses + part.witnesses,
         }
-        shape
     }
 
     /// What a segment starting with `first` spends before its layers: each input's range
@@ -83,27 +91,9 @@ impl CircuitShape {
         }
     }
 
-    /// What `layer` adds to a segment; `last` when it ends the segment (its outputs are
-    /// then packed into public words).
-    pub fn part(layer: &Layer, last: bool) -> CircuitShape {
-        let words_out = layer.n_out().div_ceil(per_word(layer.output.bits));
-        let (constraints, witnesses) = Self::layer(layer, last.then_some(words_out));
-        CircuitShape {
-            constraints,
-            public_inputs: if last { words_out } else { 0 },
-            witnesses,
-        }
-    }
-
-    /// The FFT domain of the circuit: constraints plus public inputs (and the constant
-    /// one), rounded up to a power of two.
-    pub fn domain(&self) -> usize {
-        (self.constraints + self.public_inputs + 1).next_power_of_two()
-    }
-
-    /// Constraints and witnesses of one layer; `words_out` for the segment's last layer,
-    /// whose outputs are packed into that many public words.
-    fn layer(layer: &Layer, words_out: Option<usize>) -> (usize, usize) {
+    /// What `layer` adds to a segment: inside it, and as its last layer (whose outputs are
+    /// then packed into public words). Its rows are sized once for both.
+    pub fn parts(layer: &Layer) -> (CircuitShape, CircuitShape) {
         let n_out = layer.n_out();
         // Rows copied from the input are not decomposed.
         let (mut k, mut decomposed) = (0, 0);
@@ -121,19 +111,29 @@ impl CircuitShape {
                 gadget_w += 1 + w;
             }
         }
-        // A last layer all ReLU: one constraint and one witness per output, less the word
-        // starts, which are defined from the public words. Otherwise: one constraint and
-        // one witness per ReLU row, and (last layer) one packing constraint per word.
-        let (relu_c, relu_w, pack_c) = match words_out {
-            Some(w) if layer.all_relu() => (n_out, n_out - w, 0),
-            Some(w) => (layer.relu_rows, layer.relu_rows, w),
-            None => (layer.relu_rows, layer.relu_rows, 0),
-        };
         let pairs = layer.product_pairs().len();
-        (
-            pairs + k + relu_c + gadget_c + pack_c,
-            pairs + (k - decomposed) + relu_w + gadget_w,
-        )
+        let shape = |(relu_c, relu_w, pack_c): (usize, usize, usize), public_inputs| CircuitShape {
+            constraints: pairs + k + relu_c + gadget_c + pack_c,
+            public_inputs,
+            witnesses: pairs + (k - decomposed) + relu_w + gadget_w,
+        };
+        // Inside: one constraint and one witness per ReLU row. Last and all ReLU: one
+        // constraint and one witness per output, less the word starts, which are defined
+        // from the public words. Last otherwise: one packing constraint per word too.
+        let words = n_out.div_ceil(per_word(layer.output.bits));
+        let relu = layer.relu_rows;
+        let end = if layer.all_relu() {
+            (n_out, n_out - words, 0)
+        } else {
+            (relu, relu, words)
+        };
+        (shape((relu, relu, 0), 0), shape(end, words))
+    }
+
+    /// The FFT domain of the circuit: constraints plus public inputs (and the constant
+    /// one), rounded up to a power of two.
+    pub fn domain(&self) -> usize {
+        (self.constraints + self.public_inputs + 1).next_power_of_two()
     }
 }
 
@@ -234,36 +234,33 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
     let first = seg.first();
     let mut xs = input_values(&mut cs, first, x, &pin, &pow2);
     input_range_checks(&mut cs, first, x, &xs, &pow2);
-    let last = seg.layers.len() - 1;
-    for (l, layer) in seg.layers.iter().enumerate() {
-        let lx: &[i64] = inputs.get(l).map(Vec::as_slice).unwrap_or(&[]);
-        if l < last {
-            // The layer's outputs feed the next layer as they are (no range check, no
-            // public word): shifted back from `output - lo` to values.
-            let outs = layer_circuit(&mut cs, layer, (lx, &xs), None, &pow2);
-            let lo = fr_i128(layer.output.lo());
-            xs = outs
-                .into_iter()
-                .map(|mut lc| {
-                    cs.add(&mut lc, Var::One, lo);
-                    lc
-                })
-                .collect();
-            continue;
-        }
-        let outs = layer_circuit(&mut cs, layer, (lx, &xs), Some((&pout, claimed)), &pow2);
-        if !layer.all_relu() {
-            pack_words(
-                &mut cs,
-                &pout,
-                layer.n_out(),
-                layer.output,
-                &pow2,
-                "pack output",
-                |_, i| outs[i].clone(),
-            );
-        }
-        break;
+    let layer_input = |l: usize| inputs.get(l).map(Vec::as_slice).unwrap_or(&[]);
+    let (last, inner) = seg.layers.split_last().expect("a segment has a layer");
+    for (l, layer) in inner.iter().enumerate() {
+        // The layer's outputs feed the next layer as they are (no range check, no public
+        // word): shifted back from `output - lo` to values.
+        let outs = layer_circuit(&mut cs, layer, (layer_input(l), &xs), None, &pow2);
+        let lo = fr_i128(layer.output.lo());
+        xs = outs
+            .into_iter()
+            .map(|mut lc| {
+                cs.add(&mut lc, Var::One, lo);
+                lc
+            })
+            .collect();
+    }
+    let lx = layer_input(inner.len());
+    let outs = layer_circuit(&mut cs, last, (lx, &xs), Some((&pout, claimed)), &pow2);
+    if !last.all_relu() {
+        pack_words(
+            &mut cs,
+            &pout,
+            last.n_out(),
+            last.output,
+            &pow2,
+            "pack output",
+            |_, i| outs[i].clone(),
+        );
     }
 
     let sq = cs.witness(|| binding.square());
@@ -810,24 +807,12 @@ fn exp_row(
         pow = cs.var(w);
     }
     let high_set = (k_value >> low) != 0;
-    let mut nz: Option<Lc> = None;
-    for (bi, b) in kbits.iter().enumerate().skip(low) {
-        let mut f = cs.constant(Fr::one());
-        cs.add(&mut f, *b, -Fr::one());
-        nz = Some(match nz {
-            None => f,
-            Some(prev) => {
-                let nz_value = !high_set || (k_value >> low) & ((1 << (bi - low + 1)) - 1) == 0;
-                let w = product(
-                    cs,
-                    (prev, f),
-                    nz_value as i128,
-                    label("exp k < 16", bi as u32),
-                );
-                cs.var(w)
-            }
-        });
-    }
+    let nz = none_set(
+        cs,
+        &kbits[low..],
+        (k_value >> low) as u128,
+        ("exp k < 16", i, low),
+    );
     // y0 = floor(p / 2^k_low): y0 2^k_low <= p < (y0 + 1) 2^k_low.
     let y0_value = if values { p_value / pow_value } else { 0 };
     // A claimed y is y0 itself when no high bit is set (a test's tampering shows here).
@@ -1002,26 +987,14 @@ fn erf_row(
     let abs = if high == 0 {
         p
     } else {
-        // nz = prod (1 - b) over the high bits: 1 when none is set.
-        let mut nz: Option<Lc> = None;
-        for (hb, b) in jbits.iter().enumerate().skip(low as usize) {
-            let mut f = cs.constant(Fr::one());
-            cs.add(&mut f, *b, -Fr::one());
-            nz = Some(match nz {
-                None => f,
-                Some(prev) => {
-                    let clear = (j_value >> low) & ((1 << (hb - low as usize + 1)) - 1) == 0;
-                    let w = product(
-                        cs,
-                        (prev, f),
-                        clear as i128,
-                        label("erf |q| < 4", hb as u32),
-                    );
-                    cs.var(w)
-                }
-            });
-        }
-        let nz = nz.expect("high > 0");
+        let low = low as usize;
+        let nz = none_set(
+            cs,
+            &jbits[low..],
+            (j_value >> low) as u128,
+            ("erf |q| < 4", i, low),
+        )
+        .expect("high > 0");
         // |y| = 2^s + nz (P - 2^s).
         let mut dp = p;
         cs.add(&mut dp, Var::One, -fr_i128(one));
@@ -1038,6 +1011,36 @@ fn erf_row(
     cs.add(&mut pm, Var::One, -Fr::one());
     let y = product(cs, (pm, abs), y_claim, label("erf y = sign |y|", 0));
     cs.var(y)
+}
+
+/// The flag that none of `bits` is set, prod (1 - b): one product per bit after the first
+/// (None for no bits). `value` is the bits' value when proving; the products are labelled
+/// `what` on row `i`, indexed from `first`.
+fn none_set(
+    cs: &mut R1cs,
+    bits: &[Var],
+    value: u128,
+    (what, i, first): (&'static str, usize, usize),
+) -> Option<Lc> {
+    let mut flag: Option<Lc> = None;
+    for (t, b) in bits.iter().enumerate() {
+        let mut f = cs.constant(Fr::one());
+        cs.add(&mut f, *b, -Fr::one());
+        flag = Some(match flag {
+            None => f,
+            Some(prev) => {
+                let clear = value & ((1u128 << (t + 1)) - 1) == 0;
+                let label = Label {
+                    what,
+                    i: i as u32,
+                    j: (first + t) as u32,
+                };
+                let w = product(cs, (prev, f), clear as i128, label);
+                cs.var(w)
+            }
+        });
+    }
+    flag
 }
 
 /// One constraint per public word: word = sum_t value_t * 2^(bits * t), over `count` values.

@@ -77,16 +77,14 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
         )));
     }
     let mut input = input_range(opts)?;
-    let mut layers: Vec<Layer> = Vec::with_capacity(float.layers.len());
+    let mut layers: Vec<Sized> = Vec::with_capacity(float.layers.len());
     let n_in: usize = float.input_shape.iter().product();
     let mut in_ranges = vec![(n_in as u32, input)];
     for layer in &float.layers {
         let q = quantize_layer(layer, (input, in_ranges), s)?;
-        let alone = Segment {
-            index: layers.len(),
-            layers: vec![q],
-        };
-        let shape = CircuitShape::of(&alone);
+        let (mid, end) = CircuitShape::parts(&q);
+        let head = CircuitShape::head(&q);
+        let shape = head.plus(end);
         let cost = shape.constraints;
         if cost > opts.max_constraints {
             return Err(KernelError::Unsupported {
@@ -96,8 +94,8 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
                     "layer {} ({}) needs {cost} constraints, over --max-constraints {}: \
                      raise it (its keys would take about {} MB), or cut the layer in the \
                      model",
-                    alone.index,
-                    alone.ops().join(" "),
+                    layers.len(),
+                    q.ops.join(" "),
                     opts.max_constraints,
                     {
                         let k = KeySize::of(&shape);
@@ -106,10 +104,14 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
                 ),
             });
         }
-        let q = alone.layers.into_iter().next().expect("one layer");
         input = q.output;
         in_ranges = q.out_ranges();
-        layers.push(q);
+        layers.push(Sized {
+            layer: q,
+            head,
+            mid,
+            end,
+        });
     }
     let segments = group(layers, opts);
     let model = Model {
@@ -126,43 +128,38 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     Ok(model)
 }
 
+/// A quantized layer and its circuit's parts (see [`CircuitShape::head`] and
+/// [`CircuitShape::parts`]), sized once for both the budget check and the cuts.
+struct Sized {
+    layer: Layer,
+    head: CircuitShape,
+    mid: CircuitShape,
+    end: CircuitShape,
+}
+
 /// Layers into segments: one each, or with `opts.merge`, cuts placed by cost: of all the
 /// ways to cut the chain into runs of consecutive layers within `opts.max_constraints`, the
 /// one with the least total [`estimated_prove_ms`] (a dynamic program over the cut
 /// points; merging never adds constraints, but a segment just past a power of two pays a
 /// whole FFT domain more, so the cheapest cut is not always the fewest segments).
-fn group(layers: Vec<Layer>, opts: &ImportOptions) -> Vec<Segment> {
+fn group(layers: Vec<Sized>, opts: &ImportOptions) -> Vec<Segment> {
     let n = layers.len();
-    let cut_each = || {
-        layers
-            .iter()
+    if !opts.merge || n < 2 {
+        return layers
+            .into_iter()
             .enumerate()
             .map(|(index, l)| Segment {
                 index,
-                layers: vec![l.clone()],
+                layers: vec![l.layer],
             })
-            .collect()
-    };
-    if !opts.merge || n < 2 {
-        return cut_each();
+            .collect();
     }
-    let head: Vec<CircuitShape> = layers.iter().map(CircuitShape::head).collect();
-    let mid: Vec<CircuitShape> = layers
-        .iter()
-        .map(|l| CircuitShape::part(l, false))
-        .collect();
-    let end: Vec<CircuitShape> = layers.iter().map(|l| CircuitShape::part(l, true)).collect();
     // The shape of the segment of layers i..=j.
     let shape = |i: usize, j: usize| {
-        let mut s = head[i];
-        for m in &mid[i..j] {
-            s.constraints += m.constraints;
-            s.witnesses += m.witnesses;
-        }
-        s.constraints += end[j].constraints;
-        s.public_inputs += end[j].public_inputs;
-        s.witnesses += end[j].witnesses;
-        s
+        layers[i..j]
+            .iter()
+            .fold(layers[i].head, |s, l| s.plus(l.mid))
+            .plus(layers[j].end)
     };
     // best[j]: the cheapest cut of layers 0..j, and where its last segment starts.
     let mut best: Vec<(f64, usize)> = vec![(0.0, 0); n + 1];
@@ -186,7 +183,7 @@ fn group(layers: Vec<Layer>, opts: &ImportOptions) -> Vec<Segment> {
         j = best[j].1;
     }
     starts.reverse();
-    let mut it = layers.into_iter();
+    let mut it = layers.into_iter().map(|l| l.layer);
     starts
         .iter()
         .enumerate()

@@ -1728,14 +1728,8 @@ impl<'g> Lowering<'g> {
                     .unwrap_or_default();
                 if approx != "tanh" {
                     // x (1 + erf(x / sqrt 2)) / 2.
-                    let x = Sym {
-                        shape: self.shape.clone(),
-                        map: self.map.clone(),
-                        born: self.born,
-                    };
                     let keep = format!("{}/x", node_name(node));
-                    self.env.insert(keep.clone(), x);
-                    self.born += 1;
+                    self.hold(&keep);
                     let e = self.erf(node, std::f64::consts::FRAC_1_SQRT_2)?;
                     // The product is the next layer's.
                     self.pending
@@ -1748,15 +1742,8 @@ impl<'g> Lowering<'g> {
                     return Ok(());
                 }
                 // x sigmoid(2 sqrt(2 / pi) (x + 0.044715 x^3)).
-                let x = Sym {
-                    shape: self.shape.clone(),
-                    map: self.map.clone(),
-                    born: self.born,
-                };
-                let name = node_name(node);
-                let keep = format!("{name}/x");
-                self.env.insert(keep.clone(), x.clone());
-                self.born += 1;
+                let keep = format!("{}/x", node_name(node));
+                self.hold(&keep);
                 self.power(node, 3)?;
                 let cube = std::mem::replace(&mut self.map, Map::Slice(0)).into_rows(n);
                 let x_now = self.env.get(&keep).expect("carried").map.clone();
@@ -1773,6 +1760,19 @@ impl<'g> Lowering<'g> {
             }
         }
         Ok(())
+    }
+
+    /// Keeps the current activation live under `key`, so the cuts that follow carry it, and
+    /// returns it as it is now.
+    fn hold(&mut self, key: &str) -> Sym {
+        let x = Sym {
+            shape: self.shape.clone(),
+            map: self.map.clone(),
+            born: self.born,
+        };
+        self.env.insert(key.to_string(), x.clone());
+        self.born += 1;
+        x
     }
 
     /// erf(a x) of the current activation: one layer of the erf gadget (see
@@ -1793,19 +1793,19 @@ impl<'g> Lowering<'g> {
 
     /// x^k for a constant integer k in 1..=3 (Pow, or x^3 in Gelu): products.
     fn power(&mut self, node: &NodeProto, k: i64) -> Result<()> {
-        let x = Sym {
-            shape: self.shape.clone(),
-            map: self.map.clone(),
-            born: self.born,
-        };
         match k {
             1 => Ok(()),
-            2 => self.multiply(node, x),
+            2 => {
+                let x = Sym {
+                    shape: self.shape.clone(),
+                    map: self.map.clone(),
+                    born: self.born,
+                };
+                self.multiply(node, x)
+            }
             3 => {
-                let name = node_name(node);
-                let keep = format!("{name}/base");
-                self.env.insert(keep.clone(), x.clone());
-                self.born += 1;
+                let keep = format!("{}/base", node_name(node));
+                let x = self.hold(&keep);
                 self.multiply(node, x)?;
                 let x = self.env.remove(&keep).expect("carried");
                 self.multiply(node, x)

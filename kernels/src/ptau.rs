@@ -231,26 +231,29 @@ impl Ptau {
         }
     }
 
-    /// Points `first .. first + count` of a G1 section, from `skip` points into it.
+    /// `count` points of a G1 section, from `skip` points into it.
     fn g1(&mut self, s: Section, skip: u64, count: usize) -> Result<Vec<G1Affine>> {
-        let bytes = self.read(s, skip, count as u64, G1_BYTES)?;
-        bytes
-            .chunks_exact(G1_BYTES as usize)
-            .enumerate()
-            .map(|(i, c)| {
-                g1_point(c)
-                    .map_err(|r| self.bad(format!("section {s:?} point {}: {r}", skip + i as u64)))
-            })
-            .collect()
+        self.points(s, (skip, count), G1_BYTES, g1_point)
     }
 
     fn g2(&mut self, s: Section, skip: u64, count: usize) -> Result<Vec<G2Affine>> {
-        let bytes = self.read(s, skip, count as u64, G2_BYTES)?;
+        self.points(s, (skip, count), G2_BYTES, g2_point)
+    }
+
+    /// `count` points of `width` bytes each, parsed and checked by `parse`.
+    fn points<T>(
+        &mut self,
+        s: Section,
+        (skip, count): (u64, usize),
+        width: u64,
+        parse: fn(&[u8]) -> Result<T, String>,
+    ) -> Result<Vec<T>> {
+        let bytes = self.read(s, skip, count as u64, width)?;
         bytes
-            .chunks_exact(G2_BYTES as usize)
+            .chunks_exact(width as usize)
             .enumerate()
             .map(|(i, c)| {
-                g2_point(c)
+                parse(c)
                     .map_err(|r| self.bad(format!("section {s:?} point {}: {r}", skip + i as u64)))
             })
             .collect()

@@ -4,7 +4,7 @@
 
 mod common;
 
-use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
+use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine};
 use ark_ec::{pairing::Pairing, AffineRepr, CurveGroup, VariableBaseMSM};
 use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
 use provnet_kernels::ptau::Ptau;
@@ -54,6 +54,15 @@ fn the_shared_file_reads_and_its_powers_agree() {
     assert!(p.tau_g1(1 << 15).is_err());
 }
 
+/// The sum of a basis's points.
+fn sum<A: AffineRepr>(points: &[A]) -> A {
+    points
+        .iter()
+        .map(|q| q.into_group())
+        .sum::<A::Group>()
+        .into_affine()
+}
+
 #[test]
 fn the_lagrange_bases_sum_to_one() {
     // sum_i L_i(tau) = 1 on every domain: the basis points add up to the generator (and
@@ -61,27 +70,13 @@ fn the_lagrange_bases_sum_to_one() {
     let mut p = Ptau::open(&pot14()).unwrap();
     let (a, b) = (p.alpha_tau_g1(1).unwrap()[0], p.beta_tau_g1(1).unwrap()[0]);
     for k in [0u32, 3, 10, 14] {
-        let sum: G1Projective = p
-            .lagrange_g1(k)
-            .unwrap()
-            .iter()
-            .map(|q| q.into_group())
-            .sum();
-        assert_eq!(sum.into_affine(), G1Affine::generator(), "G1, 2^{k}");
-        let sum: G1Projective = p
-            .lagrange_alpha_g1(k)
-            .unwrap()
-            .iter()
-            .map(|q| q.into_group())
-            .sum();
-        assert_eq!(sum.into_affine(), a, "alpha, 2^{k}");
-        let sum: G1Projective = p
-            .lagrange_beta_g1(k)
-            .unwrap()
-            .iter()
-            .map(|q| q.into_group())
-            .sum();
-        assert_eq!(sum.into_affine(), b, "beta, 2^{k}");
+        assert_eq!(
+            sum(&p.lagrange_g1(k).unwrap()),
+            G1Affine::generator(),
+            "G1, 2^{k}"
+        );
+        assert_eq!(sum(&p.lagrange_alpha_g1(k).unwrap()), a, "alpha, 2^{k}");
+        assert_eq!(sum(&p.lagrange_beta_g1(k).unwrap()), b, "beta, 2^{k}");
     }
     // And sum_i w^i L_i(tau) = tau with arkworks' own root of unity w: the file's bases are
     // over the same domain, in the same order, as the evaluation domains our QAP uses (what
@@ -98,13 +93,7 @@ fn the_lagrange_bases_sum_to_one() {
         let sum = G1Projective::msm(&basis, &scalars).unwrap();
         assert_eq!(sum.into_affine(), tau, "2^{k}");
     }
-    let sum: G2Projective = p
-        .lagrange_g2(6)
-        .unwrap()
-        .iter()
-        .map(|q| q.into_group())
-        .sum();
-    assert_eq!(sum.into_affine(), G2Affine::generator());
+    assert_eq!(sum(&p.lagrange_g2(6).unwrap()), G2Affine::generator());
     // The G1 basis goes one power further (the h query's domain doubles).
     assert_eq!(p.lagrange_g1(15).unwrap().len(), 1 << 15);
     let err = p.lagrange_g1(16).unwrap_err().to_string();
