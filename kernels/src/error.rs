@@ -45,6 +45,8 @@ pub enum KernelError {
     Rejected(String),
     #[error("powers of tau file {path}: {reason}")]
     Ptau { path: PathBuf, reason: String },
+    #[error("ceremony: {0}")]
+    Ceremony(String),
     #[error("prover backend {backend}: {reason}")]
     Backend { backend: String, reason: String },
 }

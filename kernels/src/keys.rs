@@ -76,8 +76,7 @@ pub struct SegmentKey {
 
 /// Runs setup for every segment and writes `DIR/keys/` atomically (replacing old keys).
 pub fn setup<R: RngCore + CryptoRng>(dir: &Path, model: &Model, rng: &mut R) -> Result<KeyIndex> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-    let mut entries = Vec::new();
+    let mut keys = Vec::new();
     for seg in &model.segments {
         let start = std::time::Instant::now();
         let cs = circuit::synthesize(seg, Mode::Setup, Default::default(), None);
@@ -86,15 +85,55 @@ pub fn setup<R: RngCore + CryptoRng>(dir: &Path, model: &Model, rng: &mut R) -> 
                 segment: seg.index,
                 reason: format!("setup failed: {e}"),
             })?;
+        keys.push((pk, start.elapsed().as_millis() as u64));
+    }
+    install(
+        dir,
+        model,
+        keys,
+        "single-party development setup",
+        DEV_SETUP_WARNING,
+    )
+}
+
+/// Writes one proving key per segment (with its h query) to `DIR/keys/` atomically,
+/// replacing old keys: the key files, the h tables the prover precomputes, the verifying
+/// keys and the index, which records where the keys came from (`ceremony`) and what to
+/// trust (`warning`). `setup_ms` is how long each key took to make.
+pub fn install(
+    dir: &Path,
+    model: &Model,
+    keys: Vec<(ProvingKey<Bn254>, u64)>,
+    ceremony: &str,
+    warning: &str,
+) -> Result<KeyIndex> {
+    if keys.len() != model.segments.len() {
+        return Err(KernelError::model(
+            dir,
+            format!("{} keys for {} segments", keys.len(), model.segments.len()),
+        ));
+    }
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut entries = Vec::new();
+    for (seg, (pk, ms)) in model.segments.iter().zip(keys) {
+        let start = std::time::Instant::now();
+        let shape = CircuitShape::of(seg);
+        if pk.vk.gamma_abc_g1.len() != shape.public_inputs + 1
+            || pk.h_query.len() + 1 != shape.domain()
+        {
+            return Err(KernelError::BadKeys {
+                segment: seg.index,
+                reason: "the key does not fit this segment's circuit".into(),
+            });
+        }
         let c = FixedBaseTable::best_window(pk.h_query.len(), PROVER_THREADS);
         let table_bytes = msm::table_to_bytes(&FixedBaseTable::new(&pk.h_query, c));
-        let setup_ms = start.elapsed().as_millis() as u64;
+        let setup_ms = ms + start.elapsed().as_millis() as u64;
         let pk_bytes = pk_to_bytes(&pk);
         let mut vk_bytes = Vec::new();
         pk.vk
             .serialize_compressed(&mut vk_bytes)
             .expect("serializing to memory cannot fail");
-        let shape = CircuitShape::of(seg);
         let (pk_file, vk_file, h_file) = (
             format!("segment-{}.pk", seg.index),
             format!("segment-{}.vk", seg.index),
@@ -119,8 +158,8 @@ pub fn setup<R: RngCore + CryptoRng>(dir: &Path, model: &Model, rng: &mut R) -> 
     }
     let index = KeyIndex {
         model_id: hex(&model.id()),
-        ceremony: "single-party development setup".into(),
-        warning: DEV_SETUP_WARNING.into(),
+        ceremony: ceremony.into(),
+        warning: warning.into(),
         segments: entries,
     };
     files.push((

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod binding;
+pub mod ceremony;
 pub mod circuit;
 pub mod error;
 pub mod gadgets;
