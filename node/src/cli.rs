@@ -75,6 +75,10 @@ pub enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// The phase-2 setup ceremony as transcript files: init, contribute, beacon, verify,
+    /// finalize (keys nobody can forge with if one participant was honest).
+    #[command(subcommand)]
+    Ceremony(crate::ceremony_cli::CeremonyCommand),
     /// Watch running nodes in the terminal: rankings, rewards, challenges, peers, log.
     Tui(TuiArgs),
     /// A running node's disputes, newest first.
@@ -156,6 +160,9 @@ pub enum BenchCommand {
     Msm(bench_msm::MsmBenchArgs),
     /// A dispute's bisection over a synthetic trace: rounds, reveal sizes, times.
     Dispute(bench_dispute::DisputeBenchArgs),
+    /// Phase-2 ceremony per segment: initial derivation, contribution, verification,
+    /// transcript size.
+    Ceremony(crate::ceremony_cli::CeremonyBenchArgs),
 }
 
 impl Cli {
@@ -191,6 +198,8 @@ impl Cli {
             Command::Bench(BenchCommand::Verify(args)) => bench_verify::run(args),
             Command::Bench(BenchCommand::Msm(args)) => bench_msm::run(args),
             Command::Bench(BenchCommand::Dispute(args)) => bench_dispute::run(args),
+            Command::Bench(BenchCommand::Ceremony(args)) => crate::ceremony_cli::bench(args),
+            Command::Ceremony(cmd) => crate::ceremony_cli::run(cmd),
             Command::Demo(args) => demo::run(args),
             Command::Run(args) => run::run(args),
             Command::Devnet(args) => devnet::run(args),

@@ -5,6 +5,7 @@ mod bench;
 mod bench_dispute;
 mod bench_msm;
 mod bench_verify;
+mod ceremony_cli;
 mod challenge;
 mod claim;
 mod cli;

@@ -596,3 +596,144 @@ fn ptau_reports_the_file_and_which_segments_it_serves() {
         "not a snarkjs .ptau file",
     );
 }
+
+#[test]
+fn a_ceremony_by_files_installs_keys_that_prove_and_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ptau = fixture("pot14_final.ptau");
+    let model = t.join("digits");
+    ok(provnet(&[
+        "model",
+        "import",
+        &fixture("digits_mlp.onnx"),
+        "--out",
+        s(&model),
+    ]));
+    let tr = |i: usize| t.join(format!("t{i}"));
+    ok(provnet(&[
+        "ceremony",
+        "init",
+        "--model",
+        s(&model),
+        "--ptau",
+        &ptau,
+        "--out",
+        s(&tr(0)),
+    ]));
+    for (i, name) in ["alice", "bob"].iter().enumerate() {
+        let o = ok(provnet(&[
+            "ceremony",
+            "contribute",
+            "--in",
+            s(&tr(i)),
+            "--out",
+            s(&tr(i + 1)),
+            "--name",
+            name,
+            "--entropy",
+            "keyboard mashing",
+        ]));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["contribution"], i);
+        assert_eq!(v["contribution_hash"].as_str().unwrap().len(), 64);
+    }
+    ok(provnet(&[
+        "ceremony",
+        "beacon",
+        "--in",
+        s(&tr(2)),
+        "--beacon",
+        "0badc0ffee",
+        "--iterations-exp",
+        "3",
+        "--out",
+        s(&tr(3)),
+    ]));
+    let o = ok(provnet(&[
+        "ceremony",
+        "verify",
+        "--model",
+        s(&model),
+        "--ptau",
+        &ptau,
+        s(&tr(3)),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["contributions"].as_array().unwrap().len(), 3);
+    assert_eq!(v["ends_with_beacon"], true);
+
+    // A transcript with a byte changed in its last point is refused; nothing is installed.
+    let mut bytes = std::fs::read(tr(3)).unwrap();
+    let at = bytes.len() - 200;
+    bytes[at] ^= 1;
+    let bad = t.join("bad");
+    std::fs::write(&bad, &bytes).unwrap();
+    fails(
+        provnet(&[
+            "ceremony",
+            "verify",
+            "--model",
+            s(&model),
+            "--ptau",
+            &ptau,
+            s(&bad),
+        ]),
+        "ceremony",
+    );
+    fails(
+        provnet(&[
+            "ceremony",
+            "finalize",
+            "--model",
+            s(&model),
+            "--ptau",
+            &ptau,
+            s(&bad),
+        ]),
+        "ceremony",
+    );
+    assert!(!model.join("keys").exists());
+
+    // The ptau path recorded at init is used when --ptau is left out.
+    let o = ok(provnet(&[
+        "ceremony",
+        "finalize",
+        "--model",
+        s(&model),
+        s(&tr(3)),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["ceremony"].as_str().unwrap().contains("3 contributions"));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("keys/index.json")).unwrap()).unwrap();
+    assert!(index["warning"].as_str().unwrap().contains("one honest"));
+    let (key, miner) = keygen(t, "miner.key");
+    let p0 = t.join("p0.cbor");
+    ok(provnet(&[
+        "prove",
+        "--model",
+        s(&model),
+        "--segment",
+        "0",
+        "--input",
+        &fixture("digits_mlp_input.json"),
+        "--challenge",
+        CH,
+        "--key",
+        s(&key),
+        "--out",
+        s(&p0),
+    ]));
+    ok(provnet(&[
+        "verify",
+        "--model",
+        s(&model),
+        "--proof",
+        s(&p0),
+        "--challenge",
+        CH,
+        "--miner",
+        &miner,
+    ]));
+}
