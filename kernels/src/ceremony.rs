@@ -273,6 +273,9 @@ where
         .sum()
 }
 
+/// A variable's A, B (G1), B (G2) and β A + α B + C points.
+type VarPoints = (G1Projective, G1Projective, G2Projective, G1Projective);
+
 /// A segment's initial phase-2 parameters (δ = γ = 1) from the ptau's Lagrange bases.
 fn initial_segment(seg: &crate::model::Segment, ptau: &mut Ptau) -> Result<ProvingKey<Bn254>> {
     let cs = circuit::synthesize(seg, Mode::Setup, Default::default(), None);
@@ -314,7 +317,7 @@ fn initial_segment(seg: &crate::model::Segment, ptau: &mut Ptau) -> Result<Provi
         col.push(((n_c + i) as u32, Fr::one()));
     }
     let [a_cols, b_cols, c_cols] = &cols;
-    let per_var: Vec<(G1Projective, G1Projective, G2Projective, G1Projective)> = (0..n_vars)
+    let per_var: Vec<VarPoints> = (0..n_vars)
         .into_par_iter()
         .map(|i| {
             let a = combine(&l1, &a_cols[i]);
@@ -325,10 +328,9 @@ fn initial_segment(seg: &crate::model::Segment, ptau: &mut Ptau) -> Result<Provi
             (a, b1, b2, k)
         })
         .collect();
-    let normalize1 =
-        |f: &dyn Fn(&(G1Projective, G1Projective, G2Projective, G1Projective)) -> G1Projective| {
-            G1Projective::normalize_batch(&per_var.iter().map(f).collect::<Vec<_>>())
-        };
+    let normalize1 = |f: &dyn Fn(&VarPoints) -> G1Projective| {
+        G1Projective::normalize_batch(&per_var.iter().map(f).collect::<Vec<_>>())
+    };
     let a_query = normalize1(&|v| v.0);
     let b_g1_query = normalize1(&|v| v.1);
     let mut k_query = normalize1(&|v| v.3);
@@ -628,7 +630,7 @@ fn report(t: &Transcript) -> Verified {
         vk_ids: t
             .segments
             .iter()
-            .map(|pk| crate::keys::ModelKeys::embedded_vk_id(pk))
+            .map(crate::keys::ModelKeys::embedded_vk_id)
             .collect(),
     }
 }

@@ -249,6 +249,9 @@ fn a_three_party_ceremony_and_beacon_yield_keys_that_prove_and_verify() {
     }
 }
 
+/// A change made to a transcript.
+type Edit = Box<dyn Fn(&mut Transcript)>;
+
 #[test]
 fn bad_contributions_are_refused_with_the_reason() {
     use ark_ec::PrimeGroup;
@@ -263,7 +266,7 @@ fn bad_contributions_are_refused_with_the_reason() {
             refusal(ceremony::verify(&t0, &bad)),
         )
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut Transcript)>, &str)> = vec![
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "wrong proof of knowledge",
             Box::new(|t| {
