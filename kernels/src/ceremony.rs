@@ -37,7 +37,6 @@ use rayon::prelude::*;
 
 use crate::circuit;
 use crate::error::{KernelError, Result};
-use crate::import::hex;
 use crate::model::Model;
 use crate::ptau::Ptau;
 use crate::r1cs::{Mode, Var};
@@ -117,7 +116,9 @@ fn fail(reason: impl Into<String>) -> KernelError {
 impl Transcript {
     /// The hash every next contribution's proofs of knowledge are bound to.
     pub fn challenge(&self) -> [u8; 32] {
-        challenge(&self.cs_hash, &self.contributions)
+        *chain(&self.cs_hash, &self.contributions)
+            .finalize()
+            .as_bytes()
     }
 
     /// The whole file's hash (what the key index records).
@@ -211,14 +212,16 @@ impl Transcript {
     }
 }
 
-fn challenge(cs_hash: &[u8; 32], before: &[Contribution]) -> [u8; 32] {
+/// The running transcript hash: the circuit hash, then each contribution as it is added.
+/// Its value after contribution j-1 is the challenge contribution j is bound to.
+fn chain(cs_hash: &[u8; 32], before: &[Contribution]) -> blake3::Hasher {
     let mut h = blake3::Hasher::new();
     h.update(b"provnet ceremony transcript v1");
     h.update(cs_hash);
     for c in before {
         h.update(&encode(c));
     }
-    *h.finalize().as_bytes()
+    h
 }
 
 /// A point of G2 nobody knows the discrete log of, from a hash (a random x-coordinate on
@@ -430,11 +433,12 @@ fn draw(rng: &mut ChaCha20Rng) -> (Fr, G1Affine) {
     }
 }
 
+/// `t` plus one contribution drawn, per segment, from `rngs`.
 fn extend(
     t: &Transcript,
     name: &str,
     beacon: Option<Beacon>,
-    mut rng_for: impl FnMut(usize) -> ChaCha20Rng,
+    mut rngs: Vec<ChaCha20Rng>,
 ) -> Result<Transcript> {
     if name.len() > MAX_NAME {
         return Err(fail(format!(
@@ -456,9 +460,10 @@ fn extend(
     let segments = next
         .segments
         .iter_mut()
+        .zip(&mut rngs)
         .enumerate()
-        .map(|(k, pk)| {
-            let (x, s) = draw(&mut rng_for(k));
+        .map(|(k, (pk, rng))| {
+            let (x, s) = draw(rng);
             apply(pk, &challenge, k, x, s)
         })
         .collect();
@@ -480,13 +485,16 @@ pub fn contribute(t: &Transcript, name: &str, entropy: &[u8]) -> Result<Transcri
     h.update(&os);
     h.update(entropy);
     let mut rng = ChaCha20Rng::from_seed(*h.finalize().as_bytes());
-    let mut seeds = Vec::new();
-    for _ in &t.segments {
-        let mut seed = [0u8; 32];
-        rng.fill_bytes(&mut seed);
-        seeds.push(seed);
-    }
-    extend(t, name, None, |k| ChaCha20Rng::from_seed(seeds[k]))
+    let rngs = t
+        .segments
+        .iter()
+        .map(|_| {
+            let mut seed = [0u8; 32];
+            rng.fill_bytes(&mut seed);
+            ChaCha20Rng::from_seed(seed)
+        })
+        .collect();
+    extend(t, name, None, rngs)
 }
 
 /// The beacon's per-segment randomness: the value hashed 2^exp times, then per segment.
@@ -522,13 +530,18 @@ pub fn beacon(t: &Transcript, value: &[u8], iterations_exp: u32) -> Result<Trans
         iterations_exp,
     };
     let rngs = beacon_rngs(&b, t.segments.len());
-    extend(t, "beacon", Some(b), |k| rngs[k].clone())
+    extend(t, "beacon", Some(b), rngs)
 }
 
-/// Checks contribution `j` of `t` given δ before it, per segment.
-fn check_contribution(t: &Transcript, j: usize, before: &[G1Affine]) -> Result<()> {
+/// Checks contribution `j` of `t` given the challenge it is bound to and δ before it, per
+/// segment.
+fn check_contribution(
+    t: &Transcript,
+    j: usize,
+    challenge: &[u8; 32],
+    before: &[G1Affine],
+) -> Result<()> {
     let c = &t.contributions[j];
-    let challenge = challenge(&t.cs_hash, &t.contributions[..j]);
     let who = format!("contribution {j} ({:?})", c.name);
     let expected = c.beacon.as_ref().map(|b| beacon_rngs(b, t.segments.len()));
     c.segments.par_iter().enumerate().try_for_each(|(k, p)| {
@@ -536,7 +549,7 @@ fn check_contribution(t: &Transcript, j: usize, before: &[G1Affine]) -> Result<(
         if p.delta_after.is_zero() || p.s.is_zero() || p.s_x.is_zero() || p.r_x.is_zero() {
             return Err(bad("a point at infinity in its public key"));
         }
-        let r = pok_base(&challenge, k, &p.s, &p.s_x);
+        let r = pok_base(challenge, k, &p.s, &p.s_x);
         if !same_ratio(p.s, p.s_x, r, p.r_x) {
             return Err(bad("its proof of knowledge does not verify"));
         }
@@ -653,7 +666,7 @@ pub fn verify_step(prev: &Transcript, next: &Transcript) -> Result<Verified> {
     }
     let j = prev.contributions.len();
     let before: Vec<G1Affine> = prev.segments.iter().map(|pk| pk.delta_g1).collect();
-    check_contribution(next, j, &before)?;
+    check_contribution(next, j, &prev.challenge(), &before)?;
     for (k, (p, n)) in prev.segments.iter().zip(&next.segments).enumerate() {
         if n.delta_g1 != next.contributions[j].segments[k].delta_after {
             return Err(fail(format!(
@@ -678,13 +691,15 @@ pub fn verify(initial: &Transcript, t: &Transcript) -> Result<Verified> {
         ));
     }
     let mut delta: Vec<G1Affine> = vec![G1Affine::generator(); t.segments.len()];
+    let mut chain = chain(&t.cs_hash, &[]);
     for j in 0..t.contributions.len() {
         if j + 1 < t.contributions.len() && t.contributions[j].beacon.is_some() {
             return Err(fail(format!(
                 "contribution {j} is a beacon but not the last"
             )));
         }
-        check_contribution(t, j, &delta)?;
+        check_contribution(t, j, chain.finalize().as_bytes(), &delta)?;
+        chain.update(&encode(&t.contributions[j]));
         delta = t.contributions[j]
             .segments
             .iter()
@@ -700,9 +715,4 @@ pub fn verify(initial: &Transcript, t: &Transcript) -> Result<Verified> {
         check_moved(k, base, pk)?;
     }
     Ok(report(t))
-}
-
-/// The hex form of a hash, for reports.
-pub fn show(h: &[u8; 32]) -> String {
-    hex(h)
 }

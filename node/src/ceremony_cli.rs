@@ -105,7 +105,7 @@ pub fn run(cmd: CeremonyCommand) -> Result<ExitCode> {
             name,
             entropy,
         } => {
-            let t = read(&input)?;
+            let t = Transcript::read(&input)?;
             let start = Instant::now();
             let next = ceremony::contribute(&t, &name, entropy.as_bytes())?;
             let ms = start.elapsed().as_millis();
@@ -132,7 +132,7 @@ pub fn run(cmd: CeremonyCommand) -> Result<ExitCode> {
         } => {
             let value =
                 hex::decode(beacon.trim_start_matches("0x")).context("--beacon is a hex string")?;
-            let t = read(&input)?;
+            let t = Transcript::read(&input)?;
             let next = ceremony::beacon(&t, &value, iterations_exp)?;
             next.write(&out)?;
             let c = next.contributions.last().expect("just added");
@@ -149,10 +149,9 @@ pub fn run(cmd: CeremonyCommand) -> Result<ExitCode> {
             ptau,
             transcript,
         } => {
-            let m = Model::load(&model)?;
-            let t = read(&transcript)?;
             let start = Instant::now();
-            match ceremony::verify(&initial(&m, &ptau)?, &t) {
+            let (_, t, verified) = load_and_verify(&model, &transcript, Some(ptau))?;
+            match verified {
                 Ok(v) => {
                     eprintln!(
                         "transcript verified in {:.1} s",
@@ -171,18 +170,15 @@ pub fn run(cmd: CeremonyCommand) -> Result<ExitCode> {
             ptau,
             transcript,
         } => {
-            let m = Model::load(&model)?;
-            let t = read(&transcript)?;
-            let ptau = ptau.unwrap_or_else(|| PathBuf::from(&t.ptau_hint));
-            let v = ceremony::verify(&initial(&m, &ptau)?, &t)
-                .context("the transcript does not verify: no keys installed")?;
+            let (m, t, verified) = load_and_verify(&model, &transcript, ptau)?;
+            let v = verified.context("the transcript does not verify: no keys installed")?;
             if !v.beacon {
                 eprintln!(
                     "note: the ceremony did not end with a beacon; the last contributor chose \
                      its final randomness after seeing all others"
                 );
             }
-            let index = install(&model, &m, &t, &v)?;
+            let index = install(&model, &m, t, &v)?;
             print_json(&json!({
                 "installed": model.join(keys::KEYS_DIR).display().to_string(),
                 "ceremony": index.ceremony,
@@ -197,8 +193,22 @@ fn print_json(v: &serde_json::Value) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read(path: &Path) -> Result<Transcript> {
-    Ok(Transcript::read(path)?)
+/// The model and the transcript, and whether the transcript verifies from scratch
+/// against them and the .ptau (`ptau`, else the path recorded at init).
+fn load_and_verify(
+    model: &Path,
+    transcript: &Path,
+    ptau: Option<PathBuf>,
+) -> Result<(
+    Model,
+    Transcript,
+    provnet_kernels::Result<ceremony::Verified>,
+)> {
+    let m = Model::load(model)?;
+    let t = Transcript::read(transcript)?;
+    let ptau = ptau.unwrap_or_else(|| PathBuf::from(&t.ptau_hint));
+    let verified = ceremony::verify(&initial(&m, &ptau)?, &t);
+    Ok((m, t, verified))
 }
 
 /// The initial parameters, from the model and the .ptau.
@@ -228,7 +238,7 @@ fn report(t: &Transcript, v: &ceremony::Verified) -> serde_json::Value {
 pub fn install(
     dir: &Path,
     model: &Model,
-    t: &Transcript,
+    t: Transcript,
     v: &ceremony::Verified,
 ) -> Result<keys::KeyIndex> {
     let who = v
@@ -249,7 +259,7 @@ pub fn install(
         hex::encode(t.hash()),
         v.contributions.len()
     );
-    let keys = t.segments.iter().map(|pk| (pk.clone(), 0)).collect();
+    let keys = t.segments.into_iter().map(|pk| (pk, 0)).collect();
     Ok(keys::install(dir, model, keys, &what, CEREMONY_TRUST)?)
 }
 
@@ -283,8 +293,13 @@ pub fn bench(args: CeremonyBenchArgs) -> Result<ExitCode> {
     let mut per = Vec::new();
     println!("segment  constraints  domain  contribute ms  verify step ms  bytes");
     for (k, pk) in t0.segments.iter().enumerate() {
-        let mut one = t0.clone();
-        one.segments = vec![pk.clone()];
+        let one = Transcript {
+            model_id: t0.model_id,
+            cs_hash: t0.cs_hash,
+            ptau_hint: String::new(),
+            segments: vec![pk.clone()],
+            contributions: Vec::new(),
+        };
         let start = Instant::now();
         let next = ceremony::contribute(&one, "bench", b"")?;
         let c = start.elapsed().as_secs_f64() * 1e3;
