@@ -10,6 +10,7 @@ pub mod binding;
 pub mod ceremony;
 pub mod circuit;
 pub mod error;
+pub mod export;
 pub mod gadgets;
 pub mod gpu;
 pub mod import;

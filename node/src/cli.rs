@@ -79,6 +79,10 @@ pub enum Command {
     /// finalize (keys nobody can forge with if one participant was honest).
     #[command(subcommand)]
     Ceremony(crate::ceremony_cli::CeremonyCommand),
+    /// Export a segment's key, and a proof, for checkers outside provnet: snarkjs' JSON
+    /// files or a Solidity verifier contract.
+    #[command(subcommand)]
+    Export(crate::export_cli::ExportCommand),
     /// Watch running nodes in the terminal: rankings, rewards, challenges, peers, log.
     Tui(TuiArgs),
     /// A running node's disputes, newest first.
@@ -200,6 +204,7 @@ impl Cli {
             Command::Bench(BenchCommand::Dispute(args)) => bench_dispute::run(args),
             Command::Bench(BenchCommand::Ceremony(args)) => crate::ceremony_cli::bench(args),
             Command::Ceremony(cmd) => crate::ceremony_cli::run(cmd),
+            Command::Export(cmd) => crate::export_cli::run(cmd),
             Command::Demo(args) => demo::run(args),
             Command::Run(args) => run::run(args),
             Command::Devnet(args) => devnet::run(args),

@@ -12,6 +12,7 @@ mod cli;
 mod demo;
 mod devnet;
 mod disputes_cli;
+mod export_cli;
 #[cfg(feature = "adversary")]
 mod flood;
 mod genesis;

@@ -598,7 +598,7 @@ fn ptau_reports_the_file_and_which_segments_it_serves() {
 }
 
 #[test]
-fn a_ceremony_by_files_installs_keys_that_prove_and_verify() {
+fn a_ceremony_by_files_installs_keys_whose_proofs_check_in_snarkjs_and_an_evm() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let ptau = fixture("pot14_final.ptau");
@@ -736,4 +736,195 @@ fn a_ceremony_by_files_installs_keys_that_prove_and_verify() {
         "--miner",
         &miner,
     ]));
+    exports_check_outside_provnet(t, &model, &p0);
+}
+
+/// The npm tools `.ci/npm-tools` installs (snarkjs, solc, @ethereumjs/evm): their
+/// node_modules, or None, said loudly, where they are missing and CI does not require them.
+fn npm_tools() -> Option<PathBuf> {
+    let dir = std::env::var_os("PROVNET_NPM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/npm"));
+    let modules = dir.join("node_modules");
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let have = ["snarkjs", "solc", "@ethereumjs/evm"]
+        .iter()
+        .all(|p| modules.join(p).join("package.json").exists());
+    if node && have {
+        return Some(modules);
+    }
+    let why = format!(
+        "the npm tools are not in {} (node found: {node}); run .ci/npm-tools",
+        modules.display()
+    );
+    assert!(
+        std::env::var_os("PROVNET_REQUIRE_NPM").is_none(),
+        "PROVNET_REQUIRE_NPM is set but {why}"
+    );
+    eprintln!("SKIPPED the snarkjs and EVM checks: {why}");
+    None
+}
+
+/// `provnet export snarkjs` and `export solidity` on a proof: the files read back into the
+/// same key, proof and public inputs; snarkjs verifies them and refuses a tampered public
+/// input; the contract, compiled with solc, accepts the proof in an EVM and refuses tampered
+/// calls. A proof that does not verify is not exported.
+fn exports_check_outside_provnet(t: &Path, model: &Path, proof: &Path) {
+    use provnet_kernels::export;
+    let out = t.join("snarkjs");
+    let o = ok(provnet(&[
+        "export",
+        "snarkjs",
+        "--model",
+        s(model),
+        "--proof",
+        s(proof),
+        "--out",
+        s(&out),
+    ]));
+    assert!(
+        !stderr(&o).contains("DEVELOPMENT"),
+        "ceremony keys: no warning"
+    );
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(summary["keys"].as_str().unwrap().contains("ceremony"));
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join(f)).unwrap()).unwrap()
+    };
+    let vk = export::vk_from_snarkjs(&read("verification_key.json")).unwrap();
+    let pi = export::proof_from_snarkjs(&read("proof.json")).unwrap();
+    let public = export::public_from_snarkjs(&read("public.json")).unwrap();
+    let pf = provnet_kernels::ProofFile::read(proof).unwrap();
+    assert_eq!(
+        public
+            .iter()
+            .map(provnet_kernels::proof::fr_bytes)
+            .collect::<Vec<_>>(),
+        pf.public_inputs
+            .iter()
+            .map(|b| b.to_vec())
+            .collect::<Vec<_>>(),
+        "public.json holds the proof file's public inputs, binding last"
+    );
+    let verifier = provnet_kernels::SegmentVerifier::new(0, vk, [0; 32]);
+    verifier.verify_raw(&pi, &public).unwrap();
+    let mut wrong = public.clone();
+    *wrong.last_mut().unwrap() += ark_bn254::Fr::from(1u8);
+    assert!(verifier.verify_raw(&pi, &wrong).is_err());
+
+    let sol = t.join("Verifier.sol");
+    let o = ok(provnet(&[
+        "export",
+        "solidity",
+        "--model",
+        s(model),
+        "--segment",
+        "0",
+        "--out",
+        s(&sol),
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let n = public.len();
+    assert_eq!(summary["public_inputs"], n);
+    assert!(std::fs::read_to_string(&sol)
+        .unwrap()
+        .contains(&format!("uint[{n}] calldata _pubSignals")));
+
+    // A proof whose public inputs are consistent but whose pairing fails (another miner's
+    // binding) is refused, and nothing is written.
+    let mut other = pf.context();
+    other.miner[0] ^= 1;
+    let m = provnet_kernels::Model::load(model).unwrap();
+    let vk_id: [u8; 32] = pf.vk_id.as_slice().try_into().unwrap();
+    let forged = provnet_kernels::ProofFile::from_claim(
+        &m, 0, &vk_id, &other, &pf.input, &pf.output, &pf.proof,
+    )
+    .unwrap();
+    let forged_path = t.join("forged.cbor");
+    std::fs::write(&forged_path, forged.to_bytes()).unwrap();
+    let nothing = t.join("nothing");
+    let o = provnet(&[
+        "export",
+        "snarkjs",
+        "--model",
+        s(model),
+        "--proof",
+        s(&forged_path),
+        "--out",
+        s(&nothing),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("does not verify"), "{}", stderr(&o));
+    assert!(!nothing.exists());
+    fails(
+        provnet(&[
+            "export",
+            "snarkjs",
+            "--model",
+            s(model),
+            "--proof",
+            s(proof),
+            "--segment",
+            "1",
+            "--out",
+            s(&nothing),
+        ]),
+        "the proof is for segment 0",
+    );
+
+    let Some(modules) = npm_tools() else { return };
+    let snarkjs = |public: &Path| {
+        Command::new("node")
+            .arg(modules.join("snarkjs/build/cli.cjs"))
+            .args(["groth16", "verify"])
+            .arg(out.join("verification_key.json"))
+            .arg(public)
+            .arg(out.join("proof.json"))
+            .output()
+            .expect("node runs")
+    };
+    let o = snarkjs(&out.join("public.json"));
+    assert!(
+        o.status.success() && stdout(&o).contains("OK!"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let tampered = out.join("tampered.json");
+    let mut signals = read("public.json");
+    signals[0] = serde_json::Value::String(
+        ark_ff::PrimeField::into_bigint(public[0] + ark_bn254::Fr::from(1u8)).to_string(),
+    );
+    std::fs::write(&tampered, signals.to_string()).unwrap();
+    let o = snarkjs(&tampered);
+    assert!(
+        !o.status.success(),
+        "snarkjs accepted a tampered public input"
+    );
+    assert!(stdout(&o).contains("Invalid proof"), "{}", stdout(&o));
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/evm_verify.cjs");
+    let o = Command::new("node")
+        .arg(script)
+        .arg(&sol)
+        .arg(out.join("proof.json"))
+        .arg(out.join("public.json"))
+        .env("NODE_PATH", &modules)
+        .output()
+        .expect("node runs");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let evm: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    eprintln!("EVM: {evm}");
+    assert_eq!(evm["accepted"], true, "{evm}");
+    assert_eq!(evm["reverted"], false, "{evm}");
+    for (what, accepted) in evm["tampered"].as_object().unwrap() {
+        assert_eq!(
+            accepted, false,
+            "the contract accepted a tampered call: {what}"
+        );
+    }
+    assert!(evm["gas"].as_u64().unwrap() > 181_000, "{evm}");
 }
