@@ -212,6 +212,134 @@ impl Transcript {
     }
 }
 
+/// The first bytes of a [`Step`].
+const STEP_MAGIC: &[u8; 16] = b"provnet-cstep/1\n";
+
+/// What one contribution changes, for sending over a network: its public keys and, per
+/// segment, the new δ in G2 and the moved L and H queries. Everything else (α, β, γ, the A
+/// and B queries, the public-input points) the receiver already holds, and the new δ in
+/// G1 is the contribution's δ after. About half a transcript.
+#[derive(Clone, Debug, PartialEq, CanonicalSerialize, CanonicalDeserialize)]
+pub struct Step {
+    pub contribution: Contribution,
+    pub segments: Vec<StepSegment>,
+}
+
+/// One segment's part of a [`Step`].
+#[derive(Clone, Debug, PartialEq, CanonicalSerialize, CanonicalDeserialize)]
+pub struct StepSegment {
+    pub delta_g2: G2Affine,
+    pub l_query: Vec<G1Affine>,
+    pub h_query: Vec<G1Affine>,
+}
+
+impl Step {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = STEP_MAGIC.to_vec();
+        self.serialize_uncompressed(&mut out)
+            .expect("serializing to memory cannot fail");
+        out
+    }
+
+    /// Parses a step, checking every point. Lengths are checked against the transcript it
+    /// extends by [`Transcript::apply`], before anything is built from it.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Step> {
+        let body = bytes
+            .strip_prefix(STEP_MAGIC.as_slice())
+            .ok_or_else(|| fail("not a provnet ceremony step (bad magic)"))?;
+        let mut reader = body;
+        let step = Step::deserialize_with_mode(&mut reader, Compress::No, Validate::Yes)
+            .map_err(|e| fail(format!("malformed step: {e}")))?;
+        if !reader.is_empty() {
+            return Err(fail(format!(
+                "malformed step: {} bytes after its end",
+                reader.len()
+            )));
+        }
+        if step.contribution.name.len() > MAX_NAME {
+            return Err(fail(format!("a step's name is over {MAX_NAME} bytes")));
+        }
+        if step.contribution.beacon.is_some() {
+            return Err(fail(
+                "a step may not be a beacon: every node applies the beacon itself",
+            ));
+        }
+        Ok(step)
+    }
+}
+
+impl Transcript {
+    /// The state's identity for a network ceremony: the running hash of the circuit hash
+    /// and every contribution, which (with verified steps) fixes every parameter. Unlike
+    /// [`Transcript::hash`] it leaves out the local `.ptau` path.
+    pub fn state_id(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"provnet ceremony state v1");
+        h.update(&self.model_id);
+        h.update(&self.challenge());
+        *h.finalize().as_bytes()
+    }
+
+    /// The last contribution as a [`Step`] (`None` before any).
+    pub fn last_step(&self) -> Option<Step> {
+        let contribution = self.contributions.last()?.clone();
+        let segments = self
+            .segments
+            .iter()
+            .map(|pk| StepSegment {
+                delta_g2: pk.vk.delta_g2,
+                l_query: pk.l_query.clone(),
+                h_query: pk.h_query.clone(),
+            })
+            .collect();
+        Some(Step {
+            contribution,
+            segments,
+        })
+    }
+
+    /// This transcript plus `step`, unverified: check the result with [`verify_step`].
+    /// Refuses a step whose shape does not fit this transcript.
+    pub fn apply(&self, step: &Step) -> Result<Transcript> {
+        let n = self.segments.len();
+        if step.segments.len() != n || step.contribution.segments.len() != n {
+            return Err(fail(format!(
+                "the step covers {} segments, the transcript {n}",
+                step.segments.len()
+            )));
+        }
+        for (k, (pk, s)) in self.segments.iter().zip(&step.segments).enumerate() {
+            if s.l_query.len() != pk.l_query.len() || s.h_query.len() != pk.h_query.len() {
+                return Err(fail(format!(
+                    "segment {k}: the step's L or H query has the wrong length"
+                )));
+            }
+        }
+        if self.contributions.len() >= MAX_CONTRIBUTIONS {
+            return Err(fail(format!(
+                "the transcript already holds {MAX_CONTRIBUTIONS} contributions"
+            )));
+        }
+        let mut next = self.clone();
+        for (k, (pk, s)) in next.segments.iter_mut().zip(&step.segments).enumerate() {
+            pk.delta_g1 = step.contribution.segments[k].delta_after;
+            pk.vk.delta_g2 = s.delta_g2;
+            pk.l_query.clone_from(&s.l_query);
+            pk.h_query.clone_from(&s.h_query);
+        }
+        next.contributions.push(step.contribution.clone());
+        Ok(next)
+    }
+
+    /// `step`'s bytes applied to this transcript and verified ([`verify_step`]).
+    pub fn accept(&self, step_bytes: &[u8]) -> Result<(Transcript, Verified)> {
+        let step = Step::from_bytes(step_bytes)?;
+        let next = self.apply(&step)?;
+        let verified = verify_step(self, &next)?;
+        Ok((next, verified))
+    }
+}
+
 /// The running transcript hash: the circuit hash, then each contribution as it is added.
 /// Its value after contribution j-1 is the challenge contribution j is bound to.
 fn chain(cs_hash: &[u8; 32], before: &[Contribution]) -> blake3::Hasher {

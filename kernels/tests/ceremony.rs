@@ -367,3 +367,46 @@ fn damaged_transcript_files_are_refused() {
     huge.extend_from_slice(&u64::MAX.to_le_bytes());
     assert!(parse(&huge).contains("malformed"));
 }
+
+#[test]
+fn steps_travel_as_deltas_and_rebuild_the_same_transcript() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, _, t0) = start(tmp.path(), "dense_16");
+    assert!(t0.last_step().is_none());
+    let t1 = ceremony::contribute(&t0, "alice", b"").unwrap();
+    let bytes = t1.last_step().unwrap().to_bytes();
+    assert!(
+        bytes.len() < t1.to_bytes().len(),
+        "a step is smaller than a transcript"
+    );
+    let (rebuilt, verified) = t0.accept(&bytes).unwrap();
+    assert_eq!(rebuilt, t1);
+    assert_eq!(verified.contributions[0].0, "alice");
+    // The state id moves with every contribution and ignores the local .ptau path.
+    assert_ne!(t0.state_id(), t1.state_id());
+    let mut elsewhere = t1.clone();
+    elsewhere.ptau_hint = "/somewhere/else.ptau".into();
+    assert_eq!(elsewhere.state_id(), t1.state_id());
+    assert_ne!(elsewhere.hash(), t1.hash());
+
+    let refused = |b: &[u8]| match t0.accept(b) {
+        Err(KernelError::Ceremony(r)) => r,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    // A moved L point: the step parses and applies, and verification refuses it.
+    let mut step = t1.last_step().unwrap();
+    let l = &mut step.segments[0].l_query[0];
+    *l = (*l + G1Affine::generator()).into_affine();
+    assert!(refused(&step.to_bytes()).contains("L or H query was not moved"));
+    // A step for another shape, a step on the wrong base, a beacon, junk.
+    let mut short = t1.last_step().unwrap();
+    short.segments[0].h_query.pop();
+    assert!(refused(&short.to_bytes()).contains("wrong length"));
+    let t2 = ceremony::contribute(&t1, "bob", b"").unwrap();
+    let on_t1 = t2.last_step().unwrap().to_bytes();
+    assert!(refused(&on_t1).contains("proof of knowledge"));
+    let beacon = ceremony::beacon(&t1, b"x", 1).unwrap().last_step().unwrap();
+    assert!(refused(&beacon.to_bytes()).contains("beacon"));
+    assert!(refused(b"junk").contains("bad magic"));
+    assert!(refused(&bytes[..bytes.len() - 1]).contains("malformed"));
+}

@@ -21,7 +21,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::genesis::{
-    Genesis, GenesisAccount, GenesisChallenger, GenesisMiner, GenesisModel, GenesisValidator,
+    Genesis, GenesisAccount, GenesisCeremony, GenesisChallenger, GenesisMiner, GenesisModel,
+    GenesisValidator,
 };
 
 #[derive(Args, Debug)]
@@ -84,6 +85,21 @@ pub struct DevnetArgs {
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Keys from a single-party development setup instead of the network's ceremony among
+    /// the validators.
+    #[arg(long)]
+    pub dev_setup: bool,
+    /// The phase-1 file for the ceremony (default: the repository's test pot14, whose maker
+    /// knows τ: a devnet is for development).
+    #[arg(long, value_name = "FILE")]
+    pub ptau: Option<PathBuf>,
+    /// Milliseconds each validator has for its ceremony contribution.
+    #[arg(long, default_value_t = 10_000)]
+    pub ceremony_slot_ms: u64,
+    /// Validators (after the honest ones, with the least stake) that contribute garbage to
+    /// the ceremony (`adversary` builds).
+    #[arg(long, default_value_t = 0)]
+    pub garbage_validators: usize,
     /// Watch the devnet in the terminal UI while it runs (`q` stops it early; logs go to
     /// <dir>/devnet.log and each node's node.log).
     #[arg(long, conflicts_with = "json")]
@@ -118,15 +134,26 @@ pub struct Manifest {
 }
 
 const MODEL: &str = "digits_mlp";
+/// The repository's test phase-1 file (power 14), for a devnet run from a checkout.
+const DEFAULT_PTAU: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../kernels/fixtures/pot14_final.ptau"
+);
 /// What each devnet account starts with (bonds are 100 by default).
 pub const ACCOUNT_BALANCE: u64 = 1_000_000;
 
 /// Writes the model, the keys and the genesis under `dir`.
 pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
-    if (args.junk_rate > 0.0 || args.cheaters > 0 || args.false_challengers > 0)
+    if (args.junk_rate > 0.0
+        || args.cheaters > 0
+        || args.false_challengers > 0
+        || args.garbage_validators > 0)
         && !cfg!(feature = "adversary")
     {
-        bail!("--junk-rate, --cheaters and --false-challengers need a build with the adversary feature (cargo run --release --features provnet-node/adversary -- devnet ...)");
+        bail!("--junk-rate, --cheaters, --false-challengers and --garbage-validators need a build with the adversary feature (cargo run --release --features provnet-node/adversary -- devnet ...)");
+    }
+    if args.garbage_validators > 0 && args.dev_setup {
+        bail!("--garbage-validators needs the ceremony (leave out --dev-setup)");
     }
     if args.miners == 0 || args.validators == 0 {
         bail!("a devnet needs at least one miner and one validator");
@@ -168,11 +195,36 @@ pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
     }
     import(&onnx, &model_dir, &opts)?;
     let model = Model::load(&model_dir)?;
-    keys::setup(&model_dir, &model, &mut rand::rngs::OsRng)?;
-    let mk = ModelKeys::open(&model_dir, &model)?;
-    let vk_ids = (0..model.segments.len())
-        .map(|i| Ok(hex::encode(mk.vk_id(i)?)))
-        .collect::<Result<Vec<_>>>()?;
+    let (vk_ids, ceremony) = if args.dev_setup {
+        keys::setup(&model_dir, &model, &mut rand::rngs::OsRng)?;
+        let mk = ModelKeys::open(&model_dir, &model)?;
+        let vk_ids = (0..model.segments.len())
+            .map(|i| Ok(hex::encode(mk.vk_id(i)?)))
+            .collect::<Result<Vec<_>>>()?;
+        (vk_ids, None)
+    } else {
+        let ptau = match &args.ptau {
+            Some(p) => p.clone(),
+            None => PathBuf::from(DEFAULT_PTAU),
+        };
+        let ptau = std::fs::canonicalize(&ptau).with_context(|| {
+            format!(
+                "the ceremony's phase-1 file {} is not there: pass --ptau FILE (a snarkjs \
+                 .ptau prepared for phase 2), or --dev-setup",
+                ptau.display()
+            )
+        })?;
+        let ceremony = GenesisCeremony {
+            ptau_blake3: crate::ceremony_net::file_blake3(&ptau)?,
+            ptau,
+            // Slot 0 opens a few seconds after the nodes start; a node that comes up later
+            // catches up from the others' messages.
+            start_ms: provnet_wire::unix_ms(std::time::SystemTime::now()) + 5_000,
+            slot_ms: args.ceremony_slot_ms,
+            beacon_iterations_exp: 10,
+        };
+        (Vec::new(), Some(ceremony))
+    };
 
     let mut nodes = Vec::new();
     let mut add = |name: String, role: &str, threads: usize| -> Result<()> {
@@ -190,6 +242,9 @@ pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
     add("challenger".into(), "challenger", 0)?;
     for i in 1..=args.validators {
         add(format!("validator-{i}"), "validator", 0)?;
+    }
+    for i in 1..=args.garbage_validators {
+        add(format!("garbage-validator-{i}"), "validator", 0)?;
     }
     for i in 1..=args.miners {
         let threads = args.miner_threads[(i - 1) % args.miner_threads.len()];
@@ -213,6 +268,7 @@ pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
             path: PathBuf::from("models").join(&name),
             model_id: hex::encode(model.id()),
             vk_ids,
+            ceremony,
         }],
         // Stake falls with the index so stake weighting shows in dividends.
         validators: nodes
@@ -221,7 +277,7 @@ pub fn setup(dir: &Path, args: &DevnetArgs) -> Result<Manifest> {
             .enumerate()
             .map(|(i, n)| GenesisValidator {
                 hotkey: n.public_key.clone(),
-                stake: 1_000 * (args.validators - i) as u64,
+                stake: 1_000 * (args.validators + args.garbage_validators - i) as u64,
             })
             .collect(),
         challengers: nodes
@@ -289,6 +345,16 @@ fn toml_string(g: &Genesis) -> Result<String> {
             m.model_id,
             m.vk_ids
         );
+        if let Some(c) = &m.ceremony {
+            s += &format!(
+                "\n[models.ceremony]\nptau = {:?}\nptau_blake3 = {:?}\nstart_ms = {}\nslot_ms = {}\nbeacon_iterations_exp = {}\n",
+                c.ptau.to_str().context("ptau path is not UTF-8")?,
+                c.ptau_blake3,
+                c.start_ms,
+                c.slot_ms,
+                c.beacon_iterations_exp
+            );
+        }
     }
     for v in &g.validators {
         s += &format!(
@@ -405,9 +471,12 @@ fn spawn(
             }
         }
         "validator" => {
-            let share = args.rate / args.validators.max(1) as f64;
+            let share = args.rate / (args.validators + args.garbage_validators).max(1) as f64;
             cmd.args(["--rate", &share.to_string()]);
             cmd.args(["--deadline-ms", &args.deadline_ms.to_string()]);
+            if node.name.starts_with("garbage-") {
+                cmd.args(["--adversary", "ceremony-garbage"]);
+            }
         }
         "miner" => {
             cmd.args(["--threads", &node.threads.to_string()]);
@@ -487,25 +556,26 @@ pub fn run(args: DevnetArgs) -> Result<ExitCode> {
     say(format!(
         "devnet in {}: 1 challenger, {} validator(s), {} miner(s), epochs of {} s",
         dir.display(),
-        args.validators,
+        args.validators + args.garbage_validators,
         args.miners,
         args.epoch_secs
     ));
-    say("  (development keys from a single-party setup: never use them on a real network)".into());
+    if args.dev_setup {
+        say(
+            "  (development keys from a single-party setup: never use them on a real network)"
+                .into(),
+        );
+    } else {
+        say(format!(
+            "  keys from a setup ceremony among the validators when the network starts (phase 1: {})",
+            args.ptau.as_deref().unwrap_or(Path::new(DEFAULT_PTAU)).display()
+        ));
+    }
     if args.setup_only {
         say(format!("wrote {}", dir.join("devnet.json").display()));
         return Ok(ExitCode::SUCCESS);
     }
-    let max_threads = *args.miner_threads.iter().max().expect("checked non-empty");
-    let raw = raw_prove_ms(&manifest.model_dir, max_threads, 15)?;
-    say(format!(
-        "raw prove time per segment ({max_threads} thread(s), nothing else running): {}",
-        raw.iter()
-            .enumerate()
-            .map(|(i, ms)| format!("segment {i} {ms:.1} ms"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+    let model_id = Model::load(&manifest.model_dir)?.id();
 
     let mut procs: Vec<Proc> = Vec::new();
     let started = (|| -> Result<()> {
@@ -535,6 +605,31 @@ pub fn run(args: DevnetArgs) -> Result<ExitCode> {
         terminate_all(&mut procs);
         return Err(e);
     }
+    let ceremony = if args.dev_setup {
+        None
+    } else {
+        say("setup ceremony: every node derives the initial parameters, each validator contributes in turn ...".into());
+        let slots = (args.validators + args.garbage_validators) as u64;
+        let limit =
+            Duration::from_secs(60) + Duration::from_millis(3 * slots * args.ceremony_slot_ms);
+        match wait_ceremony(&manifest, &model_id, &mut procs, limit) {
+            Ok(s) => {
+                say(format!(
+                    "  finished on every node in {:.1} s: {} of {} slots accepted, vk ids agreed by all {} nodes: {}",
+                    s.secs,
+                    s.accepted,
+                    s.slots,
+                    manifest.nodes.len(),
+                    if s.agreed { "yes" } else { "NO" }
+                ));
+                Some(s)
+            }
+            Err(e) => {
+                terminate_all(&mut procs);
+                return Err(e);
+            }
+        }
+    };
     say(format!(
         "{} processes up on 127.0.0.1; running for {} s ({} stops early) ...",
         procs.len(),
@@ -579,8 +674,33 @@ pub fn run(args: DevnetArgs) -> Result<ExitCode> {
     }
     terminate_all(&mut procs);
 
+    // The raw prove time, nothing else running, under the keys the nodes used.
+    let keys_dir = match &ceremony {
+        Some(_) => crate::ceremony_net::keys_dir(&manifest.nodes[1].data_dir, &model_id),
+        None => manifest.model_dir.clone(),
+    };
+    let max_threads = *args.miner_threads.iter().max().expect("checked non-empty");
+    let raw = raw_prove_ms(&keys_dir, max_threads, 15)?;
+    say(format!(
+        "raw prove time per segment ({max_threads} thread(s), nothing else running): {}",
+        raw.iter()
+            .enumerate()
+            .map(|(i, ms)| format!("segment {i} {ms:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let mut report = report(&manifest, &raw)?;
     report["rss"] = json!(rss);
+    report["ceremony"] = match &ceremony {
+        Some(s) => json!({
+            "secs": s.secs,
+            "slots": s.slots,
+            "accepted": s.accepted,
+            "nodes_agree": s.agreed,
+            "per_node": s.records,
+        }),
+        None => json!(null),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -591,6 +711,78 @@ pub fn run(args: DevnetArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ceremony as the nodes recorded it.
+struct CeremonyRun {
+    secs: f64,
+    slots: usize,
+    accepted: usize,
+    agreed: bool,
+    /// name -> done.json
+    records: BTreeMap<String, serde_json::Value>,
+}
+
+/// Waits until every node has installed the ceremony's keys (or one exits, or `limit`
+/// passes), then compares what they recorded.
+fn wait_ceremony(
+    manifest: &Manifest,
+    model_id: &[u8; 32],
+    procs: &mut [Proc],
+    limit: Duration,
+) -> Result<CeremonyRun> {
+    let t = Instant::now();
+    let dirs: Vec<(String, PathBuf)> = manifest
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.name.clone(),
+                crate::ceremony_net::keys_dir(&n.data_dir, model_id),
+            )
+        })
+        .collect();
+    let records = loop {
+        let records: BTreeMap<String, serde_json::Value> = dirs
+            .iter()
+            .filter_map(|(name, d)| Some((name.clone(), crate::ceremony_net::record(d)?)))
+            .collect();
+        if records.len() == dirs.len() {
+            break records;
+        }
+        for p in procs.iter_mut() {
+            if let Some(status) = p.child.try_wait()? {
+                bail!(
+                    "{} exited ({status}) during the setup ceremony: see its node.log",
+                    p.name
+                );
+            }
+        }
+        if t.elapsed() > limit {
+            let missing: Vec<&str> = dirs
+                .iter()
+                .filter(|(n, _)| !records.contains_key(n))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            bail!(
+                "the setup ceremony did not finish within {limit:?} on: {} (see their node.log)",
+                missing.join(", ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let first = records.values().next().cloned().unwrap_or_default();
+    let agreed = records
+        .values()
+        .all(|r| r["vk_ids"] == first["vk_ids"] && r["state"] == first["state"]);
+    let slots = first["slots"].as_array().cloned().unwrap_or_default();
+    Ok(CeremonyRun {
+        secs: t.elapsed().as_secs_f64(),
+        slots: slots.len(),
+        accepted: slots.iter().filter(|s| s[1] == true).count(),
+        agreed,
+        records,
+    })
 }
 
 /// Runs the TUI over every node (validators first) until `total` has passed or the

@@ -80,8 +80,41 @@ pub struct GenesisModel {
     pub path: PathBuf,
     /// Hex of the model's content hash (`provnet model show`).
     pub model_id: String,
-    /// Hex of each segment's verifying-key id, in segment order.
+    /// Hex of each segment's verifying-key id, in segment order. Empty when the network's
+    /// ceremony makes the keys.
     pub vk_ids: Vec<String>,
+    /// The network's phase-2 ceremony for this model: its validators make the keys when
+    /// the network starts (see `crate::ceremony_net`). Left out of the hash's encoding when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceremony: Option<GenesisCeremony>,
+}
+
+/// How the network runs a model's ceremony.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisCeremony {
+    /// The phase-1 `.ptau` file on this node, relative to the genesis file. Not hashed.
+    pub ptau: PathBuf,
+    /// Hex of the blake3 of the `.ptau` file: every node derives the initial parameters
+    /// from the same one.
+    pub ptau_blake3: String,
+    /// When the first slot opens (Unix ms).
+    pub start_ms: u64,
+    /// How long each validator has to contribute, from its slot's opening.
+    #[serde(default = "default_slot_ms")]
+    pub slot_ms: u64,
+    /// The closing beacon is hashed 2^this times.
+    #[serde(default = "default_beacon_exp")]
+    pub beacon_iterations_exp: u32,
+}
+
+fn default_slot_ms() -> u64 {
+    20_000
+}
+
+fn default_beacon_exp() -> u32 {
+    10
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -136,6 +169,11 @@ impl Genesis {
             if m.path.is_relative() {
                 m.path = base.join(&m.path);
             }
+            if let Some(c) = &mut m.ceremony {
+                if c.ptau.is_relative() {
+                    c.ptau = base.join(&c.ptau);
+                }
+            }
         }
         g.check()
             .with_context(|| format!("genesis {}", path.display()))?;
@@ -147,6 +185,11 @@ impl Genesis {
         let mut core = self.clone();
         for m in &mut core.models {
             m.path = PathBuf::new();
+            if let Some(c) = &mut m.ceremony {
+                c.ptau = PathBuf::new();
+                // What the ceremony made is not part of what the network started from.
+                m.vk_ids.clear();
+            }
         }
         let bytes = provnet_wire::codec::encode(&core).expect("plain data encodes");
         let mut h = blake3::Hasher::new();
@@ -312,6 +355,36 @@ impl Genesis {
 
 fn check_model(m: &GenesisModel) -> Result<()> {
     let want = hex32("model_id", &m.model_id)?;
+    if let Some(c) = &m.ceremony {
+        let model = Model::load(&m.path)?;
+        if model.id() != want {
+            bail!(
+                "{} holds model {}, not {}",
+                m.path.display(),
+                hex::encode(model.id()),
+                m.model_id
+            );
+        }
+        ensure!(
+            m.vk_ids.is_empty(),
+            "vk_ids must be empty: the network's ceremony makes this model's keys"
+        );
+        hex32("ceremony.ptau_blake3", &c.ptau_blake3)?;
+        ensure!(
+            (500..=3_600_000).contains(&c.slot_ms),
+            "ceremony.slot_ms must be 500 to 3600000"
+        );
+        ensure!(
+            c.beacon_iterations_exp <= 24,
+            "ceremony.beacon_iterations_exp must be at most 24"
+        );
+        ensure!(
+            c.ptau.is_file(),
+            "ceremony.ptau: {} is not a file",
+            c.ptau.display()
+        );
+        return Ok(());
+    }
     let model = Model::load(&m.path)?;
     if model.id() != want {
         bail!(

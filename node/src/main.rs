@@ -6,6 +6,7 @@ mod bench_dispute;
 mod bench_msm;
 mod bench_verify;
 mod ceremony_cli;
+mod ceremony_net;
 mod challenge;
 mod claim;
 mod cli;

@@ -250,6 +250,30 @@ async fn serve(args: RunArgs) -> Result<()> {
         "node ready"
     );
     if let Some(genesis) = genesis {
+        #[cfg(feature = "adversary")]
+        let misbehaviour = (args.adversary == Some(crate::roles::Adversary::CeremonyGarbage))
+            .then_some(crate::ceremony_net::Misbehaviour::Garbage);
+        #[cfg(not(feature = "adversary"))]
+        let misbehaviour = None;
+        // The setup ceremonies the genesis names come first: the roles need their keys.
+        let ceremony = crate::ceremony_net::run_all(&net, genesis, &args.data_dir, misbehaviour);
+        let genesis = tokio::select! {
+            g = ceremony => g,
+            _ = shutdown_signal() => {
+                info!(target: "node", "shutting down during the setup ceremony");
+                net.shutdown().await;
+                let _ = task.await;
+                return Ok(());
+            }
+        };
+        let genesis = match genesis {
+            Ok(g) => g,
+            Err(e) => {
+                net.shutdown().await;
+                let _ = task.await;
+                return Err(e);
+            }
+        };
         let role_cfg = crate::roles::RoleConfig {
             roles,
             genesis,
@@ -345,6 +369,7 @@ fn log_event(ev: &NetEvent) {
                 Message::DisputeOpen(d) => format!("claim {}", hex::encode(&d.claim_id[..8])),
                 Message::DisputeReveal(r) => format!("round {}", r.round),
                 Message::Attestation(a) => a.verdict.as_str().to_string(),
+                Message::Ceremony(c) => format!("model {}", hex::encode(&c.model_id[..8])),
             };
             info!(
                 target: "node::gossip",

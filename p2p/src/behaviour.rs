@@ -12,7 +12,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{connection_limits, identify, kad, mdns, ping, StreamProtocol};
 use provnet_wire::{Kind, Topic};
 
-use crate::rpc::{self, CourtRpc, LeafRpc, RpcBehaviour, SyncRpc};
+use crate::rpc::{self, CeremonyRpc, CourtRpc, LeafRpc, RpcBehaviour, SyncRpc};
 use crate::{NetworkConfig, P2pError};
 
 #[derive(NetworkBehaviour)]
@@ -26,6 +26,7 @@ pub(crate) struct Behaviour {
     pub sync: RpcBehaviour<SyncRpc>,
     pub leaf: RpcBehaviour<LeafRpc>,
     pub court: RpcBehaviour<CourtRpc>,
+    pub ceremony: RpcBehaviour<CeremonyRpc>,
 }
 
 /// The DHT protocol for a network; nodes of other netuids never enter our routing table.
@@ -79,6 +80,7 @@ impl Behaviour {
             sync: rpc::behaviour(cfg.netuid),
             leaf: rpc::behaviour(cfg.netuid),
             court: rpc::behaviour(cfg.netuid),
+            ceremony: rpc::behaviour(cfg.netuid),
         })
     }
 }

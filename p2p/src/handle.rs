@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use provnet_wire::{
-    CourtSyncRequest, GossipStatus, LeafRequest, LeafResponse, Message, PeerStatus, PublicKey,
-    SyncRequest, SyncResponse, Topic, Verified,
+    BlobRequest, BlobResponse, CourtSyncRequest, GossipStatus, LeafRequest, LeafResponse, Message,
+    PeerStatus, PublicKey, SyncRequest, SyncResponse, Topic, Verified,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::rpc::{InboundCourt, InboundLeaf, InboundSync};
+use crate::rpc::{InboundBlob, InboundCourt, InboundLeaf, InboundSync};
 use crate::P2pError;
 
 /// A message that passed validation, as delivered to subscribers.
@@ -59,6 +59,12 @@ pub(crate) enum Command {
     ServeSync(mpsc::Sender<InboundSync>, oneshot::Sender<()>),
     ServeLeaf(mpsc::Sender<InboundLeaf>, oneshot::Sender<()>),
     ServeCourt(mpsc::Sender<InboundCourt>, oneshot::Sender<()>),
+    ServeBlobs(mpsc::Sender<InboundBlob>, oneshot::Sender<()>),
+    Blob(
+        PeerId,
+        BlobRequest,
+        oneshot::Sender<Result<BlobResponse, P2pError>>,
+    ),
     CourtSync(
         PeerId,
         CourtSyncRequest,
@@ -162,6 +168,22 @@ impl NetworkHandle {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.request(|done| Command::ServeCourt(tx, done)).await?;
         Ok(rx)
+    }
+
+    /// Answers peers' requests for ceremony steps from now on, as
+    /// [`NetworkHandle::serve_sync`] does sync requests.
+    pub async fn serve_blobs(
+        &self,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<InboundBlob>, P2pError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.request(|done| Command::ServeBlobs(tx, done)).await?;
+        Ok(rx)
+    }
+
+    /// Asks a peer (dialed if need be) for a chunk of a ceremony step.
+    pub async fn blob(&self, peer: PeerId, request: BlobRequest) -> Result<BlobResponse, P2pError> {
+        self.request(|tx| Command::Blob(peer, request, tx)).await?
     }
 
     /// Asks a connected peer for the claims, disputes and attestations since a time.

@@ -17,5 +17,8 @@ pub use config::NetworkConfig;
 pub use error::P2pError;
 pub use handle::{NetEvent, NetworkHandle, Ready, Received};
 pub use libp2p::{Multiaddr, PeerId};
-pub use rpc::{CourtRpc, Inbound, InboundCourt, InboundLeaf, InboundSync, LeafRpc, Rpc, SyncRpc};
+pub use rpc::{
+    CeremonyRpc, CourtRpc, Inbound, InboundBlob, InboundCourt, InboundLeaf, InboundSync, LeafRpc,
+    Rpc, SyncRpc,
+};
 pub use service::spawn;

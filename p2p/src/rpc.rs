@@ -8,6 +8,8 @@
 //!   referees fetch from a side ([`provnet_wire::LeafRequest`]).
 //! - `/provnet/<netuid>/court/1` ([`CourtRpc`]): the claims, disputes and attestations of
 //!   a time a node was down ([`provnet_wire::CourtSyncRequest`]).
+//! - `/provnet/<netuid>/ceremony/1` ([`CeremonyRpc`]): a setup ceremony's step, by content
+//!   hash, a chunk at a time ([`provnet_wire::BlobRequest`]).
 //!
 //! Both are served the same way ([`Endpoint`]): a peer's request goes to the part of the
 //! node that can answer, over a bounded channel, and is answered "not serving" when that
@@ -23,10 +25,12 @@ use std::time::{Duration, Instant};
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::StreamProtocol;
+use provnet_wire::ceremony::{MAX_BLOB_REQUEST_BYTES, MAX_BLOB_RESPONSE_BYTES};
 use provnet_wire::dispute::{MAX_LEAF_REQUEST_BYTES, MAX_LEAF_RESPONSE_BYTES};
 use provnet_wire::sync::{MAX_SYNC_REQUEST_BYTES, MAX_SYNC_RESPONSE_BYTES};
 use provnet_wire::{
-    CourtSyncRequest, LeafRequest, LeafResponse, SyncRequest, SyncResponse, WireError,
+    BlobRequest, BlobResponse, CourtSyncRequest, LeafRequest, LeafResponse, SyncRequest,
+    SyncResponse, WireError,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -68,6 +72,21 @@ framed!(SyncResponse, MAX_SYNC_RESPONSE_BYTES);
 framed!(LeafRequest, MAX_LEAF_REQUEST_BYTES);
 framed!(CourtSyncRequest, MAX_SYNC_REQUEST_BYTES);
 framed!(LeafResponse, MAX_LEAF_RESPONSE_BYTES);
+framed!(BlobRequest, MAX_BLOB_REQUEST_BYTES);
+framed!(BlobResponse, MAX_BLOB_RESPONSE_BYTES);
+
+/// A ceremony step's bytes, by hash.
+#[derive(Debug)]
+pub enum CeremonyRpc {}
+
+impl Rpc for CeremonyRpc {
+    type Request = BlobRequest;
+    type Response = BlobResponse;
+    const NAME: &'static str = "ceremony";
+    fn not_serving() -> BlobResponse {
+        BlobResponse::default()
+    }
+}
 
 /// Catching up on weights.
 #[derive(Debug)]
@@ -128,6 +147,8 @@ pub type InboundSync = Inbound<SyncRpc>;
 pub type InboundLeaf = Inbound<LeafRpc>;
 /// A peer catching up on the court.
 pub type InboundCourt = Inbound<CourtRpc>;
+/// A peer fetching a ceremony step.
+pub type InboundBlob = Inbound<CeremonyRpc>;
 
 pub(crate) struct Codec<R>(PhantomData<R>);
 

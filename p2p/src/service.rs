@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::behaviour::{kad_protocol, Behaviour, BehaviourEvent};
 use crate::handle::{Command, NetEvent, NetworkHandle, Ready, Received};
-use crate::rpc::{CourtRpc, Endpoint, LeafRpc, Rpc, SyncRpc};
+use crate::rpc::{CeremonyRpc, CourtRpc, Endpoint, LeafRpc, Rpc, SyncRpc};
 use crate::{identity, NetworkConfig, P2pError};
 
 const COMMAND_BUFFER: usize = 256;
@@ -48,6 +48,9 @@ const SYNC_PER_MINUTE: u32 = 16;
 /// Leaf requests answered per peer a minute: a referee asks each side of a dispute once,
 /// and again only when an answer failed.
 const LEAF_PER_MINUTE: u32 = 64;
+/// Ceremony chunks answered per peer a minute: a megabyte each, so a peer fetches about
+/// 17 MB/s of steps from one node.
+const BLOB_PER_MINUTE: u32 = 1024;
 
 /// Starts the network: builds the swarm, binds every listen address, joins the topics,
 /// dials the bootstrap peers, and spawns the task that owns it all. Call inside a tokio
@@ -117,6 +120,7 @@ pub async fn spawn(
         sync: Endpoint::new(SYNC_PER_MINUTE),
         leaf: Endpoint::new(LEAF_PER_MINUTE),
         court: Endpoint::new(SYNC_PER_MINUTE),
+        ceremony: Endpoint::new(BLOB_PER_MINUTE),
         gate: Gate::new(cfg.network(), public_key, cfg.gate.clone())
             .with_admission(cfg.admission.clone()),
         signer: Signer::new(key, cfg.network(), now),
@@ -181,6 +185,7 @@ struct Service {
     sync: Endpoint<SyncRpc>,
     leaf: Endpoint<LeafRpc>,
     court: Endpoint<CourtRpc>,
+    ceremony: Endpoint<CeremonyRpc>,
 }
 
 impl Service {
@@ -208,6 +213,9 @@ impl Service {
                 }
                 Some((channel, answer)) = self.court.replies_rx.recv() => {
                     let _ = self.swarm.behaviour_mut().court.send_response(channel, answer);
+                }
+                Some((channel, answer)) = self.ceremony.replies_rx.recv() => {
+                    let _ = self.swarm.behaviour_mut().ceremony.send_response(channel, answer);
                 }
                 permit = reserve(self.ledger_tx.clone()), if !self.ledger_backlog.is_empty() => {
                     self.drain_ledger(permit);
@@ -328,6 +336,14 @@ impl Service {
             Command::ServeCourt(server, done) => {
                 self.court.serve(server);
                 let _ = done.send(());
+            }
+            Command::ServeBlobs(server, done) => {
+                self.ceremony.serve(server);
+                let _ = done.send(());
+            }
+            Command::Blob(peer, request, reply) => {
+                let b = &mut self.swarm.behaviour_mut().ceremony;
+                self.ceremony.send(b, peer, request, reply);
             }
             Command::SubscribeLedger(tx, done) => {
                 self.ledger_tx = Some(tx);
@@ -674,6 +690,9 @@ impl Service {
             BehaviourEvent::Court(ev) => self
                 .court
                 .on_event(&mut self.swarm.behaviour_mut().court, ev),
+            BehaviourEvent::Ceremony(ev) => self
+                .ceremony
+                .on_event(&mut self.swarm.behaviour_mut().ceremony, ev),
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
                 debug!(target: "p2p::swarm", %peer, "routing table updated");
             }

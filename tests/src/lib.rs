@@ -255,6 +255,8 @@ impl Subnet {
         let mut args = vec![
             "devnet",
             "--setup-only",
+            // These tests are about the subnet, not the ceremony (its own test runs it).
+            "--dev-setup",
             "--dir",
             dir.path().to_str().expect("utf-8 temp dir"),
             "--miners",

@@ -967,6 +967,86 @@ fn a_devnet_with_cheating_inference_and_false_challengers_settles_every_dispute_
 }
 
 #[test]
+fn a_devnet_whose_keys_come_from_the_network_ceremony_skips_a_garbage_validator() {
+    // Three validators with stake 3000, 2000, 1000; the last contributes a step that is
+    // well-formed but fails verification. Every node derives the initial parameters
+    // itself, follows the slots and installs the same keys; then proofs verify as ever.
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let net = dir.path().join("net");
+    let (ok, out, err) = provnet_tests::provnet(&[
+        "devnet",
+        "--validators",
+        "2",
+        "--garbage-validators",
+        "1",
+        "--miners",
+        "2",
+        "--ceremony-slot-ms",
+        "5000",
+        "--duration",
+        "12",
+        "--json",
+        "--dir",
+        net.to_str().expect("utf-8"),
+    ]);
+    assert!(ok, "devnet failed:\n{out}\n{err}");
+    let r: Value = serde_json::from_str(&out).expect("the report is JSON");
+    let c = &r["ceremony"];
+    assert_eq!(c["nodes_agree"], true, "{c:#}");
+    assert_eq!(
+        (c["slots"].as_u64(), c["accepted"].as_u64()),
+        (Some(3), Some(2)),
+        "{c:#}"
+    );
+    let records = c["per_node"].as_object().expect("per node");
+    assert_eq!(records.len(), 6, "every node installed the keys: {c:#}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(net.join("devnet.json")).expect("devnet.json"))
+            .expect("manifest");
+    let garbage = manifest["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == "garbage-validator-1")
+        .expect("the garbage validator")["public_key"]
+        .clone();
+    for (name, rec) in records {
+        for slot in rec["slots"].as_array().expect("slots") {
+            assert_eq!(
+                slot[1] == true,
+                slot[0] != garbage,
+                "{name}: only the garbage step is skipped: {rec:#}"
+            );
+        }
+    }
+    // The keys are the ceremony's, and proofs under them verify as today.
+    let model_id = records["validator-1"]["model_id"]
+        .as_str()
+        .expect("model id");
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(
+            net.join("nodes/validator-1/ceremony")
+                .join(model_id)
+                .join("keys/index.json"),
+        )
+        .expect("index.json"),
+    )
+    .expect("index");
+    assert!(
+        index["ceremony"]
+            .as_str()
+            .expect("ceremony")
+            .contains("2 of 3 slots accepted"),
+        "{index:#}"
+    );
+    let answers = &r["answers"];
+    assert!(answers["valid"].as_u64().expect("valid") > 0, "{r:#}");
+    assert_eq!(answers["other"], 0, "{r:#}");
+    assert_eq!(r["validators_agree"], true, "{r:#}");
+}
+
+#[test]
 fn a_validator_killed_mid_dispute_reaches_the_same_verdict_after_restart() {
     // No miner runs, so each leaf waits out its proof deadline (15 s) before the validators
     // execute it themselves: time to kill validator-1 with a dispute at its leaf.

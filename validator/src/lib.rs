@@ -6,6 +6,7 @@
 //! No networking: the node feeds the [`Validator`] engine and the [`Ledger`] from gossip and
 //! publishes what they return, passing the time in, so every rule can be tested directly.
 
+pub mod ceremony;
 pub mod consensus;
 pub mod court;
 pub mod engine;

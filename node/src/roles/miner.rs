@@ -30,6 +30,9 @@ pub enum Adversary {
     /// Proves honestly, and also writes challenges of its own once a second, proves them,
     /// and publishes each proof just before its challenge (so it would always be first).
     SelfChallenge,
+    /// A validator: contributes a well-formed step to the network's setup ceremony that
+    /// fails verification (its H query moved wrongly), and votes for it.
+    CeremonyGarbage,
 }
 
 pub struct MinerRole {

@@ -600,7 +600,9 @@ impl Roles {
                 let x = self.ledger.on_signed_reveal(&sender, r, now_ms(), &m.raw);
                 log_weights("reveal", &sender, r.epoch, x);
             }
-            Message::Announce(_) => {}
+            // Ceremony messages are the ceremony task's (`crate::ceremony_net`), which keeps
+            // running beside the roles.
+            Message::Announce(_) | Message::Ceremony(_) => {}
             Message::Register(r) => self.on_register(&sender, r),
             Message::Claim(_)
             | Message::DisputeOpen(_)

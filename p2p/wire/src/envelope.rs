@@ -32,6 +32,7 @@ crate::tag::byte_tag! {
         DisputeReveal = 9 => "dispute_reveal",
         // 10 was the leaf state on gossip; it is fetched by request-response now.
         Attestation = 11 => "attestation",
+        Ceremony = 12 => "ceremony",
     }
 }
 
@@ -54,6 +55,8 @@ impl Kind {
             // 4,096 hashes, or 129 hashes with their Merkle proofs.
             Kind::DisputeReveal => 160 * 1024,
             Kind::Attestation => 256,
+            // A final state with up to 1,024 vk ids.
+            Kind::Ceremony => 40 * 1024,
         }
     }
 

@@ -86,7 +86,7 @@ impl Admission {
     fn admits(&self, kind: Kind, sender: &PublicKey) -> bool {
         match kind {
             Kind::Challenge => self.challengers.as_ref().is_none_or(|s| s.contains(sender)),
-            Kind::WeightsCommit | Kind::WeightsReveal | Kind::Attestation => {
+            Kind::WeightsCommit | Kind::WeightsReveal | Kind::Attestation | Kind::Ceremony => {
                 self.validators.as_ref().is_none_or(|s| s.contains(sender))
             }
             Kind::Claim | Kind::DisputeReveal => {

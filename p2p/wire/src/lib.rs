@@ -7,6 +7,7 @@
 //! proving and the TUI can share these types and every rule can be tested without sockets.
 //! Proofs are opaque bytes here; the kernels crate gives them meaning.
 
+pub mod ceremony;
 pub mod codec;
 pub mod dispute;
 pub mod envelope;
@@ -19,6 +20,7 @@ pub mod sync;
 mod tag;
 pub mod topic;
 
+pub use ceremony::{BlobRequest, BlobResponse, CeremonyBody, CeremonyMessage};
 pub use dispute::{
     Attestation, Claim, Digest, DisputeOpen, DisputeReveal, DisputeVerdict, LeafRequest,
     LeafResponse, LeafState,

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ceremony::CeremonyMessage;
 use crate::dispute::{Attestation, Claim, DisputeOpen, DisputeReveal};
 use crate::envelope::Kind;
 use crate::{codec, PublicKey, WireError};
@@ -260,6 +261,7 @@ pub enum Message {
     DisputeOpen(DisputeOpen),
     DisputeReveal(DisputeReveal),
     Attestation(Attestation),
+    Ceremony(CeremonyMessage),
 }
 
 impl Message {
@@ -275,6 +277,7 @@ impl Message {
             Message::DisputeOpen(_) => Kind::DisputeOpen,
             Message::DisputeReveal(_) => Kind::DisputeReveal,
             Message::Attestation(_) => Kind::Attestation,
+            Message::Ceremony(_) => Kind::Ceremony,
         }
     }
 
@@ -290,6 +293,7 @@ impl Message {
             Message::DisputeOpen(m) => codec::encode(m),
             Message::DisputeReveal(m) => codec::encode(m),
             Message::Attestation(m) => codec::encode(m),
+            Message::Ceremony(m) => codec::encode(m),
         }
     }
 
@@ -305,6 +309,7 @@ impl Message {
             Kind::DisputeOpen => Message::DisputeOpen(codec::decode(payload)?),
             Kind::DisputeReveal => Message::DisputeReveal(codec::decode(payload)?),
             Kind::Attestation => Message::Attestation(codec::decode(payload)?),
+            Kind::Ceremony => Message::Ceremony(codec::decode(payload)?),
         })
     }
 
@@ -351,6 +356,7 @@ impl Message {
             | Message::DisputeOpen(_)
             | Message::Attestation(_) => {}
             Message::Claim(c) => return c.check().or_else(invalid),
+            Message::Ceremony(c) => return c.check().or_else(invalid),
             Message::DisputeReveal(r) => return r.check().or_else(invalid),
             Message::WeightsReveal(r) => {
                 if r.weights.len() > MAX_WEIGHTS {

@@ -10,15 +10,17 @@ pub enum Topic {
     Weights,
     Announce,
     Dispute,
+    Ceremony,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 5] = [
+    pub const ALL: [Topic; 6] = [
         Topic::Challenge,
         Topic::Proof,
         Topic::Weights,
         Topic::Announce,
         Topic::Dispute,
+        Topic::Ceremony,
     ];
 
     fn parts(self) -> (&'static str, u32) {
@@ -28,6 +30,7 @@ impl Topic {
             Topic::Weights => ("weights", 1),
             Topic::Announce => ("announce", 1),
             Topic::Dispute => ("dispute", 1),
+            Topic::Ceremony => ("ceremony", 1),
         }
     }
 
@@ -62,6 +65,7 @@ impl Topic {
             Kind::Claim | Kind::DisputeOpen | Kind::DisputeReveal | Kind::Attestation => {
                 Topic::Dispute
             }
+            Kind::Ceremony => Topic::Ceremony,
         }
     }
 
