@@ -289,6 +289,10 @@ pub fn bench(args: CeremonyBenchArgs) -> Result<ExitCode> {
     ceremony::verify(&t0, &t1)?;
     let verify_ms = start.elapsed().as_secs_f64() * 1e3;
     let bytes = t1.to_bytes().len();
+    let step = t1.last_step().expect("one contribution").to_bytes();
+    let start = Instant::now();
+    t0.accept(&step)?;
+    let accept_ms = start.elapsed().as_secs_f64() * 1e3;
     // Per segment, on one-segment transcripts of each.
     let mut per = Vec::new();
     println!("segment  constraints  domain  contribute ms  verify step ms  bytes");
@@ -318,7 +322,9 @@ pub fn bench(args: CeremonyBenchArgs) -> Result<ExitCode> {
     }
     println!(
         "whole model: init {init_ms:.0} ms, contribute {contribute_ms:.0} ms, verify step \
-         {step_ms:.0} ms, verify from scratch {verify_ms:.0} ms, transcript {bytes} bytes"
+         {step_ms:.0} ms, verify from scratch {verify_ms:.0} ms, transcript {bytes} bytes; \
+         a network step {} bytes, parsed, applied and verified in {accept_ms:.0} ms",
+        step.len()
     );
     print_json(&json!({
         "segments": per,
@@ -327,5 +333,7 @@ pub fn bench(args: CeremonyBenchArgs) -> Result<ExitCode> {
         "verify_step_ms": step_ms,
         "verify_ms": verify_ms,
         "transcript_bytes": bytes,
+        "step_bytes": step.len(),
+        "accept_step_ms": accept_ms,
     }))
 }

@@ -242,6 +242,8 @@ async fn run_one(
     let steps_dir = out.join("steps");
     if let Some(done) = finished_before(&out, &genesis_hash, &model)? {
         info!(target: "ceremony", model = %m.name, state = %done.state, "keys from this network's ceremony are installed already");
+        // Still of use to nodes that join later: the steps, and our messages.
+        resume_serving(&out, blobs, own);
         return Ok(out);
     }
     std::fs::create_dir_all(&steps_dir)
@@ -352,6 +354,18 @@ async fn run_one(
                 }
                 Action::Done(f) => {
                     install(&out, &m.path, &model, &f, &genesis_hash)?;
+                    let mine: Vec<CeremonyMessage> = own
+                        .lock()
+                        .map(|o| {
+                            o.iter()
+                                .filter(|c| c.model_id == model_id)
+                                .cloned()
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let bytes = provnet_wire::codec::encode(&mine)?;
+                    std::fs::write(out.join(OWN_FILE), bytes)
+                        .with_context(|| format!("writing {}", out.join(OWN_FILE).display()))?;
                     info!(
                         target: "ceremony",
                         model = %m.name,
@@ -368,21 +382,23 @@ async fn run_one(
             bail!("{why}");
         }
         tokio::select! {
-            _ = tick.tick() => pending.extend(machine.tick(now_ms())),
+            _ = tick.tick() => pending.extend(heavy(|| machine.tick(now_ms()))),
             _ = status.tick() => {
                 let (slot, round, accepted, skipped) = machine.progress();
                 info!(target: "ceremony", model = %m.name, slot, round, accepted, skipped, slots = machine.slots(), "ceremony in progress");
             }
             Some(w) = work_rx.recv() => match w {
                 Work::Contributed { slot, result } => match result {
-                    Ok((step, len, next)) => pending.extend(machine.contributed(slot, step, len, next)),
+                    Ok((step, len, next)) => {
+                        pending.extend(heavy(|| machine.contributed(slot, step, len, next)))
+                    }
                     Err(e) => warn!(target: "ceremony", slot, "our contribution failed: {e}"),
                 },
                 Work::Checked { slot, step, result, fetched } => {
                     if let Err(e) = &result {
                         warn!(target: "ceremony", slot, step = %hex::encode(&step[..8]), "step refused: {e}");
                     }
-                    pending.extend(machine.checked(slot, step, result, fetched));
+                    pending.extend(heavy(|| machine.checked(slot, step, result, fetched)));
                 }
             },
             ev = events.recv() => match ev {
@@ -403,8 +419,14 @@ async fn run_one(
     }
 }
 
+/// Runs a call into the machine where it may block: deciding the last slot applies the
+/// beacon (an x on every L and H point), seconds for a big model.
+fn heavy<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
 fn on_message(machine: &mut Ceremony, sender: &PublicKey, cm: &CeremonyMessage) -> Vec<Action> {
-    match machine.on_message(sender, &cm.body) {
+    match heavy(|| machine.on_message(sender, &cm.body)) {
         Ok(actions) => actions,
         Err(e) => {
             let level_warn = matches!(
@@ -556,6 +578,33 @@ async fn fetch_from(
         return Err("sent bytes that do not hash to the step".into());
     }
     Ok(buf)
+}
+
+/// Our own ceremony messages, kept for republishing after a restart.
+const OWN_FILE: &str = "own.cbor";
+
+/// After a restart: serves the steps kept in `out` and republishes our messages.
+fn resume_serving(out: &Path, blobs: &Blobs, own: &Arc<Mutex<Vec<CeremonyMessage>>>) {
+    if let Ok(entries) = std::fs::read_dir(out.join("steps")) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let hash = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".step"))
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|h| <[u8; 32]>::try_from(h).ok());
+            if let Some(hash) = hash {
+                blobs.add(hash, e.path());
+            }
+        }
+    }
+    let mine: Vec<CeremonyMessage> = std::fs::read(out.join(OWN_FILE))
+        .ok()
+        .and_then(|b| provnet_wire::codec::decode(&b).ok())
+        .unwrap_or_default();
+    if let Ok(mut o) = own.lock() {
+        o.extend(mine);
+    }
 }
 
 /// The ceremony's keys, already installed for this genesis, if they are.

@@ -48,6 +48,11 @@ pub struct ChallengeArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The model directory with the keys to verify under. Needed when the genesis's
+    /// ceremony makes the keys: a node's `<data-dir>/ceremony/<model id>` (default: the
+    /// genesis's model path).
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
 }
 
 pub fn run(args: ChallengeArgs) -> Result<ExitCode> {
@@ -88,8 +93,26 @@ pub fn run(args: ChallengeArgs) -> Result<ExitCode> {
         );
     }
     let validators = g.validator_keys()?;
-    let verifying = provnet_validator::VerifyingModel::load(&gm.path)
-        .with_context(|| format!("loading {}", gm.path.display()))?;
+    let keys_dir = match (&args.keys, &gm.ceremony) {
+        (Some(dir), _) => dir.clone(),
+        (None, None) => gm.path.clone(),
+        (None, Some(_)) => bail!(
+            "model {}'s keys come from the network's setup ceremony: pass --keys with a node's \
+             <data-dir>/ceremony/{}",
+            gm.name,
+            gm.model_id
+        ),
+    };
+    let verifying = provnet_validator::VerifyingModel::load(&keys_dir)
+        .with_context(|| format!("loading {}", keys_dir.display()))?;
+    if verifying.model.id() != model_id {
+        bail!(
+            "{} holds model {}, not {}",
+            keys_dir.display(),
+            hex::encode(verifying.model.id()),
+            gm.model_id
+        );
+    }
     // Removed when it goes out of scope, whatever happens.
     let tmp = tempfile::Builder::new()
         .prefix("provnet-challenge-")

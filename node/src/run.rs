@@ -250,6 +250,16 @@ async fn serve(args: RunArgs) -> Result<()> {
         "node ready"
     );
     if let Some(genesis) = genesis {
+        // One signal listener for the ceremony and the roles after it: a SIGTERM between
+        // the two is not lost.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
         #[cfg(feature = "adversary")]
         let misbehaviour = (args.adversary == Some(crate::roles::Adversary::CeremonyGarbage))
             .then_some(crate::ceremony_net::Misbehaviour::Garbage);
@@ -259,7 +269,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         let ceremony = crate::ceremony_net::run_all(&net, genesis, &args.data_dir, misbehaviour);
         let genesis = tokio::select! {
             g = ceremony => g,
-            _ = shutdown_signal() => {
+            _ = stopped(stop_rx.clone()) => {
                 info!(target: "node", "shutting down during the setup ceremony");
                 net.shutdown().await;
                 let _ = task.await;
@@ -315,7 +325,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         };
         let started = crate::roles::Roles::start(role_cfg, net.clone());
         let result = match started {
-            Ok(r) => r.run(shutdown_signal()).await,
+            Ok(r) => r.run(stopped(stop_rx)).await,
             Err(e) => Err(e),
         };
         info!(target: "node", "shutting down");

@@ -111,6 +111,40 @@ fn genesis_is_checked_and_nodes_on_another_genesis_are_refused() {
     let err = check(&bad).unwrap_err();
     assert!(err.contains("holds model"), "{err}");
 
+    // A model whose keys the network's ceremony makes: no vk ids, a .ptau pinned by hash
+    // (its local path is not hashed).
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/fixtures/pot14_final.ptau");
+    std::os::unix::fs::symlink(&fixture, tmp.path().join("here.ptau")).unwrap();
+    let ceremony = |ptau: &str, hash: &str, vk_ids: &str| {
+        let path = tmp.path().join("c.toml");
+        let text = std::fs::read_to_string(&g1).unwrap().replace(
+            &format!("vk_ids = [\"{vk}\"]"),
+            &format!(
+                "vk_ids = [{vk_ids}]\n\n[models.ceremony]\nptau = \"{ptau}\"\nptau_blake3 = \"{hash}\"\nstart_ms = 1\n"
+            ),
+        );
+        std::fs::write(&path, text).unwrap();
+        check(&path)
+    };
+    let h = "ab".repeat(32);
+    let with_ceremony = ceremony("here.ptau", &h, "").expect("a ceremony genesis is valid");
+    assert_ne!(with_ceremony, h1);
+    assert_eq!(
+        ceremony(fixture.to_str().unwrap(), &h, "").unwrap(),
+        with_ceremony,
+        "the ptau's local path is not part of the hash"
+    );
+    assert_ne!(
+        ceremony("here.ptau", &"cd".repeat(32), "").unwrap(),
+        with_ceremony,
+        "the ptau's hash is"
+    );
+    let err = ceremony("here.ptau", &h, &format!("\"{vk}\"")).unwrap_err();
+    assert!(err.contains("vk_ids must be empty"), "{err}");
+    let err = ceremony("missing.ptau", &h, "").unwrap_err();
+    assert!(err.contains("is not a file"), "{err}");
+
     // Nodes: A and C share genesis g1 (C keeps its model elsewhere); B runs g2.
     let g1s = g1.to_str().unwrap();
     let run = |genesis: &str| {

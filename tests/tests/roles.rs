@@ -867,6 +867,8 @@ fn a_devnet_with_cheating_inference_and_false_challengers_settles_every_dispute_
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/fixtures/deep_mlp.onnx");
     let (ok, out, err) = provnet_tests::provnet(&[
         "devnet",
+        // The ceremony has a test of its own; this one is about disputes.
+        "--dev-setup",
         "--model",
         model.to_str().expect("utf-8"),
         "--miners",
@@ -1044,6 +1046,31 @@ fn a_devnet_whose_keys_come_from_the_network_ceremony_skips_a_garbage_validator(
     assert!(answers["valid"].as_u64().expect("valid") > 0, "{r:#}");
     assert_eq!(answers["other"], 0, "{r:#}");
     assert_eq!(r["validators_agree"], true, "{r:#}");
+
+    // Restarted alone, a validator keeps the keys it installed: no second ceremony.
+    let genesis = net.join("genesis.toml");
+    let mut again = Node::start_in(
+        "validator-1",
+        &[
+            "run",
+            "--genesis",
+            genesis.to_str().expect("utf-8"),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--role",
+            "validator",
+        ],
+        &net.join("nodes/validator-1"),
+    );
+    assert!(
+        wait_until(T, || again.logged(
+            "keys from this network's ceremony are installed already",
+            &[]
+        )),
+        "{}",
+        again.log_text()
+    );
+    again.terminate(T);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! `cargo run -p provnet-wire --example fuzz_seeds -- p2p/wire/fuzz/seeds/gate`.
 
 use ed25519_dalek::SigningKey;
+use provnet_wire::ceremony::Accepted;
 use provnet_wire::*;
 
 const NOW: u64 = 1_800_000_000_000;
@@ -78,6 +79,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             verdict: DisputeVerdict::ClaimantWrong,
             segment: Some(4),
             prover: Some(Digest([22; 32])),
+        }),
+        Message::Ceremony(CeremonyMessage {
+            model_id: [23; 32],
+            body: CeremonyBody::Vote {
+                slot: 1,
+                round: 0,
+                prev: [24; 32],
+                accept: Some(Accepted {
+                    step: [25; 32],
+                    next: [26; 32],
+                }),
+            },
         }),
     ];
     for (i, msg) in messages.iter().enumerate() {
