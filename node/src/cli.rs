@@ -170,6 +170,24 @@ pub enum BenchCommand {
 }
 
 impl Cli {
+    /// Whether the command only prints and exits, so a closed stdout (`provnet model show
+    /// m | head`) may end it as it ends other command-line tools. Commands that talk to
+    /// the network keep SIGPIPE ignored, so a peer's closed socket is an error, not death.
+    pub fn is_filter(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Keygen { .. }
+                | Command::Model(_)
+                | Command::Prove(_)
+                | Command::Verify(_)
+                | Command::Bench(_)
+                | Command::Ptau { .. }
+                | Command::Ceremony(_)
+                | Command::Export(_)
+                | Command::Genesis(_)
+        )
+    }
+
     /// The log level when RUST_LOG is unset: long-running commands say what they do.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {

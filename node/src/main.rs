@@ -31,6 +31,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if cli.is_filter() {
+        default_sigpipe();
+    }
     init_tracing(cli.log_json, cli.default_log_level(), cli.log_sink());
     match cli.run() {
         Ok(code) => code,
@@ -40,6 +43,21 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Lets SIGPIPE end the process, as it ends `cat` or `grep`, instead of `println!`
+/// panicking on a closed pipe. Rust starts programs with SIGPIPE ignored.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: `signal` with SIG_DFL only resets the disposition of SIGPIPE; it runs before
+    // any other thread exists, and no handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn default_sigpipe() {}
 
 fn init_tracing(json: bool, default_level: &str, sink: cli::LogSink) {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;

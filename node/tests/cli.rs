@@ -928,3 +928,33 @@ fn exports_check_outside_provnet(t: &Path, model: &Path, proof: &Path) {
     }
     assert!(evm["gas"].as_u64().unwrap() > 181_000, "{evm}");
 }
+
+#[test]
+fn a_closed_stdout_ends_a_printing_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    ok(provnet(&[
+        "model",
+        "import",
+        &fixture("dense_16.onnx"),
+        "--out",
+        s(&model),
+    ]));
+    // `provnet model show m | true`: the reader is gone before the first line is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provnet"))
+        .args(["model", "show", s(&model)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.status.signal() == Some(libc::SIGPIPE) || out.status.success(),
+        "{:?}: {err}",
+        out.status
+    );
+}
