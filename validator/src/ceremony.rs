@@ -137,6 +137,8 @@ pub struct Ceremony {
     finals: BTreeMap<usize, (Hash32, Vec<Hash32>)>,
     beacon: Option<(Vec<u8>, Transcript, Vec<Hash32>)>,
     done: bool,
+    /// The open slot ran out of rounds.
+    gave_up: bool,
 }
 
 /// The beacon value after the last slot: anyone recomputes it.
@@ -184,6 +186,7 @@ impl Ceremony {
             finals: BTreeMap::new(),
             beacon: None,
             done: false,
+            gave_up: false,
         }
     }
 
@@ -285,28 +288,34 @@ impl Ceremony {
             let ready = self.verified_step_for(slot);
             self.vote(&mut out, ready.map_or(Outcome::Skip, Outcome::Accept));
         }
-        // A round that cannot decide any more, or has run two slots' time, is voted again.
+        self.decide(&mut out);
+        if self.slot() != slot || !self.open() {
+            return out;
+        }
+        // A round that cannot decide any more, or has run two slots' time, is voted again:
+        // unless some round has a quorum already (a step we are still fetching).
         let all_in = self
             .votes
             .get(&(slot, self.round))
             .is_some_and(|v| v.len() == self.participants.len());
         let stuck = now_ms >= self.round_opened_ms.saturating_add(2 * slot_ms);
-        if (all_in || stuck) && self.my_vote().is_some() && self.decide(&mut out).is_none() {
+        if (all_in || stuck) && self.my_vote().is_some() && self.quorum_outcome().is_none() {
             if self.round + 1 >= MAX_ROUNDS {
+                self.gave_up = true;
                 return out;
             }
             self.round += 1;
             self.round_opened_ms = now_ms;
             let ready = self.verified_step_for(slot);
             self.vote(&mut out, ready.map_or(Outcome::Skip, Outcome::Accept));
+            self.decide(&mut out);
         }
-        self.decide(&mut out);
         out
     }
 
     /// Whether the ceremony ran out of rounds on a slot.
     pub fn failed(&self) -> Option<String> {
-        (self.open() && self.round + 1 >= MAX_ROUNDS).then(|| {
+        (self.open() && self.gave_up).then(|| {
             format!(
                 "slot {} found no 2/3 of stake in {MAX_ROUNDS} rounds",
                 self.slot()
@@ -526,25 +535,37 @@ impl Ceremony {
     }
 
     /// Decides the open slot if any of its rounds has a quorum on our current state.
-    fn decide(&mut self, out: &mut Vec<Action>) -> Option<bool> {
-        while self.open() {
-            let slot = self.slot();
-            let mut tally: HashMap<Outcome, u128> = HashMap::new();
-            let mut decision = None;
-            for ((s, _), votes) in self.votes.range((slot, 0)..=(slot, MAX_ROUNDS)) {
-                debug_assert_eq!(*s, slot);
-                tally.clear();
-                for (who, (prev, o)) in votes {
-                    if *prev == self.current_id {
-                        *tally.entry(*o).or_default() += self.participants[*who].stake as u128;
-                    }
-                }
-                if let Some((o, _)) = tally.iter().find(|(_, s)| self.quorum(**s)) {
-                    decision = Some(*o);
-                    break;
+    /// The open slot's outcome with a quorum on our current state, in its earliest round
+    /// that has one.
+    fn quorum_outcome(&self) -> Option<Outcome> {
+        let slot = self.slot();
+        let mut tally: HashMap<Outcome, u128> = HashMap::new();
+        for votes in self
+            .votes
+            .range((slot, 0)..=(slot, MAX_ROUNDS))
+            .map(|(_, v)| v)
+        {
+            tally.clear();
+            for (who, (prev, o)) in votes {
+                if *prev == self.current_id {
+                    *tally.entry(*o).or_default() += self.participants[*who].stake as u128;
                 }
             }
-            let decision = decision?;
+            if let Some((o, _)) = tally.iter().find(|(_, s)| self.quorum(**s)) {
+                return Some(*o);
+            }
+        }
+        None
+    }
+
+    /// Decides the open slot, and any after it, whose outcome has a quorum (an accepted
+    /// step once we verified it ourselves).
+    fn decide(&mut self, out: &mut Vec<Action>) {
+        while self.open() {
+            let slot = self.slot();
+            let Some(decision) = self.quorum_outcome() else {
+                return;
+            };
             match decision {
                 Outcome::Accept(a) => {
                     // We move only to a state we verified ourselves.
@@ -556,10 +577,10 @@ impl Ceremony {
                             .filter(|(_, step, _)| *step == a.step)
                             .map_or(0, |(_, _, len)| *len);
                         self.fetch(out, a.step, len);
-                        return None;
+                        return;
                     };
                     if next.state_id() != a.next {
-                        return None;
+                        return;
                     }
                     self.current = next.clone();
                     self.current_id = a.next;
@@ -576,13 +597,12 @@ impl Ceremony {
             self.contributing = false;
             if !self.open() {
                 self.finish(out);
-                return Some(true);
+                return;
             }
             // A step for the next slot may be here already.
             let next_slot = self.slot();
             self.want(out, next_slot);
         }
-        Some(true)
     }
 
     /// After the last slot: the beacon, our final message, and done once 2/3 of stake
@@ -691,6 +711,15 @@ mod tests {
     /// Runs a ceremony among nodes in one process: gossip reaches everyone, fetches are
     /// served from what was contributed. Returns each node's result (None: not done).
     fn run(behaviours: &[Behaviour], observers: usize) -> Vec<Option<Finished>> {
+        run_staked(behaviours, &vec![100; behaviours.len()], observers).0
+    }
+
+    /// [`run`] with stakes; also says, per node, why it failed (if it did).
+    fn run_staked(
+        behaviours: &[Behaviour],
+        stakes: &[u64],
+        observers: usize,
+    ) -> (Vec<Option<Finished>>, Vec<Option<String>>) {
         let t0 = initial();
         let keys: Vec<PublicKey> = (0..behaviours.len() + observers)
             .map(|i| [i as u8 + 1; 32])
@@ -700,7 +729,7 @@ mod tests {
             .enumerate()
             .map(|(i, _)| Participant {
                 key: keys[i],
-                stake: 100,
+                stake: stakes[i],
             })
             .collect();
         let params = CeremonyParams {
@@ -718,12 +747,12 @@ mod tests {
         let mut done: Vec<Option<Finished>> = vec![None; nodes.len()];
         let mut queue: Vec<(usize, Action)> = Vec::new();
         let mut now = 0;
-        while now < 60_000
-            && done
-                .iter()
-                .enumerate()
-                .any(|(i, d)| d.is_none() && behaviour(i) != Behaviour::Silent)
-        {
+        let live = |nodes: &[Ceremony], done: &[Option<Finished>]| {
+            done.iter().enumerate().any(|(i, d)| {
+                d.is_none() && behaviour(i) != Behaviour::Silent && nodes[i].failed().is_none()
+            })
+        };
+        while now < 60_000 && live(&nodes, &done) {
             now += 100;
             for (i, n) in nodes.iter_mut().enumerate() {
                 if behaviour(i) != Behaviour::Silent {
@@ -768,7 +797,8 @@ mod tests {
                 }
             }
         }
-        done
+        let failed = nodes.iter().map(Ceremony::failed).collect();
+        (done, failed)
     }
 
     fn agree(done: &[Option<Finished>], who: &[usize]) -> Finished {
@@ -813,6 +843,18 @@ mod tests {
         let f = agree(&done, &[0, 2]);
         let accepted: Vec<bool> = f.slots.iter().map(|(_, a)| *a).collect();
         assert_eq!(accepted, [true, false, true]);
+    }
+
+    #[test]
+    fn a_silent_third_of_stake_stalls_the_ceremony_and_it_fails_clearly() {
+        use Behaviour::*;
+        // The silent validator holds half the stake: no outcome reaches 2/3 without it.
+        let (done, failed) = run_staked(&[Honest, Honest, Silent], &[100, 100, 200], 0);
+        assert!(done.iter().all(Option::is_none));
+        for i in [0, 1] {
+            let why = failed[i].as_deref().expect("gave up");
+            assert!(why.contains("slot 0") && why.contains("rounds"), "{why}");
+        }
     }
 
     #[test]
