@@ -58,6 +58,15 @@ struct Done {
     beacon: String,
 }
 
+/// Where the ceremony stands, in a line, for the node's status while it runs.
+pub type Progress = Arc<Mutex<String>>;
+
+fn say(progress: &Progress, line: String) {
+    if let Ok(mut p) = progress.lock() {
+        *p = line;
+    }
+}
+
 /// Steps this node can serve, by hash: their files.
 #[derive(Clone, Default)]
 struct Blobs(Arc<Mutex<HashMap<Hash32, PathBuf>>>);
@@ -111,6 +120,7 @@ pub async fn run_all(
     genesis: Genesis,
     data_dir: &Path,
     misbehaviour: Option<Misbehaviour>,
+    progress: &Progress,
 ) -> Result<Genesis> {
     if genesis.models.iter().all(|m| m.ceremony.is_none()) {
         return Ok(genesis);
@@ -145,6 +155,7 @@ pub async fn run_all(
             &blobs,
             &own,
             misbehaviour,
+            progress,
         )
         .await
         .with_context(|| format!("the setup ceremony of model {}", m.name))?;
@@ -235,6 +246,7 @@ async fn run_one(
     blobs: &Blobs,
     own: &Arc<Mutex<Vec<CeremonyMessage>>>,
     misbehaviour: Option<Misbehaviour>,
+    progress: &Progress,
 ) -> Result<PathBuf> {
     let model = Model::load(&m.path)?;
     let model_id = model.id();
@@ -250,6 +262,10 @@ async fn run_one(
         .with_context(|| format!("creating {}", steps_dir.display()))?;
     let me: PublicKey = net.public_key();
 
+    say(
+        progress,
+        format!("{}: deriving the initial parameters", m.name),
+    );
     // Listen first: messages that come while the initial parameters are derived are held.
     let mut events = net.subscribe();
     let ptau_path = c.ptau.clone();
@@ -381,6 +397,25 @@ async fn run_one(
         if let Some(why) = machine.failed() {
             bail!("{why}");
         }
+        let (slot, round, accepted, skipped) = machine.progress();
+        say(
+            progress,
+            if slot < machine.slots() {
+                format!(
+                    "{}: slot {} of {}, round {round} ({accepted} accepted, {skipped} skipped)",
+                    m.name,
+                    slot + 1,
+                    machine.slots()
+                )
+            } else {
+                format!(
+                    "{}: all {} slots decided ({accepted} accepted), waiting for 2/3 of stake \
+                     on the final keys",
+                    m.name,
+                    machine.slots()
+                )
+            },
+        );
         tokio::select! {
             _ = tick.tick() => pending.extend(heavy(|| machine.tick(now_ms()))),
             _ = status.tick() => {

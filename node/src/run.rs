@@ -266,14 +266,27 @@ async fn serve(args: RunArgs) -> Result<()> {
         #[cfg(not(feature = "adversary"))]
         let misbehaviour = None;
         // The setup ceremonies the genesis names come first: the roles need their keys.
-        let ceremony = crate::ceremony_net::run_all(&net, genesis, &args.data_dir, misbehaviour);
-        let genesis = tokio::select! {
-            g = ceremony => g,
-            _ = stopped(stop_rx.clone()) => {
-                info!(target: "node", "shutting down during the setup ceremony");
-                net.shutdown().await;
-                let _ = task.await;
-                return Ok(());
+        // Meanwhile the admin endpoint (and so `provnet tui`) shows the node's peers,
+        // gossip and log, where the ceremony's progress lines are.
+        let progress = crate::ceremony_net::Progress::default();
+        let ceremony =
+            crate::ceremony_net::run_all(&net, genesis, &args.data_dir, misbehaviour, &progress);
+        tokio::pin!(ceremony);
+        let mut snapshot_every = tokio::time::interval(Duration::from_secs(1));
+        let genesis = loop {
+            tokio::select! {
+                g = &mut ceremony => break g,
+                _ = stopped(stop_rx.clone()) => {
+                    info!(target: "node", "shutting down during the setup ceremony");
+                    net.shutdown().await;
+                    let _ = task.await;
+                    return Ok(());
+                }
+                _ = snapshot_every.tick() => {
+                    let mut status = relay_status(&net).await;
+                    status.ceremony = progress.lock().ok().map(|p| p.clone()).filter(|p| !p.is_empty());
+                    status_tx.send_replace(status);
+                }
             }
         };
         let genesis = match genesis {

@@ -106,13 +106,16 @@ fn render_header(app: &App, f: &mut Frame, area: Rect) {
             } else {
                 s.genesis.chars().take(8).collect()
             };
+            let when = match &s.ceremony {
+                Some(c) => format!("setup ceremony: {c}"),
+                None => format!("epoch {} ({left})", s.epoch),
+            };
             Line::from(vec![
                 Span::styled(roles, Style::new().fg(Color::Cyan).bold()),
                 Span::raw(format!(
-                    "  key {}  net {}/{genesis}  epoch {} ({left})  {} peers",
+                    "  key {}  net {}/{genesis}  {when}  {} peers",
                     short(&s.public_key),
                     s.netuid,
-                    s.epoch,
                     s.gossip.connected_peers
                 )),
             ])

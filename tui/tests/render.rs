@@ -231,6 +231,7 @@ fn fixture() -> NodeStatus {
             target: "validator".into(),
             message: "misconduct miner=c3c3c3c3 outcome=Invalid".into(),
         }],
+        ceremony: None,
     }
 }
 
@@ -341,6 +342,29 @@ fn a_node_that_goes_away_shows_disconnected_and_keeps_its_last_data() {
     never.on_feed(0, Feed::Error("connection refused".into()), NOW);
     never.now_ms = NOW;
     check("never_connected", &never);
+}
+
+#[test]
+fn a_node_in_its_setup_ceremony_says_where_it_stands() {
+    // Before its roles start: peers and gossip, no roles' data yet.
+    let s = NodeStatus {
+        ceremony: Some("digits_mlp: slot 2 of 3, round 0 (1 accepted, 0 skipped)".into()),
+        validator: None,
+        ledger: None,
+        court: None,
+        miner: None,
+        challenger: None,
+        ..fixture()
+    };
+    let mut app = App::new(vec!["127.0.0.1:9102".into()]);
+    app.on_feed(0, Feed::Status(Box::new(s)), NOW);
+    app.now_ms = NOW;
+    let text = screen(&app, 160, 48);
+    assert!(
+        text.contains("setup ceremony: digits_mlp: slot 2 of 3"),
+        "{text}"
+    );
+    check("ceremony", &app);
 }
 
 #[test]

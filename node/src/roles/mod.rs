@@ -1320,6 +1320,7 @@ impl Roles {
             }),
             court: self.disputes.status(),
             log: crate::logring::LogRing::global().recent(LOG_LINES),
+            ceremony: None,
         }
     }
 

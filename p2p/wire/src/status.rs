@@ -290,6 +290,9 @@ pub struct NodeStatus {
     /// Recent warnings and errors from the node's log, newest last.
     #[serde(default)]
     pub log: Vec<LogLine>,
+    /// While the node runs a setup ceremony (before its roles start): where it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceremony: Option<String>,
 }
 
 /// The value at quantile `q` of sorted samples (nearest rank); `None` when there are none.
