@@ -113,6 +113,31 @@ fn fail(reason: impl Into<String>) -> KernelError {
     KernelError::Ceremony(reason.into())
 }
 
+/// `magic`, then `t` serialized uncompressed.
+fn framed<T: CanonicalSerialize>(magic: &[u8; 16], t: &T) -> Vec<u8> {
+    let mut out = magic.to_vec();
+    t.serialize_uncompressed(&mut out)
+        .expect("serializing to memory cannot fail");
+    out
+}
+
+/// Reads what [`framed`] wrote, checking every point (on the curve, in the subgroup) and
+/// refusing another magic or bytes after the end.
+fn unframe<T: CanonicalDeserialize>(magic: &[u8; 16], what: &str, bytes: &[u8]) -> Result<T> {
+    let mut reader = bytes
+        .strip_prefix(magic.as_slice())
+        .ok_or_else(|| fail(format!("not a provnet ceremony {what} (bad magic)")))?;
+    let t = T::deserialize_with_mode(&mut reader, Compress::No, Validate::Yes)
+        .map_err(|e| fail(format!("malformed {what}: {e}")))?;
+    if !reader.is_empty() {
+        return Err(fail(format!(
+            "malformed {what}: {} bytes after its end",
+            reader.len()
+        )));
+    }
+    Ok(t)
+}
+
 impl Transcript {
     /// The hash every next contribution's proofs of knowledge are bound to.
     pub fn challenge(&self) -> [u8; 32] {
@@ -130,27 +155,13 @@ impl Transcript {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        self.serialize_uncompressed(&mut out)
-            .expect("serializing to memory cannot fail");
-        out
+        framed(MAGIC, self)
     }
 
     /// Parses a transcript, checking every point (on the curve, in the subgroup) and the
     /// bounds on names, beacons and counts.
     pub fn from_bytes(bytes: &[u8]) -> Result<Transcript> {
-        let body = bytes
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| fail("not a provnet ceremony transcript (bad magic)"))?;
-        let mut reader = body;
-        let t = Transcript::deserialize_with_mode(&mut reader, Compress::No, Validate::Yes)
-            .map_err(|e| fail(format!("malformed transcript: {e}")))?;
-        if !reader.is_empty() {
-            return Err(fail(format!(
-                "malformed transcript: {} bytes after its end",
-                reader.len()
-            )));
-        }
+        let t: Transcript = unframe(MAGIC, "transcript", bytes)?;
         if t.contributions.len() > MAX_CONTRIBUTIONS {
             return Err(fail(format!(
                 "{} contributions, more than the {MAX_CONTRIBUTIONS} allowed",
@@ -235,27 +246,13 @@ pub struct StepSegment {
 
 impl Step {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = STEP_MAGIC.to_vec();
-        self.serialize_uncompressed(&mut out)
-            .expect("serializing to memory cannot fail");
-        out
+        framed(STEP_MAGIC, self)
     }
 
     /// Parses a step, checking every point. Lengths are checked against the transcript it
     /// extends by [`Transcript::apply`], before anything is built from it.
     pub fn from_bytes(bytes: &[u8]) -> Result<Step> {
-        let body = bytes
-            .strip_prefix(STEP_MAGIC.as_slice())
-            .ok_or_else(|| fail("not a provnet ceremony step (bad magic)"))?;
-        let mut reader = body;
-        let step = Step::deserialize_with_mode(&mut reader, Compress::No, Validate::Yes)
-            .map_err(|e| fail(format!("malformed step: {e}")))?;
-        if !reader.is_empty() {
-            return Err(fail(format!(
-                "malformed step: {} bytes after its end",
-                reader.len()
-            )));
-        }
+        let step: Step = unframe(STEP_MAGIC, "step", bytes)?;
         if step.contribution.name.len() > MAX_NAME {
             return Err(fail(format!("a step's name is over {MAX_NAME} bytes")));
         }

@@ -481,10 +481,7 @@ fn on_message(machine: &mut Ceremony, sender: &PublicKey, cm: &CeremonyMessage) 
 /// Writes a step under `dir` as `<hash>.step` and serves it.
 fn keep(dir: &Path, blobs: &Blobs, hash: Hash32, bytes: &[u8]) -> Result<(), String> {
     let path = dir.join(format!("{}.step", hex::encode(hash)));
-    let tmp = dir.join(format!(".{}.tmp-{}", hex::encode(hash), std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    crate::prove::write_atomically(&path, bytes).map_err(|e| format!("{e:#}"))?;
     blobs.add(hash, path);
     Ok(())
 }

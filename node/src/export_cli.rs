@@ -11,6 +11,8 @@ use provnet_kernels::export::{self, ContractInfo};
 use provnet_kernels::{Model, ModelKeys, ProofFile, Segment, SegmentVerifier};
 use serde_json::json;
 
+use crate::prove::write_atomically;
+
 #[derive(Subcommand, Debug)]
 pub enum ExportCommand {
     /// snarkjs' verification_key.json, proof.json and public.json: check with
@@ -105,20 +107,7 @@ fn warn_if_development(keys: &ModelKeys) {
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(v)?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .context("the output path has no file name")?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    write_atomically(path, &bytes)
 }
 
 fn snarkjs(
@@ -203,7 +192,7 @@ fn solidity(model_dir: &Path, segment: usize, out: &Path) -> Result<ExitCode> {
             provenance: &provenance,
         },
     );
-    write_atomic(out, source.as_bytes())?;
+    write_atomically(out, source.as_bytes())?;
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({

@@ -355,16 +355,16 @@ impl Genesis {
 
 fn check_model(m: &GenesisModel) -> Result<()> {
     let want = hex32("model_id", &m.model_id)?;
+    let model = Model::load(&m.path)?;
+    if model.id() != want {
+        bail!(
+            "{} holds model {}, not {}",
+            m.path.display(),
+            hex::encode(model.id()),
+            m.model_id
+        );
+    }
     if let Some(c) = &m.ceremony {
-        let model = Model::load(&m.path)?;
-        if model.id() != want {
-            bail!(
-                "{} holds model {}, not {}",
-                m.path.display(),
-                hex::encode(model.id()),
-                m.model_id
-            );
-        }
         ensure!(
             m.vk_ids.is_empty(),
             "vk_ids must be empty: the network's ceremony makes this model's keys"
@@ -384,15 +384,6 @@ fn check_model(m: &GenesisModel) -> Result<()> {
             c.ptau.display()
         );
         return Ok(());
-    }
-    let model = Model::load(&m.path)?;
-    if model.id() != want {
-        bail!(
-            "{} holds model {}, not {}",
-            m.path.display(),
-            hex::encode(model.id()),
-            m.model_id
-        );
     }
     ensure!(
         m.vk_ids.len() == model.segments.len(),

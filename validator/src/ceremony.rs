@@ -132,8 +132,6 @@ pub struct Ceremony {
     contributing: bool,
     /// Votes by (slot, round), then voter: the outcome and the state voted on.
     votes: BTreeMap<(usize, u32), BTreeMap<usize, (Hash32, Outcome)>>,
-    /// Our votes and announcements, for re-publishing to late joiners.
-    own: Vec<CeremonyBody>,
     finals: BTreeMap<usize, (Hash32, Vec<Hash32>)>,
     beacon: Option<(Vec<u8>, Transcript, Vec<Hash32>)>,
     done: bool,
@@ -182,16 +180,11 @@ impl Ceremony {
             fetching: HashSet::new(),
             contributing: false,
             votes: BTreeMap::new(),
-            own: Vec::new(),
             finals: BTreeMap::new(),
             beacon: None,
             done: false,
             gave_up: false,
         }
-    }
-
-    pub fn model_id(&self) -> Hash32 {
-        self.model_id
     }
 
     /// The slot being decided (the number of slots once all are).
@@ -208,22 +201,12 @@ impl Ceremony {
         self.me.is_some()
     }
 
-    /// Our messages so far, to publish again for nodes that joined late.
-    pub fn own_messages(&self) -> &[CeremonyBody] {
-        &self.own
-    }
-
     fn quorum(&self, stake: u128) -> bool {
         self.total > 0 && stake * 3 >= self.total * 2
     }
 
     fn open(&self) -> bool {
         !self.done && self.slot() < self.slots()
-    }
-
-    fn publish(&mut self, out: &mut Vec<Action>, body: CeremonyBody) {
-        self.own.push(body.clone());
-        out.push(Action::Publish(body));
     }
 
     /// Casts our vote for the open slot's round, once.
@@ -239,15 +222,12 @@ impl Ceremony {
             Outcome::Accept(a) => Some(a),
             Outcome::Skip => None,
         };
-        self.publish(
-            out,
-            CeremonyBody::Vote {
-                slot: slot as u32,
-                round,
-                prev: self.current_id,
-                accept,
-            },
-        );
+        out.push(Action::Publish(CeremonyBody::Vote {
+            slot: slot as u32,
+            round,
+            prev: self.current_id,
+            accept,
+        }));
     }
 
     fn my_vote(&self) -> Option<Outcome> {
@@ -483,15 +463,12 @@ impl Ceremony {
             next: next.state_id(),
         };
         self.verified.insert(step, next);
-        self.publish(
-            &mut out,
-            CeremonyBody::Step {
-                slot: slot as u32,
-                prev,
-                step,
-                len,
-            },
-        );
+        out.push(Action::Publish(CeremonyBody::Step {
+            slot: slot as u32,
+            prev,
+            step,
+            len,
+        }));
         self.vote(&mut out, Outcome::Accept(a));
         self.decide(&mut out);
         out
@@ -582,7 +559,7 @@ impl Ceremony {
                     if next.state_id() != a.next {
                         return;
                     }
-                    self.current = next.clone();
+                    self.current = self.verified.remove(&a.step).expect("just found");
                     self.current_id = a.next;
                     self.decided.push(true);
                 }
@@ -623,15 +600,12 @@ impl Ceremony {
                 .iter()
                 .map(provnet_kernels::ModelKeys::embedded_vk_id)
                 .collect();
-            if self.me.is_some() {
-                let body = CeremonyBody::Final {
+            if let Some(me) = self.me {
+                self.finals.insert(me, (t.state_id(), vk_ids.clone()));
+                out.push(Action::Publish(CeremonyBody::Final {
                     state: t.state_id(),
                     vk_ids: vk_ids.iter().map(|v| ByteBuf::from(v.to_vec())).collect(),
-                };
-                if let Some(me) = self.me {
-                    self.finals.insert(me, (t.state_id(), vk_ids.clone()));
-                }
-                self.publish(out, body);
+                }));
             }
             self.beacon = Some((value, t, vk_ids));
         }
@@ -659,10 +633,6 @@ impl Ceremony {
             slots,
             beacon: value.clone(),
         })));
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.done
     }
 
     /// For a status line: slot, round, slots decided (accepted, skipped).
