@@ -9,8 +9,8 @@ use crate::error::{KernelError, Result};
 use crate::gadgets::{Gadget, ERF_MIN_SCALE};
 use crate::keys::PROVER_THREADS;
 use crate::model::{
-    output_range, write_dir_atomically, Layer, Model, Range, Segment, MAX_ACC_BITS,
-    MAX_EXTRA_WEIGHT_BITS, MAX_VALUE_BITS, MODEL_FILE, MODEL_VERSION, SUMMARY_FILE,
+    norms_after, output_range, write_dir_atomically, Layer, Model, Norm, Range, Segment,
+    MAX_ACC_BITS, MAX_EXTRA_WEIGHT_BITS, MAX_VALUE_BITS, MODEL_FILE, MODEL_VERSION, SUMMARY_FILE,
 };
 use crate::msm::FixedBaseTable;
 use crate::onnx::{self, FloatLayer, FloatModel};
@@ -81,7 +81,11 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     let n_in: usize = float.input_shape.iter().product();
     let mut in_ranges = vec![(n_in as u32, input)];
     for layer in &float.layers {
-        let q = quantize_layer(layer, (input, in_ranges), s)?;
+        let norms = layers
+            .last()
+            .map(|l| norms_after(&l.layer))
+            .unwrap_or_default();
+        let q = quantize_layer(layer, (input, in_ranges), norms, s)?;
         let (mid, end) = CircuitShape::parts(&q);
         let head = CircuitShape::head(&q);
         let shape = head.plus(end);
@@ -201,6 +205,7 @@ fn group(layers: Vec<Sized>, opts: &ImportOptions) -> Vec<Segment> {
 fn quantize_layer(
     layer: &FloatLayer,
     (input, in_ranges): (Range, Vec<(u32, Range)>),
+    norms: Vec<Norm>,
     s: u32,
 ) -> Result<Layer> {
     let scale = (1u64 << s) as f64;
@@ -279,6 +284,7 @@ fn quantize_layer(
         act_scale: s,
         state: layer.state.clone(),
         q_bits: 0,
+        norms,
     };
     let m = seg.row_out_bits().into_iter().max().unwrap_or(0);
     seg.q_bits = m;

@@ -14,6 +14,7 @@
 //! accumulator width is derived from the input range and the weights by interval
 //! arithmetic, so no value can wrap the field.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ use crate::error::{KernelError, Result};
 use crate::gadgets::Gadget;
 
 /// Current on-disk model format version.
-pub const MODEL_VERSION: u32 = 3;
+pub const MODEL_VERSION: u32 = 4;
 /// File names inside a model directory.
 pub const MODEL_FILE: &str = "model.cbor";
 pub const SUMMARY_FILE: &str = "model.json";
@@ -62,6 +63,96 @@ impl Range {
     pub fn contains(&self, v: i128) -> bool {
         v >= self.lo() && v <= self.hi()
     }
+}
+
+/// A LayerNorm's bound among a layer's inputs, which the layer before it implies. Input
+/// `inv` is that layer's Rsqrt row, y = floor(sqrt(2^(3s) / q')) where q' = max(q, f) and
+/// q is the requantized (at 2^t, t its shift) accumulator of B + sum_k W_k x_k^2 (no
+/// linear terms, B >= 0, every W_k > 0: a variance); each member (a, W_k) is an input
+/// that carries one x_k of that sum unchanged. Then for any coefficients c_a
+///
+/// (y sum_a c_a x_a)^2 <= (sum_a c_a^2 / W_a) 2^(t + 3s) (1 + 1 / (2f)),
+///
+/// because sum_k W_k x_k^2 <= acc < 2^t (q' + 1/2) (rounding half up, and q' >= q),
+/// y^2 q' <= 2^(3s) (the gadget's own check), y^2 <= 2^(3s) / f, and Cauchy-Schwarz
+/// weighted by W. So a LayerNorm's output (centred values times the inverse standard
+/// deviation, and every affine map of them) is bounded by about sqrt(D) 2^(2s) times the
+/// map's weights' 2-norm, not by the corners of its inputs' box: that is what sizes the
+/// rows after a LayerNorm ([`Layer::row_q_bits`]). The bound holds for every state the
+/// model reaches; the circuit does not rely on it for soundness (each row's decomposition
+/// enforces its own width), and [`Segment::check_input`] refuses a segment input that
+/// breaks it (a state no run of the model produces) before proving.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Norm {
+    /// The input holding the inverse standard deviation y.
+    pub inv: u32,
+    /// (input index, W): inputs carrying the variance's terms, each term once.
+    pub members: Vec<(u32, i64)>,
+    /// t + 3s.
+    pub bits: u32,
+    /// The Rsqrt's floor f >= 1.
+    pub floor: i64,
+}
+
+impl Norm {
+    /// The bound on |y sum_a c_a x_a| for `coeffs` (member index into `members`, c_a),
+    /// rounded up; `None` when it does not fit an i128.
+    fn cap(&self, coeffs: &HashMap<usize, i128>) -> Option<i128> {
+        let s: f64 = coeffs
+            .iter()
+            .map(|(m, c)| (*c as f64).powi(2) / self.members[*m].1 as f64)
+            .sum();
+        let square = s * 2f64.powi(self.bits as i32) * (1.0 + 0.5 / self.floor as f64);
+        // f64 rounding is relative 2^-52 per step: a 2^-40 margin and one unit cover it.
+        let cap = (square.sqrt() * (1.0 + 2f64.powi(-40))).ceil() + 1.0;
+        (cap < 2f64.powi(120)).then_some(cap as i128)
+    }
+}
+
+/// The LayerNorm bounds (see [`Norm`]) that `prev`'s outputs hold, for the layer after it:
+/// one per Rsqrt row of `prev` over a sum of squares, with the inputs it carries unchanged.
+pub fn norms_after(prev: &Layer) -> Vec<Norm> {
+    // Each carried input's first copy among the outputs.
+    let mut copies: HashMap<usize, u32> = HashMap::new();
+    for a in 0..prev.n_out() {
+        if let Some(k) = prev.copy_of(a) {
+            copies.entry(k).or_insert(a as u32);
+        }
+    }
+    let mut out = Vec::new();
+    for b in 0..prev.n_out() {
+        let products = prev.row_products(b);
+        if prev.gadget_at(b) != Some(Gadget::Rsqrt)
+            || !prev.rows[b].is_empty()
+            || prev.bias[b] < 0
+            || products.is_empty()
+            || products.iter().any(|(x, y, w)| x != y || *w <= 0)
+        {
+            continue;
+        }
+        let mut weights: std::collections::BTreeMap<u32, i64> = Default::default();
+        let mut ok = true;
+        for (k, _, w) in products {
+            let e = weights.entry(*k).or_insert(0);
+            match e.checked_add(*w) {
+                Some(v) => *e = v,
+                None => ok = false,
+            }
+        }
+        let members: Vec<(u32, i64)> = weights
+            .into_iter()
+            .filter_map(|(k, w)| copies.get(&(k as usize)).map(|a| (*a, w)))
+            .collect();
+        if ok && !members.is_empty() {
+            out.push(Norm {
+                inv: b as u32,
+                members,
+                bits: prev.shift + 3 * prev.act_scale,
+                floor: prev.gadget_floor,
+            });
+        }
+    }
+    out
 }
 
 /// One provable segment: a chain of layers proven together, between two cuts. Its input
@@ -196,7 +287,13 @@ impl Segment {
                 ranges[i].hi()
             )));
         }
-        Ok(())
+        self.first().check_norms(x).map_err(|row| {
+            KernelError::Input(format!(
+                "segment {} input is not a state the model reaches: its LayerNorm values and \
+                 inverse standard deviations disagree (row {row} overflows the width they bound)",
+                self.index
+            ))
+        })
     }
 }
 
@@ -243,6 +340,9 @@ pub struct Layer {
     pub state: Vec<(String, Vec<usize>)>,
     /// Output magnitude bits m: the requantized value q lies in [-2^m, 2^m).
     pub q_bits: u32,
+    /// The LayerNorm bounds among this layer's inputs that the layer before implies
+    /// ([`norms_after`] of it; none for a model's first layer).
+    pub norms: Vec<Norm>,
 }
 
 impl Layer {
@@ -276,11 +376,28 @@ impl Layer {
     pub fn row_q_bits(&self) -> Vec<u32> {
         let bounds = self.input_bounds();
         let half = 1i128 << (self.shift - 1);
+        // Per input: the norm it is the inverse of, or (norm, member) it is a member of.
+        let inv: HashMap<u32, usize> = self
+            .norms
+            .iter()
+            .enumerate()
+            .map(|(n, norm)| (norm.inv, n))
+            .collect();
+        let member: HashMap<(usize, u32), usize> = self
+            .norms
+            .iter()
+            .enumerate()
+            .flat_map(|(n, norm)| {
+                norm.members
+                    .iter()
+                    .enumerate()
+                    .map(move |(m, (a, _))| ((n, *a), m))
+            })
+            .collect();
         self.rows
             .iter()
-            .zip(&self.bias)
             .enumerate()
-            .map(|(i, (row, _))| {
+            .map(|(i, row)| {
                 let b = self.row_constant(i);
                 let (mut lo, mut hi) = (b, b);
                 for (j, w) in row {
@@ -289,6 +406,8 @@ impl Layer {
                     lo += a.min(c);
                     hi += a.max(c);
                 }
+                // Products over the input box, each norm's apart: (lo, hi, member coeffs).
+                let mut groups: HashMap<usize, (i128, i128, HashMap<usize, i128>)> = HashMap::new();
                 for (a, b, c) in self.row_products(i) {
                     let ((la, ha), (lb, hb)) = (bounds[*a as usize], bounds[*b as usize]);
                     // x_a x_b over the box: the corners bound it (x_a = x_b is a square,
@@ -300,8 +419,27 @@ impl Layer {
                     );
                     let c = *c as i128;
                     let (x, y) = (c * p_lo, c * p_hi);
-                    lo += x.min(y);
-                    hi += x.max(y);
+                    let grouped = [(*b, *a), (*a, *b)].into_iter().find_map(|(r, d)| {
+                        let n = *inv.get(&r)?;
+                        Some((n, *member.get(&(n, d))?))
+                    });
+                    match grouped {
+                        Some((n, m)) => {
+                            let g = groups.entry(n).or_default();
+                            g.0 += x.min(y);
+                            g.1 += x.max(y);
+                            *g.2.entry(m).or_insert(0) += c;
+                        }
+                        None => {
+                            lo += x.min(y);
+                            hi += x.max(y);
+                        }
+                    }
+                }
+                for (n, (g_lo, g_hi, coeffs)) in groups {
+                    let cap = self.norms[n].cap(&coeffs).unwrap_or(i128::MAX);
+                    lo += g_lo.max(-cap);
+                    hi += g_hi.min(cap);
                 }
                 let (q_lo, q_hi) = ((lo + half) >> self.shift, (hi + half) >> self.shift);
                 let mut m = 0u32;
@@ -311,6 +449,26 @@ impl Layer {
                 m
             })
             .collect()
+    }
+
+    /// Checks that `x` (in range) is a state this layer's rows fit: under a LayerNorm
+    /// bound ([`Norm`]) a row is narrower than its input box allows, so an input no run of
+    /// the model produces can overflow it. Returns the first such row.
+    pub fn check_norms(&self, x: &[i64]) -> std::result::Result<(), usize> {
+        if self.norms.is_empty() {
+            return Ok(());
+        }
+        let half = 1i128 << (self.shift - 1);
+        for (i, m) in self.row_q_bits().into_iter().enumerate() {
+            if self.copy_of(i).is_some() {
+                continue;
+            }
+            let q = (self.accumulate(i, x) + half) >> self.shift;
+            if q < -(1i128 << m) || q >= 1i128 << m {
+                return Err(i);
+            }
+        }
+        Ok(())
     }
 
     /// Exact integer evaluation of this segment. `x` must already be in range.
@@ -625,6 +783,15 @@ impl Model {
                 || s.output != output_range(s.q_bits, s.all_relu())
             {
                 return bad(format!("{i}: output range disagrees with q_bits"));
+            }
+            let norms = match k.checked_sub(1) {
+                Some(p) => norms_after(layers[p].1),
+                None => Vec::new(),
+            };
+            if s.norms != norms {
+                return bad(format!(
+                    "{i}: its LayerNorm bounds disagree with the layer before"
+                ));
             }
             // Every row's magnitude, once: the chain and q_bits are checked against it.
             let q_bits = s.row_q_bits();

@@ -89,6 +89,7 @@ pub fn read_points<P: Copy + Send + Sync>(
     let per_chunk = (CHUNK_BYTES / size).max(1);
     let failed = std::sync::Mutex::new(None::<std::io::Error>);
     let mut points = Vec::with_capacity(count);
+    advise_huge_pages(&points);
     points.par_extend((0..count).into_par_iter().with_min_len(per_chunk).map_init(
         || Reader {
             file: None,
@@ -113,6 +114,31 @@ pub fn read_points<P: Copy + Send + Sync>(
         Some(e) => Err(e),
         None => Ok(points),
     }
+}
+
+/// Asks the kernel to back `v`'s allocation with 2 MB pages where it can (transparent huge
+/// pages in `madvise` mode, the common default). Filling a fresh vector is mostly page
+/// faults, one per 4 KB page, each zeroing its page first; with huge pages a 50 MB key takes
+/// 25 faults instead of 12,800. Only the allocation's whole 2 MB-aligned stretches are
+/// advised; the contents are untouched, and a kernel without the feature just ignores it.
+#[allow(unsafe_code)]
+fn advise_huge_pages<P>(v: &Vec<P>) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = v.as_ptr() as usize;
+        let end = start + v.capacity() * std::mem::size_of::<P>();
+        let (from, to) = (start.next_multiple_of(HUGE), end & !(HUGE - 1));
+        if to > from {
+            // SAFETY: [from, to) lies inside `v`'s own live allocation, and MADV_HUGEPAGE
+            // only changes how the kernel backs those pages, never what they hold.
+            unsafe {
+                libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = v;
 }
 
 /// One task's view of the file: the run of points it read last.

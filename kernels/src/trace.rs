@@ -7,9 +7,10 @@
 //! `s_0..s_L` ([`merkle_root`]). A dispute bisects over the `s_k`, each revealed with a
 //! [`MerkleProof`] against the root, to find the one segment to prove.
 
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{KernelError, Result};
 use crate::model::{Model, Segment};
 
 /// Domain separators for trace hashing.
@@ -46,6 +47,33 @@ impl Trace {
 /// Runs every segment on a quantized input and commits to the boundary tensors.
 pub fn run(model: &Model, input: &[i64]) -> Result<Trace> {
     run_with(model, input, |_, _| {})
+}
+
+/// A state the model reaches at the input of segment `segment`: a model input drawn
+/// anywhere in the first segment's ranges, run through the segments before it. (A point
+/// drawn anywhere in a later segment's own input ranges need not be one: a LayerNorm
+/// bounds its values jointly, see [`crate::model::Norm`], and such an input is refused.)
+pub fn random_state(model: &Model, segment: usize, rng: &mut impl Rng) -> Result<Vec<i64>> {
+    let first = model
+        .segments
+        .first()
+        .ok_or_else(|| KernelError::Input("the model has no segments".into()))?;
+    if segment >= model.segments.len() {
+        return Err(KernelError::Input(format!(
+            "segment {segment} out of range: the model has {}",
+            model.segments.len()
+        )));
+    }
+    let mut x: Vec<i64> = first
+        .input_bounds()
+        .into_iter()
+        .map(|(lo, hi)| rng.gen_range(lo as i64..=hi as i64))
+        .collect();
+    for seg in &model.segments[..segment] {
+        seg.check_input(&x)?;
+        x = seg.eval(&x);
+    }
+    Ok(x)
 }
 
 /// [`run`], with `after(segment, output)` called on each segment's output before the next

@@ -391,11 +391,9 @@ fn raw_prove_ms(model_dir: &Path, threads: usize, runs: usize) -> Result<Vec<f64
     let mut out = Vec::new();
     for seg in &model.segments {
         let pk = mk.proving_key(seg.index)?;
-        let input: Vec<i64> = seg
-            .input_bounds()
-            .iter()
-            .map(|(lo, _)| *lo as i64)
-            .collect();
+        // A state the model reaches (a corner of a later segment's input box need not be).
+        let input =
+            provnet_kernels::trace::random_state(&model, seg.index, &mut rand::thread_rng())?;
         let ctx = ProofContext {
             challenge: [1; 32],
             nonce: [2; 32],

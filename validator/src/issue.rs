@@ -104,10 +104,7 @@ impl Issuer {
         }
         let model = &self.models[(self.issued as usize) % self.models.len()];
         self.issued += 1;
-        Some(random_challenge(
-            &model.model,
-            now_ms as u64 + self.cfg.deadline_ms,
-        ))
+        random_challenge(&model.model, now_ms as u64 + self.cfg.deadline_ms)
     }
 
     /// This validator's challenge for `request` from `challenger`, or why not. The
@@ -172,26 +169,28 @@ pub fn pace(next_at: &mut f64, rate: f64, now_ms: f64) -> bool {
     true
 }
 
-/// A challenge on a random segment of `model`, with a random input in that segment's
-/// ranges and a fresh nonce.
-pub fn random_challenge(model: &Model, deadline_ms: u64) -> Challenge {
+/// A challenge on a random segment of `model`, on a state the model reaches at that
+/// segment's input (a random model input run through the segments before it: a random
+/// point of a later segment's input ranges need not be one, and miners refuse it), with a
+/// fresh nonce. `None` (logged) only if the model refuses its own run.
+pub fn random_challenge(model: &Model, deadline_ms: u64) -> Option<Challenge> {
     let mut rng = rand::rngs::OsRng;
     let segment = rng.gen_range(0..model.segments.len());
-    let seg = &model.segments[segment];
-    // Each value anywhere in its own tensor's range (a cut's tensors have their own).
-    let input = seg
-        .input_bounds()
-        .into_iter()
-        .map(|(lo, hi)| rng.gen_range(lo as i64..=hi as i64))
-        .collect();
-    Challenge {
+    let input = match provnet_kernels::trace::random_state(model, segment, &mut rng) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(model = %model.name, segment, "no challenge input: {e}");
+            return None;
+        }
+    };
+    Some(Challenge {
         model_id: model.id(),
         segment: segment as u32,
         input,
         nonce: fresh_nonce(),
         deadline_ms,
         request: None,
-    }
+    })
 }
 
 fn fresh_nonce() -> [u8; 32] {

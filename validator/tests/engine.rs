@@ -848,16 +848,29 @@ fn overflowing_epochs_and_fields_are_refused_not_a_panic() {
 fn random_challenges_fit_each_segment_s_own_input_ranges() {
     // attention's cuts hold tensors of different ranges (softmax weights, reciprocals, the
     // residual): a benchmark challenge must draw each value from its own, or miners refuse it.
+    // gelu_ffn's segments after its LayerNorm take only states the model reaches (a random
+    // point of their input box is almost never one): a challenge must be such a state.
     let tmp = tempfile::tempdir().expect("tmp");
-    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/fixtures/attention.onnx");
-    let dir = tmp.path().join("attention");
-    import(&onnx, &dir, &ImportOptions::default()).expect("imports");
-    let model = Model::load(&dir).expect("loads");
-    assert!(model.segments.iter().any(|s| s.in_ranges().len() > 1));
-    for _ in 0..100 {
-        let c = provnet_validator::issue::random_challenge(&model, u64::MAX);
-        let seg = &model.segments[c.segment as usize];
-        seg.check_input(&c.input)
-            .expect("a random challenge is in range");
+    for name in ["attention", "gelu_ffn"] {
+        let onnx =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../kernels/fixtures/{name}.onnx"));
+        let dir = tmp.path().join(name);
+        import(&onnx, &dir, &ImportOptions::default()).expect("imports");
+        let model = Model::load(&dir).expect("loads");
+        assert!(model.segments.iter().any(|s| s.in_ranges().len() > 1));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let c =
+                provnet_validator::issue::random_challenge(&model, u64::MAX).expect("a challenge");
+            let seg = &model.segments[c.segment as usize];
+            seg.check_input(&c.input)
+                .expect("a random challenge is a state the model reaches");
+            seen.insert(c.segment);
+        }
+        assert_eq!(
+            seen.len(),
+            model.segments.len(),
+            "{name}: every segment drawn"
+        );
     }
 }

@@ -115,17 +115,14 @@ impl ChallengerRole {
         })
     }
 
-    /// The request due now, if one is: a random segment of the next model, a random input
-    /// in the segment's range, a fresh nonce.
+    /// The request due now, if one is: a random segment of the next model, a state the
+    /// model reaches at its input, a fresh nonce.
     pub fn due(&mut self, n: u64) -> Option<Challenge> {
         if !provnet_validator::issue::pace(&mut self.next_at, self.rate, now_f64()) {
             return None;
         }
         let model = &self.models[(n as usize) % self.models.len()];
-        Some(provnet_validator::issue::random_challenge(
-            model,
-            now_ms() + self.deadline_ms,
-        ))
+        provnet_validator::issue::random_challenge(model, now_ms() + self.deadline_ms)
     }
 
     /// A request asked for by hand (`POST /requests`): for segment `segment` of the
