@@ -173,6 +173,8 @@ pub fn prove_many<R: RngCore + CryptoRng>(
     let pk: &ProvingKey<Bn254> = &key.pk;
     let vk = &pk.vk;
     let n_i = vk.gamma_abc_g1.len();
+    let started = std::time::Instant::now();
+    let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
     let prepared = circuits
         .iter()
         .map(|cs| prepare(key, cs))
@@ -183,21 +185,31 @@ pub fn prove_many<R: RngCore + CryptoRng>(
     let z_refs: Vec<&[Fr]> = zs.iter().map(|z| z.as_slice()).collect();
     let w_refs: Vec<&[Fr]> = zs.iter().map(|z| &z[n_i..]).collect();
     // The witness MSMs do not depend on h: run them beside the FFTs so both cores stay busy.
-    let (hs, msms) = rayon::join(
-        || -> Result<Vec<Vec<Fr>>> {
-            abcs.into_iter()
+    let prepare_ms = ms(started);
+    let joined = std::time::Instant::now();
+    let ((hs, quotient_ms), (msms, witness_msm_ms)) = rayon::join(
+        || {
+            let t = std::time::Instant::now();
+            let hs: Result<Vec<Vec<Fr>>> = abcs
+                .into_iter()
                 .map(|[a, b, c]| backend.quotient(a, b, c))
-                .collect()
+                .collect();
+            (hs, ms(t))
         },
-        || -> Result<_> {
-            Ok((
-                backend.msm_g1_many(&pk.a_query, &z_refs)?,
-                backend.msm_g1_many(&pk.b_g1_query, &z_refs)?,
-                backend.msm_g2_many(&pk.b_g2_query, &z_refs)?,
-                backend.msm_g1_many(&pk.l_query, &w_refs)?,
-            ))
+        || {
+            let t = std::time::Instant::now();
+            let msms = (|| -> Result<_> {
+                Ok((
+                    backend.msm_g1_many(&pk.a_query, &z_refs)?,
+                    backend.msm_g1_many(&pk.b_g1_query, &z_refs)?,
+                    backend.msm_g2_many(&pk.b_g2_query, &z_refs)?,
+                    backend.msm_g1_many(&pk.l_query, &w_refs)?,
+                ))
+            })();
+            (msms, ms(t))
         },
     );
+    let joined_ms = ms(joined);
     let (hs, (a_acc, b1_acc, b2_acc, l)) = (hs?, msms?);
     let h_refs = hs
         .iter()
@@ -212,8 +224,23 @@ pub fn prove_many<R: RngCore + CryptoRng>(
                 })
         })
         .collect::<Result<Vec<_>>>()?;
+    let t = std::time::Instant::now();
     let h_acc = backend.msm_g1_fixed_many(&key.h_table, &h_refs)?;
     let count = circuits.len();
+    // Where a proof's time goes (RUST_LOG=provnet_kernels=debug): the quotient's FFTs and
+    // the witness MSMs run side by side, so `joined_ms` is the slower of the two.
+    tracing::debug!(
+        backend = backend.name(),
+        circuits = count,
+        domain = size,
+        prepare_ms,
+        quotient_ms,
+        witness_msm_ms,
+        joined_ms,
+        h_msm_ms = ms(t),
+        total_ms = ms(started),
+        "proved"
+    );
     if [
         a_acc.len(),
         b1_acc.len(),
