@@ -89,7 +89,7 @@ impl ProofFile {
         proof: &[u8],
     ) -> Result<ProofFile> {
         let seg = model.segment(segment)?;
-        seg.check_input(input)?;
+        seg.check_ranges(input)?;
         if output.len() != seg.n_out() || output.iter().any(|v| !seg.output().contains(*v as i128))
         {
             return Err(KernelError::Rejected(
@@ -308,7 +308,7 @@ impl SegmentVerifier {
             return reject("the proof is for a different challenge nonce".into());
         }
         let seg = model.segment(self.segment)?;
-        seg.check_input(&pf.input)
+        seg.check_ranges(&pf.input)
             .map_err(|e| KernelError::Rejected(e.to_string()))?;
         if pf.output.len() != seg.n_out()
             || pf.output.iter().any(|v| !seg.output().contains(*v as i128))

@@ -174,7 +174,6 @@ pub fn prove_many<R: RngCore + CryptoRng>(
     let vk = &pk.vk;
     let n_i = vk.gamma_abc_g1.len();
     let started = std::time::Instant::now();
-    let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
     let prepared = circuits
         .iter()
         .map(|cs| prepare(key, cs))
@@ -189,24 +188,21 @@ pub fn prove_many<R: RngCore + CryptoRng>(
     let joined = std::time::Instant::now();
     let ((hs, quotient_ms), (msms, witness_msm_ms)) = rayon::join(
         || {
-            let t = std::time::Instant::now();
-            let hs: Result<Vec<Vec<Fr>>> = abcs
-                .into_iter()
-                .map(|[a, b, c]| backend.quotient(a, b, c))
-                .collect();
-            (hs, ms(t))
+            timed(|| {
+                abcs.into_iter()
+                    .map(|[a, b, c]| backend.quotient(a, b, c))
+                    .collect::<Result<Vec<Vec<Fr>>>>()
+            })
         },
         || {
-            let t = std::time::Instant::now();
-            let msms = (|| -> Result<_> {
+            timed(|| -> Result<_> {
                 Ok((
                     backend.msm_g1_many(&pk.a_query, &z_refs)?,
                     backend.msm_g1_many(&pk.b_g1_query, &z_refs)?,
                     backend.msm_g2_many(&pk.b_g2_query, &z_refs)?,
                     backend.msm_g1_many(&pk.l_query, &w_refs)?,
                 ))
-            })();
-            (msms, ms(t))
+            })
         },
     );
     let joined_ms = ms(joined);
@@ -224,8 +220,8 @@ pub fn prove_many<R: RngCore + CryptoRng>(
                 })
         })
         .collect::<Result<Vec<_>>>()?;
-    let t = std::time::Instant::now();
-    let h_acc = backend.msm_g1_fixed_many(&key.h_table, &h_refs)?;
+    let (h_acc, h_msm_ms) = timed(|| backend.msm_g1_fixed_many(&key.h_table, &h_refs));
+    let h_acc = h_acc?;
     let count = circuits.len();
     // Where a proof's time goes (RUST_LOG=provnet_kernels=debug): the quotient's FFTs and
     // the witness MSMs run side by side, so `joined_ms` is the slower of the two.
@@ -237,7 +233,7 @@ pub fn prove_many<R: RngCore + CryptoRng>(
         quotient_ms,
         witness_msm_ms,
         joined_ms,
-        h_msm_ms = ms(t),
+        h_msm_ms,
         total_ms = ms(started),
         "proved"
     );
@@ -269,4 +265,15 @@ pub fn prove_many<R: RngCore + CryptoRng>(
             }
         })
         .collect())
+}
+
+/// Milliseconds since `t`.
+fn ms(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// `f`'s result and how long it took, in milliseconds.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = std::time::Instant::now();
+    (f(), ms(t))
 }
