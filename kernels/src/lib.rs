@@ -11,6 +11,7 @@ pub mod ceremony;
 pub mod circuit;
 pub mod error;
 pub mod export;
+pub mod fft;
 pub mod gadgets;
 pub mod gpu;
 pub mod import;
@@ -25,6 +26,7 @@ pub mod ptau;
 pub mod r1cs;
 pub mod raw;
 pub mod trace;
+pub mod witness_msm;
 
 pub use binding::{binding, ProofContext};
 pub use error::{KernelError, Result};

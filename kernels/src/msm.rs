@@ -23,13 +23,45 @@ const MIN_BATCH: usize = 32;
 /// Scalar bits covered (BN254's r < 2^254; one more bit absorbs the signed-digit carry).
 const SCALAR_BITS: u32 = 255;
 
-/// `points[i * windows + j] = 2^(c * j) * bases[i]`.
-#[derive(Clone, Debug, PartialEq)]
+/// `point(i * windows + j) = 2^(c * j) * bases[i]`.
 pub struct FixedBaseTable {
     pub c: u32,
     pub windows: u32,
     pub bases: usize,
-    pub points: Vec<G1Affine>,
+    points: Points,
+}
+
+/// Where a table's points live: built in memory, or a table file's bytes (mapped, see
+/// [`raw::Mapping`]) decoded point by point as the MSM reads them, so a proving process
+/// never copies its h table.
+enum Points {
+    Affine(Vec<G1Affine>),
+    Raw(raw::Mapping),
+}
+
+impl std::fmt::Debug for FixedBaseTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FixedBaseTable")
+            .field("c", &self.c)
+            .field("windows", &self.windows)
+            .field("bases", &self.bases)
+            .field(
+                "points",
+                &match self.points {
+                    Points::Affine(_) => "in memory",
+                    Points::Raw(_) => "mapped",
+                },
+            )
+            .finish()
+    }
+}
+
+impl PartialEq for FixedBaseTable {
+    fn eq(&self, o: &Self) -> bool {
+        (self.c, self.windows, self.bases) == (o.c, o.windows, o.bases)
+            && self.len() == o.len()
+            && (0..self.len()).all(|i| self.point(i) == o.point(i))
+    }
 }
 
 impl FixedBaseTable {
@@ -64,17 +96,39 @@ impl FixedBaseTable {
             c,
             windows,
             bases: bases.len(),
-            points: G1Projective::normalize_batch(&proj),
+            points: Points::Affine(G1Projective::normalize_batch(&proj)),
+        }
+    }
+
+    /// How many points the table holds (bases × windows).
+    pub fn len(&self) -> usize {
+        self.bases * self.windows as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Point `i` (`i < len()`): `2^(c * (i % windows)) * bases[i / windows]`.
+    pub fn point(&self, i: usize) -> G1Affine {
+        match &self.points {
+            Points::Affine(v) => v[i],
+            Points::Raw(m) => raw::g1_at(m.bytes(), TABLE_HEADER + i * raw::G1_BYTES),
+        }
+    }
+
+    /// The address the points live at, for caches keyed by it (the GPU's resident bases).
+    pub fn addr(&self) -> usize {
+        match &self.points {
+            Points::Affine(v) => v.as_ptr() as usize,
+            Points::Raw(m) => m.bytes().as_ptr() as usize,
         }
     }
 
     /// The bases themselves: every point's first window.
     pub fn plain_bases(&self) -> Vec<G1Affine> {
-        self.points
-            .iter()
-            .step_by(self.windows.max(1) as usize)
-            .copied()
-            .collect()
+        let w = self.windows as usize;
+        (0..self.bases).map(|i| self.point(i * w)).collect()
     }
 
     /// sum_i scalars[i] * bases[i]; scalars past the table's bases are an error.
@@ -94,11 +148,25 @@ impl FixedBaseTable {
         Ok(scalars
             .par_chunks(chunk)
             .enumerate()
-            .map(|(k, part)| self.msm_serial(k * chunk, part))
+            .map(|(k, part)| match &self.points {
+                Points::Affine(v) => self.msm_serial(k * chunk, part, |i| v[i]),
+                Points::Raw(m) => {
+                    let b = &m.bytes()[TABLE_HEADER..];
+                    self.msm_serial(k * chunk, part, |i| raw::g1_at(b, i * raw::G1_BYTES))
+                }
+            })
             .reduce(G1Projective::zero, |a, b| a + b))
     }
 
-    fn msm_serial(&self, first: usize, scalars: &[Fr]) -> G1Projective {
+    /// sum_k scalars[k] * bases[first + k], one thread, over points fetched by `point` (one
+    /// copy per point storage).
+    #[inline(always)]
+    fn msm_serial(
+        &self,
+        first: usize,
+        scalars: &[Fr],
+        point: impl Fn(usize) -> G1Affine,
+    ) -> G1Projective {
         let c = self.c;
         let w = self.windows as usize;
         let half = 1u64 << (c - 1);
@@ -109,9 +177,9 @@ impl FixedBaseTable {
                 continue;
             }
             let limbs = s.into_bigint();
-            let row = &self.points[(first + k) * w..(first + k + 1) * w];
+            let row = (first + k) * w;
             let mut carry = 0u64;
-            for (j, p) in row.iter().enumerate() {
+            for j in 0..w {
                 let raw = window(&limbs, j as u32 * c, mask) + carry;
                 let (digit, neg) = if raw > half {
                     carry = 1;
@@ -120,9 +188,11 @@ impl FixedBaseTable {
                     carry = 0;
                     (raw, false)
                 };
-                if digit != 0 && !p.is_zero() {
-                    let point = if neg { -*p } else { *p };
-                    acc.push((digit - 1) as u32, point);
+                if digit != 0 {
+                    let p = point(row + j);
+                    if !p.is_zero() {
+                        acc.push((digit - 1) as u32, if neg { -p } else { p });
+                    }
                 }
             }
         }
@@ -152,6 +222,7 @@ struct Buckets {
     busy: Vec<bool>,
     batch: Vec<(u32, G1Affine)>,
     dens: Vec<Fq>,
+    prods: Vec<Fq>,
     limit: usize,
 }
 
@@ -164,6 +235,7 @@ impl Buckets {
             busy: vec![false; n],
             batch: Vec::with_capacity(limit),
             dens: Vec::with_capacity(limit),
+            prods: Vec::with_capacity(limit),
             limit,
         }
     }
@@ -193,23 +265,42 @@ impl Buckets {
         }
     }
 
+    /// Adds every batched point to its bucket with one field inversion (Montgomery's trick,
+    /// serial: this runs inside one thread's share of the MSM, and a parallel batch
+    /// inversion there would split each batch's single inversion in two and schedule tasks
+    /// for it).
     fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        // dens[k] = x_p - x_q (non-zero: push sends equal x elsewhere); prods[k] = their
+        // running product.
         self.dens.clear();
-        self.dens.extend(
-            self.batch
-                .iter()
-                .map(|(b, p)| p.x - self.acc[*b as usize].x),
-        );
-        ark_ff::batch_inversion(&mut self.dens);
-        for ((b, p), inv) in self.batch.drain(..).zip(&self.dens) {
+        self.prods.clear();
+        let mut run = Fq::ONE;
+        for (b, p) in &self.batch {
+            let d = p.x - self.acc[*b as usize].x;
+            run *= d;
+            self.dens.push(d);
+            self.prods.push(run);
+        }
+        let mut inv = run
+            .inverse()
+            .expect("x coordinates differ in every batched addition");
+        for k in (0..self.batch.len()).rev() {
+            // inv = 1 / (dens[0] ... dens[k]) here.
+            let d_inv = if k == 0 { inv } else { inv * self.prods[k - 1] };
+            inv *= self.dens[k];
+            let (b, p) = self.batch[k];
             let i = b as usize;
             let q = self.acc[i];
-            let l = (p.y - q.y) * inv;
+            let l = (p.y - q.y) * d_inv;
             let x3 = l.square() - q.x - p.x;
             let y3 = l * (q.x - x3) - q.y;
             self.acc[i] = G1Affine::new_unchecked(x3, y3);
             self.busy[i] = false;
         }
+        self.batch.clear();
     }
 
     /// Drains pending work, then sum_k (k + 1) * bucket[k].
@@ -230,12 +321,12 @@ impl Buckets {
 /// in-memory form ([`crate::raw`]). Loading does no field arithmetic; the file is pinned by
 /// hash.
 pub fn table_to_bytes(t: &FixedBaseTable) -> Vec<u8> {
-    let mut out = Vec::with_capacity(TABLE_HEADER + t.points.len() * raw::G1_BYTES);
+    let mut out = Vec::with_capacity(TABLE_HEADER + t.len() * raw::G1_BYTES);
     for v in [t.c, t.windows, t.bases as u32] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    for p in &t.points {
-        raw::g1_to(&mut out, p);
+    for i in 0..t.len() {
+        raw::g1_to(&mut out, &t.point(i));
     }
     out
 }
@@ -259,46 +350,26 @@ fn table_header(head: &[u8], body: usize) -> Option<(u32, u32, usize)> {
 }
 
 pub fn table_from_bytes(bytes: &[u8]) -> Option<FixedBaseTable> {
-    let body = bytes.get(TABLE_HEADER..)?;
-    let (c, windows, bases) = table_header(bytes, body.len())?;
-    let points = body
-        .par_chunks_exact(raw::G1_BYTES)
-        .map(raw::g1_from)
-        .collect();
+    table_from_mapping(raw::Mapping::from_vec(bytes.to_vec()))
+}
+
+/// A table over a table file's bytes, if its header describes them.
+fn table_from_mapping(m: raw::Mapping) -> Option<FixedBaseTable> {
+    let bytes = m.bytes();
+    let (c, windows, bases) = table_header(bytes, bytes.len().checked_sub(TABLE_HEADER)?)?;
     Some(FixedBaseTable {
         c,
         windows,
         bases,
-        points,
+        points: Points::Raw(m),
     })
 }
 
-/// Reads a table file straight into memory ([`raw::read_points`]); `Err` says why not.
+/// Maps a table file ([`raw::Mapping`]): nothing is read until the MSM reads it. `Err`
+/// says why not.
 pub fn table_from_file(path: &std::path::Path) -> std::result::Result<FixedBaseTable, String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let len = f.metadata().map_err(|e| e.to_string())?.len() as usize;
-    let mut head = [0u8; TABLE_HEADER];
-    f.read_exact(&mut head)
-        .map_err(|_| "malformed table".to_string())?;
-    let (c, windows, bases) = table_header(&head, len.saturating_sub(TABLE_HEADER))
-        .ok_or_else(|| "malformed table".to_string())?;
-    let n = bases * windows as usize;
-    let points = raw::read_points(
-        path,
-        TABLE_HEADER as u64,
-        n,
-        raw::G1_BYTES,
-        G1Affine::identity(),
-        raw::g1_from,
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(FixedBaseTable {
-        c,
-        windows,
-        bases,
-        points,
-    })
+    let m = raw::Mapping::open(path).map_err(|e| e.to_string())?;
+    table_from_mapping(m).ok_or_else(|| "malformed table".to_string())
 }
 
 #[cfg(test)]

@@ -6,10 +6,9 @@
 //! The protocol around it (assembling A, B, C from the proving key) lives here once.
 
 use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
-use ark_ec::{CurveGroup, VariableBaseMSM};
-use ark_ff::{FftField, Field, UniformRand, Zero};
+use ark_ec::CurveGroup;
+use ark_ff::{Field, UniformRand, Zero};
 use ark_groth16::{Proof, ProvingKey};
-use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
 use ark_std::rand::{CryptoRng, RngCore};
 
 use crate::error::{KernelError, Result};
@@ -63,53 +62,58 @@ impl ProverBackend for CpuBackend {
     }
 
     fn msm_g1(&self, bases: &[G1Affine], scalars: &[Fr]) -> Result<G1Projective> {
-        G1Projective::msm(bases, scalars).map_err(|n| self.length_error(bases.len(), n))
+        self.same_len(bases.len(), scalars.len())?;
+        Ok(crate::witness_msm::msm(scalars, |i| bases[i]))
     }
 
     fn msm_g2(&self, bases: &[G2Affine], scalars: &[Fr]) -> Result<G2Projective> {
-        G2Projective::msm(bases, scalars).map_err(|n| self.length_error(bases.len(), n))
+        self.same_len(bases.len(), scalars.len())?;
+        Ok(crate::witness_msm::msm(scalars, |i| bases[i]))
     }
 
     fn quotient(&self, mut a: Vec<Fr>, mut b: Vec<Fr>, mut c: Vec<Fr>) -> Result<Vec<Fr>> {
         let n = a.len();
-        let domain = Radix2EvaluationDomain::<Fr>::new(n)
-            .filter(|d| d.size() == n && b.len() == n && c.len() == n)
+        let domain = crate::fft::Domain::cached(n)
+            .filter(|_| b.len() == n && c.len() == n)
             .ok_or_else(|| KernelError::Backend {
                 backend: self.name().into(),
                 reason: format!("no FFT domain of size {n}"),
             })?;
-        let coset = domain
-            .get_coset(Fr::GENERATOR)
-            .expect("the generator is outside the subgroup");
-        // Interpolate, then evaluate on the coset where Z_H is a non-zero constant.
-        let to_coset = |v: &mut Vec<Fr>| {
-            domain.ifft_in_place(v);
-            coset.fft_in_place(v);
-        };
+        // Interpolate on H and evaluate on the coset g·H, where Z_H is a non-zero constant
+        // (the coset evaluations come back in bit-reversed order, the same for all three).
         rayon::join(
-            || to_coset(&mut a),
-            || rayon::join(|| to_coset(&mut b), || to_coset(&mut c)),
+            || domain.evals_to_coset(&mut a),
+            || {
+                rayon::join(
+                    || domain.evals_to_coset(&mut b),
+                    || domain.evals_to_coset(&mut c),
+                )
+            },
         );
         let z_inv = domain
-            .evaluate_vanishing_polynomial(Fr::GENERATOR)
+            .coset_vanishing()
             .inverse()
             .expect("Z_H is non-zero off the subgroup");
         use rayon::prelude::*;
         a.par_iter_mut()
             .zip(b.par_iter())
             .zip(c.par_iter())
+            .with_min_len(1 << 12)
             .for_each(|((a, b), c)| *a = (*a * b - c) * z_inv);
-        coset.ifft_in_place(&mut a);
+        domain.coset_to_coeffs(&mut a);
         Ok(a)
     }
 }
 
 impl CpuBackend {
-    fn length_error(&self, bases: usize, n: usize) -> KernelError {
-        KernelError::Backend {
-            backend: self.name().into(),
-            reason: format!("MSM over {bases} bases got mismatched scalars (shortest {n})"),
+    fn same_len(&self, bases: usize, scalars: usize) -> Result<()> {
+        if bases == scalars {
+            return Ok(());
         }
+        Err(KernelError::Backend {
+            backend: self.name().into(),
+            reason: format!("MSM over {bases} bases got {scalars} scalars"),
+        })
     }
 }
 

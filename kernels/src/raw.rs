@@ -8,6 +8,9 @@
 //! [`read_points`] reads a run of points from a file straight into the vector the prover
 //! uses, on every core, a chunk at a time: no copy of the whole file is ever held, so a
 //! key of tens of megabytes loads in about the time it takes to write its points once.
+//! [`Mapping`] does better for points only our own code reads (the h tables): the file is
+//! mapped, not read, and its points are decoded where they lie as the MSM reaches them,
+//! so loading copies and zeroes nothing and costs no more than opening the file.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -139,6 +142,121 @@ fn advise_huge_pages<P>(v: &Vec<P>) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = v;
+}
+
+/// A file's bytes, mapped read-only into memory (a plain read where mapping is not
+/// available). The kernel serves the pages from its page cache as they are first touched:
+/// no allocation, no copy, no zeroing.
+///
+/// Key files are never rewritten in place (setup writes a new directory and renames it
+/// over the old one), so the mapped file keeps its contents while it is mapped; truncating
+/// a mapped file from outside would fault the process, as with any mapped file.
+pub struct Mapping {
+    bytes: Bytes,
+}
+
+enum Bytes {
+    #[cfg(unix)]
+    Mapped {
+        ptr: *const u8,
+        len: usize,
+    },
+    Heap(Vec<u8>),
+}
+
+// SAFETY: the mapping is read-only and owned by this value; shared reads from any thread
+// are reads of immutable memory.
+#[allow(unsafe_code)]
+unsafe impl Send for Mapping {}
+#[allow(unsafe_code)]
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `path` whole.
+    #[allow(unsafe_code)]
+    pub fn open(path: &Path) -> std::io::Result<Mapping> {
+        let file = std::fs::File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| std::io::Error::other("file too large to map"))?;
+        #[cfg(unix)]
+        if len > 0 {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a fresh read-only private mapping of an open file, of its length; the
+            // result is checked before use and unmapped exactly once, in Drop.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if ptr != libc::MAP_FAILED {
+                return Ok(Mapping {
+                    bytes: Bytes::Mapped {
+                        ptr: ptr as *const u8,
+                        len,
+                    },
+                });
+            }
+        }
+        let mut buf = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut buf)?;
+        Ok(Mapping {
+            bytes: Bytes::Heap(buf),
+        })
+    }
+
+    /// Bytes already in memory (tables built in this process).
+    pub fn from_vec(v: Vec<u8>) -> Mapping {
+        Mapping {
+            bytes: Bytes::Heap(v),
+        }
+    }
+
+    #[allow(unsafe_code)]
+    pub fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            #[cfg(unix)]
+            // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
+            Bytes::Mapped { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            Bytes::Heap(v) => v,
+        }
+    }
+}
+
+impl Drop for Mapping {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Bytes::Mapped { ptr, len } = self.bytes {
+            // SAFETY: unmaps the mapping made in `open`, once; no borrow of it outlives self.
+            unsafe {
+                libc::munmap(ptr as *mut libc::c_void, len);
+            }
+        }
+    }
+}
+
+/// The G1 point at byte `at` of `b`, in the form [`g1_to`] writes (one bounds check, then
+/// plain loads: the MSM's inner loop decodes every table point it uses this way).
+#[inline]
+pub fn g1_at(b: &[u8], at: usize) -> G1Affine {
+    let p: &[u8; G1_BYTES] = b[at..at + G1_BYTES].try_into().expect("64 bytes");
+    let limb = |i: usize| {
+        let mut l = [0u8; 8];
+        l.copy_from_slice(&p[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(l)
+    };
+    let x = [limb(0), limb(1), limb(2), limb(3)];
+    let y = [limb(4), limb(5), limb(6), limb(7)];
+    if x == [0; 4] && y == [0; 4] {
+        G1Affine::identity()
+    } else {
+        G1Affine::new_unchecked(Fq::new_unchecked(BigInt(x)), Fq::new_unchecked(BigInt(y)))
+    }
 }
 
 /// One task's view of the file: the run of points it read last.

@@ -607,10 +607,24 @@ impl Inner {
 
 /// A cheap identity for a base set: where it lives and a digest of three of its points.
 fn base_key<T>(group: Group, bases: &[T], words: impl Fn(&[T]) -> Vec<u64>) -> BaseKey {
+    key_of(group, bases.as_ptr() as usize, bases.len(), |i| {
+        words(&bases[i..=i])
+    })
+}
+
+/// [`base_key`] for a window table, whose points may be mapped rather than in a slice.
+fn table_key(table: &FixedBaseTable) -> BaseKey {
+    key_of(Group::G1, table.addr(), table.len(), |i| {
+        layout::g1_words(&[table.point(i)])
+    })
+}
+
+/// A key for `len` bases at `addr`, sampling the words of three of them.
+fn key_of(group: Group, addr: usize, len: usize, words_at: impl Fn(usize) -> Vec<u64>) -> BaseKey {
     let mut h = blake3::Hasher::new();
-    if !bases.is_empty() {
-        for i in [0, bases.len() / 2, bases.len() - 1] {
-            for w in words(&bases[i..=i]) {
+    if len > 0 {
+        for i in [0, len / 2, len - 1] {
+            for w in words_at(i) {
                 h.update(&w.to_le_bytes());
             }
         }
@@ -619,8 +633,8 @@ fn base_key<T>(group: Group, bases: &[T], words: impl Fn(&[T]) -> Vec<u64>) -> B
     sample.copy_from_slice(&h.finalize().as_bytes()[..16]);
     BaseKey {
         group,
-        addr: bases.as_ptr() as usize,
-        len: bases.len(),
+        addr,
+        len,
         sample,
     }
 }
@@ -738,7 +752,7 @@ impl ProverBackend for CudaBackend {
             })
             .collect();
         let refs: Vec<&[Fr]> = padded.iter().map(|v| v.as_slice()).collect();
-        let key = base_key(Group::G1, &table.points, layout::g1_words);
+        let key = table_key(table);
         self.msm_sets(
             Group::G1,
             key,
