@@ -38,7 +38,6 @@ fn main() {
     for seg in &model.segments {
         let t = Instant::now();
         let key = keys.proving_key(seg.index).unwrap();
-        let pk = &key.pk;
         println!("seg {} pk load {:?}", seg.index, t.elapsed());
         let h_query = key.h_table.plain_bases();
         for c in [8u32, 10, 11, 12, 13, 14, 15] {
@@ -89,17 +88,17 @@ fn main() {
             let h = CpuBackend.quotient(a, b, c).unwrap();
             let q = t.elapsed();
             let t = Instant::now();
-            let _ = CpuBackend.msm_g1(&pk.a_query, &z).unwrap();
+            let _ = CpuBackend.msm_g1_many(key.a_query(), &[&z]).unwrap();
             let ma = t.elapsed();
             let t = Instant::now();
-            let _ = CpuBackend.msm_g1(&pk.b_g1_query, &z).unwrap();
+            let _ = CpuBackend.msm_g1_many(key.b_g1_query(), &[&z]).unwrap();
             let mb1 = t.elapsed();
             let t = Instant::now();
-            let _ = CpuBackend.msm_g2(&pk.b_g2_query, &z).unwrap();
+            let _ = CpuBackend.msm_g2_many(key.b_g2_query(), &[&z]).unwrap();
             let mb2 = t.elapsed();
             let t = Instant::now();
             let _ = CpuBackend
-                .msm_g1(&pk.l_query, &z[1 + cs.num_instance()..])
+                .msm_g1_many(key.l_query(), &[&z[1 + cs.num_instance()..]])
                 .unwrap();
             let ml = t.elapsed();
             let n = key.h_table.bases;

@@ -1,8 +1,9 @@
 //! Groth16 keys per segment: single-party development setup, on-disk cache, loading.
 //!
-//! Proving keys and their h tables are stored as points in their in-memory form
-//! ([`crate::raw`]) and read straight into place on every core, without curve checks or
-//! field arithmetic, pinned by their blake3 hash in `keys/index.json` (checking every point
+//! Proving keys and their h tables are stored as points in their raw form ([`crate::raw`]:
+//! Montgomery limbs) and mapped, not read: the MSMs decode each point where it lies, with
+//! no curve checks, no field arithmetic and no copy, so loading a key costs about as much
+//! as opening its files. They are pinned by their blake3 hash in `keys/index.json` (checking every point
 //! would cost more than a proof). The hash itself is checked once per file: `keys/
 //! checked.json` records each file's length and modification time when its hash last
 //! matched, and a file that has not changed since is not hashed again (a file replaced or
@@ -10,6 +11,7 @@
 //! full checks every time and named by its hash, the vk id. The h query is not in the
 //! proving key file: the h table's first window is it.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ark_bn254::{Bn254, G1Affine, G2Affine};
@@ -24,7 +26,7 @@ use crate::import::hex;
 use crate::model::Model;
 use crate::msm::{self, FixedBaseTable};
 use crate::r1cs::{Mode, Replay};
-use crate::raw;
+use crate::raw::{self, Points};
 
 /// Threads the h-table window is tuned for (the 2-core machines we target).
 pub(crate) const PROVER_THREADS: usize = 2;
@@ -68,10 +70,63 @@ pub struct KeyEntry {
 }
 
 /// A segment's proving key with its precomputed h-query table (the key's own `h_query`
-/// is empty: the table's first window holds it).
+/// is empty: the table's first window holds it). Loaded from its files, the key's query
+/// vectors are empty too: their points stay in the mapped key file and the MSMs read them
+/// there (see the query accessors).
 pub struct SegmentKey {
     pub pk: ProvingKey<Bn254>,
     pub h_table: FixedBaseTable,
+    mapped: Option<MappedQueries>,
+}
+
+/// A mapped proving key file and where its queries lie in it.
+struct MappedQueries {
+    file: raw::Mapping,
+    a: Range<usize>,
+    b_g1: Range<usize>,
+    b_g2: Range<usize>,
+    l: Range<usize>,
+}
+
+impl SegmentKey {
+    /// A key held in memory (as setup or a ceremony makes it).
+    pub fn in_memory(pk: ProvingKey<Bn254>, h_table: FixedBaseTable) -> SegmentKey {
+        SegmentKey {
+            pk,
+            h_table,
+            mapped: None,
+        }
+    }
+
+    fn g1<'a>(
+        &'a self,
+        mem: &'a [G1Affine],
+        pick: fn(&MappedQueries) -> &Range<usize>,
+    ) -> Points<'a, G1Affine> {
+        match &self.mapped {
+            Some(m) => Points::Raw(&m.file.bytes()[pick(m).clone()]),
+            None => Points::Slice(mem),
+        }
+    }
+
+    pub fn a_query(&self) -> Points<'_, G1Affine> {
+        self.g1(&self.pk.a_query, |m| &m.a)
+    }
+
+    pub fn b_g1_query(&self) -> Points<'_, G1Affine> {
+        self.g1(&self.pk.b_g1_query, |m| &m.b_g1)
+    }
+
+    pub fn l_query(&self) -> Points<'_, G1Affine> {
+        self.g1(&self.pk.l_query, |m| &m.l)
+    }
+
+    pub fn b_g2_query(&self) -> Points<'_, G2Affine> {
+        match &self.mapped {
+            Some(m) => Points::Raw(&m.file.bytes()[m.b_g2.clone()]),
+            None => Points::Slice(&self.pk.b_g2_query),
+        }
+    }
 }
 
 /// Runs setup for every segment and writes `DIR/keys/` atomically (replacing old keys).
@@ -249,28 +304,36 @@ pub fn pk_to_bytes(pk: &ProvingKey<Bn254>) -> Vec<u8> {
     out
 }
 
-/// Reads a proving key file ([`pk_to_bytes`]); `Err` says what is wrong with it.
-pub fn pk_from_file(path: &Path) -> std::result::Result<ProvingKey<Bn254>, String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let len = f.metadata().map_err(|e| e.to_string())?.len();
-    let mut head = [0u8; 20];
-    f.read_exact(&mut head)
-        .map_err(|_| "too short for a proving key".to_string())?;
+/// A proving key file's parts: the small ones decoded, the queries as byte ranges of the
+/// file ([`pk_to_bytes`]'s layout).
+struct PkFile {
+    vk: VerifyingKey<Bn254>,
+    beta_g1: G1Affine,
+    delta_g1: G1Affine,
+    a: Range<usize>,
+    b_g1: Range<usize>,
+    b_g2: Range<usize>,
+    l: Range<usize>,
+}
+
+/// Parses a proving key file's framing; `Err` says what is wrong with it.
+fn pk_parse(bytes: &[u8]) -> std::result::Result<PkFile, String> {
+    let len = bytes.len();
+    let head = bytes
+        .get(..20)
+        .ok_or_else(|| "too short for a proving key".to_string())?;
     if &head[..16] != PK_MAGIC {
         return Err(
             "not a proving key file of this version: run `provnet model setup` again".into(),
         );
     }
-    let vk_len = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes")) as u64;
-    if vk_len > len {
-        return Err("malformed proving key".into());
-    }
-    let mut rest = vec![0u8; vk_len as usize + 2 * raw::G1_BYTES + 32];
-    f.read_exact(&mut rest)
-        .map_err(|_| "malformed proving key".to_string())?;
-    let (vk_bytes, rest) = rest.split_at(vk_len as usize);
-    let vk = VerifyingKey::<Bn254>::deserialize_uncompressed_unchecked(vk_bytes)
+    let vk_len = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes")) as usize;
+    let malformed = || "malformed proving key".to_string();
+    let fixed = 20usize.checked_add(vk_len).ok_or_else(malformed)?;
+    let rest = bytes
+        .get(fixed..fixed + 2 * raw::G1_BYTES + 32)
+        .ok_or_else(malformed)?;
+    let vk = VerifyingKey::<Bn254>::deserialize_uncompressed_unchecked(&bytes[20..fixed])
         .map_err(|e| format!("its verifying key: {e}"))?;
     let beta_g1 = raw::g1_from(&rest[..raw::G1_BYTES]);
     let delta_g1 = raw::g1_from(&rest[raw::G1_BYTES..2 * raw::G1_BYTES]);
@@ -278,50 +341,54 @@ pub fn pk_from_file(path: &Path) -> std::result::Result<ProvingKey<Bn254>, Strin
         let at = 2 * raw::G1_BYTES + i * 8;
         u64::from_le_bytes(rest[at..at + 8].try_into().expect("8 bytes"))
     };
-    let (a, b1, b2, l) = (count(0), count(1), count(2), count(3));
-    let body = 20 + vk_len + (2 * raw::G1_BYTES + 32) as u64;
-    let g1 = raw::G1_BYTES as u64;
-    let want = [a, b1, l]
-        .iter()
-        .try_fold(b2.checked_mul(raw::G2_BYTES as u64), |acc, n| {
-            Some(acc?.checked_add(n.checked_mul(g1)?))
-        })
-        .flatten()
-        .and_then(|points| points.checked_add(body));
-    if want != Some(len) {
-        return Err(format!("{len} bytes, not the size its header says"));
-    }
-    let read_g1 = |at: u64, n: u64| {
-        raw::read_points(
-            path,
-            at,
-            n as usize,
-            raw::G1_BYTES,
-            G1Affine::identity(),
-            raw::g1_from,
-        )
+    let body = fixed + 2 * raw::G1_BYTES + 32;
+    // Each query's byte range, checked against overflow and the file's length.
+    let mut at = body;
+    let mut next = |n: u64, size: usize| -> Option<Range<usize>> {
+        let end = usize::try_from(n)
+            .ok()?
+            .checked_mul(size)?
+            .checked_add(at)?;
+        let r = at..end;
+        at = end;
+        Some(r)
     };
-    let (a_at, b1_at) = (body, body + a * g1);
-    let b2_at = b1_at + b1 * g1;
-    let l_at = b2_at + b2 * raw::G2_BYTES as u64;
-    let io = |e: std::io::Error| e.to_string();
+    let sized = (|| {
+        let a = next(count(0), raw::G1_BYTES)?;
+        let b_g1 = next(count(1), raw::G1_BYTES)?;
+        let b_g2 = next(count(2), raw::G2_BYTES)?;
+        let l = next(count(3), raw::G1_BYTES)?;
+        Some((a, b_g1, b_g2, l))
+    })();
+    match sized {
+        Some((a, b_g1, b_g2, l)) if l.end == len => Ok(PkFile {
+            vk,
+            beta_g1,
+            delta_g1,
+            a,
+            b_g1,
+            b_g2,
+            l,
+        }),
+        _ => Err(format!("{len} bytes, not the size its header says")),
+    }
+}
+
+/// Reads a proving key file ([`pk_to_bytes`]) whole; `Err` says what is wrong with it.
+/// (The prover maps the file instead: [`ModelKeys::proving_key`].)
+pub fn pk_from_file(path: &Path) -> std::result::Result<ProvingKey<Bn254>, String> {
+    let m = raw::Mapping::open(path).map_err(|e| e.to_string())?;
+    let b = m.bytes();
+    let f = pk_parse(b)?;
     Ok(ProvingKey {
-        vk,
-        beta_g1,
-        delta_g1,
-        a_query: read_g1(a_at, a).map_err(io)?,
-        b_g1_query: read_g1(b1_at, b1).map_err(io)?,
-        b_g2_query: raw::read_points(
-            path,
-            b2_at,
-            b2 as usize,
-            raw::G2_BYTES,
-            G2Affine::identity(),
-            raw::g2_from,
-        )
-        .map_err(io)?,
+        vk: f.vk,
+        beta_g1: f.beta_g1,
+        delta_g1: f.delta_g1,
+        a_query: Points::<G1Affine>::Raw(&b[f.a]).to_vec(),
+        b_g1_query: Points::<G1Affine>::Raw(&b[f.b_g1]).to_vec(),
+        b_g2_query: Points::<G2Affine>::Raw(&b[f.b_g2]).to_vec(),
         h_query: Vec::new(),
-        l_query: read_g1(l_at, l).map_err(io)?,
+        l_query: Points::<G1Affine>::Raw(&b[f.l]).to_vec(),
     })
 }
 
@@ -458,18 +525,35 @@ impl ModelKeys {
             self.dir.join(&entry.pk_file),
             self.dir.join(&entry.h_table_file),
         );
-        let (pk, table) = rayon::join(
-            || pk_from_file(&pk_path).map_err(|e| bad(format!("{}: {e}", entry.pk_file))),
-            || {
-                msm::table_from_file(&table_path)
-                    .map_err(|e| bad(format!("{}: {e}", entry.h_table_file)))
-            },
-        );
-        let (pk, h_table) = (pk?, table?);
-        if pk.vk.gamma_abc_g1.len() != entry.public_inputs + 1 {
+        let file =
+            raw::Mapping::open(&pk_path).map_err(|e| bad(format!("{}: {e}", entry.pk_file)))?;
+        let f = pk_parse(file.bytes()).map_err(|e| bad(format!("{}: {e}", entry.pk_file)))?;
+        let h_table = msm::table_from_file(&table_path)
+            .map_err(|e| bad(format!("{}: {e}", entry.h_table_file)))?;
+        if f.vk.gamma_abc_g1.len() != entry.public_inputs + 1 {
             return Err(bad("the proving key does not match its index entry".into()));
         }
-        Ok(SegmentKey { pk, h_table })
+        let pk = ProvingKey {
+            vk: f.vk,
+            beta_g1: f.beta_g1,
+            delta_g1: f.delta_g1,
+            a_query: Vec::new(),
+            b_g1_query: Vec::new(),
+            b_g2_query: Vec::new(),
+            h_query: Vec::new(),
+            l_query: Vec::new(),
+        };
+        Ok(SegmentKey {
+            pk,
+            h_table,
+            mapped: Some(MappedQueries {
+                file,
+                a: f.a,
+                b_g1: f.b_g1,
+                b_g2: f.b_g2,
+                l: f.l,
+            }),
+        })
     }
 
     /// The vk id the index pins for a segment (what a prover stamps into its proofs; the

@@ -15,6 +15,7 @@ use crate::error::{KernelError, Result};
 use crate::keys::SegmentKey;
 use crate::msm::FixedBaseTable;
 use crate::r1cs::R1cs;
+use crate::raw::Points;
 
 /// The operations a proving backend accelerates.
 pub trait ProverBackend: Send + Sync {
@@ -34,12 +35,37 @@ pub trait ProverBackend: Send + Sync {
     // Batches: several proofs for one proving key at once. A GPU runs each as one pass over
     // the bases it keeps resident; the defaults do them one by one.
 
-    /// [`ProverBackend::msm_g1`] for each scalar vector, against the same bases.
-    fn msm_g1_many(&self, bases: &[G1Affine], sets: &[&[Fr]]) -> Result<Vec<G1Projective>> {
+    /// [`ProverBackend::msm_g1`] for each scalar vector, against the same bases (in memory
+    /// or in a mapped key file: the default decodes raw bases into a vector first).
+    fn msm_g1_many(
+        &self,
+        bases: Points<'_, G1Affine>,
+        sets: &[&[Fr]],
+    ) -> Result<Vec<G1Projective>> {
+        let owned;
+        let bases = match bases {
+            Points::Slice(b) => b,
+            Points::Raw(_) => {
+                owned = bases.to_vec();
+                &owned
+            }
+        };
         sets.iter().map(|s| self.msm_g1(bases, s)).collect()
     }
     /// [`ProverBackend::msm_g2`] for each scalar vector, against the same bases.
-    fn msm_g2_many(&self, bases: &[G2Affine], sets: &[&[Fr]]) -> Result<Vec<G2Projective>> {
+    fn msm_g2_many(
+        &self,
+        bases: Points<'_, G2Affine>,
+        sets: &[&[Fr]],
+    ) -> Result<Vec<G2Projective>> {
+        let owned;
+        let bases = match bases {
+            Points::Slice(b) => b,
+            Points::Raw(_) => {
+                owned = bases.to_vec();
+                &owned
+            }
+        };
         sets.iter().map(|s| self.msm_g2(bases, s)).collect()
     }
     /// [`ProverBackend::msm_g1_fixed`] for each scalar vector.
@@ -69,6 +95,32 @@ impl ProverBackend for CpuBackend {
     fn msm_g2(&self, bases: &[G2Affine], scalars: &[Fr]) -> Result<G2Projective> {
         self.same_len(bases.len(), scalars.len())?;
         Ok(crate::witness_msm::msm(scalars, |i| bases[i]))
+    }
+
+    fn msm_g1_many(
+        &self,
+        bases: Points<'_, G1Affine>,
+        sets: &[&[Fr]],
+    ) -> Result<Vec<G1Projective>> {
+        sets.iter()
+            .map(|s| {
+                self.same_len(bases.len(), s.len())?;
+                Ok(crate::witness_msm::msm(s, |i| bases.get(i)))
+            })
+            .collect()
+    }
+
+    fn msm_g2_many(
+        &self,
+        bases: Points<'_, G2Affine>,
+        sets: &[&[Fr]],
+    ) -> Result<Vec<G2Projective>> {
+        sets.iter()
+            .map(|s| {
+                self.same_len(bases.len(), s.len())?;
+                Ok(crate::witness_msm::msm(s, |i| bases.get(i)))
+            })
+            .collect()
     }
 
     fn quotient(&self, mut a: Vec<Fr>, mut b: Vec<Fr>, mut c: Vec<Fr>) -> Result<Vec<Fr>> {
@@ -142,10 +194,10 @@ fn prepare(key: &SegmentKey, cs: &R1cs) -> Result<Prepared> {
     let z = cs.full_assignment();
     let (n_c, n_i) = (cs.num_constraints(), 1 + cs.num_instance());
     let size = (n_c + n_i).next_power_of_two();
-    let shape_ok = pk.a_query.len() == z.len()
-        && pk.b_g2_query.len() == z.len()
-        && pk.b_g1_query.len() == z.len()
-        && pk.l_query.len() == cs.num_witness()
+    let shape_ok = key.a_query().len() == z.len()
+        && key.b_g2_query().len() == z.len()
+        && key.b_g1_query().len() == z.len()
+        && key.l_query().len() == cs.num_witness()
         && key.h_table.bases + 1 == size;
     if !shape_ok || pk.vk.gamma_abc_g1.len() != n_i {
         return Err(KernelError::BadKeys {
@@ -153,14 +205,14 @@ fn prepare(key: &SegmentKey, cs: &R1cs) -> Result<Prepared> {
             reason: "the proving key does not match this circuit: run `provnet model setup`".into(),
         });
     }
-    let mut a = vec![Fr::zero(); size];
-    let mut b = vec![Fr::zero(); size];
-    let mut c = vec![Fr::zero(); size];
-    for (i, [av, bv, cv]) in cs.abc.iter().enumerate() {
-        a[i] = *av;
-        b[i] = *bv;
-        c[i] = *cv;
-    }
+    // One column per task (each touches its own fresh pages), zero-padded to the domain.
+    let column = |k: usize| {
+        let mut v = Vec::with_capacity(size);
+        v.extend(cs.abc.iter().map(|row| row[k]));
+        v.resize(size, Fr::zero());
+        v
+    };
+    let (mut a, (b, c)) = rayon::join(|| column(0), || rayon::join(|| column(1), || column(2)));
     // arkworks' reduction adds one row per public variable (A = z_i, B = C = 0).
     a[n_c..n_c + n_i].copy_from_slice(&z[..n_i]);
     Ok(Prepared { z, abc: [a, b, c] })
@@ -201,10 +253,10 @@ pub fn prove_many<R: RngCore + CryptoRng>(
         || {
             timed(|| -> Result<_> {
                 Ok((
-                    backend.msm_g1_many(&pk.a_query, &z_refs)?,
-                    backend.msm_g1_many(&pk.b_g1_query, &z_refs)?,
-                    backend.msm_g2_many(&pk.b_g2_query, &z_refs)?,
-                    backend.msm_g1_many(&pk.l_query, &w_refs)?,
+                    backend.msm_g1_many(key.a_query(), &z_refs)?,
+                    backend.msm_g1_many(key.b_g1_query(), &z_refs)?,
+                    backend.msm_g2_many(key.b_g2_query(), &z_refs)?,
+                    backend.msm_g1_many(key.l_query(), &w_refs)?,
                 ))
             })
         },

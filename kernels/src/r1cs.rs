@@ -217,9 +217,11 @@ impl R1cs {
 
     /// The first constraint whose recorded values do not satisfy a * b = c.
     pub fn first_unsatisfied(&self) -> Option<KernelError> {
+        use rayon::prelude::*;
         self.abc
-            .iter()
-            .position(|[a, b, c]| *a * b != *c)
+            .par_iter()
+            .with_min_len(1 << 12)
+            .position_first(|[a, b, c]| *a * b != *c)
             .map(|index| KernelError::Unsatisfied {
                 index,
                 label: self.labels[index].to_string(),

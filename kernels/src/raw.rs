@@ -1,42 +1,25 @@
-//! Curve points in their in-memory form on disk, and reading them back fast.
+//! Curve points in their in-memory form on disk, and using them where they lie.
 //!
 //! A point is stored as its coordinates' Montgomery-form limbs, little-endian u64s: G1 as x
 //! then y (64 bytes), G2 as x.c0, x.c1, y.c0, y.c1 (128 bytes). The point at infinity is all
-//! zeros, which is not on either curve. Reading one back is a copy: no field arithmetic,
+//! zeros, which is not on either curve. Decoding one is a few loads: no field arithmetic,
 //! no curve check; key files are pinned by their hash instead.
 //!
-//! [`read_points`] reads a run of points from a file straight into the vector the prover
-//! uses, on every core, a chunk at a time: no copy of the whole file is ever held, so a
-//! key of tens of megabytes loads in about the time it takes to write its points once.
-//! [`Mapping`] does better for points only our own code reads (the h tables): the file is
-//! mapped, not read, and its points are decoded where they lie as the MSM reaches them,
-//! so loading copies and zeroes nothing and costs no more than opening the file.
+//! Key files are mapped ([`Mapping`]), not read: a proving process hands the MSMs the
+//! mapped bytes as [`Points`], and each point is decoded where it lies as the MSM reaches
+//! it, so loading a key copies, converts and zeroes nothing. Mapping a file is the one
+//! `unsafe` outside the GPU FFI module (its SAFETY notes say why it holds).
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::Path;
 
 use ark_bn254::{Fq, Fq2, G1Affine, G2Affine};
 use ark_ec::AffineRepr;
-use ark_ff::{BigInt, Zero};
+use ark_ff::BigInt;
 use rayon::prelude::*;
 
 pub const G1_BYTES: usize = 64;
 pub const G2_BYTES: usize = 128;
-
-/// Bytes read per task.
-const CHUNK_BYTES: usize = 256 * 1024;
-
-fn limbs(b: &[u8], k: usize) -> [u64; 4] {
-    let limb = |i: usize| {
-        let at = (k * 4 + i) * 8;
-        u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-    };
-    [limb(0), limb(1), limb(2), limb(3)]
-}
-
-fn fq(b: &[u8], k: usize) -> Fq {
-    Fq::new_unchecked(BigInt(limbs(b, k)))
-}
 
 fn put(out: &mut Vec<u8>, f: &Fq) {
     for l in f.0 .0 {
@@ -50,13 +33,9 @@ pub fn g1_to(out: &mut Vec<u8>, p: &G1Affine) {
     put(out, &y);
 }
 
+/// The G1 point `b` starts with.
 pub fn g1_from(b: &[u8]) -> G1Affine {
-    let (x, y) = (fq(b, 0), fq(b, 1));
-    if x.is_zero() && y.is_zero() {
-        G1Affine::identity()
-    } else {
-        G1Affine::new_unchecked(x, y)
-    }
+    g1_at(b, 0)
 }
 
 pub fn g2_to(out: &mut Vec<u8>, p: &G2Affine) {
@@ -66,82 +45,9 @@ pub fn g2_to(out: &mut Vec<u8>, p: &G2Affine) {
     }
 }
 
+/// The G2 point `b` starts with.
 pub fn g2_from(b: &[u8]) -> G2Affine {
-    let x = Fq2::new(fq(b, 0), fq(b, 1));
-    let y = Fq2::new(fq(b, 2), fq(b, 3));
-    if x.is_zero() && y.is_zero() {
-        G2Affine::identity()
-    } else {
-        G2Affine::new_unchecked(x, y)
-    }
-}
-
-/// Reads `count` points of `size` bytes each, starting `offset` bytes into `path`, each
-/// turned into a point by `from`. The vector is filled in place on every core (so its
-/// pages are first touched in parallel, which is most of the cost): each task opens the
-/// file for itself and reads the run of points it fills a chunk at a time, into a buffer
-/// it reuses.
-pub fn read_points<P: Copy + Send + Sync>(
-    path: &Path,
-    offset: u64,
-    count: usize,
-    size: usize,
-    blank: P,
-    from: fn(&[u8]) -> P,
-) -> std::io::Result<Vec<P>> {
-    let per_chunk = (CHUNK_BYTES / size).max(1);
-    let failed = std::sync::Mutex::new(None::<std::io::Error>);
-    let mut points = Vec::with_capacity(count);
-    advise_huge_pages(&points);
-    points.par_extend((0..count).into_par_iter().with_min_len(per_chunk).map_init(
-        || Reader {
-            file: None,
-            buf: Vec::new(),
-            first: 0,
-            len: 0,
-        },
-        |r, i| {
-            if i < r.first || i >= r.first + r.len {
-                let len = per_chunk.min(count - i);
-                if let Err(e) = r.fill(path, offset, i, len, size) {
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    r.len = 0;
-                    return blank;
-                }
-            }
-            let at = (i - r.first) * size;
-            from(&r.buf[at..at + size])
-        },
-    ));
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(points),
-    }
-}
-
-/// Asks the kernel to back `v`'s allocation with 2 MB pages where it can (transparent huge
-/// pages in `madvise` mode, the common default). Filling a fresh vector is mostly page
-/// faults, one per 4 KB page, each zeroing its page first; with huge pages a 50 MB key takes
-/// 25 faults instead of 12,800. Only the allocation's whole 2 MB-aligned stretches are
-/// advised; the contents are untouched, and a kernel without the feature just ignores it.
-#[allow(unsafe_code)]
-fn advise_huge_pages<P>(v: &Vec<P>) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = v.as_ptr() as usize;
-        let end = start + v.capacity() * std::mem::size_of::<P>();
-        let (from, to) = (start.next_multiple_of(HUGE), end & !(HUGE - 1));
-        if to > from {
-            // SAFETY: [from, to) lies inside `v`'s own live allocation, and MADV_HUGEPAGE
-            // only changes how the kernel backs those pages, never what they hold.
-            unsafe {
-                libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = v;
+    g2_at(b, 0)
 }
 
 /// A file's bytes, mapped read-only into memory (a plain read where mapping is not
@@ -240,51 +146,119 @@ impl Drop for Mapping {
     }
 }
 
-/// The G1 point at byte `at` of `b`, in the form [`g1_to`] writes (one bounds check, then
-/// plain loads: the MSM's inner loop decodes every table point it uses this way).
+/// The `N` little-endian u64 limbs at byte `at` of `b` (one bounds check, then plain loads:
+/// MSM inner loops decode every point they use this way).
+#[inline(always)]
+fn limbs_at<const N: usize>(b: &[u8], at: usize) -> [[u64; 4]; N] {
+    let p = &b[at..at + N * 32];
+    let mut out = [[0u64; 4]; N];
+    for (k, f) in out.iter_mut().enumerate() {
+        for (i, l) in f.iter_mut().enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&p[(k * 4 + i) * 8..(k * 4 + i) * 8 + 8]);
+            *l = u64::from_le_bytes(w);
+        }
+    }
+    out
+}
+
+fn fq_of(l: [u64; 4]) -> Fq {
+    Fq::new_unchecked(BigInt(l))
+}
+
+/// The G1 point at byte `at` of `b`, in the form [`g1_to`] writes.
 #[inline]
 pub fn g1_at(b: &[u8], at: usize) -> G1Affine {
-    let p: &[u8; G1_BYTES] = b[at..at + G1_BYTES].try_into().expect("64 bytes");
-    let limb = |i: usize| {
-        let mut l = [0u8; 8];
-        l.copy_from_slice(&p[i * 8..i * 8 + 8]);
-        u64::from_le_bytes(l)
-    };
-    let x = [limb(0), limb(1), limb(2), limb(3)];
-    let y = [limb(4), limb(5), limb(6), limb(7)];
+    let [x, y] = limbs_at::<2>(b, at);
     if x == [0; 4] && y == [0; 4] {
         G1Affine::identity()
     } else {
-        G1Affine::new_unchecked(Fq::new_unchecked(BigInt(x)), Fq::new_unchecked(BigInt(y)))
+        G1Affine::new_unchecked(fq_of(x), fq_of(y))
     }
 }
 
-/// One task's view of the file: the run of points it read last.
-struct Reader {
-    file: Option<std::fs::File>,
-    buf: Vec<u8>,
-    first: usize,
-    len: usize,
+/// The G2 point at byte `at` of `b`, in the form [`g2_to`] writes.
+#[inline]
+pub fn g2_at(b: &[u8], at: usize) -> G2Affine {
+    let l = limbs_at::<4>(b, at);
+    if l.iter().all(|f| *f == [0; 4]) {
+        G2Affine::identity()
+    } else {
+        G2Affine::new_unchecked(
+            Fq2::new(fq_of(l[0]), fq_of(l[1])),
+            Fq2::new(fq_of(l[2]), fq_of(l[3])),
+        )
+    }
 }
 
-impl Reader {
-    fn fill(
-        &mut self,
-        path: &Path,
-        offset: u64,
-        first: usize,
-        len: usize,
-        size: usize,
-    ) -> std::io::Result<()> {
-        let file = match &mut self.file {
-            Some(f) => f,
-            None => self.file.insert(std::fs::File::open(path)?),
-        };
-        self.buf.resize(len * size, 0);
-        file.seek(SeekFrom::Start(offset + (first * size) as u64))?;
-        file.read_exact(&mut self.buf)?;
-        (self.first, self.len) = (first, len);
-        Ok(())
+/// A point type with a raw form.
+pub trait RawPoint: Copy + Send + Sync {
+    const BYTES: usize;
+    fn at(b: &[u8], at: usize) -> Self;
+}
+
+// (Named by their curve configs: through the pairing's aliases the two types look alike to
+// the coherence check.)
+impl RawPoint for ark_ec::short_weierstrass::Affine<ark_bn254::g1::Config> {
+    const BYTES: usize = G1_BYTES;
+    fn at(b: &[u8], at: usize) -> Self {
+        g1_at(b, at)
+    }
+}
+
+impl RawPoint for ark_ec::short_weierstrass::Affine<ark_bn254::g2::Config> {
+    const BYTES: usize = G2_BYTES;
+    fn at(b: &[u8], at: usize) -> Self {
+        g2_at(b, at)
+    }
+}
+
+/// A run of MSM bases: points in memory, or in their raw form where they lie (a mapped key
+/// file), decoded one by one as they are used.
+#[derive(Clone, Copy, Debug)]
+pub enum Points<'a, P> {
+    Slice(&'a [P]),
+    Raw(&'a [u8]),
+}
+
+impl<P: RawPoint> Points<'_, P> {
+    pub fn len(&self) -> usize {
+        match self {
+            Points::Slice(s) => s.len(),
+            Points::Raw(b) => b.len() / P::BYTES,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Point `i` (< len()).
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> P {
+        match self {
+            Points::Slice(s) => s[i],
+            Points::Raw(b) => P::at(b, i * P::BYTES),
+        }
+    }
+
+    /// Where the points live (for caches keyed by it, such as the GPU's resident bases).
+    pub fn addr(&self) -> usize {
+        match self {
+            Points::Slice(s) => s.as_ptr() as usize,
+            Points::Raw(b) => b.as_ptr() as usize,
+        }
+    }
+
+    /// The points as a vector (a copy, decoded in parallel where raw).
+    pub fn to_vec(&self) -> Vec<P> {
+        match self {
+            Points::Slice(s) => s.to_vec(),
+            Points::Raw(_) => (0..self.len())
+                .into_par_iter()
+                .map(|i| self.get(i))
+                .collect(),
+        }
     }
 }
 
@@ -295,33 +269,36 @@ mod tests {
     use ark_std::rand::SeedableRng;
 
     #[test]
-    fn points_round_trip_through_a_file_in_chunks() {
+    fn points_round_trip_through_a_mapped_file() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
         let mut g1: Vec<G1Affine> = (0..9000).map(|_| G1Affine::rand(&mut rng)).collect();
         g1[17] = G1Affine::identity();
-        let g2: Vec<G2Affine> = (0..300).map(|_| G2Affine::rand(&mut rng)).collect();
-        let mut bytes = vec![0xAB; 5]; // a header to skip
+        let mut g2: Vec<G2Affine> = (0..300).map(|_| G2Affine::rand(&mut rng)).collect();
+        g2[5] = G2Affine::identity();
+        let mut bytes = vec![0xAB; 5]; // a header to skip: the points are unaligned
         g1.iter().for_each(|p| g1_to(&mut bytes, p));
         g2.iter().for_each(|p| g2_to(&mut bytes, p));
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("points");
         std::fs::write(&path, &bytes).expect("write");
-        let back =
-            read_points(&path, 5, g1.len(), G1_BYTES, G1Affine::identity(), g1_from).expect("read");
-        assert_eq!(back, g1);
-        let at = 5 + (g1.len() * G1_BYTES) as u64;
-        let back2 = read_points(&path, at, g2.len(), G2_BYTES, G2Affine::identity(), g2_from)
-            .expect("read");
-        assert_eq!(back2, g2);
-        // Past the end of the file: an error, not a short read.
-        assert!(read_points(
-            &path,
-            at,
-            g2.len() + 1,
-            G2_BYTES,
-            G2Affine::identity(),
-            g2_from
-        )
-        .is_err());
+        let m = Mapping::open(&path).expect("map");
+        assert_eq!(m.bytes(), &bytes[..]);
+        let at = 5 + g1.len() * G1_BYTES;
+        let p1 = Points::<G1Affine>::Raw(&m.bytes()[5..at]);
+        let p2 = Points::<G2Affine>::Raw(&m.bytes()[at..]);
+        assert_eq!((p1.len(), p2.len()), (g1.len(), g2.len()));
+        assert_eq!(p1.to_vec(), g1);
+        assert_eq!(p2.to_vec(), g2);
+        assert_eq!(p1.get(17), G1Affine::identity());
+        assert_eq!(Points::Slice(&g2).get(7), g2[7]);
+        assert_eq!(g1_from(&bytes[5..5 + G1_BYTES]), g1[0]);
+        assert_eq!(g2_from(&bytes[at..at + G2_BYTES]), g2[0]);
+        // An empty file maps to no bytes; a missing one is an error.
+        std::fs::write(dir.path().join("empty"), b"").expect("write");
+        assert!(Mapping::open(&dir.path().join("empty"))
+            .expect("map")
+            .bytes()
+            .is_empty());
+        assert!(Mapping::open(&dir.path().join("missing")).is_err());
     }
 }

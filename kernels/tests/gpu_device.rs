@@ -178,7 +178,9 @@ fn batched_msms_and_batched_proofs() {
     let b = bases(n, &mut rng);
     let sets: Vec<Vec<Fr>> = (0..8).map(|_| common::edge_scalars(n, &mut rng)).collect();
     let refs: Vec<&[Fr]> = sets.iter().map(|s| s.as_slice()).collect();
-    let got = g.msm_g1_many(&b, &refs).unwrap();
+    let got = g
+        .msm_g1_many(provnet_kernels::raw::Points::Slice(&b), &refs)
+        .unwrap();
     for (k, s) in sets.iter().enumerate() {
         assert_eq!(got[k], G1Projective::msm(&b, s).unwrap(), "set {k}");
     }

@@ -26,6 +26,7 @@ use super::layout::{self, MsmPlan, NttTables, FR_WORDS};
 use crate::error::{KernelError, Result};
 use crate::msm::FixedBaseTable;
 use crate::prover::ProverBackend;
+use crate::raw::{Points, RawPoint};
 
 const THREADS: u32 = 256;
 /// Resident base sets kept before the oldest are dropped.
@@ -606,10 +607,20 @@ impl Inner {
 }
 
 /// A cheap identity for a base set: where it lives and a digest of three of its points.
-fn base_key<T>(group: Group, bases: &[T], words: impl Fn(&[T]) -> Vec<u64>) -> BaseKey {
-    key_of(group, bases.as_ptr() as usize, bases.len(), |i| {
-        words(&bases[i..=i])
-    })
+fn base_key<P: RawPoint>(
+    group: Group,
+    bases: Points<'_, P>,
+    words: fn(&[P]) -> Vec<u64>,
+) -> BaseKey {
+    key_of(group, bases.addr(), bases.len(), |i| words(&[bases.get(i)]))
+}
+
+/// The device words of a base set, decoded first where the points are raw.
+fn base_words<P: RawPoint>(bases: Points<'_, P>, words: fn(&[P]) -> Vec<u64>) -> Vec<u64> {
+    match bases {
+        Points::Slice(b) => words(b),
+        Points::Raw(_) => words(&bases.to_vec()),
+    }
 }
 
 /// [`base_key`] for a window table, whose points may be mapped rather than in a slice.
@@ -673,13 +684,9 @@ impl CudaBackend {
     }
 }
 
-fn same_len<T>(bases: &[T], sets: &[&[Fr]]) -> Result<()> {
-    match sets.iter().find(|s| s.len() != bases.len()) {
-        Some(s) => Err(err(format!(
-            "{} scalars for {} bases",
-            s.len(),
-            bases.len()
-        ))),
+fn same_len(bases: usize, sets: &[&[Fr]]) -> Result<()> {
+    match sets.iter().find(|s| s.len() != bases) {
+        Some(s) => Err(err(format!("{} scalars for {bases} bases", s.len()))),
         None => Ok(()),
     }
 }
@@ -694,36 +701,44 @@ impl ProverBackend for CudaBackend {
     }
 
     fn msm_g1(&self, bases: &[G1Affine], scalars: &[Fr]) -> Result<G1Projective> {
-        self.msm_g1_many(bases, &[scalars]).map(one)
+        self.msm_g1_many(Points::Slice(bases), &[scalars]).map(one)
     }
 
     fn msm_g2(&self, bases: &[G2Affine], scalars: &[Fr]) -> Result<G2Projective> {
-        self.msm_g2_many(bases, &[scalars]).map(one)
+        self.msm_g2_many(Points::Slice(bases), &[scalars]).map(one)
     }
 
     fn msm_g1_fixed(&self, table: &FixedBaseTable, scalars: &[Fr]) -> Result<G1Projective> {
         self.msm_g1_fixed_many(table, &[scalars]).map(one)
     }
 
-    fn msm_g1_many(&self, bases: &[G1Affine], sets: &[&[Fr]]) -> Result<Vec<G1Projective>> {
-        same_len(bases, sets)?;
+    fn msm_g1_many(
+        &self,
+        bases: Points<'_, G1Affine>,
+        sets: &[&[Fr]],
+    ) -> Result<Vec<G1Projective>> {
+        same_len(bases.len(), sets)?;
         let key = base_key(Group::G1, bases, layout::g1_words);
         self.msm_sets(
             Group::G1,
             key,
-            || layout::g1_words(bases),
+            || base_words(bases, layout::g1_words),
             sets,
             layout::g1_from_xyzz,
         )
     }
 
-    fn msm_g2_many(&self, bases: &[G2Affine], sets: &[&[Fr]]) -> Result<Vec<G2Projective>> {
-        same_len(bases, sets)?;
+    fn msm_g2_many(
+        &self,
+        bases: Points<'_, G2Affine>,
+        sets: &[&[Fr]],
+    ) -> Result<Vec<G2Projective>> {
+        same_len(bases.len(), sets)?;
         let key = base_key(Group::G2, bases, layout::g2_words);
         self.msm_sets(
             Group::G2,
             key,
-            || layout::g2_words(bases),
+            || base_words(bases, layout::g2_words),
             sets,
             layout::g2_from_xyzz,
         )
