@@ -345,11 +345,11 @@ impl KeySize {
 
 /// Estimated CPU prove time of a circuit on the reference 2-core machine: a fixed cost, a
 /// cost per point of its FFT domain (the FFTs and the h query grow with it) and one per
-/// constraint, fitted to measured proofs of 2,622 to 35,974 constraints (domains 2^12 to
-/// 2^16; within 6%, README "Benchmarks"). An estimate for placing cuts and sizing
-/// segments, not a measurement: `provnet bench prove` measures.
+/// constraint (the witness MSMs), fitted to 24 measured proofs of 1,542 to 28,920
+/// constraints (domains 2^11 to 2^15; within 11%, README "Benchmarks"). An estimate for
+/// placing cuts and sizing segments, not a measurement: `provnet bench prove` measures.
 pub fn estimated_prove_ms(shape: &CircuitShape) -> f64 {
-    5.3 + 2.31e-3 * shape.domain() as f64 + 1.31e-3 * shape.constraints as f64
+    3.9 + 2.66e-3 * shape.domain() as f64 + 0.24e-3 * shape.constraints as f64
 }
 
 /// The integer range the circuit enforces on model inputs.
