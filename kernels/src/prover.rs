@@ -15,7 +15,8 @@ use crate::error::{KernelError, Result};
 use crate::keys::SegmentKey;
 use crate::msm::FixedBaseTable;
 use crate::r1cs::R1cs;
-use crate::raw::Points;
+use crate::raw::{Points, RawPoint};
+use ark_ec::short_weierstrass::{Affine, Projective, SWCurveConfig};
 
 /// The operations a proving backend accelerates.
 pub trait ProverBackend: Send + Sync {
@@ -42,15 +43,7 @@ pub trait ProverBackend: Send + Sync {
         bases: Points<'_, G1Affine>,
         sets: &[&[Fr]],
     ) -> Result<Vec<G1Projective>> {
-        let owned;
-        let bases = match bases {
-            Points::Slice(b) => b,
-            Points::Raw(_) => {
-                owned = bases.to_vec();
-                &owned
-            }
-        };
-        sets.iter().map(|s| self.msm_g1(bases, s)).collect()
+        bases.with_slice(|b| sets.iter().map(|s| self.msm_g1(b, s)).collect())
     }
     /// [`ProverBackend::msm_g2`] for each scalar vector, against the same bases.
     fn msm_g2_many(
@@ -58,15 +51,7 @@ pub trait ProverBackend: Send + Sync {
         bases: Points<'_, G2Affine>,
         sets: &[&[Fr]],
     ) -> Result<Vec<G2Projective>> {
-        let owned;
-        let bases = match bases {
-            Points::Slice(b) => b,
-            Points::Raw(_) => {
-                owned = bases.to_vec();
-                &owned
-            }
-        };
-        sets.iter().map(|s| self.msm_g2(bases, s)).collect()
+        bases.with_slice(|b| sets.iter().map(|s| self.msm_g2(b, s)).collect())
     }
     /// [`ProverBackend::msm_g1_fixed`] for each scalar vector.
     fn msm_g1_fixed_many(
@@ -102,12 +87,7 @@ impl ProverBackend for CpuBackend {
         bases: Points<'_, G1Affine>,
         sets: &[&[Fr]],
     ) -> Result<Vec<G1Projective>> {
-        sets.iter()
-            .map(|s| {
-                self.same_len(bases.len(), s.len())?;
-                Ok(crate::witness_msm::msm(s, |i| bases.get(i)))
-            })
-            .collect()
+        self.witness_many(bases, sets)
     }
 
     fn msm_g2_many(
@@ -115,12 +95,7 @@ impl ProverBackend for CpuBackend {
         bases: Points<'_, G2Affine>,
         sets: &[&[Fr]],
     ) -> Result<Vec<G2Projective>> {
-        sets.iter()
-            .map(|s| {
-                self.same_len(bases.len(), s.len())?;
-                Ok(crate::witness_msm::msm(s, |i| bases.get(i)))
-            })
-            .collect()
+        self.witness_many(bases, sets)
     }
 
     fn quotient(&self, mut a: Vec<Fr>, mut b: Vec<Fr>, mut c: Vec<Fr>) -> Result<Vec<Fr>> {
@@ -158,6 +133,25 @@ impl ProverBackend for CpuBackend {
 }
 
 impl CpuBackend {
+    /// The witness MSM ([`crate::witness_msm`]) of each scalar vector, over bases wherever
+    /// they lie.
+    fn witness_many<P>(
+        &self,
+        bases: Points<'_, Affine<P>>,
+        sets: &[&[Fr]],
+    ) -> Result<Vec<Projective<P>>>
+    where
+        P: SWCurveConfig<ScalarField = Fr>,
+        Affine<P>: RawPoint,
+    {
+        sets.iter()
+            .map(|s| {
+                self.same_len(bases.len(), s.len())?;
+                Ok(crate::witness_msm::msm(s, |i| bases.get(i)))
+            })
+            .collect()
+    }
+
     fn same_len(&self, bases: usize, scalars: usize) -> Result<()> {
         if bases == scalars {
             return Ok(());

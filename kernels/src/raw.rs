@@ -250,6 +250,14 @@ impl<P: RawPoint> Points<'_, P> {
         }
     }
 
+    /// `f` over the points as a slice: theirs, or a decoded copy where they are raw.
+    pub fn with_slice<T>(&self, f: impl FnOnce(&[P]) -> T) -> T {
+        match self {
+            Points::Slice(s) => f(s),
+            Points::Raw(_) => f(&self.to_vec()),
+        }
+    }
+
     /// The points as a vector (a copy, decoded in parallel where raw).
     pub fn to_vec(&self) -> Vec<P> {
         match self {

@@ -617,10 +617,7 @@ fn base_key<P: RawPoint>(
 
 /// The device words of a base set, decoded first where the points are raw.
 fn base_words<P: RawPoint>(bases: Points<'_, P>, words: fn(&[P]) -> Vec<u64>) -> Vec<u64> {
-    match bases {
-        Points::Slice(b) => words(b),
-        Points::Raw(_) => words(&bases.to_vec()),
-    }
+    bases.with_slice(words)
 }
 
 /// [`base_key`] for a window table, whose points may be mapped rather than in a slice.
