@@ -221,6 +221,8 @@ struct Buckets {
     over: Vec<G1Projective>,
     busy: Vec<bool>,
     batch: Vec<(u32, G1Affine)>,
+    /// Additions that found their bucket busy, retried once after the next flush.
+    waiting: Vec<(u32, G1Affine)>,
     dens: Vec<Fq>,
     prods: Vec<Fq>,
     limit: usize,
@@ -234,19 +236,32 @@ impl Buckets {
             over: vec![G1Projective::zero(); n],
             busy: vec![false; n],
             batch: Vec::with_capacity(limit),
+            waiting: Vec::with_capacity(limit),
             dens: Vec::with_capacity(limit),
             prods: Vec::with_capacity(limit),
             limit,
         }
     }
 
-    /// Adds directly when no field inversion is needed, else joins the batch.
+    /// Adds directly when no field inversion is needed, else joins the batch. An addition
+    /// to a bucket already in the batch waits for the next flush (up to a batch of them),
+    /// then goes to the projective overflow.
     fn push(&mut self, b: u32, p: G1Affine) {
         let i = b as usize;
         if self.busy[i] || self.limit < MIN_BATCH {
-            self.over[i] += p;
+            if self.waiting.len() < self.limit && self.limit >= MIN_BATCH {
+                self.waiting.push((b, p));
+            } else {
+                self.over[i] += p;
+            }
             return;
         }
+        self.push_free(b, p);
+    }
+
+    /// [`Self::push`] for a bucket known not to be busy.
+    fn push_free(&mut self, b: u32, p: G1Affine) {
+        let i = b as usize;
         let q = self.acc[i];
         if q.is_zero() {
             self.acc[i] = p;
@@ -301,11 +316,25 @@ impl Buckets {
             self.busy[i] = false;
         }
         self.batch.clear();
+        // Retry the waiting additions once: those that collide again overflow.
+        let waiting = std::mem::take(&mut self.waiting);
+        for &(b, p) in &waiting {
+            if self.busy[b as usize] {
+                self.over[b as usize] += p;
+            } else {
+                self.push_free(b, p);
+            }
+        }
+        self.waiting = waiting;
+        self.waiting.clear();
     }
 
     /// Drains pending work, then sum_k (k + 1) * bucket[k].
     fn finish(mut self) -> G1Projective {
-        self.flush();
+        // A flush's retried additions can start a new batch: flush until none is left.
+        while !self.batch.is_empty() {
+            self.flush();
+        }
         let mut running = G1Projective::zero();
         let mut total = G1Projective::zero();
         for (q, o) in self.acc.iter().zip(&self.over).rev() {
@@ -414,6 +443,13 @@ mod tests {
         check(&same, &vec![Fr::from(5u64); 600], 4);
         // Fewer scalars than bases.
         check(&bases, &scalars[..10], 6);
+        // Wide windows, batched: one digit for every scalar sends each addition to the same
+        // bucket (the waiting list fills, its retries overflow), and random scalars on one
+        // repeated base collide at random.
+        let distinct: Vec<G1Affine> = (0..3000).map(|_| G1Affine::rand(&mut rng)).collect();
+        check(&distinct, &vec![Fr::from(5u64); 3000], 11);
+        let many: Vec<Fr> = (0..3000).map(|_| Fr::rand(&mut rng)).collect();
+        check(&vec![g; 3000], &many, 11);
     }
 
     #[test]
