@@ -98,16 +98,10 @@ impl Domain {
     }
 }
 
-/// [start, start·x, start·x², ...], `len` of them, built in parallel chunks.
+/// [start, start·x, start·x², ...], `len` of them.
 fn powers(x: Fr, start: Fr, len: usize) -> Vec<Fr> {
     let mut v = vec![Fr::one(); len];
-    v.par_chunks_mut(CHUNK).enumerate().for_each(|(k, c)| {
-        let mut p = start * x.pow([(k * CHUNK) as u64]);
-        for e in c {
-            *e = p;
-            p *= x;
-        }
-    });
+    scale_by_powers(&mut v, x, start);
     v
 }
 

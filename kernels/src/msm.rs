@@ -28,13 +28,13 @@ pub struct FixedBaseTable {
     pub c: u32,
     pub windows: u32,
     pub bases: usize,
-    points: Points,
+    points: Storage,
 }
 
 /// Where a table's points live: built in memory, or a table file's bytes (mapped, see
 /// [`raw::Mapping`]) decoded point by point as the MSM reads them, so a proving process
 /// never copies its h table.
-enum Points {
+enum Storage {
     Affine(Vec<G1Affine>),
     Raw(raw::Mapping),
 }
@@ -48,8 +48,8 @@ impl std::fmt::Debug for FixedBaseTable {
             .field(
                 "points",
                 &match self.points {
-                    Points::Affine(_) => "in memory",
-                    Points::Raw(_) => "mapped",
+                    Storage::Affine(_) => "in memory",
+                    Storage::Raw(_) => "mapped",
                 },
             )
             .finish()
@@ -96,7 +96,7 @@ impl FixedBaseTable {
             c,
             windows,
             bases: bases.len(),
-            points: Points::Affine(G1Projective::normalize_batch(&proj)),
+            points: Storage::Affine(G1Projective::normalize_batch(&proj)),
         }
     }
 
@@ -112,16 +112,16 @@ impl FixedBaseTable {
     /// Point `i` (`i < len()`): `2^(c * (i % windows)) * bases[i / windows]`.
     pub fn point(&self, i: usize) -> G1Affine {
         match &self.points {
-            Points::Affine(v) => v[i],
-            Points::Raw(m) => raw::g1_at(m.bytes(), TABLE_HEADER + i * raw::G1_BYTES),
+            Storage::Affine(v) => v[i],
+            Storage::Raw(m) => raw::Points::Raw(&m.bytes()[TABLE_HEADER..]).get(i),
         }
     }
 
     /// The address the points live at, for caches keyed by it (the GPU's resident bases).
     pub fn addr(&self) -> usize {
         match &self.points {
-            Points::Affine(v) => v.as_ptr() as usize,
-            Points::Raw(m) => m.bytes().as_ptr() as usize,
+            Storage::Affine(v) => v.as_ptr() as usize,
+            Storage::Raw(m) => m.bytes().as_ptr() as usize,
         }
     }
 
@@ -149,10 +149,10 @@ impl FixedBaseTable {
             .par_chunks(chunk)
             .enumerate()
             .map(|(k, part)| match &self.points {
-                Points::Affine(v) => self.msm_serial(k * chunk, part, |i| v[i]),
-                Points::Raw(m) => {
-                    let b = &m.bytes()[TABLE_HEADER..];
-                    self.msm_serial(k * chunk, part, |i| raw::g1_at(b, i * raw::G1_BYTES))
+                Storage::Affine(v) => self.msm_serial(k * chunk, part, |i| v[i]),
+                Storage::Raw(m) => {
+                    let points = raw::Points::<G1Affine>::Raw(&m.bytes()[TABLE_HEADER..]);
+                    self.msm_serial(k * chunk, part, |i| points.get(i))
                 }
             })
             .reduce(G1Projective::zero, |a, b| a + b))
@@ -390,7 +390,7 @@ fn table_from_mapping(m: raw::Mapping) -> Option<FixedBaseTable> {
         c,
         windows,
         bases,
-        points: Points::Raw(m),
+        points: Storage::Raw(m),
     })
 }
 

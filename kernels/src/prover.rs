@@ -6,6 +6,7 @@
 //! The protocol around it (assembling A, B, C from the proving key) lives here once.
 
 use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
+use ark_ec::short_weierstrass::{Affine, Projective, SWCurveConfig};
 use ark_ec::CurveGroup;
 use ark_ff::{Field, UniformRand, Zero};
 use ark_groth16::{Proof, ProvingKey};
@@ -16,7 +17,6 @@ use crate::keys::SegmentKey;
 use crate::msm::FixedBaseTable;
 use crate::r1cs::R1cs;
 use crate::raw::{Points, RawPoint};
-use ark_ec::short_weierstrass::{Affine, Projective, SWCurveConfig};
 
 /// The operations a proving backend accelerates.
 pub trait ProverBackend: Send + Sync {
@@ -73,13 +73,11 @@ impl ProverBackend for CpuBackend {
     }
 
     fn msm_g1(&self, bases: &[G1Affine], scalars: &[Fr]) -> Result<G1Projective> {
-        self.same_len(bases.len(), scalars.len())?;
-        Ok(crate::witness_msm::msm(scalars, |i| bases[i]))
+        self.witness_one(Points::Slice(bases), scalars)
     }
 
     fn msm_g2(&self, bases: &[G2Affine], scalars: &[Fr]) -> Result<G2Projective> {
-        self.same_len(bases.len(), scalars.len())?;
-        Ok(crate::witness_msm::msm(scalars, |i| bases[i]))
+        self.witness_one(Points::Slice(bases), scalars)
     }
 
     fn msm_g1_many(
@@ -144,12 +142,16 @@ impl CpuBackend {
         P: SWCurveConfig<ScalarField = Fr>,
         Affine<P>: RawPoint,
     {
-        sets.iter()
-            .map(|s| {
-                self.same_len(bases.len(), s.len())?;
-                Ok(crate::witness_msm::msm(s, |i| bases.get(i)))
-            })
-            .collect()
+        sets.iter().map(|s| self.witness_one(bases, s)).collect()
+    }
+
+    fn witness_one<P>(&self, bases: Points<'_, Affine<P>>, scalars: &[Fr]) -> Result<Projective<P>>
+    where
+        P: SWCurveConfig<ScalarField = Fr>,
+        Affine<P>: RawPoint,
+    {
+        self.same_len(bases.len(), scalars.len())?;
+        Ok(crate::witness_msm::msm(scalars, |i| bases.get(i)))
     }
 
     fn same_len(&self, bases: usize, scalars: usize) -> Result<()> {

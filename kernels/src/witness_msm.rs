@@ -51,7 +51,8 @@ where
                         .reduce(Projective::zero, |a, b| a + b)
                 },
                 || {
-                    let idx: Vec<usize> = parts.iter().flat_map(|p| p.big.clone()).collect();
+                    let idx: Vec<usize> =
+                        parts.iter().flat_map(|p| p.big.iter().copied()).collect();
                     let bases: Vec<Affine<P>> = idx.iter().map(|&i| point(i)).collect();
                     let s: Vec<Fr> = idx.iter().map(|&i| scalars[i]).collect();
                     Projective::<P>::msm_unchecked(&bases, &s)
