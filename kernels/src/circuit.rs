@@ -54,6 +54,9 @@ pub struct CircuitShape {
 
 impl CircuitShape {
     pub fn of(seg: &Segment) -> CircuitShape {
+        if let [layer] = seg.layers.as_slice() {
+            return Self::alone(layer);
+        }
         let last = seg.layers.len() - 1;
         seg.layers
             .iter()
@@ -62,6 +65,30 @@ impl CircuitShape {
                 let (mid, end) = Self::parts(layer);
                 shape.plus(if l == last { end } else { mid })
             })
+    }
+
+    /// A segment of `layer` alone: its head and its rows as the last layer, less what its
+    /// verbatim words (see [`verbatim_words`]) save: their values' witnesses and range
+    /// checks (each output word's one constraint stays, as the tie to its input word).
+    pub fn alone(layer: &Layer) -> CircuitShape {
+        let shape = Self::head(layer).plus(Self::parts(layer).1);
+        let words = layer_verbatim_words(layer);
+        if words.is_empty() {
+            return shape;
+        }
+        let per = per_word(layer.input.bits);
+        let ranges = layer.input_ranges();
+        let bits: usize = words
+            .iter()
+            .flat_map(|(e, _)| &ranges[e * per..(e + 1) * per])
+            .map(|r| r.bits as usize)
+            .sum();
+        let values = words.len() * per;
+        CircuitShape {
+            constraints: shape.constraints - bits,
+            public_inputs: shape.public_inputs,
+            witnesses: shape.witnesses - (values - words.len()) - (bits - values),
+        }
     }
 
     /// This shape with `part`'s counts added.
@@ -89,6 +116,20 @@ impl CircuitShape {
             public_inputs: words_in + 1,
             witnesses: (n_in - words_in) + (in_bits - n_in) + 1,
         }
+    }
+
+    /// The constraints of row `i` of `layer` (magnitude bits `m`) before products and
+    /// packing: its accumulator's decomposition (none for a copy), its ReLU, its gadget.
+    pub fn row_constraints(layer: &Layer, i: usize, m: u32) -> usize {
+        let k = if layer.copy_of(i).is_none() {
+            layer.row_acc_bits(m) as usize
+        } else {
+            0
+        };
+        let gadget = layer.gadget_at(i).map_or(0, |g| {
+            1 + g.cost(layer.act_scale, m, layer.gadget_floor as i128).0
+        });
+        k + gadget + usize::from(layer.relu(i))
     }
 
     /// What `layer` adds to a segment: inside it, and as its last layer (whose outputs are
@@ -135,6 +176,51 @@ impl CircuitShape {
     pub fn domain(&self) -> usize {
         (self.constraints + self.public_inputs + 1).next_power_of_two()
     }
+}
+
+/// The public words a one-layer segment copies from its input to its output unchanged:
+/// (input word, output word) pairs, where every value of the input word is read by one row
+/// only, a copy, into the same place of one output word, and the input and output pack
+/// alike (same range, so same width and offset). Such a word costs one constraint, tying
+/// the two words; its values are neither unpacked nor range-checked. That is sound because
+/// the verifier packs the claimed input and output itself and checks every value is within
+/// the packing range, where packing is one-to-one: equal words are equal values. (A layer
+/// cut into parts carries the rows done so far this way, see [`crate::split`].)
+pub fn verbatim_words(seg: &Segment) -> Vec<(usize, usize)> {
+    match seg.layers.as_slice() {
+        [layer] => layer_verbatim_words(layer),
+        _ => Vec::new(),
+    }
+}
+
+fn layer_verbatim_words(l: &Layer) -> Vec<(usize, usize)> {
+    if l.input != l.output || l.all_relu() {
+        return Vec::new();
+    }
+    let (n_in, n_out, per) = (l.n_in(), l.n_out(), per_word(l.input.bits));
+    // How many times each input is read, and the row copying it.
+    let mut reads = vec![0u32; n_in];
+    let mut copy_at = vec![usize::MAX; n_in];
+    for i in 0..n_out {
+        for (j, _) in &l.rows[i] {
+            reads[*j as usize] += 1;
+        }
+        for (a, b, _) in l.row_products(i) {
+            reads[*a as usize] += 1;
+            reads[*b as usize] += 1;
+        }
+        if let Some(j) = l.copy_of(i) {
+            copy_at[j] = i;
+        }
+    }
+    (0..n_in / per)
+        .filter_map(|e| {
+            let (j0, i0) = (e * per, copy_at[e * per]);
+            let aligned = i0 != usize::MAX && i0 % per == 0 && i0 + per <= n_out;
+            (aligned && (0..per).all(|t| reads[j0 + t] == 1 && copy_at[j0 + t] == i0 + t))
+                .then_some((e, i0 / per))
+        })
+        .collect()
 }
 
 /// Field element of a signed integer.
@@ -232,8 +318,11 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
     let bind = cs.instance(|| binding);
 
     let first = seg.first();
-    let mut xs = input_values(&mut cs, first, x, &pin, &pow2);
-    input_range_checks(&mut cs, first, x, &xs, &pow2);
+    // Input word -> output word, for the words copied verbatim, and the reverse.
+    let verbatim: HashMap<usize, usize> = verbatim_words(seg).into_iter().collect();
+    let tied: HashMap<usize, Var> = verbatim.iter().map(|(e, o)| (*o, pin[*e])).collect();
+    let mut xs = input_values(&mut cs, first, x, (&pin, &verbatim), &pow2);
+    input_range_checks(&mut cs, first, x, (&xs, &verbatim), &pow2);
     let layer_input = |l: usize| inputs.get(l).map(Vec::as_slice).unwrap_or(&[]);
     let (last, inner) = seg.layers.split_last().expect("a segment has a layer");
     for (l, layer) in inner.iter().enumerate() {
@@ -254,7 +343,7 @@ pub fn synthesize(seg: &Segment, mode: Mode, binding: Fr, assignment: Option<Ass
     if !last.all_relu() {
         pack_words(
             &mut cs,
-            &pout,
+            (&pout, &tied),
             last.n_out(),
             last.output,
             &pow2,
@@ -307,11 +396,14 @@ fn layer_circuit(
     // defines its outputs through the public words (see `word_values`), so they need no
     // packing constraint; otherwise each output word gets one.
     let ys = match last {
-        Some((pout, _)) if seg.all_relu() => {
-            word_values(cs, pout, seg.n_out(), seg.output, pow2, |i| {
-                fr_i128(truth[i] as i128)
-            })
-        }
+        Some((pout, _)) if seg.all_relu() => word_values(
+            cs,
+            (pout, &HashMap::new()),
+            seg.n_out(),
+            seg.output,
+            pow2,
+            |i| fr_i128(truth[i] as i128),
+        ),
         _ => (0..seg.relu_rows)
             .map(|i| {
                 let y = cs.witness(|| fr_i128(truth[i] as i128));
@@ -378,7 +470,7 @@ fn layer_circuit(
 /// keep the decomposition unique.
 fn word_values(
     cs: &mut R1cs,
-    words: &[Var],
+    (words, skip): (&[Var], &HashMap<usize, usize>),
     count: usize,
     range: Range,
     pow2: &[Fr],
@@ -386,12 +478,14 @@ fn word_values(
 ) -> Vec<Lc> {
     let per = per_word(range.bits);
     let lo = fr_i128(range.lo());
+    let skipped = |j: usize| skip.contains_key(&(j / per));
     let vars: Vec<Option<Var>> = (0..count)
-        .map(|j| (j % per != 0).then(|| cs.witness(|| value(j))))
+        .map(|j| (j % per != 0 && !skipped(j)).then(|| cs.witness(|| value(j))))
         .collect();
     (0..count)
         .map(|j| match vars[j] {
             Some(v) => cs.var(v),
+            None if skipped(j) => Lc::default(),
             None => {
                 let mut lc = cs.var(words[j / per]);
                 let mut constant = lo;
@@ -407,19 +501,36 @@ fn word_values(
         .collect()
 }
 
-/// The segment inputs as linear combinations over the public input words.
-fn input_values(cs: &mut R1cs, seg: &Layer, x: &[i64], pin: &[Var], pow2: &[Fr]) -> Vec<Lc> {
-    word_values(cs, pin, seg.n_in(), seg.input, pow2, |j| {
+/// The segment inputs as linear combinations over the public input words (none for the
+/// values of a verbatim word, keyed by its index in `verbatim`).
+fn input_values(
+    cs: &mut R1cs,
+    seg: &Layer,
+    x: &[i64],
+    (pin, verbatim): (&[Var], &HashMap<usize, usize>),
+    pow2: &[Fr],
+) -> Vec<Lc> {
+    word_values(cs, (pin, verbatim), seg.n_in(), seg.input, pow2, |j| {
         fr_i128(x[j] as i128)
     })
 }
 
 /// Exact range check of every input against its own range (`Segment::in_ranges`): b_j
-/// boolean constraints on the bits of x_j - lo_j.
-fn input_range_checks(cs: &mut R1cs, seg: &Layer, x: &[i64], xs: &[Lc], pow2: &[Fr]) {
+/// boolean constraints on the bits of x_j - lo_j (not for the values of a verbatim word).
+fn input_range_checks(
+    cs: &mut R1cs,
+    seg: &Layer,
+    x: &[i64],
+    (xs, verbatim): (&[Lc], &HashMap<usize, usize>),
+    pow2: &[Fr],
+) {
     let values = cs.wants_values();
     let ranges = seg.input_ranges();
+    let per = per_word(seg.input.bits);
     for (j, xj) in xs.iter().enumerate() {
+        if verbatim.contains_key(&(j / per)) {
+            continue;
+        }
         let (b, lo) = (ranges[j].bits, ranges[j].lo());
         let u = if values {
             (x[j] as i128 - lo) as u128
@@ -1046,7 +1157,7 @@ fn none_set(
 /// One constraint per public word: word = sum_t value_t * 2^(bits * t), over `count` values.
 fn pack_words(
     cs: &mut R1cs,
-    words: &[Var],
+    (words, tied): (&[Var], &HashMap<usize, Var>),
     count: usize,
     range: Range,
     pow2: &[Fr],
@@ -1055,6 +1166,21 @@ fn pack_words(
 ) {
     let per = per_word(range.bits);
     for (e, word) in words.iter().enumerate() {
+        if let Some(input) = tied.get(&e) {
+            // A verbatim word: equal to its input word.
+            let (w, v, one) = (cs.var(*word), cs.var(*input), cs.constant(Fr::one()));
+            cs.enforce(
+                w,
+                one,
+                v,
+                Label {
+                    what: "verbatim word",
+                    i: e as u32,
+                    j: 0,
+                },
+            );
+            continue;
+        }
         let mut packed = Lc::default();
         let mut constant = Fr::zero();
         for idx in e * per..((e + 1) * per).min(count) {

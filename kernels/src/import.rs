@@ -14,6 +14,7 @@ use crate::model::{
 };
 use crate::msm::FixedBaseTable;
 use crate::onnx::{self, FloatLayer, FloatModel};
+use crate::split;
 
 /// Default fixed-point scale bits. Chosen so dequantized outputs are at least as close to
 /// onnxruntime's as ezkl's (max abs error ~7e-4 on dense_64): see the README's fidelity table.
@@ -80,42 +81,51 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     let mut layers: Vec<Sized> = Vec::with_capacity(float.layers.len());
     let n_in: usize = float.input_shape.iter().product();
     let mut in_ranges = vec![(n_in as u32, input)];
-    for layer in &float.layers {
+    for (index, layer) in float.layers.iter().enumerate() {
         let norms = layers
             .last()
             .map(|l| norms_after(&l.layer))
             .unwrap_or_default();
-        let q = quantize_layer(layer, (input, in_ranges), norms, s)?;
-        let (mid, end) = CircuitShape::parts(&q);
-        let head = CircuitShape::head(&q);
-        let shape = head.plus(end);
-        let cost = shape.constraints;
-        if cost > opts.max_constraints {
-            return Err(KernelError::Unsupported {
-                node: layer.nodes.last().cloned().unwrap_or_default(),
-                op: layer.ops.last().cloned().unwrap_or_default(),
-                reason: format!(
-                    "layer {} ({}) needs {cost} constraints, over --max-constraints {}: \
-                     raise it (its keys would take about {} MB), or cut the layer in the \
-                     model",
-                    layers.len(),
-                    q.ops.join(" "),
-                    opts.max_constraints,
-                    {
-                        let k = KeySize::of(&shape);
-                        (k.pk_bytes + k.h_table_bytes) / 1_000_000
-                    }
-                ),
+        let q = quantize_layer(layer, (input, std::mem::take(&mut in_ranges)), norms, s)?;
+        let shape = CircuitShape::alone(&q);
+        let parts = if shape.constraints <= opts.max_constraints {
+            vec![q]
+        } else {
+            let input_state = input_tensors(&q, layers.last().map(|l| &l.layer));
+            split::split(&q, &input_state, opts.max_constraints).ok_or_else(|| {
+                KernelError::Unsupported {
+                    node: layer.nodes.last().cloned().unwrap_or_default(),
+                    op: layer.ops.last().cloned().unwrap_or_default(),
+                    reason: format!(
+                        "layer {index} ({}) needs {} constraints, over --max-constraints {}, \
+                         and cut into parts it does not fit either (each part checks the \
+                         layer's {} input values again): raise it (its keys would take about \
+                         {} MB), or cut the layer in the model",
+                        q.ops.join(" "),
+                        shape.constraints,
+                        opts.max_constraints,
+                        q.n_in(),
+                        {
+                            let k = KeySize::of(&shape);
+                            (k.pk_bytes + k.h_table_bytes) / 1_000_000
+                        }
+                    ),
+                }
+            })?
+        };
+        for q in parts {
+            let (head, (mid, end)) = (CircuitShape::head(&q), CircuitShape::parts(&q));
+            let alone = CircuitShape::alone(&q);
+            input = q.output;
+            in_ranges = q.out_ranges();
+            layers.push(Sized {
+                layer: q,
+                head,
+                mid,
+                end,
+                alone,
             });
         }
-        input = q.output;
-        in_ranges = q.out_ranges();
-        layers.push(Sized {
-            layer: q,
-            head,
-            mid,
-            end,
-        });
     }
     let segments = group(layers, opts);
     let model = Model {
@@ -132,13 +142,38 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
     Ok(model)
 }
 
+/// The tensors of `layer`'s input, one per run of its input ranges: named as the cut before
+/// it names them (`prev`'s state) where they line up, else by position.
+fn input_tensors(layer: &Layer, prev: Option<&Layer>) -> split::StateTensors {
+    let named: split::StateTensors = match prev {
+        None => vec![("input".into(), layer.in_shape.clone())],
+        Some(p) if p.state.is_empty() => vec![(
+            p.nodes.last().cloned().unwrap_or_default(),
+            p.out_shape.clone(),
+        )],
+        Some(p) => p.state.clone(),
+    };
+    let sizes: Vec<usize> = named.iter().map(|(_, d)| d.iter().product()).collect();
+    let runs: Vec<usize> = layer.in_ranges.iter().map(|(n, _)| *n as usize).collect();
+    if sizes == runs {
+        named
+    } else {
+        runs.iter()
+            .enumerate()
+            .map(|(k, n)| (format!("input {k}"), vec![*n]))
+            .collect()
+    }
+}
+
 /// A quantized layer and its circuit's parts (see [`CircuitShape::head`] and
-/// [`CircuitShape::parts`]), sized once for both the budget check and the cuts.
+/// [`CircuitShape::parts`]), sized once for both the budget check and the cuts, and
+/// [`CircuitShape::alone`], the segment of it alone.
 struct Sized {
     layer: Layer,
     head: CircuitShape,
     mid: CircuitShape,
     end: CircuitShape,
+    alone: CircuitShape,
 }
 
 /// Layers into segments: one each, or with `opts.merge`, cuts placed by cost: of all the
@@ -160,6 +195,9 @@ fn group(layers: Vec<Sized>, opts: &ImportOptions) -> Vec<Segment> {
     }
     // The shape of the segment of layers i..=j.
     let shape = |i: usize, j: usize| {
+        if i == j {
+            return layers[i].alone;
+        }
         layers[i..j]
             .iter()
             .fold(layers[i].head, |s, l| s.plus(l.mid))

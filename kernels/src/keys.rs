@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::circuit::{self, CircuitShape};
 use crate::error::{KernelError, Result};
 use crate::import::hex;
-use crate::model::Model;
+use crate::model::{Model, Staged};
 use crate::msm::{self, FixedBaseTable};
 use crate::r1cs::{Mode, Replay};
 use crate::raw::{self, Points};
@@ -130,9 +130,10 @@ impl SegmentKey {
 }
 
 /// Runs setup for every segment and writes `DIR/keys/` atomically (replacing old keys).
+/// Each segment's key is written as soon as it is made, so a model's keys never need to
+/// fit in memory together.
 pub fn setup<R: RngCore + CryptoRng>(dir: &Path, model: &Model, rng: &mut R) -> Result<KeyIndex> {
-    let mut keys = Vec::new();
-    for seg in &model.segments {
+    let keys = model.segments.iter().map(|seg| {
         let start = std::time::Instant::now();
         let cs = circuit::synthesize(seg, Mode::Setup, Default::default(), None);
         let pk = Groth16::<Bn254>::generate_random_parameters_with_reduction(Replay(cs), rng)
@@ -140,9 +141,9 @@ pub fn setup<R: RngCore + CryptoRng>(dir: &Path, model: &Model, rng: &mut R) -> 
                 segment: seg.index,
                 reason: format!("setup failed: {e}"),
             })?;
-        keys.push((pk, start.elapsed().as_millis() as u64));
-    }
-    install(
+        Ok((pk, start.elapsed().as_millis() as u64))
+    });
+    install_each(
         dir,
         model,
         keys,
@@ -168,9 +169,29 @@ pub fn install(
             format!("{} keys for {} segments", keys.len(), model.segments.len()),
         ));
     }
-    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    install_each(dir, model, keys.into_iter().map(Ok), ceremony, warning)
+}
+
+/// [`install`] from keys made one at a time, in segment order: each is written (and
+/// dropped) before the next is made. The first error stops it and nothing is installed.
+pub fn install_each(
+    dir: &Path,
+    model: &Model,
+    keys: impl IntoIterator<Item = Result<(ProvingKey<Bn254>, u64)>>,
+    ceremony: &str,
+    warning: &str,
+) -> Result<KeyIndex> {
+    let keys_dir = dir.join(KEYS_DIR);
+    let staged = Staged::new(&keys_dir, true)?;
     let mut entries = Vec::new();
-    for (seg, (pk, ms)) in model.segments.iter().zip(keys) {
+    let mut keys = keys.into_iter();
+    for seg in &model.segments {
+        let (pk, ms) = keys.next().ok_or_else(|| {
+            KernelError::model(
+                dir,
+                format!("{} keys for {} segments", seg.index, model.segments.len()),
+            )
+        })??;
         let start = std::time::Instant::now();
         let shape = CircuitShape::of(seg);
         if pk.vk.gamma_abc_g1.len() != shape.public_inputs + 1
@@ -189,6 +210,7 @@ pub fn install(
         pk.vk
             .serialize_compressed(&mut vk_bytes)
             .expect("serializing to memory cannot fail");
+        drop(pk);
         let (pk_file, vk_file, h_file) = (
             format!("segment-{}.pk", seg.index),
             format!("segment-{}.vk", seg.index),
@@ -207,9 +229,18 @@ pub fn install(
             h_table_blake3: hex(blake3::hash(&table_bytes).as_bytes()),
             setup_ms,
         });
-        files.push((PathBuf::from(h_file), table_bytes));
-        files.push((PathBuf::from(pk_file), pk_bytes));
-        files.push((PathBuf::from(vk_file), vk_bytes));
+        staged.write(Path::new(&h_file), &table_bytes)?;
+        staged.write(Path::new(&pk_file), &pk_bytes)?;
+        staged.write(Path::new(&vk_file), &vk_bytes)?;
+    }
+    if keys.next().is_some() {
+        return Err(KernelError::model(
+            dir,
+            format!(
+                "more keys than the model's {} segments",
+                model.segments.len()
+            ),
+        ));
     }
     let index = KeyIndex {
         model_id: hex(&model.id()),
@@ -217,24 +248,23 @@ pub fn install(
         warning: warning.into(),
         segments: entries,
     };
-    files.push((
-        PathBuf::from(INDEX_FILE),
-        serde_json::to_vec_pretty(&index).expect("index serializes"),
-    ));
-    let keys = dir.join(KEYS_DIR);
+    staged.write(
+        Path::new(INDEX_FILE),
+        &serde_json::to_vec_pretty(&index).expect("index serializes"),
+    )?;
     let old = dir.join(format!(".keys.old-{}", std::process::id()));
-    let had_keys = keys.exists();
+    let had_keys = keys_dir.exists();
     if had_keys {
-        std::fs::rename(&keys, &old).map_err(|e| KernelError::io(&keys, e))?;
+        std::fs::rename(&keys_dir, &old).map_err(|e| KernelError::io(&keys_dir, e))?;
     }
-    match crate::model::write_dir_atomically(&keys, &files, false) {
+    match staged.commit() {
         Ok(()) => {
             let _ = std::fs::remove_dir_all(&old);
             Ok(index)
         }
         Err(e) => {
             if had_keys {
-                let _ = std::fs::rename(&old, &keys);
+                let _ = std::fs::rename(&old, &keys_dir);
             }
             Err(e)
         }

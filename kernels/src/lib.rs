@@ -25,6 +25,7 @@ pub mod prover;
 pub mod ptau;
 pub mod r1cs;
 pub mod raw;
+pub mod split;
 pub mod trace;
 pub mod witness_msm;
 

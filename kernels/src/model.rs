@@ -120,6 +120,26 @@ pub fn norms_after(prev: &Layer) -> Vec<Norm> {
         }
     }
     let mut out = Vec::new();
+    // A bound among prev's own inputs still holds where prev copies them unchanged (a
+    // layer cut into parts carries its input, LayerNorm values included, from part to
+    // part). Members without a copy drop out: a sum over fewer of the W_k x_k^2 is smaller.
+    for norm in &prev.norms {
+        let Some(&inv) = copies.get(&(norm.inv as usize)) else {
+            continue;
+        };
+        let members: Vec<(u32, i64)> = norm
+            .members
+            .iter()
+            .filter_map(|(k, w)| copies.get(&(*k as usize)).map(|a| (*a, *w)))
+            .collect();
+        if !members.is_empty() {
+            out.push(Norm {
+                inv,
+                members,
+                ..norm.clone()
+            });
+        }
+    }
     for b in 0..prev.n_out() {
         let products = prev.row_products(b);
         if prev.gadget_at(b) != Some(Gadget::Rsqrt)
@@ -611,6 +631,17 @@ impl Layer {
             .collect()
     }
 
+    /// The range each output row enforces (see [`Self::out_ranges`], which joins them per
+    /// state tensor).
+    pub fn row_ranges(&self) -> Vec<Range> {
+        let inputs = self.input_ranges();
+        self.row_q_bits()
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| self.row_range(i, m, &inputs))
+            .collect()
+    }
+
     /// The range row `i` enforces on its output, given its magnitude bits `m`.
     fn row_range(&self, i: usize, m: u32, inputs: &[Range]) -> Range {
         if let Some(j) = self.copy_of(i) {
@@ -904,38 +935,75 @@ pub fn write_dir_atomically(
     files: &[(PathBuf, Vec<u8>)],
     allow_existing_dir: bool,
 ) -> Result<()> {
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = dir
-        .file_name()
-        .ok_or_else(|| KernelError::model(dir, "not a directory name"))?;
-    if dir.exists() && !allow_existing_dir {
-        return Err(KernelError::model(
-            dir,
-            "already exists: choose a new --out directory or remove it",
-        ));
+    let staged = Staged::new(dir, allow_existing_dir)?;
+    for (rel, bytes) in files {
+        staged.write(rel, bytes)?;
     }
-    std::fs::create_dir_all(parent).map_err(|e| KernelError::io(parent, e))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let _ = std::fs::remove_dir_all(&tmp);
-        for (rel, bytes) in files {
-            let path = tmp.join(rel);
-            if let Some(p) = path.parent() {
-                std::fs::create_dir_all(p).map_err(|e| KernelError::io(p, e))?;
-            }
-            std::fs::write(&path, bytes).map_err(|e| KernelError::io(&path, e))?;
+    staged.commit()
+}
+
+/// A directory being written: files land in a temporary sibling, one at a time (so a large
+/// set never needs to be in memory at once), which [`Staged::commit`] renames into place.
+/// Dropped uncommitted (a failure), it is removed and leaves nothing behind.
+pub struct Staged {
+    tmp: PathBuf,
+    dir: PathBuf,
+    committed: bool,
+}
+
+impl Staged {
+    /// Starts writing `dir`, which must not exist unless `allow_existing_dir` (then it must
+    /// be gone, or be an empty directory, by the time of the commit).
+    pub fn new(dir: &Path, allow_existing_dir: bool) -> Result<Staged> {
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = dir
+            .file_name()
+            .ok_or_else(|| KernelError::model(dir, "not a directory name"))?;
+        if dir.exists() && !allow_existing_dir {
+            return Err(KernelError::model(
+                dir,
+                "already exists: choose a new --out directory or remove it",
+            ));
         }
-        std::fs::rename(&tmp, dir).map_err(|e| KernelError::io(dir, e))
-    })();
-    if result.is_err() {
+        std::fs::create_dir_all(parent).map_err(|e| KernelError::io(parent, e))?;
+        let tmp = parent.join(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| KernelError::io(&tmp, e))?;
+        Ok(Staged {
+            tmp,
+            dir: dir.to_path_buf(),
+            committed: false,
+        })
     }
-    result
+
+    /// Writes one file, at `rel` inside the directory.
+    pub fn write(&self, rel: &Path, bytes: &[u8]) -> Result<()> {
+        let path = self.tmp.join(rel);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).map_err(|e| KernelError::io(p, e))?;
+        }
+        std::fs::write(&path, bytes).map_err(|e| KernelError::io(&path, e))
+    }
+
+    /// Renames the finished directory into place.
+    pub fn commit(mut self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.dir).map_err(|e| KernelError::io(&self.dir, e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
 }

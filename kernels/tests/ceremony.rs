@@ -230,6 +230,25 @@ fn a_three_party_ceremony_and_beacon_yield_keys_that_prove_and_verify() {
         "",
     )
     .unwrap();
+    // Keys are written as they come: a stream that fails part-way installs nothing and
+    // leaves the installed keys as they were, with no staging directory behind.
+    let failing = done
+        .segments
+        .iter()
+        .take(2)
+        .map(|pk| Ok((pk.clone(), 0)))
+        .chain(std::iter::once(Err(provnet_kernels::KernelError::Input(
+            "setup interrupted".into(),
+        ))));
+    assert!(keys::install_each(&dir, &model, failing, "partial", "").is_err());
+    let short = done.segments[..3].iter().map(|pk| Ok((pk.clone(), 0)));
+    assert!(keys::install_each(&dir, &model, short, "short", "").is_err());
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     let mk = ModelKeys::open(&dir, &model).unwrap();
     let x = model.quantize(&common::read_floats("deep_mlp_input.json", "input_data"));
     let tr = trace::run(&model, &x).unwrap();

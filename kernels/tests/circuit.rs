@@ -746,3 +746,60 @@ fn spiky_inputs_through_every_layernorm_fixture_stay_inside_their_bounds() {
         }
     }
 }
+
+#[test]
+fn a_cut_layers_done_rows_pass_as_verbatim_words_and_a_lie_on_one_is_refused() {
+    // gelu_ffn's erf layer (13,821 constraints) cut at 8,000 into three parts: the middle
+    // one carries the rows the first did as whole words, tied word for word (no witnesses,
+    // no range checks); the last outputs the layer's own range, so it checks them again.
+    // Every part's shape still matches what the builder makes.
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ImportOptions {
+        max_constraints: 8000,
+        ..Default::default()
+    };
+    let (_, model, _) = common::import_fixture_with(tmp.path(), "gelu_ffn", "cut", &opts);
+    let x = model.quantize(&common::read_floats("gelu_ffn_input.json", "input_data"));
+    let tr = trace::run(&model, &x).unwrap();
+    let (mut tied, mut lies) = (0, 0);
+    for seg in &model.segments {
+        let shape = CircuitShape::of(seg);
+        let cs = circuit::synthesize(seg, Mode::Setup, Fr::from(0u64), None);
+        assert_eq!(cs.num_constraints(), shape.constraints, "seg {}", seg.index);
+        assert_eq!(cs.num_witness(), shape.witnesses, "seg {}", seg.index);
+        assert_eq!(cs.num_instance(), shape.public_inputs, "seg {}", seg.index);
+        let words = circuit::verbatim_words(seg);
+        if words.is_empty() {
+            continue;
+        }
+        tied += 1;
+        let (input, output) = (&tr.tensors[seg.index], &tr.tensors[seg.index + 1]);
+        let honest = Assignment {
+            input,
+            claimed_output: None,
+        };
+        let cs = circuit::synthesize(seg, Mode::Check, Fr::from(3u64), Some(honest));
+        assert!(cs.first_unsatisfied().is_none(), "seg {}", seg.index);
+        // A value inside a tied word, first and last of it, moved by one.
+        let per = circuit::per_word(seg.output().bits);
+        let (_, out_word) = words[words.len() / 2];
+        for row in [out_word * per, out_word * per + per - 1] {
+            for delta in [1i64, -1] {
+                let mut lie = output.clone();
+                lie[row] += delta;
+                if !seg.output().contains(lie[row] as i128) {
+                    continue;
+                }
+                lies += 1;
+                let label = refusal(seg, input, &lie, Mode::Check);
+                assert!(
+                    label.contains("verbatim word"),
+                    "seg {} row {row}: {label}",
+                    seg.index
+                );
+            }
+        }
+    }
+    assert_eq!(tied, 1, "segments with verbatim words");
+    assert!(lies >= 2, "{lies} lies tried");
+}

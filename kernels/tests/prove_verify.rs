@@ -318,11 +318,12 @@ fn the_constraint_budget_is_enforced_and_the_summary_sizes_the_keys() {
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(9);
     let onnx = common::fixture("residual_mlp.onnx");
-    // Segments of 2,563, 4,031, 2,592 and 808 constraints: a budget of 4,000 refuses the
-    // second, naming it, and writes nothing.
+    // Segments of 2,563, 4,031, 2,592 and 808 constraints. At 4,000 the second is cut into
+    // parts (each checks the layer's 72 inputs again); at 2,000 no part holding the input
+    // fits, so it is refused, named, and nothing is written.
     let refused = tmp.path().join("refused");
     let tight = ImportOptions {
-        max_constraints: 4000,
+        max_constraints: 2000,
         ..Default::default()
     };
     match import(&onnx, &refused, &tight) {
@@ -365,4 +366,93 @@ fn the_constraint_budget_is_enforced_and_the_summary_sizes_the_keys() {
             said.h_table_bytes
         );
     }
+}
+
+#[test]
+fn a_layer_over_the_budget_is_cut_into_parts_that_compute_it_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    // transformer_block's layers (one segment each) are 1,927 to 8,164 constraints; at
+    // 5,000 the five over it are cut into parts, attention's products and the LayerNorm
+    // bounds among the carried input included; gelu_ffn's erf layer (13,821) at 8,000;
+    // residual_mlp's ReLU layer (4,031) at 4,000.
+    for (name, budget) in [
+        ("transformer_block", 5000),
+        ("gelu_ffn", 8000),
+        ("residual_mlp", 4000),
+    ] {
+        let (_, whole, whole_summary) = common::import_fixture_with(
+            tmp.path(),
+            name,
+            &format!("{name}-whole"),
+            &Default::default(),
+        );
+        let opts = ImportOptions {
+            max_constraints: budget,
+            ..Default::default()
+        };
+        let (_, cut, summary) =
+            common::import_fixture_with(tmp.path(), name, &format!("{name}-cut"), &opts);
+        assert!(
+            summary.segments.len() > whole_summary.segments.len(),
+            "{name}"
+        );
+        for seg in &summary.segments {
+            assert!(seg.constraints <= budget, "{name} segment {}", seg.index);
+        }
+        // The same values at the model's output: the parts compute the layer's rows exactly.
+        for k in 0..4 {
+            let x = if k == 0 {
+                whole.quantize(&common::read_floats(
+                    &format!("{name}_input.json"),
+                    "input_data",
+                ))
+            } else {
+                trace::random_state(&whole, 0, &mut rng).unwrap()
+            };
+            let (a, b) = (
+                trace::run(&whole, &x).unwrap(),
+                trace::run(&cut, &x).unwrap(),
+            );
+            assert_eq!(a.output(), b.output(), "{name} input {k}");
+            assert_eq!(
+                a.tensors.len() + cut.segments.len() - whole.segments.len(),
+                b.tensors.len()
+            );
+        }
+    }
+    // Each part is an ordinary segment: it proves, verifies and chains.
+    let p = prove_all_with(
+        tmp.path(),
+        "gelu_ffn",
+        &ImportOptions {
+            max_constraints: 8000,
+            ..Default::default()
+        },
+        &mut rng,
+    );
+    assert_eq!(p.model.segments.len(), 6);
+    for (k, file) in p.files.iter().enumerate() {
+        verifier(&p, k).verify(&p.model, file, &CTX).unwrap();
+        if let Some(next) = p.files.get(k + 1) {
+            assert_eq!(file.output, next.input, "segment {k}");
+        }
+    }
+    // Too small for even one row beside the layer's input: refused, naming the layer.
+    let refused = tmp.path().join("refused");
+    let tight = ImportOptions {
+        max_constraints: 3000,
+        ..Default::default()
+    };
+    match import(&common::fixture("transformer_block.onnx"), &refused, &tight) {
+        Err(KernelError::Unsupported { node, reason, .. }) => {
+            assert_eq!(node, "/attn/MatMul");
+            assert!(
+                reason.contains("layer 2") && reason.contains("cut into parts"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!refused.exists());
 }
