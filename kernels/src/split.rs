@@ -11,9 +11,13 @@
 //!
 //! A part's state at its output cut is the rows done so far (one tensor per tensor of the
 //! layer's state they belong to) then x (its tensors, as the cut before named them). Each
-//! part pays the range checks of its input again, x and the rows done alike, which is why
-//! this is only worth it for a layer no segment could hold: a part's rows must cost more
-//! than its input. The LayerNorm bounds among x travel with its copies
+//! part pays the range checks of x again, which is why this is only worth it for a layer no
+//! segment could hold: a part's rows must cost more than its input. The rows done pass
+//! free where they can: with chunks a whole number of packing words long and a part whose
+//! input and output ranges agree, each done word is tied to the same word of the output
+//! (`circuit::verbatim_words`: no witnesses, no range checks). The last part outputs the
+//! layer's own range, so it checks them once more. The LayerNorm bounds among x travel with
+//! its copies
 //! ([`crate::model::norms_after`]), so a row computed in a later part is as narrow as in
 //! the whole layer.
 
