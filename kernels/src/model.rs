@@ -32,8 +32,9 @@ pub const MAX_ACC_BITS: u32 = 120;
 /// Widest range of a value at a cut: values are i64.
 pub const MAX_VALUE_BITS: u32 = 63;
 /// Most bits a segment's weight scale may exceed the model's activation scale by: 8 for
-/// small weights, up to 12 for the coefficients of products (see [`Segment::products`]).
-pub const MAX_EXTRA_WEIGHT_BITS: u32 = 12;
+/// small weights, 12 for the coefficients of products (see [`Segment::products`]), up to 20
+/// where one would otherwise be off by more than 2^-9 (a LayerNorm's 1/D for D up to 4096).
+pub const MAX_EXTRA_WEIGHT_BITS: u32 = 20;
 
 /// A power-of-two integer range: signed is [-2^(bits-1), 2^(bits-1)), unsigned is [0, 2^bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
