@@ -92,12 +92,12 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
             .unwrap_or_default();
         let q = quantize_layer(layer, (input, std::mem::take(&mut in_ranges)), norms, s)?;
         let shape = CircuitShape::alone(&q);
-        let parts = if shape.constraints <= opts.max_constraints {
-            vec![q]
+        let parts: Vec<(Layer, CircuitShape)> = if shape.constraints <= opts.max_constraints {
+            vec![(q, shape)]
         } else {
             let input_state = input_tensors(&q, layers.last().map(|l| &l.layer));
-            split::split(&q, &input_state, opts.max_constraints).ok_or_else(|| {
-                KernelError::Unsupported {
+            split::split(&q, &input_state, opts.max_constraints)
+                .ok_or_else(|| KernelError::Unsupported {
                     node: layer.nodes.last().cloned().unwrap_or_default(),
                     op: layer.ops.last().cloned().unwrap_or_default(),
                     reason: format!(
@@ -114,12 +114,16 @@ pub fn quantize(float: &FloatModel, source_hash: String, opts: &ImportOptions) -
                             (k.pk_bytes + k.h_table_bytes) / 1_000_000
                         }
                     ),
-                }
-            })?
+                })?
+                .into_iter()
+                .map(|p| {
+                    let alone = CircuitShape::alone(&p);
+                    (p, alone)
+                })
+                .collect()
         };
-        for q in parts {
+        for (q, alone) in parts {
             let (head, (mid, end)) = (CircuitShape::head(&q), CircuitShape::parts(&q));
-            let alone = CircuitShape::alone(&q);
             input = q.output;
             in_ranges = q.out_ranges();
             layers.push(Sized {
